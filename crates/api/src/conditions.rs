@@ -1,0 +1,105 @@
+//! Condition types and reasons, following the Kubernetes API conventions (CamelCase reasons)
+//! so `kubectl wait --for=condition=Ready`, kstatus, Flux and Argo CD understand them.
+
+use std::fmt;
+
+/// Condition types the operator sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConditionType {
+    /// The backend resource exists and matches the spec.
+    Ready,
+}
+
+impl ConditionType {
+    /// The string written to `status.conditions[].type`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ConditionType::Ready => "Ready",
+        }
+    }
+}
+
+impl fmt::Display for ConditionType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Machine-readable reasons for a condition; also the bounded label set of error metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConditionReason {
+    /// Everything is in place.
+    Available,
+    /// The operator is creating or converging the resource.
+    Creating,
+    /// The spec breaks a rule the API server could not check (or a rule it did not enforce).
+    InvalidSpec,
+    /// The object store did not answer or answered with a server error; retried with backoff.
+    BackendUnavailable,
+    /// The name is claimed by another object, or the Secret to write belongs to someone else.
+    Conflict,
+    /// The object store refused the operator's credentials for this action.
+    Forbidden,
+    /// The object store cannot do what the spec asks (e.g. versioning on Garage).
+    Unsupported,
+    /// A granted bucket does not exist yet or is not Ready.
+    BucketNotReady,
+    /// Cleanup is in progress.
+    Deleting,
+    /// Deletion was asked for but would lose data the user did not agree to lose.
+    DeletionBlocked,
+}
+
+impl ConditionReason {
+    /// Every reason, for tests and metric pre-registration.
+    pub const ALL: [ConditionReason; 10] = [
+        ConditionReason::Available,
+        ConditionReason::Creating,
+        ConditionReason::InvalidSpec,
+        ConditionReason::BackendUnavailable,
+        ConditionReason::Conflict,
+        ConditionReason::Forbidden,
+        ConditionReason::Unsupported,
+        ConditionReason::BucketNotReady,
+        ConditionReason::Deleting,
+        ConditionReason::DeletionBlocked,
+    ];
+
+    /// The CamelCase string written to `status.conditions[].reason`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ConditionReason::Available => "Available",
+            ConditionReason::Creating => "Creating",
+            ConditionReason::InvalidSpec => "InvalidSpec",
+            ConditionReason::BackendUnavailable => "BackendUnavailable",
+            ConditionReason::Conflict => "Conflict",
+            ConditionReason::Forbidden => "Forbidden",
+            ConditionReason::Unsupported => "Unsupported",
+            ConditionReason::BucketNotReady => "BucketNotReady",
+            ConditionReason::Deleting => "Deleting",
+            ConditionReason::DeletionBlocked => "DeletionBlocked",
+        }
+    }
+}
+
+impl fmt::Display for ConditionReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_camel_case_and_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for r in ConditionReason::ALL {
+            let s = r.as_str();
+            assert!(s.chars().next().unwrap().is_ascii_uppercase(), "{s}");
+            assert!(s.chars().all(|c| c.is_ascii_alphanumeric()), "{s}");
+            assert!(seen.insert(s), "duplicate reason {s}");
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! Operator configuration: every setting is a flag with an environment variable beside it.
+//! Environment names follow the older s3-resource-operator (see the compatibility contract),
+//! including both names it used for the admin credentials (`S3_ACCESS_KEY` / `ROOT_ACCESS_KEY`).
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, ValueEnum};
+use s3op_api::DEFAULT_COMPAT_ANNOTATION;
+use s3op_backends::SecretString;
+use thiserror::Error;
+
+const ABOUT: &str = "Kubernetes operator for S3 buckets and users on AWS, VersityGW, MinIO and Garage.";
+
+const LONG_ABOUT: &str = "\
+Kubernetes operator for S3 buckets and users on AWS (S3 + IAM), VersityGW, MinIO and Garage.
+
+It reconciles S3Bucket and S3User custom resources (group s3-resource-operator.io) and, in
+compatibility mode, Secrets annotated the way the older s3-resource-operator expected.
+
+Every flag can also be set through the environment variable shown beside it. Minimal examples:
+
+  VersityGW:  BACKEND_NAME=versitygw S3_ENDPOINT_URL=http://versitygw:7070 \\
+              S3_ACCESS_KEY=admin S3_SECRET_KEY=... s3-resource-operator
+  Garage:     BACKEND_NAME=garage S3_ENDPOINT_URL=http://garage:3900 S3_REGION=garage \\
+              GARAGE_ADMIN_ENDPOINT=http://garage:3903 GARAGE_ADMIN_TOKEN=... s3-resource-operator
+  AWS:        BACKEND_NAME=aws S3_REGION=eu-west-1 s3-resource-operator   (credentials from the
+              standard AWS chain: environment, web identity / IRSA, instance metadata)
+
+The Kubernetes connection comes from KUBECONFIG or the in-cluster service account.";
+
+/// Kind of object store the operator manages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// AWS S3 with IAM users.
+    Aws,
+    /// Versity S3 Gateway.
+    Versitygw,
+    /// MinIO.
+    Minio,
+    /// Garage.
+    Garage,
+}
+
+impl BackendKind {
+    /// Lowercase name, as written to status.backend.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Aws => "aws",
+            BackendKind::Versitygw => "versitygw",
+            BackendKind::Minio => "minio",
+            BackendKind::Garage => "garage",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Log verbosity, accepting the older operator's names (`WARNING`) as well as Rust's (`warn`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Everything, including each backend request.
+    #[value(alias = "TRACE")]
+    Trace,
+    /// Reconcile details.
+    #[value(alias = "DEBUG")]
+    Debug,
+    /// Changes made and problems found.
+    #[value(alias = "INFO")]
+    Info,
+    /// Problems only.
+    #[value(alias = "WARNING", alias = "warning", alias = "WARN")]
+    Warn,
+    /// Failures only.
+    #[value(alias = "ERROR")]
+    Error,
+}
+
+impl LogLevel {
+    /// The `tracing` filter directive for this level.
+    pub const fn directive(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Command-line flags and their environment variables, as parsed; see [`Cli::into_config`].
+#[derive(Debug, Parser)]
+#[command(name = "s3-resource-operator", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub struct Cli {
+    /// Kind of object store: versitygw, minio, garage or aws (case-insensitive).
+    #[arg(long, env = "BACKEND_NAME", value_enum, ignore_case = true, default_value_t = BackendKind::Versitygw)]
+    pub backend: BackendKind,
+
+    /// S3 endpoint of the object store, e.g. http://versitygw.storage:7070. Required except for aws.
+    #[arg(long, env = "S3_ENDPOINT_URL")]
+    pub s3_endpoint_url: Option<String>,
+
+    /// Admin access key of the object store (also read from ROOT_ACCESS_KEY). Required for
+    /// versitygw and minio; for garage the S3 key used to manage bucket contents (optional).
+    #[arg(long, env = "S3_ACCESS_KEY", hide_env_values = true)]
+    pub s3_access_key: Option<String>,
+
+    #[arg(long, env = "ROOT_ACCESS_KEY", hide = true, hide_env_values = true)]
+    root_access_key: Option<String>,
+
+    /// Admin secret key of the object store (also read from ROOT_SECRET_KEY). Prefer the
+    /// environment or --s3-secret-key-file over the flag, which other users can see in `ps`.
+    #[arg(long, env = "S3_SECRET_KEY", hide_env_values = true)]
+    pub s3_secret_key: Option<String>,
+
+    #[arg(long, env = "ROOT_SECRET_KEY", hide = true, hide_env_values = true)]
+    root_secret_key: Option<String>,
+
+    /// File holding the admin secret key (e.g. a mounted Secret); used when no key is given directly.
+    #[arg(long, env = "S3_SECRET_KEY_FILE")]
+    pub s3_secret_key_file: Option<PathBuf>,
+
+    /// Region to sign S3 requests for; must match the store's (Garage's default is "garage").
+    #[arg(long, env = "S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+
+    /// Garage admin API endpoint, e.g. http://garage:3903. Required for garage.
+    #[arg(long, env = "GARAGE_ADMIN_ENDPOINT")]
+    pub garage_admin_endpoint: Option<String>,
+
+    /// Garage admin API bearer token. Required for garage (or --garage-admin-token-file).
+    #[arg(long, env = "GARAGE_ADMIN_TOKEN", hide_env_values = true)]
+    pub garage_admin_token: Option<String>,
+
+    /// File holding the Garage admin token.
+    #[arg(long, env = "GARAGE_ADMIN_TOKEN_FILE")]
+    pub garage_admin_token_file: Option<PathBuf>,
+
+    /// Reconcile S3Bucket and S3User custom resources.
+    #[arg(long, env = "CRD_MODE", default_value_t = true, action = clap::ArgAction::Set, value_parser = parse_bool)]
+    pub crd_mode: bool,
+
+    /// Also handle Secrets annotated the way the older s3-resource-operator expected.
+    #[arg(long, env = "COMPAT_MODE", default_value_t = true, action = clap::ArgAction::Set, value_parser = parse_bool)]
+    pub compat_mode: bool,
+
+    /// Annotation that opts a Secret into compatibility mode (values false/0/no opt out).
+    #[arg(long, env = "ANNOTATION_KEY", default_value = DEFAULT_COMPAT_ANNOTATION)]
+    pub annotation_key: String,
+
+    /// In compatibility mode, skip a Secret whose endpoint differs from --s3-endpoint-url.
+    #[arg(long, env = "ENFORCE_ENDPOINT_CHECK", default_value_t = true, action = clap::ArgAction::Set, value_parser = parse_bool)]
+    pub enforce_endpoint_check: bool,
+
+    /// Roles a compatibility Secret may ask for (comma-separated; VersityGW roles).
+    #[arg(long, env = "COMPAT_ALLOWED_ROLES", value_delimiter = ',', default_value = "user")]
+    pub compat_allowed_roles: Vec<String>,
+
+    /// Namespaces trusted to adopt buckets and users that exist on the store but were not
+    /// created by this operator (comma-separated). Empty: never adopt.
+    #[arg(long, env = "ADOPT_NAMESPACES", value_delimiter = ',')]
+    pub adopt_namespaces: Vec<String>,
+
+    /// How often every object is re-read from the store to repair drift (e.g. 5m, 30s).
+    #[arg(long, env = "RESYNC_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub resync_interval: Duration,
+
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8000")]
+    pub metrics_addr: SocketAddr,
+
+    /// Log level: trace, debug, info, warn (or WARNING), error. RUST_LOG, when set, wins.
+    #[arg(long, env = "LOG_LEVEL", value_enum, ignore_case = true, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT", value_enum, ignore_case = true, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Accepts the spellings of a boolean found in Helm values and old manifests.
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        other => Err(format!("expected true or false, got {other:?}")),
+    }
+}
+
+/// Admin credentials for the object store.
+#[derive(Clone, Debug)]
+pub struct AdminCredentials {
+    /// Access key id.
+    pub access_key: String,
+    /// Secret access key (redacted in Debug).
+    pub secret_key: SecretString,
+}
+
+/// Garage's admin API settings.
+#[derive(Clone, Debug)]
+pub struct GarageAdmin {
+    /// Admin API endpoint.
+    pub endpoint: String,
+    /// Bearer token (redacted in Debug).
+    pub token: SecretString,
+}
+
+/// Validated configuration: everything a backend needs is present.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Kind of object store.
+    pub backend: BackendKind,
+    /// S3 endpoint; None means AWS's own endpoints.
+    pub s3_endpoint_url: Option<String>,
+    /// Admin credentials; None for AWS (standard credential chain).
+    pub admin: Option<AdminCredentials>,
+    /// Signing region.
+    pub region: String,
+    /// Garage admin API, for garage only.
+    pub garage: Option<GarageAdmin>,
+    /// Reconcile custom resources.
+    pub crd_mode: bool,
+    /// Reconcile annotated Secrets.
+    pub compat_mode: bool,
+    /// Compatibility annotation key.
+    pub annotation_key: String,
+    /// Compatibility endpoint check.
+    pub enforce_endpoint_check: bool,
+    /// Compatibility roles allowed.
+    pub compat_allowed_roles: Vec<String>,
+    /// Namespaces trusted to adopt foreign buckets and users.
+    pub adopt_namespaces: Vec<String>,
+    /// Drift-repair period.
+    pub resync_interval: Duration,
+    /// HTTP listen address.
+    pub metrics_addr: SocketAddr,
+    /// Log level.
+    pub log_level: LogLevel,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// A configuration problem, reported in one line naming the setting.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A setting the chosen backend needs is absent or empty.
+    #[error("missing required setting {env} (flag {flag}): {why}")]
+    Missing {
+        /// Environment variable name.
+        env: &'static str,
+        /// Flag name.
+        flag: &'static str,
+        /// What it is for.
+        why: &'static str,
+    },
+    /// A setting is present but unusable.
+    #[error("invalid setting {env}: {why}")]
+    Invalid {
+        /// Environment variable name.
+        env: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+fn read_secret_file(path: &Option<PathBuf>, env: &'static str) -> Result<Option<String>, ConfigError> {
+    let Some(path) = path else { return Ok(None) };
+    std::fs::read_to_string(path)
+        .map(|s| non_empty(Some(s)))
+        .map_err(|e| ConfigError::Invalid { env, why: format!("cannot read {}: {e}", path.display()) })
+}
+
+fn check_url(url: &str, env: &'static str) -> Result<(), ConfigError> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| ConfigError::Invalid { env, why: format!("{url:?} must start with http:// or https://") })?;
+    if rest.trim_end_matches('/').is_empty() {
+        return Err(ConfigError::Invalid { env, why: format!("{url:?} has no host") });
+    }
+    Ok(())
+}
+
+impl Cli {
+    /// Checks that the chosen backend has everything it needs and resolves aliases and files.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let endpoint = non_empty(self.s3_endpoint_url);
+        let access_key = non_empty(self.s3_access_key).or(non_empty(self.root_access_key));
+        let secret_key = match non_empty(self.s3_secret_key).or(non_empty(self.root_secret_key)) {
+            Some(k) => Some(k),
+            None => read_secret_file(&self.s3_secret_key_file, "S3_SECRET_KEY_FILE")?,
+        };
+        if let Some(url) = &endpoint {
+            check_url(url, "S3_ENDPOINT_URL")?;
+        }
+        let needs_endpoint = self.backend != BackendKind::Aws;
+        if needs_endpoint && endpoint.is_none() {
+            return Err(ConfigError::Missing {
+                env: "S3_ENDPOINT_URL",
+                flag: "--s3-endpoint-url",
+                why: "the S3 endpoint of the object store",
+            });
+        }
+        let needs_admin = matches!(self.backend, BackendKind::Versitygw | BackendKind::Minio);
+        let admin = match (access_key, secret_key) {
+            (Some(access_key), Some(secret_key)) => {
+                Some(AdminCredentials { access_key, secret_key: SecretString::new(secret_key) })
+            }
+            (None, _) if needs_admin => {
+                return Err(ConfigError::Missing {
+                    env: "S3_ACCESS_KEY",
+                    flag: "--s3-access-key",
+                    why: "the object store's admin access key (ROOT_ACCESS_KEY is also read)",
+                });
+            }
+            (_, None) if needs_admin => {
+                return Err(ConfigError::Missing {
+                    env: "S3_SECRET_KEY",
+                    flag: "--s3-secret-key",
+                    why: "the object store's admin secret key (ROOT_SECRET_KEY and S3_SECRET_KEY_FILE are also read)",
+                });
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    env: "S3_ACCESS_KEY",
+                    why: "an access key and a secret key must be given together".into(),
+                });
+            }
+            (None, None) => None,
+        };
+        let garage = if self.backend == BackendKind::Garage {
+            let endpoint = non_empty(self.garage_admin_endpoint).ok_or(ConfigError::Missing {
+                env: "GARAGE_ADMIN_ENDPOINT",
+                flag: "--garage-admin-endpoint",
+                why: "Garage's admin API endpoint, e.g. http://garage:3903",
+            })?;
+            check_url(&endpoint, "GARAGE_ADMIN_ENDPOINT")?;
+            let token = match non_empty(self.garage_admin_token) {
+                Some(t) => t,
+                None => read_secret_file(&self.garage_admin_token_file, "GARAGE_ADMIN_TOKEN_FILE")?.ok_or(
+                    ConfigError::Missing {
+                        env: "GARAGE_ADMIN_TOKEN",
+                        flag: "--garage-admin-token",
+                        why: "Garage's admin API token (or GARAGE_ADMIN_TOKEN_FILE)",
+                    },
+                )?,
+            };
+            Some(GarageAdmin { endpoint, token: SecretString::new(token) })
+        } else {
+            None
+        };
+        if self.annotation_key.trim().is_empty() {
+            return Err(ConfigError::Invalid { env: "ANNOTATION_KEY", why: "must not be empty".into() });
+        }
+        if self.resync_interval < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid { env: "RESYNC_INTERVAL", why: "must be at least 1s".into() });
+        }
+        let list = |v: Vec<String>| v.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        Ok(Config {
+            backend: self.backend,
+            s3_endpoint_url: endpoint,
+            admin,
+            region: self.s3_region,
+            garage,
+            crd_mode: self.crd_mode,
+            compat_mode: self.compat_mode,
+            annotation_key: self.annotation_key.trim().to_string(),
+            enforce_endpoint_check: self.enforce_endpoint_check,
+            compat_allowed_roles: list(self.compat_allowed_roles),
+            adopt_namespaces: list(self.adopt_namespaces),
+            resync_interval: self.resync_interval,
+            metrics_addr: self.metrics_addr,
+            log_level: self.log_level,
+            log_format: self.log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Flags only: the environment is process-global, so env handling is tested in tests/cli.rs
+    // by running the binary with a controlled environment.
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["s3-resource-operator"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).expect("flags parse").into_config()
+    }
+
+    #[test]
+    fn versitygw_needs_endpoint_and_admin_keys() {
+        let err = parse(&["--backend", "versitygw"]).unwrap_err();
+        assert!(matches!(err, ConfigError::Missing { env: "S3_ENDPOINT_URL", .. }), "{err}");
+        let err = parse(&["--s3-endpoint-url", "http://127.0.0.1:7070"]).unwrap_err();
+        assert!(matches!(err, ConfigError::Missing { env: "S3_ACCESS_KEY", .. }), "{err}");
+        let err = parse(&["--s3-endpoint-url", "http://127.0.0.1:7070", "--s3-access-key", "admin"]).unwrap_err();
+        assert!(matches!(err, ConfigError::Missing { env: "S3_SECRET_KEY", .. }), "{err}");
+        let cfg = parse(&[
+            "--s3-endpoint-url",
+            "http://127.0.0.1:7070",
+            "--s3-access-key",
+            "admin",
+            "--s3-secret-key",
+            "topsecret",
+        ])
+        .unwrap();
+        assert_eq!(cfg.backend, BackendKind::Versitygw);
+        assert_eq!(cfg.admin.as_ref().unwrap().access_key, "admin");
+        assert!(!format!("{cfg:?}").contains("topsecret"), "Debug must redact secrets");
+    }
+
+    #[test]
+    fn garage_needs_admin_api() {
+        let err = parse(&["--backend", "GARAGE", "--s3-endpoint-url", "http://127.0.0.1:3900"]).unwrap_err();
+        assert!(matches!(err, ConfigError::Missing { env: "GARAGE_ADMIN_ENDPOINT", .. }), "{err}");
+        let cfg = parse(&[
+            "--backend",
+            "garage",
+            "--s3-endpoint-url",
+            "http://127.0.0.1:3900",
+            "--garage-admin-endpoint",
+            "http://127.0.0.1:3903",
+            "--garage-admin-token",
+            "tok",
+        ])
+        .unwrap();
+        assert!(cfg.admin.is_none());
+        assert_eq!(cfg.garage.unwrap().token.expose(), "tok");
+    }
+
+    #[test]
+    fn aws_needs_nothing_but_accepts_an_endpoint() {
+        let cfg = parse(&["--backend", "aws"]).unwrap();
+        assert!(cfg.s3_endpoint_url.is_none() && cfg.admin.is_none());
+        let cfg = parse(&["--backend", "Aws", "--s3-endpoint-url", "http://127.0.0.1:5000"]).unwrap();
+        assert_eq!(cfg.s3_endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+    }
+
+    #[test]
+    fn rejects_bad_urls_and_half_credentials() {
+        let err = parse(&["--s3-endpoint-url", "versitygw:7070"]).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { env: "S3_ENDPOINT_URL", .. }), "{err}");
+        let err = parse(&["--backend", "aws", "--s3-access-key", "a"]).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { .. }), "{err}");
+    }
+
+    #[test]
+    fn booleans_and_levels_take_old_spellings() {
+        let base = ["--backend", "aws"];
+        for (v, want) in [("false", false), ("0", false), ("No", false), ("TRUE", true), ("1", true)] {
+            let mut args = base.to_vec();
+            args.extend(["--enforce-endpoint-check", v]);
+            assert_eq!(parse(&args).unwrap().enforce_endpoint_check, want, "{v}");
+        }
+        for (v, want) in [("WARNING", LogLevel::Warn), ("DEBUG", LogLevel::Debug), ("info", LogLevel::Info)] {
+            let mut args = base.to_vec();
+            args.extend(["--log-level", v]);
+            assert_eq!(parse(&args).unwrap().log_level, want, "{v}");
+        }
+        let mut args = base.to_vec();
+        args.extend(["--compat-allowed-roles", "user, userplus", "--resync-interval", "30s"]);
+        let cfg = parse(&args).unwrap();
+        assert_eq!(cfg.compat_allowed_roles, ["user", "userplus"]);
+        assert_eq!(cfg.resync_interval, Duration::from_secs(30));
+    }
+}

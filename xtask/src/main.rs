@@ -1,0 +1,47 @@
+//! Developer commands: `cargo xtask <command>`. Run `cargo xtask help` for the list.
+
+mod ci;
+mod crdgen;
+mod peers;
+
+use std::path::PathBuf;
+
+const HELP: &str = "\
+cargo xtask <command>
+
+commands:
+  crdgen [--check]   write the CRD YAML (charts/…/crds/*.yaml, deploy/crds.yaml); --check fails if stale
+  ci                 the full test command: fmt, clippy, crdgen --check, tests
+  peers [--list]     install the pinned test peers (kube-apiserver, etcd, stores, moto) into the cache
+  help               this text";
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, rest) = match args.split_first() {
+        Some((c, r)) => (c.as_str(), r),
+        None => ("help", &[][..]),
+    };
+    let result = match cmd {
+        "crdgen" => crdgen::run(rest),
+        "ci" => ci::run(rest),
+        "peers" => peers::run(rest),
+        "help" | "--help" | "-h" => {
+            println!("{HELP}");
+            Ok(())
+        }
+        other => Err(anyhow::anyhow!("unknown command {other:?}\n\n{HELP}")),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask {cmd}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Root of the workspace (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
