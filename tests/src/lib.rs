@@ -1,5 +1,11 @@
-//! Test support shared by the end-to-end suites: locating the repository, and (with the
-//! test-peer issue) the harness that starts real peers on loopback.
+//! Test support shared by the end-to-end suites and `cargo xtask demo`: the harness that starts
+//! real peers on loopback (a Kubernetes control plane and the object stores) and stops them
+//! when it is dropped or the process exits.
+
+pub mod control_plane;
+pub mod peers;
+pub mod process;
+pub mod stores;
 
 use std::path::PathBuf;
 
