@@ -2,6 +2,7 @@
 
 mod ci;
 mod crdgen;
+mod demo;
 mod peers;
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ commands:
   crdgen [--check]   write the CRD YAML (charts/…/crds/*.yaml, deploy/crds.yaml); --check fails if stale
   ci                 the full test command: fmt, clippy, crdgen --check, tests
   peers [--list]     install the pinned test peers (kube-apiserver, etcd, stores, moto) into the cache
+  demo               run the operator on a local control plane and VersityGW, with deploy/examples applied
   help               this text";
 
 fn main() -> std::process::ExitCode {
@@ -25,6 +27,7 @@ fn main() -> std::process::ExitCode {
         "crdgen" => crdgen::run(rest),
         "ci" => ci::run(rest),
         "peers" => peers::run(rest),
+        "demo" => demo::run(rest),
         "help" | "--help" | "-h" => {
             println!("{HELP}");
             Ok(())
