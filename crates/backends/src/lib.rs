@@ -1,9 +1,14 @@
-//! Object-store backends: the `Backend` trait and its AWS, VersityGW, MinIO and Garage
-//! implementations. Knows nothing of Kubernetes.
-//!
-//! The trait and implementations arrive with the backend issue; for now this crate holds the
-//! types every layer needs to keep credentials out of logs.
+//! Object-store backends: the [`Backend`] trait and its implementations. Knows nothing of
+//! Kubernetes: callers pass plain names, owners and grants.
 
+pub mod backend;
+pub mod error;
+pub mod memory;
+pub mod minio;
+pub mod model;
 pub mod secret;
 
+pub use backend::Backend;
+pub use error::{BackendError, ErrorCategory, Result};
+pub use model::*;
 pub use secret::SecretString;

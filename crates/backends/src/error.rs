@@ -1,0 +1,145 @@
+//! The one error type of every backend. Each error knows whether a retry can help and which
+//! condition reason it maps to, so the controller never inspects messages.
+
+use thiserror::Error;
+
+/// What went wrong talking to an object store. Messages never hold secret values.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum BackendError {
+    /// The bucket, user or key does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for, e.g. "bucket my-bucket".
+        what: String,
+    },
+    /// The name is taken on the store by something this operator did not create for this owner.
+    #[error("{what} already exists and is not ours: {detail}")]
+    NotOwned {
+        /// The bucket or user.
+        what: String,
+        /// Who owns it, as far as the store tells.
+        detail: String,
+    },
+    /// The store refused a write because of the current state (e.g. a bucket that is not empty).
+    #[error("{what}: {detail}")]
+    Conflict {
+        /// The bucket or user.
+        what: String,
+        /// Why the store refused.
+        detail: String,
+    },
+    /// The request is invalid for this store (bad name, value out of range).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The store refused the operator's own credentials for this action.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The store cannot do this at all (e.g. versioning on Garage).
+    #[error("{feature} is not supported by {backend}")]
+    Unsupported {
+        /// The store kind.
+        backend: &'static str,
+        /// The setting or operation.
+        feature: &'static str,
+    },
+    /// The store did not answer, timed out or failed on its side; a retry may succeed.
+    #[error("{backend} unavailable: {cause}")]
+    Unavailable {
+        /// The store kind.
+        backend: &'static str,
+        /// What happened (connection refused, timeout, HTTP 5xx …).
+        cause: String,
+    },
+    /// The store answered something we do not understand.
+    #[error("unexpected answer from {backend}: {detail}")]
+    Protocol {
+        /// The store kind.
+        backend: &'static str,
+        /// What was unexpected.
+        detail: String,
+    },
+}
+
+/// Coarse class of a [`BackendError`]: the bounded label set for metrics and events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCategory {
+    /// See [`BackendError::NotFound`].
+    NotFound,
+    /// See [`BackendError::NotOwned`] and [`BackendError::Conflict`].
+    Conflict,
+    /// See [`BackendError::InvalidInput`].
+    InvalidInput,
+    /// See [`BackendError::Forbidden`].
+    Forbidden,
+    /// See [`BackendError::Unsupported`].
+    Unsupported,
+    /// See [`BackendError::Unavailable`].
+    Unavailable,
+    /// See [`BackendError::Protocol`].
+    Protocol,
+}
+
+impl ErrorCategory {
+    /// CamelCase name, usable as a condition reason or a metric label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCategory::NotFound => "NotFound",
+            ErrorCategory::Conflict => "Conflict",
+            ErrorCategory::InvalidInput => "InvalidInput",
+            ErrorCategory::Forbidden => "Forbidden",
+            ErrorCategory::Unsupported => "Unsupported",
+            ErrorCategory::Unavailable => "BackendUnavailable",
+            ErrorCategory::Protocol => "BackendProtocolError",
+        }
+    }
+}
+
+impl BackendError {
+    /// The error's class.
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            BackendError::NotFound { .. } => ErrorCategory::NotFound,
+            BackendError::NotOwned { .. } | BackendError::Conflict { .. } => ErrorCategory::Conflict,
+            BackendError::InvalidInput(_) => ErrorCategory::InvalidInput,
+            BackendError::Forbidden(_) => ErrorCategory::Forbidden,
+            BackendError::Unsupported { .. } => ErrorCategory::Unsupported,
+            BackendError::Unavailable { .. } => ErrorCategory::Unavailable,
+            BackendError::Protocol { .. } => ErrorCategory::Protocol,
+        }
+    }
+
+    /// True when the same call may succeed later without any change of spec: the store was
+    /// down or overloaded, or a conflict that other work may clear (a bucket being emptied).
+    /// A protocol error is retried too: stores answer garbage while starting up.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, BackendError::Unavailable { .. } | BackendError::Protocol { .. } | BackendError::Conflict { .. })
+    }
+
+    /// Shorthand for [`BackendError::NotFound`].
+    pub fn not_found(what: impl Into<String>) -> Self {
+        BackendError::NotFound { what: what.into() }
+    }
+}
+
+/// Result of a backend call.
+pub type Result<T, E = BackendError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        let unavailable = BackendError::Unavailable { backend: "minio", cause: "connection refused".into() };
+        assert!(unavailable.is_retryable());
+        assert_eq!(unavailable.category().as_str(), "BackendUnavailable");
+        let unsupported = BackendError::Unsupported { backend: "garage", feature: "versioning" };
+        assert!(!unsupported.is_retryable());
+        assert_eq!(unsupported.to_string(), "versioning is not supported by garage");
+        let taken = BackendError::NotOwned { what: "bucket b".into(), detail: "no ownership tag".into() };
+        assert!(!taken.is_retryable(), "a name taken by someone else needs a human");
+        assert_eq!(taken.category(), ErrorCategory::Conflict);
+        assert!(!BackendError::Forbidden("x".into()).is_retryable());
+        assert!(!BackendError::not_found("user u").is_retryable());
+    }
+}

@@ -1,0 +1,418 @@
+//! An in-memory backend for the controller's unit tests. It keeps the same contract as the
+//! real stores (ownership markers, idempotent ensures, non-empty buckets kept), counts reads
+//! and writes, and can be switched "down" to exercise retry paths.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{
+        Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+};
+
+use async_trait::async_trait;
+
+use crate::{
+    Backend, BackendError, Result, SecretString,
+    model::{
+        BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner, UserInfo,
+        UserSpec,
+    },
+};
+
+#[derive(Debug, Clone)]
+struct MemBucket {
+    owner: Option<Owner>,
+    versioning: Option<crate::model::Versioning>,
+    object_lock: bool,
+    tags: BTreeMap<String, String>,
+    quota: Option<crate::model::Quota>,
+    objects: u64,
+}
+
+#[derive(Debug, Clone)]
+struct MemUser {
+    owner: Option<Owner>,
+    keys: BTreeMap<String, SecretString>,
+    grants: BTreeSet<Grant>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    buckets: BTreeMap<String, MemBucket>,
+    users: BTreeMap<String, MemUser>,
+    next_key: u64,
+}
+
+/// The in-memory store.
+#[derive(Debug, Default)]
+pub struct MemoryBackend {
+    state: Mutex<State>,
+    down: AtomicBool,
+    reads: AtomicU64,
+    writes: AtomicU64,
+}
+
+impl MemoryBackend {
+    /// An empty, available store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every call fail with `Unavailable` (true) or work again (false).
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Calls that only read.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::SeqCst)
+    }
+
+    /// Calls that changed something.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    /// Puts `n` objects into a bucket, as an app would.
+    pub fn put_objects(&self, bucket: &str, n: u64) -> Result<()> {
+        let mut s = self.lock();
+        let b = s.buckets.get_mut(bucket).ok_or_else(|| BackendError::not_found(format!("bucket {bucket}")))?;
+        b.objects += n;
+        Ok(())
+    }
+
+    /// Creates a bucket without any ownership marker, as someone outside the operator would.
+    pub fn create_foreign_bucket(&self, name: &str) {
+        self.lock().buckets.insert(
+            name.to_string(),
+            MemBucket {
+                owner: None,
+                versioning: None,
+                object_lock: false,
+                tags: BTreeMap::new(),
+                quota: None,
+                objects: 0,
+            },
+        );
+    }
+
+    /// Creates a user without any ownership marker.
+    pub fn create_foreign_user(&self, name: &str) {
+        self.lock()
+            .users
+            .insert(name.to_string(), MemUser { owner: None, keys: BTreeMap::new(), grants: BTreeSet::new() });
+    }
+
+    /// Removes a bucket behind the operator's back (drift).
+    pub fn remove_bucket_behind_back(&self, name: &str) {
+        self.lock().buckets.remove(name);
+    }
+
+    /// True when the key exists with this secret: what a client signing with it would see.
+    pub fn key_works(&self, access_key_id: &str, secret: &str) -> bool {
+        self.lock().users.values().any(|u| u.keys.get(access_key_id).is_some_and(|s| s.expose() == secret))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means a test panicked while holding it; the data is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn available(&self) -> Result<()> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(BackendError::Unavailable { backend: "memory", cause: "switched off by the test".into() });
+        }
+        Ok(())
+    }
+
+    fn read(&self) -> Result<MutexGuard<'_, State>> {
+        self.available()?;
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        Ok(self.lock())
+    }
+
+    fn wrote(&self) {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn check_claim(what: &str, current: &Option<Owner>, wanted: &Owner, adopt: bool) -> Result<bool> {
+    match current {
+        Some(o) if o.same_claim(wanted) => Ok(false),
+        Some(o) => Err(BackendError::NotOwned { what: what.to_string(), detail: format!("claimed by {o}") }),
+        None if adopt => Ok(true),
+        None => Err(BackendError::NotOwned { what: what.to_string(), detail: "created outside the operator".into() }),
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Memory
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            versioning: true,
+            tags: true,
+            object_lock: true,
+            quota_max_size: true,
+            quota_max_objects: true,
+            read_only_grants: true,
+            multiple_keys: true,
+            import_credentials: true,
+        }
+    }
+
+    async fn health(&self) -> Result<()> {
+        self.read().map(|_| ())
+    }
+
+    async fn describe_bucket(&self, name: &str) -> Result<Option<BucketInfo>> {
+        let s = self.read()?;
+        Ok(s.buckets.get(name).map(|b| BucketInfo {
+            name: name.to_string(),
+            owner: b.owner.clone(),
+            versioning: b.versioning,
+            tags: b.tags.clone(),
+            quota: b.quota,
+        }))
+    }
+
+    async fn ensure_bucket(&self, spec: &BucketSpec, adopt: bool) -> Result<Change> {
+        let mut s = self.read()?;
+        let what = format!("bucket {}", spec.name);
+        let Some(b) = s.buckets.get_mut(&spec.name) else {
+            s.buckets.insert(
+                spec.name.clone(),
+                MemBucket {
+                    owner: Some(spec.owner.clone()),
+                    versioning: spec.versioning,
+                    object_lock: spec.object_lock,
+                    tags: spec.tags.clone(),
+                    quota: spec.quota,
+                    objects: 0,
+                },
+            );
+            drop(s);
+            self.wrote();
+            return Ok(Change::Created);
+        };
+        let mut changed = check_claim(&what, &b.owner, &spec.owner, adopt)?;
+        if changed {
+            b.owner = Some(spec.owner.clone());
+        }
+        if spec.versioning.is_some() && b.versioning != spec.versioning {
+            b.versioning = spec.versioning;
+            changed = true;
+        }
+        if b.tags != spec.tags {
+            b.tags = spec.tags.clone();
+            changed = true;
+        }
+        if spec.quota.is_some() && b.quota != spec.quota {
+            b.quota = spec.quota;
+            changed = true;
+        }
+        let lock_mismatch = spec.object_lock && !b.object_lock;
+        drop(s);
+        if changed {
+            self.wrote();
+        }
+        if lock_mismatch {
+            return Err(BackendError::Conflict {
+                what,
+                detail: "object lock can only be enabled when the bucket is created".into(),
+            });
+        }
+        Ok(if changed { Change::Updated } else { Change::Unchanged })
+    }
+
+    async fn delete_bucket(&self, name: &str, force: bool) -> Result<BucketDeletion> {
+        let mut s = self.read()?;
+        let Some(b) = s.buckets.get(name) else { return Ok(BucketDeletion::AlreadyGone) };
+        if b.objects > 0 && !force {
+            return Ok(BucketDeletion::NotEmpty { objects: b.objects });
+        }
+        s.buckets.remove(name);
+        for u in s.users.values_mut() {
+            u.grants.retain(|g| g.bucket != name);
+        }
+        drop(s);
+        self.wrote();
+        Ok(BucketDeletion::Deleted)
+    }
+
+    async fn describe_user(&self, name: &str) -> Result<Option<UserInfo>> {
+        let s = self.read()?;
+        Ok(s.users.get(name).map(|u| UserInfo {
+            name: name.to_string(),
+            owner: u.owner.clone(),
+            access_key_ids: u.keys.keys().cloned().collect(),
+            grants: u.grants.iter().cloned().collect(),
+        }))
+    }
+
+    async fn ensure_user(&self, spec: &UserSpec, adopt: bool) -> Result<Change> {
+        let mut s = self.read()?;
+        let change = match s.users.get_mut(&spec.name) {
+            None => {
+                s.users.insert(
+                    spec.name.clone(),
+                    MemUser { owner: Some(spec.owner.clone()), keys: BTreeMap::new(), grants: BTreeSet::new() },
+                );
+                Change::Created
+            }
+            Some(u) => {
+                if check_claim(&format!("user {}", spec.name), &u.owner, &spec.owner, adopt)? {
+                    u.owner = Some(spec.owner.clone());
+                    Change::Updated
+                } else {
+                    Change::Unchanged
+                }
+            }
+        };
+        drop(s);
+        if change.wrote() {
+            self.wrote();
+        }
+        Ok(change)
+    }
+
+    async fn create_key(&self, user: &str, import: Option<&Credentials>) -> Result<Credentials> {
+        let mut s = self.read()?;
+        s.next_key += 1;
+        let n = s.next_key;
+        let creds = match import {
+            Some(c) => c.clone(),
+            None => Credentials {
+                access_key_id: format!("MEMKEY{n:014}"),
+                secret_access_key: SecretString::new(format!("memsecret-{n:030}")),
+            },
+        };
+        if s.users.values().any(|u| u.keys.contains_key(&creds.access_key_id)) {
+            return Err(BackendError::Conflict {
+                what: format!("access key {}", creds.access_key_id),
+                detail: "already in use".into(),
+            });
+        }
+        let u = s.users.get_mut(user).ok_or_else(|| BackendError::not_found(format!("user {user}")))?;
+        u.keys.insert(creds.access_key_id.clone(), creds.secret_access_key.clone());
+        drop(s);
+        self.wrote();
+        Ok(creds)
+    }
+
+    async fn delete_key(&self, user: &str, access_key_id: &str) -> Result<()> {
+        let mut s = self.read()?;
+        let removed = s.users.get_mut(user).and_then(|u| u.keys.remove(access_key_id)).is_some();
+        drop(s);
+        if removed {
+            self.wrote();
+        }
+        Ok(())
+    }
+
+    async fn set_grants(&self, user: &str, grants: &[Grant]) -> Result<Change> {
+        let mut s = self.read()?;
+        if let Some(missing) = grants.iter().find(|g| !s.buckets.contains_key(&g.bucket)) {
+            return Err(BackendError::not_found(format!("bucket {}", missing.bucket)));
+        }
+        let u = s.users.get_mut(user).ok_or_else(|| BackendError::not_found(format!("user {user}")))?;
+        let wanted: BTreeSet<Grant> = grants.iter().cloned().collect();
+        if u.grants == wanted {
+            return Ok(Change::Unchanged);
+        }
+        u.grants = wanted;
+        drop(s);
+        self.wrote();
+        Ok(Change::Updated)
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<()> {
+        let removed = self.read()?.users.remove(name).is_some();
+        if removed {
+            self.wrote();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Permission, Versioning};
+
+    fn owner(ns: &str, name: &str) -> Owner {
+        Owner { namespace: ns.into(), name: name.into(), uid: format!("uid-{ns}-{name}") }
+    }
+
+    fn bucket(name: &str, o: Owner) -> BucketSpec {
+        BucketSpec {
+            name: name.into(),
+            owner: o,
+            versioning: None,
+            object_lock: false,
+            tags: BTreeMap::new(),
+            quota: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn ensures_are_idempotent_and_count_writes() {
+        let m = MemoryBackend::new();
+        let spec = BucketSpec { versioning: Some(Versioning::Enabled), ..bucket("b1", owner("ns", "b")) };
+        assert_eq!(m.ensure_bucket(&spec, false).await.unwrap(), Change::Created);
+        let writes = m.writes();
+        assert_eq!(m.ensure_bucket(&spec, false).await.unwrap(), Change::Unchanged);
+        assert_eq!(m.writes(), writes, "no write when nothing differs");
+        let user = UserSpec { name: "u1".into(), owner: owner("ns", "u") };
+        assert_eq!(m.ensure_user(&user, false).await.unwrap(), Change::Created);
+        assert_eq!(m.ensure_user(&user, false).await.unwrap(), Change::Unchanged);
+        let g = [Grant { bucket: "b1".into(), permission: Permission::ReadWrite }];
+        assert_eq!(m.set_grants("u1", &g).await.unwrap(), Change::Updated);
+        assert_eq!(m.set_grants("u1", &g).await.unwrap(), Change::Unchanged);
+        assert_eq!(m.set_grants("u1", &[]).await.unwrap(), Change::Updated);
+        assert!(m.describe_user("u1").await.unwrap().unwrap().grants.is_empty());
+    }
+
+    #[tokio::test]
+    async fn foreign_and_other_claims_are_refused_unless_adopted() {
+        let m = MemoryBackend::new();
+        m.create_foreign_bucket("theirs");
+        let err = m.ensure_bucket(&bucket("theirs", owner("ns", "b")), false).await.unwrap_err();
+        assert!(matches!(err, BackendError::NotOwned { .. }), "{err}");
+        assert_eq!(m.ensure_bucket(&bucket("theirs", owner("ns", "b")), true).await.unwrap(), Change::Updated);
+        let err = m.ensure_bucket(&bucket("theirs", owner("other", "b")), true).await.unwrap_err();
+        assert!(matches!(err, BackendError::NotOwned { .. }), "adopt never overrides another claim: {err}");
+    }
+
+    #[tokio::test]
+    async fn non_empty_buckets_are_kept_unless_forced() {
+        let m = MemoryBackend::new();
+        m.ensure_bucket(&bucket("b", owner("ns", "b")), false).await.unwrap();
+        m.put_objects("b", 3).unwrap();
+        assert_eq!(m.delete_bucket("b", false).await.unwrap(), BucketDeletion::NotEmpty { objects: 3 });
+        assert_eq!(m.delete_bucket("b", true).await.unwrap(), BucketDeletion::Deleted);
+        assert_eq!(m.delete_bucket("b", true).await.unwrap(), BucketDeletion::AlreadyGone);
+    }
+
+    #[tokio::test]
+    async fn keys_rotate_and_outages_are_retryable() {
+        let m = MemoryBackend::new();
+        m.ensure_user(&UserSpec { name: "u".into(), owner: owner("ns", "u") }, false).await.unwrap();
+        let k1 = m.create_key("u", None).await.unwrap();
+        let k2 = m.create_key("u", None).await.unwrap();
+        assert!(m.key_works(&k1.access_key_id, k1.secret_access_key.expose()));
+        m.delete_key("u", &k1.access_key_id).await.unwrap();
+        assert!(!m.key_works(&k1.access_key_id, k1.secret_access_key.expose()));
+        assert!(m.key_works(&k2.access_key_id, k2.secret_access_key.expose()));
+        assert!(!format!("{k2:?}").contains(k2.secret_access_key.expose()));
+        m.set_down(true);
+        let err = m.health().await.unwrap_err();
+        assert!(err.is_retryable());
+        m.set_down(false);
+        m.health().await.unwrap();
+    }
+}

@@ -1,0 +1,3 @@
+//! MinIO: the admin API (v3) and the payload encryption it requires.
+
+pub mod madmin;
