@@ -6,7 +6,9 @@ pub mod error;
 pub mod memory;
 pub mod minio;
 pub mod model;
+pub mod s3ops;
 pub mod secret;
+pub mod versitygw;
 
 pub use backend::Backend;
 pub use error::{BackendError, ErrorCategory, Result};

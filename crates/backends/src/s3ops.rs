@@ -1,0 +1,381 @@
+//! Bucket operations shared by every S3-compatible store (VersityGW, MinIO, Garage, AWS), on
+//! aws-sdk-s3, and the one mapping of SDK errors to [`BackendError`].
+
+use std::{collections::BTreeMap, time::Duration};
+
+use aws_sdk_s3::{
+    Client,
+    config::{
+        BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+        retry::RetryConfig, timeout::TimeoutConfig,
+    },
+    error::{ProvideErrorMetadata, SdkError},
+    types::{
+        BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration, Delete, ObjectIdentifier, Tag,
+        Tagging, VersioningConfiguration,
+    },
+};
+
+use crate::{
+    BackendError, Result, SecretString,
+    model::{BucketDeletion, Owner, Versioning},
+};
+
+/// Tag key of the ownership marker: namespace of the owning object.
+pub const TAG_NAMESPACE: &str = "s3-resource-operator.io/namespace";
+/// Tag key of the ownership marker: name of the owning object.
+pub const TAG_NAME: &str = "s3-resource-operator.io/name";
+/// Tag key of the ownership marker: uid of the owning object.
+pub const TAG_UID: &str = "s3-resource-operator.io/uid";
+
+/// Most keys one DeleteObjects call may name (the S3 limit).
+const DELETE_BATCH: usize = 1000;
+
+/// An S3 client for an S3-compatible store: path-style addressing (no per-bucket DNS names),
+/// checksums only when an operation requires them (the SDK's default CRC32 checksums since
+/// 1.69 break several S3-compatible servers), short connect/operation timeouts and a bounded
+/// number of attempts, so a dead store fails within seconds instead of hanging a reconcile.
+pub fn client(endpoint: &str, region: &str, access_key: &str, secret_key: &SecretString) -> Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new(region.to_string()))
+        .credentials_provider(Credentials::new(access_key, secret_key.expose(), None, None, "s3-resource-operator"))
+        .force_path_style(true)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .operation_attempt_timeout(Duration::from_secs(8))
+                .operation_timeout(Duration::from_secs(15))
+                .build(),
+        )
+        .retry_config(RetryConfig::standard().with_max_attempts(3))
+        .build();
+    Client::from_conf(config)
+}
+
+/// Maps an SDK error to a [`BackendError`]. `op` is the S3 operation (also the feature named
+/// by `Unsupported`), `what` the bucket or object concerned. Messages carry the status, the
+/// store's error code and message, never request headers (so never credentials).
+pub fn map_error<E>(backend: &'static str, op: &'static str, what: &str, err: SdkError<E>) -> BackendError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
+            return BackendError::Unavailable {
+                backend,
+                cause: format!("{op} on {what}: {}", aws_sdk_s3::error::DisplayErrorContext(&err)),
+            };
+        }
+        SdkError::ConstructionFailure(_) => {
+            return BackendError::Protocol {
+                backend,
+                detail: format!(
+                    "{op} on {what}: request could not be built: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(&err)
+                ),
+            };
+        }
+        _ => {}
+    }
+    let code = err.code().unwrap_or("").to_string();
+    let detail = format!(
+        "{op} on {what}: HTTP {}: {code}: {}",
+        status.map_or_else(|| "?".to_string(), |s| s.to_string()),
+        err.message().unwrap_or("")
+    );
+    match (code.as_str(), status) {
+        ("NotImplemented", _) | (_, Some(501)) => BackendError::Unsupported { backend, feature: op },
+        ("AccessDenied" | "SignatureDoesNotMatch" | "InvalidAccessKeyId", _) | (_, Some(403)) => {
+            BackendError::Forbidden(detail)
+        }
+        ("NoSuchBucket" | "NoSuchKey" | "NotFound", _) | (_, Some(404)) => BackendError::NotFound { what: detail },
+        ("BucketAlreadyExists" | "BucketAlreadyOwnedByYou" | "BucketNotEmpty" | "OperationAborted", _)
+        | (_, Some(409)) => BackendError::Conflict { what: what.to_string(), detail },
+        ("SlowDown" | "ServiceUnavailable" | "InternalError", _) | (_, Some(429 | 500..=599)) => {
+            BackendError::Unavailable { backend, cause: detail }
+        }
+        (_, Some(400)) => BackendError::InvalidInput(detail),
+        _ => BackendError::Protocol { backend, detail },
+    }
+}
+
+/// True when the bucket exists (HeadBucket; 404 is `false`).
+pub async fn bucket_exists(s3: &Client, backend: &'static str, bucket: &str) -> Result<bool> {
+    match s3.head_bucket().bucket(bucket).send().await {
+        Ok(_) => Ok(true),
+        Err(e) => match map_error(backend, "HeadBucket", &format!("bucket {bucket}"), e) {
+            BackendError::NotFound { .. } => Ok(false),
+            other => Err(other),
+        },
+    }
+}
+
+/// Creates a bucket, with object lock when asked (which can only be chosen at creation). The
+/// region of the client is sent as LocationConstraint unless it is us-east-1, as AWS requires.
+pub async fn create_bucket(s3: &Client, backend: &'static str, bucket: &str, object_lock: bool) -> Result<()> {
+    let mut req = s3.create_bucket().bucket(bucket);
+    if object_lock {
+        req = req.object_lock_enabled_for_bucket(true);
+    }
+    if let Some(region) = s3.config().region().map(|r| r.as_ref().to_string())
+        && region != "us-east-1"
+    {
+        req = req.create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(region.as_str()))
+                .build(),
+        );
+    }
+    req.send().await.map(|_| ()).map_err(|e| map_error(backend, "CreateBucket", &format!("bucket {bucket}"), e))
+}
+
+/// The bucket's versioning state; `None` when it was never set.
+pub async fn get_versioning(s3: &Client, backend: &'static str, bucket: &str) -> Result<Option<Versioning>> {
+    let out = s3
+        .get_bucket_versioning()
+        .bucket(bucket)
+        .send()
+        .await
+        .map_err(|e| map_error(backend, "GetBucketVersioning", &format!("bucket {bucket}"), e))?;
+    Ok(match out.status() {
+        Some(BucketVersioningStatus::Enabled) => Some(Versioning::Enabled),
+        Some(BucketVersioningStatus::Suspended) => Some(Versioning::Suspended),
+        _ => None,
+    })
+}
+
+/// Sets the bucket's versioning state.
+pub async fn put_versioning(s3: &Client, backend: &'static str, bucket: &str, versioning: Versioning) -> Result<()> {
+    let status = match versioning {
+        Versioning::Enabled => BucketVersioningStatus::Enabled,
+        Versioning::Suspended => BucketVersioningStatus::Suspended,
+    };
+    s3.put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(VersioningConfiguration::builder().status(status).build())
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| map_error(backend, "PutBucketVersioning", &format!("bucket {bucket}"), e))
+}
+
+/// True when the bucket was created with object lock.
+pub async fn object_lock_enabled(s3: &Client, backend: &'static str, bucket: &str) -> Result<bool> {
+    match s3.get_object_lock_configuration().bucket(bucket).send().await {
+        Ok(out) => Ok(out.object_lock_configuration().and_then(|c| c.object_lock_enabled()).is_some()),
+        Err(e) => {
+            // AWS answers 404 ObjectLockConfigurationNotFoundError for a bucket without it.
+            let code = e.code().unwrap_or("").to_string();
+            match map_error(backend, "GetObjectLockConfiguration", &format!("bucket {bucket}"), e) {
+                BackendError::NotFound { .. } => Ok(false),
+                _ if code.contains("ObjectLockConfigurationNotFound") => Ok(false),
+                other => Err(other),
+            }
+        }
+    }
+}
+
+/// Splits a tag set into the ownership marker (when namespace and name are both present) and
+/// the user's tags.
+pub fn split_tags(tags: impl IntoIterator<Item = (String, String)>) -> (Option<Owner>, BTreeMap<String, String>) {
+    let mut user = BTreeMap::new();
+    let (mut namespace, mut name, mut uid) = (None, None, None);
+    for (k, v) in tags {
+        match k.as_str() {
+            TAG_NAMESPACE => namespace = Some(v),
+            TAG_NAME => name = Some(v),
+            TAG_UID => uid = Some(v),
+            _ => {
+                user.insert(k, v);
+            }
+        }
+    }
+    let owner = match (namespace, name) {
+        (Some(namespace), Some(name)) => Some(Owner { namespace, name, uid: uid.unwrap_or_default() }),
+        _ => None,
+    };
+    (owner, user)
+}
+
+/// The user tags with the ownership marker of `owner` merged in (the marker wins over a user
+/// tag of the same key, so a tenant cannot forge or erase it).
+pub fn merge_tags(owner: &Owner, tags: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut all: BTreeMap<String, String> = tags
+        .iter()
+        .filter(|(k, _)| !k.starts_with("s3-resource-operator.io/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    all.insert(TAG_NAMESPACE.to_string(), owner.namespace.clone());
+    all.insert(TAG_NAME.to_string(), owner.name.clone());
+    all.insert(TAG_UID.to_string(), owner.uid.clone());
+    all
+}
+
+/// The bucket's ownership marker and user tags. A bucket without tags gives `(None, {})`.
+pub async fn get_tags(
+    s3: &Client,
+    backend: &'static str,
+    bucket: &str,
+) -> Result<(Option<Owner>, BTreeMap<String, String>)> {
+    match s3.get_bucket_tagging().bucket(bucket).send().await {
+        Ok(out) => Ok(split_tags(out.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())))),
+        Err(e) => {
+            // No tag set is an error on S3 (404 NoSuchTagSet), not an empty answer; a 404 for the
+            // bucket itself is told apart by its code.
+            let code = e.code().unwrap_or("").to_string();
+            if code == "NoSuchTagSet" || code == "NoSuchTagSetError" {
+                return Ok((None, BTreeMap::new()));
+            }
+            Err(map_error(backend, "GetBucketTagging", &format!("bucket {bucket}"), e))
+        }
+    }
+}
+
+/// Replaces the bucket's tags with `tags` plus the ownership marker of `owner`.
+pub async fn put_tags(
+    s3: &Client,
+    backend: &'static str,
+    bucket: &str,
+    owner: &Owner,
+    tags: &BTreeMap<String, String>,
+) -> Result<()> {
+    let what = format!("bucket {bucket}");
+    let mut set = Vec::new();
+    for (k, v) in merge_tags(owner, tags) {
+        set.push(Tag::builder().key(k).value(v).build().map_err(|e| BackendError::InvalidInput(format!("tag: {e}")))?);
+    }
+    let tagging = Tagging::builder()
+        .set_tag_set(Some(set))
+        .build()
+        .map_err(|e| BackendError::InvalidInput(format!("tags: {e}")))?;
+    s3.put_bucket_tagging()
+        .bucket(bucket)
+        .tagging(tagging)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| map_error(backend, "PutBucketTagging", &what, e))
+}
+
+/// Every object version and delete marker of the bucket, as DeleteObjects identifiers, at most
+/// `limit` of them.
+async fn list_versions(s3: &Client, backend: &'static str, bucket: &str, limit: u64) -> Result<Vec<ObjectIdentifier>> {
+    let what = format!("bucket {bucket}");
+    let mut out = Vec::new();
+    let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
+    loop {
+        let page = s3
+            .list_object_versions()
+            .bucket(bucket)
+            .set_key_marker(key_marker.take())
+            .set_version_id_marker(version_marker.take())
+            .send()
+            .await
+            .map_err(|e| map_error(backend, "ListObjectVersions", &what, e))?;
+        let versions = page.versions().iter().map(|v| (v.key(), v.version_id()));
+        let markers = page.delete_markers().iter().map(|m| (m.key(), m.version_id()));
+        for (key, version) in versions.chain(markers) {
+            let Some(key) = key else { continue };
+            let id = ObjectIdentifier::builder().key(key).set_version_id(version.map(str::to_string)).build().map_err(
+                |e| BackendError::Protocol { backend, detail: format!("ListObjectVersions on {what}: {e}") },
+            )?;
+            out.push(id);
+            if out.len() as u64 >= limit {
+                return Ok(out);
+            }
+        }
+        if page.is_truncated() != Some(true) {
+            return Ok(out);
+        }
+        key_marker = page.next_key_marker().map(str::to_string);
+        version_marker = page.next_version_id_marker().map(str::to_string);
+        if key_marker.is_none() {
+            // A truncated page without a marker would loop for ever.
+            return Err(BackendError::Protocol {
+                backend,
+                detail: format!("ListObjectVersions on {what}: truncated without a marker"),
+            });
+        }
+    }
+}
+
+/// Objects, versions and delete markers in the bucket, counting up to `limit`.
+pub async fn count_objects(s3: &Client, backend: &'static str, bucket: &str, limit: u64) -> Result<u64> {
+    Ok(list_versions(s3, backend, bucket, limit).await?.len() as u64)
+}
+
+/// Removes every object version and delete marker, in DeleteObjects batches (quiet mode, so
+/// only failures are reported). Returns how many were removed.
+pub async fn empty_bucket(s3: &Client, backend: &'static str, bucket: &str) -> Result<u64> {
+    let what = format!("bucket {bucket}");
+    let mut removed = 0u64;
+    loop {
+        let batch = list_versions(s3, backend, bucket, DELETE_BATCH as u64).await?;
+        if batch.is_empty() {
+            return Ok(removed);
+        }
+        let n = batch.len() as u64;
+        let delete = Delete::builder()
+            .set_objects(Some(batch))
+            .quiet(true)
+            .build()
+            .map_err(|e| BackendError::Protocol { backend, detail: format!("DeleteObjects on {what}: {e}") })?;
+        let out = s3
+            .delete_objects()
+            .bucket(bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|e| map_error(backend, "DeleteObjects", &what, e))?;
+        if let Some(first) = out.errors().first() {
+            // Listing again would find the same keys: stop and let the caller retry later.
+            return Err(BackendError::Conflict {
+                what,
+                detail: format!(
+                    "{} objects could not be deleted, first {:?}: {} {}",
+                    out.errors().len(),
+                    first.key().unwrap_or(""),
+                    first.code().unwrap_or(""),
+                    first.message().unwrap_or("")
+                ),
+            });
+        }
+        removed += n;
+    }
+}
+
+/// Deletes an empty bucket; a bucket already gone is `AlreadyGone`.
+pub async fn delete_bucket(s3: &Client, backend: &'static str, bucket: &str) -> Result<BucketDeletion> {
+    match s3.delete_bucket().bucket(bucket).send().await {
+        Ok(_) => Ok(BucketDeletion::Deleted),
+        Err(e) => match map_error(backend, "DeleteBucket", &format!("bucket {bucket}"), e) {
+            BackendError::NotFound { .. } => Ok(BucketDeletion::AlreadyGone),
+            other => Err(other),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn marker_tags_round_trip_and_cannot_be_forged() {
+        let owner = Owner { namespace: "ns".into(), name: "b".into(), uid: "u-1".into() };
+        let mut tags = BTreeMap::from([("team".to_string(), "payments".to_string())]);
+        tags.insert(TAG_NAMESPACE.to_string(), "evil".to_string());
+        let all = merge_tags(&owner, &tags);
+        assert_eq!(all.get(TAG_NAMESPACE).map(String::as_str), Some("ns"));
+        let (read, user) = split_tags(all);
+        assert_eq!(read, Some(owner));
+        assert_eq!(user, BTreeMap::from([("team".to_string(), "payments".to_string())]));
+        let (none, _) = split_tags([(TAG_NAME.to_string(), "x".to_string())]);
+        assert_eq!(none, None, "a partial marker is no claim");
+    }
+}

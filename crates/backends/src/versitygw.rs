@@ -1,0 +1,626 @@
+//! Versity S3 Gateway: users are gateway accounts (role `user`, access key = user name) made
+//! through its admin API on the S3 endpoint; buckets go through [`crate::s3ops`]. A ReadWrite
+//! grant makes the user the bucket's owner, the only per-user access the gateway's internal IAM
+//! gives without bucket policies, so one bucket can be granted to one user at a time.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, SystemTime},
+};
+
+use async_trait::async_trait;
+use aws_sdk_s3::{Client, primitives::ByteStream};
+use aws_sigv4::{
+    http_request::{
+        PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+        UriPathNormalizationMode, sign,
+    },
+    sign::v4,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Backend, BackendError, Result, SecretString,
+    model::{
+        BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner,
+        Permission, UserInfo, UserSpec,
+    },
+    s3ops,
+};
+
+const BACKEND: &str = "versitygw";
+
+/// Objects counted before a bucket is reported non-empty (the count is only informative).
+const COUNT_LIMIT: u64 = 1000;
+
+/// Object metadata keys of a user's ownership marker (see [`VersityGw::marker_bucket`]).
+const META_NAMESPACE: &str = "namespace";
+const META_NAME: &str = "name";
+const META_UID: &str = "uid";
+
+/// Where and as whom to reach the gateway.
+#[derive(Clone, Debug)]
+pub struct VersityGwConfig {
+    /// S3 endpoint, which also serves the admin API (`http://host:7070`).
+    pub endpoint: String,
+    /// The gateway's `--region`; requests are signed for it.
+    pub region: String,
+    /// Access key of an account with role `admin` (the root account works).
+    pub access_key: String,
+    /// Its secret key.
+    pub secret_key: SecretString,
+    /// Bucket holding one marker object per user the operator created (see the comment on
+    /// [`VersityGw`]); created on first use, owned by the admin account.
+    pub marker_bucket: String,
+}
+
+/// The VersityGW backend.
+// Ownership of users: gateway accounts carry no tags or free-form fields, and a naming
+// convention would let anyone with admin rights forge a claim by picking a name. So the
+// operator writes, before it creates an account, an object `users/<name>` in a dedicated
+// bucket owned by the admin account, whose metadata holds namespace, name and uid. Only admins
+// can write there. An account without that object was made outside the operator and is
+// `NotOwned` unless adopted; an account removed behind our back is simply created again.
+#[derive(Debug, Clone)]
+pub struct VersityGw {
+    s3: Client,
+    http: reqwest::Client,
+    config: VersityGwConfig,
+}
+
+/// Body of `/create-user`: element names are the gateway's Go field names.
+#[derive(Serialize)]
+#[serde(rename = "Account")]
+struct NewAccount<'a> {
+    #[serde(rename = "Access")]
+    access: &'a str,
+    #[serde(rename = "Secret")]
+    secret: &'a str,
+    #[serde(rename = "Role")]
+    role: &'a str,
+}
+
+/// Body of `/update-user`: omitted elements stay unchanged.
+#[derive(Serialize)]
+#[serde(rename = "MutableProps")]
+struct MutableProps<'a> {
+    #[serde(rename = "Secret")]
+    secret: &'a str,
+}
+
+/// Reply of `/list-users`: one `<Accounts>` element per account. The secrets it also holds
+/// are not even parsed.
+#[derive(Deserialize, Default)]
+struct ListUsers {
+    #[serde(rename = "Accounts", default)]
+    accounts: Vec<AccountEntry>,
+}
+
+#[derive(Deserialize)]
+struct AccountEntry {
+    #[serde(rename = "Access")]
+    access: String,
+}
+
+/// Reply of the admin `/list-buckets`: one `<Buckets>` element per bucket, with its owner.
+#[derive(Deserialize, Default)]
+struct ListBuckets {
+    #[serde(rename = "Buckets", default)]
+    buckets: Vec<BucketEntry>,
+}
+
+#[derive(Deserialize)]
+struct BucketEntry {
+    #[serde(rename = "Name")]
+    name: String,
+    #[serde(rename = "Owner", default)]
+    owner: String,
+}
+
+/// The S3-style error body of a failed admin call.
+#[derive(Deserialize, Default)]
+struct ErrorBody {
+    #[serde(rename = "Code", default)]
+    code: String,
+    #[serde(rename = "Message", default)]
+    message: String,
+}
+
+impl VersityGw {
+    /// A backend for the gateway described by `config`. Makes no call.
+    pub fn new(config: VersityGwConfig) -> Result<Self> {
+        let s3 = s3ops::client(&config.endpoint, &config.region, &config.access_key, &config.secret_key);
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(15))
+            .build()
+            .map_err(|e| BackendError::InvalidInput(format!("HTTP client for {}: {e}", config.endpoint)))?;
+        Ok(Self { s3, http, config })
+    }
+
+    /// The bucket that holds the users' ownership markers.
+    pub fn marker_bucket(&self) -> &str {
+        &self.config.marker_bucket
+    }
+
+    /// One signed admin call (`PATCH`, SigV4 service `s3`, with `x-amz-content-sha256` of the
+    /// real body, which the gateway requires). Returns the reply body of a 2xx answer.
+    async fn admin(&self, path_and_query: &str, body: Vec<u8>, what: &str) -> Result<String> {
+        let url = format!("{}{path_and_query}", self.config.endpoint.trim_end_matches('/'));
+        let identity = aws_sdk_s3::config::Credentials::new(
+            &self.config.access_key,
+            self.config.secret_key.expose(),
+            None,
+            None,
+            "s3op",
+        )
+        .into();
+        let mut settings = SigningSettings::default();
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        // S3 rules: the path is encoded once and not normalised.
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.config.region)
+            .name("s3")
+            .time(SystemTime::now())
+            .settings(settings)
+            .build()
+            .map_err(|e| BackendError::InvalidInput(format!("signing parameters: {e}")))?
+            .into();
+        let signable = SignableRequest::new("PATCH", url.as_str(), std::iter::empty(), SignableBody::Bytes(&body))
+            .map_err(|e| BackendError::InvalidInput(format!("admin request {path_and_query}: {e}")))?;
+        let (instructions, _signature) = sign(signable, &params)
+            .map_err(|e| BackendError::InvalidInput(format!("signing {path_and_query}: {e}")))?
+            .into_parts();
+        let mut req = self.http.request(reqwest::Method::PATCH, &url);
+        for (name, value) in instructions.headers() {
+            req = req.header(name, value);
+        }
+        let op = path_and_query.split('?').next().unwrap_or(path_and_query).to_string();
+        let resp = req.body(body).send().await.map_err(|e| BackendError::Unavailable {
+            backend: BACKEND,
+            // Without the URL: it is known from `op`, and reqwest's text is about the transport.
+            cause: format!("{op} on {what}: {}", e.without_url()),
+        })?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| BackendError::Unavailable {
+            backend: BACKEND,
+            cause: format!("{op} on {what}: reading the reply: {}", e.without_url()),
+        })?;
+        if (200..300).contains(&status) {
+            return Ok(text);
+        }
+        let err: ErrorBody = quick_xml::de::from_str(&text).unwrap_or_default();
+        let detail = format!("{op} on {what}: HTTP {status}: {}: {}", err.code, err.message);
+        Err(match status {
+            400 => BackendError::InvalidInput(detail),
+            401 | 403 => BackendError::Forbidden(detail),
+            404 => BackendError::NotFound { what: detail },
+            409 => BackendError::Conflict { what: what.to_string(), detail },
+            501 => BackendError::Unsupported { backend: BACKEND, feature: "admin API" },
+            429 | 500..=599 => BackendError::Unavailable { backend: BACKEND, cause: detail },
+            _ => BackendError::Protocol { backend: BACKEND, detail },
+        })
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<String>> {
+        let text = self.admin("/list-users", Vec::new(), "accounts").await?;
+        let list: ListUsers = parse(&text, "/list-users")?;
+        Ok(list.accounts.into_iter().map(|a| a.access).collect())
+    }
+
+    async fn account_exists(&self, name: &str) -> Result<bool> {
+        Ok(self.list_accounts().await?.iter().any(|a| a == name))
+    }
+
+    /// Every bucket with its owner's access key.
+    async fn bucket_owners(&self) -> Result<BTreeMap<String, String>> {
+        let text = self.admin("/list-buckets", Vec::new(), "buckets").await?;
+        let list: ListBuckets = parse(&text, "/list-buckets")?;
+        Ok(list.buckets.into_iter().map(|b| (b.name, b.owner)).collect())
+    }
+
+    async fn change_owner(&self, bucket: &str, owner: &str) -> Result<()> {
+        let path = format!("/change-bucket-owner?bucket={}&owner={}", encode(bucket), encode(owner));
+        self.admin(&path, Vec::new(), &format!("bucket {bucket}")).await.map(|_| ())
+    }
+
+    async fn set_secret(&self, user: &str, secret: &str) -> Result<()> {
+        let body = to_xml(&MutableProps { secret })?;
+        self.admin(&format!("/update-user?access={}", encode(user)), body, &format!("user {user}")).await.map(|_| ())
+    }
+
+    fn marker_key(user: &str) -> String {
+        format!("users/{user}")
+    }
+
+    /// The ownership marker of a user, if the operator wrote one.
+    async fn read_marker(&self, user: &str) -> Result<Option<Owner>> {
+        let key = Self::marker_key(user);
+        let what = format!("marker of user {user}");
+        match self.s3.head_object().bucket(&self.config.marker_bucket).key(&key).send().await {
+            Ok(out) => {
+                let meta = out.metadata();
+                let get = |k: &str| meta.and_then(|m| m.get(k)).cloned();
+                Ok(match (get(META_NAMESPACE), get(META_NAME)) {
+                    (Some(namespace), Some(name)) => {
+                        Some(Owner { namespace, name, uid: get(META_UID).unwrap_or_default() })
+                    }
+                    _ => None,
+                })
+            }
+            Err(e) => match s3ops::map_error(BACKEND, "HeadObject", &what, e) {
+                // HEAD answers carry no error code: a 404 is a missing key or a missing bucket.
+                BackendError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn write_marker(&self, user: &str, owner: &Owner) -> Result<()> {
+        let put = || {
+            self.s3
+                .put_object()
+                .bucket(&self.config.marker_bucket)
+                .key(Self::marker_key(user))
+                .metadata(META_NAMESPACE, &owner.namespace)
+                .metadata(META_NAME, &owner.name)
+                .metadata(META_UID, &owner.uid)
+                .body(ByteStream::from_static(b""))
+                .send()
+        };
+        let what = format!("marker of user {user}");
+        match put().await {
+            Ok(_) => Ok(()),
+            Err(e) => match s3ops::map_error(BACKEND, "PutObject", &what, e) {
+                BackendError::NotFound { .. } => {
+                    // First user ever: make the marker bucket, then write again.
+                    match s3ops::create_bucket(&self.s3, BACKEND, &self.config.marker_bucket, false).await {
+                        Ok(()) | Err(BackendError::Conflict { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                    put().await.map(|_| ()).map_err(|e| s3ops::map_error(BACKEND, "PutObject", &what, e))
+                }
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn delete_marker(&self, user: &str) -> Result<()> {
+        let what = format!("marker of user {user}");
+        match self.s3.delete_object().bucket(&self.config.marker_bucket).key(Self::marker_key(user)).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match s3ops::map_error(BACKEND, "DeleteObject", &what, e) {
+                BackendError::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de> + Default>(text: &str, op: &str) -> Result<T> {
+    if text.trim().is_empty() {
+        return Ok(T::default());
+    }
+    quick_xml::de::from_str(text).map_err(|e| BackendError::Protocol {
+        backend: BACKEND,
+        detail: format!("{op}: reply is not the expected XML: {e}"),
+    })
+}
+
+fn to_xml<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    quick_xml::se::to_string(value)
+        .map(String::into_bytes)
+        .map_err(|e| BackendError::InvalidInput(format!("XML body: {e}")))
+}
+
+/// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
+fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A secret of 40 characters from `[A-Za-z0-9]`, from the operating system's generator.
+pub fn generate_secret() -> Result<SecretString> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(40);
+    let mut buf = [0u8; 64];
+    while out.len() < 40 {
+        getrandom::fill(&mut buf)
+            .map_err(|e| BackendError::Unavailable { backend: BACKEND, cause: format!("random generator: {e}") })?;
+        // 248 = 4 × 62: rejecting larger bytes keeps every character equally likely.
+        for &b in buf.iter().filter(|&&b| b < 248) {
+            if out.len() == 40 {
+                break;
+            }
+            out.push(char::from(ALPHABET[usize::from(b % 62)]));
+        }
+    }
+    Ok(SecretString::new(out))
+}
+
+fn check_claim(what: &str, current: &Option<Owner>, wanted: &Owner, adopt: bool) -> Result<bool> {
+    match current {
+        Some(o) if o.same_claim(wanted) => Ok(false),
+        Some(o) => Err(BackendError::NotOwned { what: what.to_string(), detail: format!("claimed by {o}") }),
+        None if adopt => Ok(true),
+        None => Err(BackendError::NotOwned { what: what.to_string(), detail: "created outside the operator".into() }),
+    }
+}
+
+#[async_trait]
+impl Backend for VersityGw {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Versitygw
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            // Only when the gateway runs with --versioning-dir; otherwise PutBucketVersioning
+            // fails and is reported for that setting alone.
+            versioning: true,
+            tags: true,
+            object_lock: true,
+            quota_max_size: false,
+            quota_max_objects: false,
+            // A ReadOnly grant would need bucket policies; refused rather than over-granted.
+            read_only_grants: false,
+            multiple_keys: false,
+            // Only with the access key equal to the user name (the gateway's account id).
+            import_credentials: true,
+        }
+    }
+
+    async fn health(&self) -> Result<()> {
+        // An admin call: proves the gateway answers and our account has the admin role.
+        self.list_accounts().await.map(|_| ())
+    }
+
+    async fn describe_bucket(&self, name: &str) -> Result<Option<BucketInfo>> {
+        if !s3ops::bucket_exists(&self.s3, BACKEND, name).await? {
+            return Ok(None);
+        }
+        let (owner, tags) = s3ops::get_tags(&self.s3, BACKEND, name).await?;
+        let versioning = s3ops::get_versioning(&self.s3, BACKEND, name).await?;
+        Ok(Some(BucketInfo { name: name.to_string(), owner, versioning, tags, quota: None }))
+    }
+
+    async fn ensure_bucket(&self, spec: &BucketSpec, adopt: bool) -> Result<Change> {
+        let name = spec.name.as_str();
+        let what = format!("bucket {name}");
+        let change = if s3ops::bucket_exists(&self.s3, BACKEND, name).await? {
+            let (current_owner, current_tags) = s3ops::get_tags(&self.s3, BACKEND, name).await?;
+            let adopting = check_claim(&what, &current_owner, &spec.owner, adopt)?;
+            let mut change = Change::Unchanged;
+            if adopting || current_tags != spec.tags {
+                s3ops::put_tags(&self.s3, BACKEND, name, &spec.owner, &spec.tags).await?;
+                change = Change::Updated;
+            }
+            if let Some(wanted) = spec.versioning
+                && s3ops::get_versioning(&self.s3, BACKEND, name).await? != Some(wanted)
+            {
+                s3ops::put_versioning(&self.s3, BACKEND, name, wanted).await?;
+                change = Change::Updated;
+            }
+            if spec.object_lock && !s3ops::object_lock_enabled(&self.s3, BACKEND, name).await? {
+                return Err(BackendError::Conflict {
+                    what,
+                    detail: "object lock can only be enabled when the bucket is created".into(),
+                });
+            }
+            change
+        } else {
+            s3ops::create_bucket(&self.s3, BACKEND, name, spec.object_lock).await?;
+            // Without its marker the bucket would be foreign to us from now on: if tagging
+            // fails, remove the bucket we just made (still empty) and report the failure.
+            if let Err(e) = s3ops::put_tags(&self.s3, BACKEND, name, &spec.owner, &spec.tags).await {
+                let _ = s3ops::delete_bucket(&self.s3, BACKEND, name).await;
+                return Err(e);
+            }
+            if let Some(wanted) = spec.versioning
+                && !(wanted == crate::model::Versioning::Enabled && spec.object_lock)
+            {
+                s3ops::put_versioning(&self.s3, BACKEND, name, wanted).await?;
+            }
+            Change::Created
+        };
+        if spec.quota.is_some() {
+            return Err(BackendError::Unsupported { backend: BACKEND, feature: "quota" });
+        }
+        Ok(change)
+    }
+
+    async fn delete_bucket(&self, name: &str, force: bool) -> Result<BucketDeletion> {
+        if !s3ops::bucket_exists(&self.s3, BACKEND, name).await? {
+            return Ok(BucketDeletion::AlreadyGone);
+        }
+        if force {
+            s3ops::empty_bucket(&self.s3, BACKEND, name).await?;
+        } else {
+            let objects = s3ops::count_objects(&self.s3, BACKEND, name, COUNT_LIMIT).await?;
+            if objects > 0 {
+                return Ok(BucketDeletion::NotEmpty { objects });
+            }
+        }
+        s3ops::delete_bucket(&self.s3, BACKEND, name).await
+    }
+
+    async fn describe_user(&self, name: &str) -> Result<Option<UserInfo>> {
+        if !self.account_exists(name).await? {
+            return Ok(None);
+        }
+        let owner = self.read_marker(name).await?;
+        let grants = self
+            .bucket_owners()
+            .await?
+            .into_iter()
+            .filter(|(_, o)| o == name)
+            .map(|(bucket, _)| Grant { bucket, permission: Permission::ReadWrite })
+            .collect();
+        // The account's one key is the user name itself.
+        Ok(Some(UserInfo { name: name.to_string(), owner, access_key_ids: vec![name.to_string()], grants }))
+    }
+
+    async fn ensure_user(&self, spec: &UserSpec, adopt: bool) -> Result<Change> {
+        let name = spec.name.as_str();
+        let what = format!("user {name}");
+        if name == self.config.access_key {
+            return Err(BackendError::NotOwned { what, detail: "the operator's own admin account".into() });
+        }
+        let marker = self.read_marker(name).await?;
+        if self.account_exists(name).await? {
+            if check_claim(&what, &marker, &spec.owner, adopt)? {
+                self.write_marker(name, &spec.owner).await?;
+                return Ok(Change::Updated);
+            }
+            return Ok(Change::Unchanged);
+        }
+        // A marker without an account (deleted behind our back) still names the claim.
+        if let Some(o) = &marker
+            && !o.same_claim(&spec.owner)
+        {
+            return Err(BackendError::NotOwned { what, detail: format!("claimed by {o}") });
+        }
+        // Marker first: an account without a marker would look foreign for ever.
+        if marker.is_none() {
+            self.write_marker(name, &spec.owner).await?;
+        }
+        // The account needs a secret; this one is kept nowhere, so the user has no usable
+        // key until create_key sets one.
+        let secret = generate_secret()?;
+        let body = to_xml(&NewAccount { access: name, secret: secret.expose(), role: "user" })?;
+        match self.admin("/create-user", body, &what).await {
+            Ok(_) => Ok(Change::Created),
+            Err(BackendError::Conflict { .. }) => {
+                // Someone else created it between our list and create: not ours.
+                if marker.is_none() {
+                    self.delete_marker(name).await?;
+                }
+                Err(BackendError::NotOwned { what, detail: "created outside the operator".into() })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn create_key(&self, user: &str, import: Option<&Credentials>) -> Result<Credentials> {
+        let secret = match import {
+            Some(c) if c.access_key_id != user => {
+                return Err(BackendError::InvalidInput(format!(
+                    "VersityGW access keys are user names: cannot import key {} for user {user}",
+                    c.access_key_id
+                )));
+            }
+            Some(c) => c.secret_access_key.clone(),
+            None => generate_secret()?,
+        };
+        self.set_secret(user, secret.expose()).await?;
+        Ok(Credentials { access_key_id: user.to_string(), secret_access_key: secret })
+    }
+
+    async fn delete_key(&self, user: &str, access_key_id: &str) -> Result<()> {
+        if access_key_id != user {
+            return Ok(());
+        }
+        // The account's single key cannot be removed: replace its secret by one nobody knows.
+        let secret = generate_secret()?;
+        match self.set_secret(user, secret.expose()).await {
+            Ok(()) | Err(BackendError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn set_grants(&self, user: &str, grants: &[Grant]) -> Result<Change> {
+        if grants.iter().any(|g| g.permission == Permission::ReadOnly) {
+            return Err(BackendError::Unsupported { backend: BACKEND, feature: "read-only grants" });
+        }
+        if !self.account_exists(user).await? {
+            return Err(BackendError::not_found(format!("user {user}")));
+        }
+        let owners = self.bucket_owners().await?;
+        let wanted: BTreeSet<&str> = grants.iter().map(|g| g.bucket.as_str()).collect();
+        for bucket in &wanted {
+            match owners.get(*bucket) {
+                None => return Err(BackendError::not_found(format!("bucket {bucket}"))),
+                Some(o) if o != user && o != &self.config.access_key => {
+                    return Err(BackendError::Conflict {
+                        what: format!("bucket {bucket}"),
+                        detail: "already granted to another user (VersityGW grants a bucket to one owner)".into(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        let mut change = Change::Unchanged;
+        for bucket in &wanted {
+            if owners.get(*bucket).map(String::as_str) != Some(user) {
+                self.change_owner(bucket, user).await?;
+                change = Change::Updated;
+            }
+        }
+        for (bucket, owner) in &owners {
+            if owner == user && !wanted.contains(bucket.as_str()) {
+                // Handing the bucket back to the admin account is how a grant is removed.
+                self.change_owner(bucket, &self.config.access_key).await?;
+                change = Change::Updated;
+            }
+        }
+        Ok(change)
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<()> {
+        // Buckets keep their owner's name after the account goes: hand them back first, so a
+        // later account of the same name does not inherit them.
+        for (bucket, owner) in self.bucket_owners().await? {
+            if owner == name {
+                self.change_owner(&bucket, &self.config.access_key).await?;
+            }
+        }
+        // 200 even when the account does not exist.
+        self.admin(&format!("/delete-user?access={}", encode(name)), Vec::new(), &format!("user {name}")).await?;
+        self.delete_marker(name).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn secrets_have_the_length_and_alphabet() {
+        let a = generate_secret().unwrap();
+        let b = generate_secret().unwrap();
+        assert_eq!(a.expose().len(), 40);
+        assert!(a.expose().chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn xml_bodies_are_escaped_and_replies_parse() {
+        let body =
+            String::from_utf8(to_xml(&NewAccount { access: "a<b", secret: "s&t", role: "user" }).unwrap()).unwrap();
+        assert_eq!(body, "<Account><Access>a&lt;b</Access><Secret>s&amp;t</Secret><Role>user</Role></Account>");
+        let users: ListUsers = parse(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListUserAccountsResult><Accounts><Access>u1</Access><Secret>x</Secret><Role>user</Role><UserID>0</UserID></Accounts><Accounts><Access>u2</Access></Accounts></ListUserAccountsResult>",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(users.accounts.iter().map(|a| a.access.as_str()).collect::<Vec<_>>(), ["u1", "u2"]);
+        let buckets: ListBuckets = parse("<ListBucketsResult></ListBucketsResult>", "t").unwrap();
+        assert!(buckets.buckets.is_empty());
+        let buckets: ListBuckets =
+            parse("<ListBucketsResult><Buckets><Name>b</Name><Owner>u</Owner></Buckets></ListBucketsResult>", "t")
+                .unwrap();
+        assert_eq!((buckets.buckets[0].name.as_str(), buckets.buckets[0].owner.as_str()), ("b", "u"));
+        assert_eq!(encode("a b/c"), "a%20b%2Fc");
+    }
+}
