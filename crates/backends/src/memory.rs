@@ -137,15 +137,6 @@ impl MemoryBackend {
     }
 }
 
-fn check_claim(what: &str, current: &Option<Owner>, wanted: &Owner, adopt: bool) -> Result<bool> {
-    match current {
-        Some(o) if o.same_claim(wanted) => Ok(false),
-        Some(o) => Err(BackendError::NotOwned { what: what.to_string(), detail: format!("claimed by {o}") }),
-        None if adopt => Ok(true),
-        None => Err(BackendError::NotOwned { what: what.to_string(), detail: "created outside the operator".into() }),
-    }
-}
-
 #[async_trait]
 impl Backend for MemoryBackend {
     fn kind(&self) -> BackendKind {
@@ -199,7 +190,7 @@ impl Backend for MemoryBackend {
             self.wrote();
             return Ok(Change::Created);
         };
-        let mut changed = check_claim(&what, &b.owner, &spec.owner, adopt)?;
+        let mut changed = Owner::check_claim(&what, &b.owner, &spec.owner, adopt)?;
         if changed {
             b.owner = Some(spec.owner.clone());
         }
@@ -265,7 +256,7 @@ impl Backend for MemoryBackend {
                 Change::Created
             }
             Some(u) => {
-                if check_claim(&format!("user {}", spec.name), &u.owner, &spec.owner, adopt)? {
+                if Owner::check_claim(&format!("user {}", spec.name), &u.owner, &spec.owner, adopt)? {
                     u.owner = Some(spec.owner.clone());
                     Change::Updated
                 } else {

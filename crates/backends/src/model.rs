@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, fmt};
 
-use crate::SecretString;
+use crate::{BackendError, SecretString};
 
 /// Kind of object store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,6 +56,23 @@ impl Owner {
     /// was deleted with Retain and applied again gets its bucket back.
     pub fn same_claim(&self, other: &Owner) -> bool {
         self.namespace == other.namespace && self.name == other.name
+    }
+}
+
+impl Owner {
+    /// Decides whether `wanted` may use a bucket or user whose marker is `current`: `Ok(false)`
+    /// when it is already its claim, `Ok(true)` when the marker must be written (adoption of
+    /// something made outside the operator, only if `adopt`), and `NotOwned` otherwise.
+    /// Another object's claim is never overridden, whatever `adopt` says.
+    pub fn check_claim(what: &str, current: &Option<Owner>, wanted: &Owner, adopt: bool) -> crate::Result<bool> {
+        match current {
+            Some(o) if o.same_claim(wanted) => Ok(false),
+            Some(o) => Err(BackendError::NotOwned { what: what.to_string(), detail: format!("claimed by {o}") }),
+            None if adopt => Ok(true),
+            None => {
+                Err(BackendError::NotOwned { what: what.to_string(), detail: "created outside the operator".into() })
+            }
+        }
     }
 }
 

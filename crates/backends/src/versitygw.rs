@@ -348,15 +348,6 @@ pub fn generate_secret() -> Result<SecretString> {
     Ok(SecretString::new(out))
 }
 
-fn check_claim(what: &str, current: &Option<Owner>, wanted: &Owner, adopt: bool) -> Result<bool> {
-    match current {
-        Some(o) if o.same_claim(wanted) => Ok(false),
-        Some(o) => Err(BackendError::NotOwned { what: what.to_string(), detail: format!("claimed by {o}") }),
-        None if adopt => Ok(true),
-        None => Err(BackendError::NotOwned { what: what.to_string(), detail: "created outside the operator".into() }),
-    }
-}
-
 #[async_trait]
 impl Backend for VersityGw {
     fn kind(&self) -> BackendKind {
@@ -399,7 +390,7 @@ impl Backend for VersityGw {
         let what = format!("bucket {name}");
         let change = if s3ops::bucket_exists(&self.s3, BACKEND, name).await? {
             let (current_owner, current_tags) = s3ops::get_tags(&self.s3, BACKEND, name).await?;
-            let adopting = check_claim(&what, &current_owner, &spec.owner, adopt)?;
+            let adopting = Owner::check_claim(&what, &current_owner, &spec.owner, adopt)?;
             let mut change = Change::Unchanged;
             if adopting || current_tags != spec.tags {
                 s3ops::put_tags(&self.s3, BACKEND, name, &spec.owner, &spec.tags).await?;
@@ -478,7 +469,7 @@ impl Backend for VersityGw {
         }
         let marker = self.read_marker(name).await?;
         if self.account_exists(name).await? {
-            if check_claim(&what, &marker, &spec.owner, adopt)? {
+            if Owner::check_claim(&what, &marker, &spec.owner, adopt)? {
                 self.write_marker(name, &spec.owner).await?;
                 return Ok(Change::Updated);
             }
