@@ -338,7 +338,7 @@ impl Store {
     ) -> aws_sdk_s3::Client {
         use aws_sdk_s3::config::{
             BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-            retry::RetryConfig, timeout::TimeoutConfig,
+            retry::RetryConfig,
         };
         let config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -348,13 +348,7 @@ impl Store {
             .force_path_style(true)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(2))
-                    .operation_attempt_timeout(operation_timeout.min(Duration::from_secs(8)))
-                    .operation_timeout(operation_timeout)
-                    .build(),
-            )
+            .timeout_config(sdk_timeouts(operation_timeout))
             .retry_config(RetryConfig::standard().with_max_attempts(attempts))
             .build();
         aws_sdk_s3::Client::from_conf(config)
@@ -378,19 +372,13 @@ impl Store {
         attempts: u32,
         operation_timeout: Duration,
     ) -> aws_sdk_iam::Client {
-        use aws_sdk_iam::config::{BehaviorVersion, Credentials, Region, retry::RetryConfig, timeout::TimeoutConfig};
+        use aws_sdk_iam::config::{BehaviorVersion, Credentials, Region, retry::RetryConfig};
         let config = aws_sdk_iam::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(&self.endpoint)
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new(access_key, secret_key, None, None, "s3op-tests"))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(2))
-                    .operation_attempt_timeout(operation_timeout.min(Duration::from_secs(8)))
-                    .operation_timeout(operation_timeout)
-                    .build(),
-            )
+            .timeout_config(sdk_timeouts(operation_timeout))
             .retry_config(RetryConfig::standard().with_max_attempts(attempts))
             .build();
         aws_sdk_iam::Client::from_conf(config)
@@ -691,6 +679,16 @@ fn moto_process(program: &Path, root: &Path, port: u16, enforcing: bool, log: &P
     // Set either way, so an INITIAL_NO_AUTH_ACTION_COUNT in the test's environment has no say.
     let count = if enforcing { MOTO_BOOTSTRAP_CALLS.to_string() } else { "inf".to_string() };
     Process::new("moto", program, &args, log).env("INITIAL_NO_AUTH_ACTION_COUNT", &count).current_dir(root)
+}
+
+/// Timeouts of every SDK client the harness makes (S3 and IAM share the smithy type): a dead
+/// store fails within seconds instead of hanging a test.
+fn sdk_timeouts(operation_timeout: Duration) -> aws_sdk_s3::config::timeout::TimeoutConfig {
+    aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .operation_attempt_timeout(operation_timeout.min(Duration::from_secs(8)))
+        .operation_timeout(operation_timeout)
+        .build()
 }
 
 async fn garage_admin_request(

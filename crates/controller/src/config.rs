@@ -43,20 +43,21 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
-    /// Lowercase name, as written to status.backend.
-    pub const fn as_str(self) -> &'static str {
+    /// The backend crate's kind; its name is the one written to status.backend.
+    // A separate enum only because the CLI must not offer the in-memory test backend.
+    pub const fn backend(self) -> s3op_backends::BackendKind {
         match self {
-            BackendKind::Aws => "aws",
-            BackendKind::Versitygw => "versitygw",
-            BackendKind::Minio => "minio",
-            BackendKind::Garage => "garage",
+            BackendKind::Aws => s3op_backends::BackendKind::Aws,
+            BackendKind::Versitygw => s3op_backends::BackendKind::Versitygw,
+            BackendKind::Minio => s3op_backends::BackendKind::Minio,
+            BackendKind::Garage => s3op_backends::BackendKind::Garage,
         }
     }
 }
 
 impl fmt::Display for BackendKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(self.backend().as_str())
     }
 }
 
