@@ -408,5 +408,22 @@ pub async fn install_crds(client: &Client) -> Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // Established does not mean published: the OpenAPI v3 document (what `kubectl explain` reads)
+    // is rebuilt asynchronously, so a test that explains a field right after installation could
+    // race it. Wait until the group's schema is served.
+    let group_path = format!("apis/{}/{}", s3op_api::API_GROUP, s3op_api::API_VERSION);
+    loop {
+        let index = client.request_text(http_get("/openapi/v3")?).await.unwrap_or_default();
+        if index.contains(&group_path) {
+            let schema = client.request_text(http_get(&format!("/openapi/v3/{group_path}"))?).await;
+            if schema.is_ok_and(|s| s.contains("S3Bucket") && s.contains("S3User")) {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("OpenAPI v3 for {group_path} not published within 60s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(())
 }
