@@ -3,24 +3,15 @@
 //! grant makes the user the bucket's owner, the only per-user access the gateway's internal IAM
 //! gives without bucket policies, so one bucket can be granted to one user at a time.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    time::{Duration, SystemTime},
-};
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use aws_sdk_s3::{Client, primitives::ByteStream};
-use aws_sigv4::{
-    http_request::{
-        PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-        UriPathNormalizationMode, sign,
-    },
-    sign::v4,
-};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     Backend, BackendError, Result, SecretString,
+    http::{self, encode},
     model::{
         BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner,
         Permission, UserInfo, UserSpec,
@@ -130,11 +121,7 @@ impl VersityGw {
     /// A backend for the gateway described by `config`. Makes no call.
     pub fn new(config: VersityGwConfig) -> Result<Self> {
         let s3 = s3ops::client(&config.endpoint, &config.region, &config.access_key, &config.secret_key);
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(15))
-            .build()
-            .map_err(|e| BackendError::InvalidInput(format!("HTTP client for {}: {e}", config.endpoint)))?;
+        let http = http::client(BACKEND)?;
         Ok(Self { s3, http, config })
     }
 
@@ -147,62 +134,28 @@ impl VersityGw {
     /// real body, which the gateway requires). Returns the reply body of a 2xx answer.
     async fn admin(&self, path_and_query: &str, body: Vec<u8>, what: &str) -> Result<String> {
         let url = format!("{}{path_and_query}", self.config.endpoint.trim_end_matches('/'));
-        let identity = aws_sdk_s3::config::Credentials::new(
+        let headers = http::sigv4_headers(
+            "PATCH",
+            &url,
+            &body,
+            &self.config.region,
             &self.config.access_key,
-            self.config.secret_key.expose(),
-            None,
-            None,
-            "s3op",
-        )
-        .into();
-        let mut settings = SigningSettings::default();
-        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-        // S3 rules: the path is encoded once and not normalised.
-        settings.percent_encoding_mode = PercentEncodingMode::Single;
-        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.config.region)
-            .name("s3")
-            .time(SystemTime::now())
-            .settings(settings)
-            .build()
-            .map_err(|e| BackendError::InvalidInput(format!("signing parameters: {e}")))?
-            .into();
-        let signable = SignableRequest::new("PATCH", url.as_str(), std::iter::empty(), SignableBody::Bytes(&body))
-            .map_err(|e| BackendError::InvalidInput(format!("admin request {path_and_query}: {e}")))?;
-        let (instructions, _signature) = sign(signable, &params)
-            .map_err(|e| BackendError::InvalidInput(format!("signing {path_and_query}: {e}")))?
-            .into_parts();
+            &self.config.secret_key,
+        )?;
         let mut req = self.http.request(reqwest::Method::PATCH, &url);
-        for (name, value) in instructions.headers() {
+        for (name, value) in headers {
             req = req.header(name, value);
         }
         let op = path_and_query.split('?').next().unwrap_or(path_and_query).to_string();
-        let resp = req.body(body).send().await.map_err(|e| BackendError::Unavailable {
-            backend: BACKEND,
-            // Without the URL: it is known from `op`, and reqwest's text is about the transport.
-            cause: format!("{op} on {what}: {}", e.without_url()),
-        })?;
+        let resp = req.body(body).send().await.map_err(|e| http::transport_error(BACKEND, &op, what, e))?;
         let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(|e| BackendError::Unavailable {
-            backend: BACKEND,
-            cause: format!("{op} on {what}: reading the reply: {}", e.without_url()),
-        })?;
+        let text = resp.text().await.map_err(|e| http::transport_error(BACKEND, &op, what, e))?;
         if (200..300).contains(&status) {
             return Ok(text);
         }
         let err: ErrorBody = quick_xml::de::from_str(&text).unwrap_or_default();
         let detail = format!("{op} on {what}: HTTP {status}: {}: {}", err.code, err.message);
-        Err(match status {
-            400 => BackendError::InvalidInput(detail),
-            401 | 403 => BackendError::Forbidden(detail),
-            404 => BackendError::NotFound { what: detail },
-            409 => BackendError::Conflict { what: what.to_string(), detail },
-            501 => BackendError::Unsupported { backend: BACKEND, feature: "admin API" },
-            429 | 500..=599 => BackendError::Unavailable { backend: BACKEND, cause: detail },
-            _ => BackendError::Protocol { backend: BACKEND, detail },
-        })
+        Err(http::status_error(BACKEND, status, what, detail))
     }
 
     async fn list_accounts(&self) -> Result<Vec<String>> {
@@ -314,38 +267,6 @@ fn to_xml<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     quick_xml::se::to_string(value)
         .map(String::into_bytes)
         .map_err(|e| BackendError::InvalidInput(format!("XML body: {e}")))
-}
-
-/// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
-fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// A secret of 40 characters from `[A-Za-z0-9]`, from the operating system's generator.
-pub fn generate_secret() -> Result<SecretString> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut out = String::with_capacity(40);
-    let mut buf = [0u8; 64];
-    while out.len() < 40 {
-        getrandom::fill(&mut buf)
-            .map_err(|e| BackendError::Unavailable { backend: BACKEND, cause: format!("random generator: {e}") })?;
-        // 248 = 4 × 62: rejecting larger bytes keeps every character equally likely.
-        for &b in buf.iter().filter(|&&b| b < 248) {
-            if out.len() == 40 {
-                break;
-            }
-            out.push(char::from(ALPHABET[usize::from(b % 62)]));
-        }
-    }
-    Ok(SecretString::new(out))
 }
 
 #[async_trait]
@@ -487,7 +408,7 @@ impl Backend for VersityGw {
         }
         // The account needs a secret; this one is kept nowhere, so the user has no usable
         // key until create_key sets one.
-        let secret = generate_secret()?;
+        let secret = http::generate_secret(BACKEND)?;
         let body = to_xml(&NewAccount { access: name, secret: secret.expose(), role: "user" })?;
         match self.admin("/create-user", body, &what).await {
             Ok(_) => Ok(Change::Created),
@@ -511,7 +432,7 @@ impl Backend for VersityGw {
                 )));
             }
             Some(c) => c.secret_access_key.clone(),
-            None => generate_secret()?,
+            None => http::generate_secret(BACKEND)?,
         };
         self.set_secret(user, secret.expose()).await?;
         Ok(Credentials { access_key_id: user.to_string(), secret_access_key: secret })
@@ -522,7 +443,7 @@ impl Backend for VersityGw {
             return Ok(());
         }
         // The account's single key cannot be removed: replace its secret by one nobody knows.
-        let secret = generate_secret()?;
+        let secret = http::generate_secret(BACKEND)?;
         match self.set_secret(user, secret.expose()).await {
             Ok(()) | Err(BackendError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
@@ -585,15 +506,6 @@ impl Backend for VersityGw {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    #[test]
-    fn secrets_have_the_length_and_alphabet() {
-        let a = generate_secret().unwrap();
-        let b = generate_secret().unwrap();
-        assert_eq!(a.expose().len(), 40);
-        assert!(a.expose().chars().all(|c| c.is_ascii_alphanumeric()));
-        assert_ne!(a, b);
-    }
 
     #[test]
     fn xml_bodies_are_escaped_and_replies_parse() {

@@ -1,0 +1,144 @@
+//! Pieces every hand-made admin call shares (VersityGW's and MinIO's signed admin APIs,
+//! Garage's bearer-token API): SigV4 signing with the payload hash the stores require, query
+//! encoding, random secrets, and the mapping of transport failures and HTTP statuses to
+//! [`BackendError`]. The AWS SDK cannot make these calls: they are not AWS operations.
+
+use std::time::{Duration, SystemTime};
+
+use aws_sigv4::{
+    http_request::{
+        PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+        UriPathNormalizationMode, sign,
+    },
+    sign::v4,
+};
+
+use crate::{BackendError, Result, SecretString};
+
+/// Time allowed to open a connection to an admin endpoint.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time allowed for a whole admin call.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// An HTTP client with the admin timeouts, so a dead store fails within seconds.
+pub fn client(backend: &'static str) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(|e| BackendError::Unavailable { backend, cause: format!("building the HTTP client: {e}") })
+}
+
+/// The headers that sign `method url` with `body` for SigV4 service `s3` in `region`,
+/// including `x-amz-content-sha256` of the real body (VersityGW and MinIO require it).
+pub fn sigv4_headers(
+    method: &str,
+    url: &str,
+    body: &[u8],
+    region: &str,
+    access_key: &str,
+    secret_key: &SecretString,
+) -> Result<Vec<(String, String)>> {
+    let identity = aws_sdk_s3::config::Credentials::new(access_key, secret_key.expose(), None, None, "s3op").into();
+    let mut settings = SigningSettings::default();
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    // S3 rules: the path is encoded once and not normalised.
+    settings.percent_encoding_mode = PercentEncodingMode::Single;
+    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name("s3")
+        .time(SystemTime::now())
+        .settings(settings)
+        .build()
+        .map_err(|e| BackendError::InvalidInput(format!("signing parameters: {e}")))?
+        .into();
+    let signable = SignableRequest::new(method, url, std::iter::empty(), SignableBody::Bytes(body))
+        .map_err(|e| BackendError::InvalidInput(format!("admin request: {e}")))?;
+    let (instructions, _signature) =
+        sign(signable, &params).map_err(|e| BackendError::InvalidInput(format!("signing: {e}")))?.into_parts();
+    Ok(instructions.headers().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+}
+
+/// A request that never reached the store or whose reply could not be read: retryable.
+/// Without the URL: `op` names the call, and reqwest's text is about the transport.
+pub fn transport_error(backend: &'static str, op: &str, what: &str, err: reqwest::Error) -> BackendError {
+    BackendError::Unavailable { backend, cause: format!("{op} on {what}: {}", err.without_url()) }
+}
+
+/// Maps a non-2xx admin reply to an error; `detail` already names the call, the store's
+/// error code and message.
+pub fn status_error(backend: &'static str, status: u16, what: &str, detail: String) -> BackendError {
+    match status {
+        400 => BackendError::InvalidInput(detail),
+        401 | 403 => BackendError::Forbidden(detail),
+        404 => BackendError::NotFound { what: detail },
+        409 => BackendError::Conflict { what: what.to_string(), detail },
+        501 => BackendError::Unsupported { backend, feature: "admin API" },
+        429 | 500..=599 => BackendError::Unavailable { backend, cause: detail },
+        _ => BackendError::Protocol { backend, detail },
+    }
+}
+
+/// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
+pub fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A secret of 40 characters from `[A-Za-z0-9]`, from the operating system's generator.
+pub fn generate_secret(backend: &'static str) -> Result<SecretString> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(40);
+    let mut buf = [0u8; 64];
+    while out.len() < 40 {
+        getrandom::fill(&mut buf)
+            .map_err(|e| BackendError::Unavailable { backend, cause: format!("random generator: {e}") })?;
+        // 248 = 4 × 62: rejecting larger bytes keeps every character equally likely.
+        for &b in buf.iter().filter(|&&b| b < 248) {
+            if out.len() == 40 {
+                break;
+            }
+            out.push(char::from(ALPHABET[usize::from(b % 62)]));
+        }
+    }
+    Ok(SecretString::new(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_have_the_length_and_alphabet() {
+        let a = generate_secret("test").unwrap();
+        let b = generate_secret("test").unwrap();
+        assert_eq!(a.expose().len(), 40);
+        assert!(a.expose().bytes().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(encode("a b/c&d=é"), "a%20b%2Fc%26d%3D%C3%A9");
+        assert_eq!(encode("Az09-._~"), "Az09-._~");
+    }
+
+    #[test]
+    fn signing_sends_the_payload_hash() {
+        let headers =
+            sigv4_headers("PUT", "http://127.0.0.1:9000/x?a=b", b"{}", "us-east-1", "AK", &SecretString::new("s"))
+                .unwrap();
+        let names: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(names.contains(&"x-amz-content-sha256") && names.contains(&"authorization"), "{names:?}");
+        assert!(!headers.iter().any(|(_, v)| v.contains('s') && v == "s"), "the secret is never a header");
+    }
+}
