@@ -6,6 +6,7 @@
 use s3op_backends::{
     Backend, SecretString,
     memory::MemoryBackend,
+    minio::{Minio, MinioConfig},
     versitygw::{VersityGw, VersityGwConfig},
 };
 use s3op_tests::{
@@ -49,5 +50,31 @@ async fn versitygw_conforms() {
 async fn versitygw_outage_is_retryable_and_fast() {
     let mut store = start(StoreKind::Versitygw).await;
     let b = versitygw(&store);
+    outage_is_retryable_and_fast(&mut store, &b).await;
+}
+
+fn minio(store: &Store) -> Minio {
+    Minio::new(MinioConfig {
+        endpoint: store.endpoint().to_string(),
+        region: store.region().to_string(),
+        access_key: store.admin_access_key().to_string(),
+        secret_key: SecretString::new(store.admin_secret_key()),
+        marker_bucket: unique_name("s3op-markers"),
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn minio_conforms() {
+    let store = start(StoreKind::Minio).await;
+    let b = minio(&store);
+    suite(&b, &Probe::Store(&store), "minio").await;
+    latencies(&b, "minio").await;
+}
+
+#[tokio::test]
+async fn minio_outage_is_retryable_and_fast() {
+    let mut store = start(StoreKind::Minio).await;
+    let b = minio(&store);
     outage_is_retryable_and_fast(&mut store, &b).await;
 }

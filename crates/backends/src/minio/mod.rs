@@ -1,3 +1,849 @@
-//! MinIO: the admin API (v3) and the payload encryption it requires.
+//! MinIO: users, keys and grants through the admin API (v3) with the payload encryption it
+//! requires; buckets through [`crate::s3ops`], quotas through the admin API.
+//!
+//! A user is a MinIO user whose access key is the user name. Its own secret is random and
+//! never handed out: the keys given to applications are service accounts of that user, which
+//! inherit its policy, so a user can hold several keys and rotate with an overlap. Its grants
+//! are one canned policy `s3op-<user>` attached to it.
 
 pub mod madmin;
+mod policy;
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use aws_sdk_s3::{Client, primitives::ByteStream};
+use reqwest::Method;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::{
+    Backend, BackendError, Result, SecretString,
+    http::{self, encode},
+    model::{
+        BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner, Quota,
+        UserInfo, UserSpec, Versioning,
+    },
+    s3ops,
+};
+
+const BACKEND: &str = "minio";
+
+/// Every admin path starts here; the community server serves v3 only.
+const ADMIN: &str = "/minio/admin/v3";
+
+/// Objects counted before a bucket is reported non-empty (the count is only informative).
+const COUNT_LIMIT: u64 = 1000;
+
+/// Object metadata keys of a user's ownership marker (see [`Minio`]).
+const META_NAMESPACE: &str = "namespace";
+const META_NAME: &str = "name";
+const META_UID: &str = "uid";
+
+/// Where and as whom to reach MinIO.
+#[derive(Clone, Debug)]
+pub struct MinioConfig {
+    /// S3 endpoint, which also serves the admin API (`http://host:9000`).
+    pub endpoint: String,
+    /// The server's region; requests are signed for it.
+    pub region: String,
+    /// Access key of an administrator (the root user, or a user with admin and S3 rights).
+    pub access_key: String,
+    /// Its secret key; also the password of the admin API's payload encryption.
+    pub secret_key: SecretString,
+    /// Bucket holding one marker object per user the operator created (see [`Minio`]);
+    /// created on first use, readable and writable by administrators only.
+    pub marker_bucket: String,
+}
+
+/// The MinIO backend.
+// Ownership of users: MinIO users carry no tags, and a naming convention could be forged by
+// anyone allowed to create users. So, as for VersityGW, the operator writes, before it creates
+// a user, an object `users/<name>` in an admin-only bucket whose metadata holds namespace, name
+// and uid. A user without that object was made outside the operator and is `NotOwned` unless
+// adopted. Buckets carry their marker as tags.
+#[derive(Debug, Clone)]
+pub struct Minio {
+    s3: Client,
+    http: reqwest::Client,
+    config: MinioConfig,
+}
+
+/// A reply of the admin API, before its status is judged.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+/// The JSON error body of a failed admin call.
+#[derive(Deserialize, Default)]
+struct ErrorBody {
+    #[serde(rename = "Code", default)]
+    code: String,
+    #[serde(rename = "Message", default)]
+    message: String,
+}
+
+impl Answer {
+    fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    fn error_body(&self) -> ErrorBody {
+        serde_json::from_slice(&self.body).unwrap_or_default()
+    }
+
+    /// MinIO's error code (`XMinioAdminNoSuchUser` …), empty when there is none.
+    fn code(&self) -> String {
+        if self.ok() { String::new() } else { self.error_body().code }
+    }
+
+    /// The body of a 2xx reply, or the classified error naming `op` and `what`.
+    fn into_result(self, op: &str, what: &str) -> Result<Vec<u8>> {
+        if self.ok() {
+            return Ok(self.body);
+        }
+        let err = self.error_body();
+        let detail = format!("{op} on {what}: HTTP {}: {}: {}", self.status, err.code, err.message);
+        Err(http::status_error(BACKEND, self.status, what, detail))
+    }
+}
+
+/// Body of `add-user` (encrypted).
+#[derive(Serialize)]
+struct AddUser<'a> {
+    #[serde(rename = "secretKey")]
+    secret_key: &'a str,
+    status: &'a str,
+}
+
+/// Reply of `user-info` (plain JSON).
+#[derive(Deserialize, Default)]
+struct UserInfoReply {
+    #[serde(rename = "policyName", default)]
+    policy_name: String,
+}
+
+impl UserInfoReply {
+    fn policies(&self) -> Vec<String> {
+        self.policy_name.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_string).collect()
+    }
+}
+
+/// Body of `add-service-account` (encrypted). Without a policy the account inherits its
+/// parent's, which is what makes a key follow the user's grants.
+#[derive(Serialize)]
+struct AddServiceAccount<'a> {
+    #[serde(rename = "targetUser")]
+    target_user: &'a str,
+    #[serde(rename = "accessKey", skip_serializing_if = "Option::is_none")]
+    access_key: Option<&'a str>,
+    #[serde(rename = "secretKey", skip_serializing_if = "Option::is_none")]
+    secret_key: Option<&'a str>,
+}
+
+/// Reply of `add-service-account` (encrypted).
+#[derive(Deserialize)]
+struct AddServiceAccountReply {
+    credentials: NewCredentials,
+}
+
+#[derive(Deserialize)]
+struct NewCredentials {
+    #[serde(rename = "accessKey")]
+    access_key: String,
+    #[serde(rename = "secretKey")]
+    secret_key: String,
+}
+
+/// Body of `update-service-account` (encrypted): only the secret changes.
+#[derive(Serialize)]
+struct UpdateServiceAccount<'a> {
+    #[serde(rename = "newSecretKey")]
+    new_secret_key: &'a str,
+}
+
+/// Reply of `list-service-accounts` (encrypted).
+#[derive(Deserialize, Default)]
+struct ServiceAccounts {
+    #[serde(default)]
+    accounts: Option<Vec<ServiceAccountEntry>>,
+}
+
+/// An entry of the list: current servers send objects, old ones (before 2023) bare keys.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ServiceAccountEntry {
+    Info {
+        #[serde(rename = "accessKey")]
+        access_key: String,
+    },
+    Key(String),
+}
+
+impl ServiceAccountEntry {
+    fn into_key(self) -> String {
+        match self {
+            ServiceAccountEntry::Info { access_key } | ServiceAccountEntry::Key(access_key) => access_key,
+        }
+    }
+}
+
+/// Body of `idp/builtin/policy/attach` and `/detach` (encrypted).
+#[derive(Serialize)]
+struct PolicyAssociation<'a> {
+    policies: Vec<&'a str>,
+    user: &'a str,
+}
+
+/// Bucket quota, as `get-bucket-quota` answers and `set-bucket-quota` takes it. `quota` is the
+/// field of servers before 2023; both are written, the larger is read.
+#[derive(Serialize, Deserialize, Default)]
+struct BucketQuota {
+    #[serde(default)]
+    quota: u64,
+    #[serde(default)]
+    size: u64,
+    #[serde(rename = "quotatype", default)]
+    quota_type: String,
+}
+
+impl BucketQuota {
+    fn max_size(&self) -> Option<u64> {
+        Some(self.size.max(self.quota)).filter(|&n| n > 0)
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(body: &[u8], op: &str) -> Result<T> {
+    serde_json::from_slice(body).map_err(|e| BackendError::Protocol {
+        backend: BACKEND,
+        detail: format!("{op}: reply is not the expected JSON: {e}"),
+    })
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| BackendError::InvalidInput(format!("JSON body: {e}")))
+}
+
+impl Minio {
+    /// A backend for the MinIO server described by `config`. Makes no call.
+    pub fn new(config: MinioConfig) -> Result<Self> {
+        let s3 = s3ops::client(&config.endpoint, &config.region, &config.access_key, &config.secret_key);
+        let http = http::client(BACKEND)?;
+        Ok(Self { s3, http, config })
+    }
+
+    /// The bucket that holds the users' ownership markers.
+    pub fn marker_bucket(&self) -> &str {
+        &self.config.marker_bucket
+    }
+
+    /// One signed admin call to `ADMIN + path_and_query`. Only transport failures are errors
+    /// here; the caller judges the status.
+    async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Vec<u8>,
+        content_type: Option<&str>,
+        what: &str,
+    ) -> Result<Answer> {
+        let url = format!("{}{ADMIN}{path_and_query}", self.config.endpoint.trim_end_matches('/'));
+        let headers = http::sigv4_headers(
+            method.as_str(),
+            &url,
+            &body,
+            &self.config.region,
+            &self.config.access_key,
+            &self.config.secret_key,
+        )?;
+        let mut req = self.http.request(method, &url);
+        for (name, value) in headers {
+            req = req.header(name, value);
+        }
+        if let Some(ct) = content_type {
+            req = req.header(reqwest::header::CONTENT_TYPE, ct);
+        }
+        let op = path_and_query.split('?').next().unwrap_or(path_and_query);
+        let resp = req.body(body).send().await.map_err(|e| http::transport_error(BACKEND, op, what, e))?;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.map_err(|e| http::transport_error(BACKEND, op, what, e))?.to_vec();
+        Ok(Answer { status, body })
+    }
+
+    /// An admin call whose non-2xx answers are all errors; the reply body otherwise.
+    async fn admin(&self, method: Method, path_and_query: &str, body: Vec<u8>, what: &str) -> Result<Vec<u8>> {
+        let op = path_and_query.split('?').next().unwrap_or(path_and_query).to_string();
+        self.send(method, path_and_query, body, None, what).await?.into_result(&op, what)
+    }
+
+    /// madmin's encryption with the admin secret as password, off the executor: each call
+    /// derives a key with Argon2id (64 MiB).
+    async fn encrypt(&self, plain: Vec<u8>, op: &str) -> Result<Vec<u8>> {
+        let password = self.config.secret_key.clone();
+        let op = op.to_string();
+        tokio::task::spawn_blocking(move || madmin::encrypt_data(password.expose().as_bytes(), &plain))
+            .await
+            .map_err(|e| BackendError::Protocol { backend: BACKEND, detail: format!("{op}: encryption task: {e}") })?
+            .map_err(|e| BackendError::InvalidInput(format!("{op}: encrypting the request: {e}")))
+    }
+
+    /// The reverse of [`Minio::encrypt`], for encrypted replies.
+    async fn decrypt(&self, data: Vec<u8>, op: &str) -> Result<Vec<u8>> {
+        let password = self.config.secret_key.clone();
+        let op = op.to_string();
+        tokio::task::spawn_blocking(move || madmin::decrypt_data(password.expose().as_bytes(), &data))
+            .await
+            .map_err(|e| BackendError::Protocol { backend: BACKEND, detail: format!("{op}: decryption task: {e}") })?
+            .map_err(|e| BackendError::Protocol { backend: BACKEND, detail: format!("{op}: reply: {e}") })
+    }
+
+    /// The user's info, or `None` when MinIO has no such user.
+    async fn user_info(&self, user: &str) -> Result<Option<UserInfoReply>> {
+        let what = format!("user {user}");
+        let answer =
+            self.send(Method::GET, &format!("/user-info?accessKey={}", encode(user)), Vec::new(), None, &what).await?;
+        if answer.status == 404 || answer.code() == "XMinioAdminNoSuchUser" {
+            return Ok(None);
+        }
+        let body = answer.into_result("user-info", &what)?;
+        parse_json(&body, "user-info").map(Some)
+    }
+
+    async fn require_user(&self, user: &str) -> Result<UserInfoReply> {
+        self.user_info(user).await?.ok_or_else(|| BackendError::not_found(format!("user {user}")))
+    }
+
+    /// Creates the user, or sets its secret (add-user is an upsert: check before calling).
+    async fn add_user(&self, user: &str, secret: &SecretString) -> Result<()> {
+        let plain = to_json(&AddUser { secret_key: secret.expose(), status: "enabled" })?;
+        let body = self.encrypt(plain, "add-user").await?;
+        self.admin(Method::PUT, &format!("/add-user?accessKey={}", encode(user)), body, &format!("user {user}"))
+            .await
+            .map(|_| ())
+    }
+
+    /// Access keys of the user's service accounts; none when the user does not exist.
+    async fn service_accounts(&self, user: &str) -> Result<Vec<String>> {
+        let what = format!("user {user}");
+        let answer = self
+            .send(Method::GET, &format!("/list-service-accounts?user={}", encode(user)), Vec::new(), None, &what)
+            .await?;
+        if answer.status == 404 || answer.code() == "XMinioAdminNoSuchUser" {
+            return Ok(Vec::new());
+        }
+        let body = answer.into_result("list-service-accounts", &what)?;
+        let plain = self.decrypt(body, "list-service-accounts").await?;
+        let list: ServiceAccounts = parse_json(&plain, "list-service-accounts")?;
+        let mut keys: Vec<String> =
+            list.accounts.unwrap_or_default().into_iter().map(ServiceAccountEntry::into_key).collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn delete_service_account(&self, user: &str, access_key: &str) -> Result<()> {
+        let what = format!("key {access_key} of user {user}");
+        let answer = self
+            .send(
+                Method::DELETE,
+                &format!("/delete-service-account?accessKey={}", encode(access_key)),
+                Vec::new(),
+                None,
+                &what,
+            )
+            .await?;
+        if answer.status == 404 {
+            return Ok(());
+        }
+        answer.into_result("delete-service-account", &what).map(|_| ())
+    }
+
+    /// The canned policy document `name`, or `None` when there is no such policy.
+    async fn canned_policy(&self, name: &str) -> Result<Option<serde_json::Value>> {
+        let what = format!("policy {name}");
+        let answer = self
+            .send(Method::GET, &format!("/info-canned-policy?name={}", encode(name)), Vec::new(), None, &what)
+            .await?;
+        if answer.status == 404 || answer.code() == "XMinioAdminNoSuchPolicy" {
+            return Ok(None);
+        }
+        let body = answer.into_result("info-canned-policy", &what)?;
+        parse_json(&body, "info-canned-policy").map(Some)
+    }
+
+    async fn put_canned_policy(&self, name: &str, doc: &serde_json::Value) -> Result<()> {
+        self.admin(
+            Method::PUT,
+            &format!("/add-canned-policy?name={}", encode(name)),
+            to_json(doc)?,
+            &format!("policy {name}"),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn remove_canned_policy(&self, name: &str) -> Result<()> {
+        let what = format!("policy {name}");
+        let answer = self
+            .send(Method::DELETE, &format!("/remove-canned-policy?name={}", encode(name)), Vec::new(), None, &what)
+            .await?;
+        if answer.status == 404 || answer.code() == "XMinioAdminNoSuchPolicy" {
+            return Ok(());
+        }
+        answer.into_result("remove-canned-policy", &what).map(|_| ())
+    }
+
+    /// Attaches (`attach`) or detaches policies of the user; a change already applied is
+    /// success.
+    async fn associate(&self, user: &str, policies: &[&str], attach: bool) -> Result<()> {
+        let op = if attach { "policy/attach" } else { "policy/detach" };
+        let plain = to_json(&PolicyAssociation { policies: policies.to_vec(), user })?;
+        let body = self.encrypt(plain, op).await?;
+        let what = format!("user {user}");
+        let answer = self
+            .send(Method::POST, &format!("/idp/builtin/{op}"), body, Some("application/octet-stream"), &what)
+            .await?;
+        if answer.code() == "XMinioAdminPolicyChangeAlreadyApplied" {
+            return Ok(());
+        }
+        answer.into_result(op, &what).map(|_| ())
+    }
+
+    /// The bucket's size quota, `None` when it has none.
+    async fn quota(&self, bucket: &str) -> Result<Option<u64>> {
+        let what = format!("bucket {bucket}");
+        let answer = self
+            .send(Method::GET, &format!("/get-bucket-quota?bucket={}", encode(bucket)), Vec::new(), None, &what)
+            .await?;
+        if answer.code() == "XMinioAdminNoSuchQuotaConfiguration" {
+            return Ok(None);
+        }
+        let body = answer.into_result("get-bucket-quota", &what)?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        Ok(parse_json::<BucketQuota>(&body, "get-bucket-quota")?.max_size())
+    }
+
+    /// Sets (or with `None`, clears) the bucket's hard size quota.
+    async fn set_quota(&self, bucket: &str, max_size: Option<u64>) -> Result<()> {
+        let size = max_size.unwrap_or(0);
+        let body = to_json(&BucketQuota { quota: size, size, quota_type: "hard".into() })?;
+        self.admin(
+            Method::PUT,
+            &format!("/set-bucket-quota?bucket={}", encode(bucket)),
+            body,
+            &format!("bucket {bucket}"),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    fn marker_key(user: &str) -> String {
+        format!("users/{user}")
+    }
+
+    /// The ownership marker of a user, if the operator wrote one.
+    async fn read_marker(&self, user: &str) -> Result<Option<Owner>> {
+        let what = format!("marker of user {user}");
+        match self.s3.head_object().bucket(&self.config.marker_bucket).key(Self::marker_key(user)).send().await {
+            Ok(out) => {
+                let meta = out.metadata();
+                let get = |k: &str| meta.and_then(|m| m.get(k)).cloned();
+                Ok(match (get(META_NAMESPACE), get(META_NAME)) {
+                    (Some(namespace), Some(name)) => {
+                        Some(Owner { namespace, name, uid: get(META_UID).unwrap_or_default() })
+                    }
+                    _ => None,
+                })
+            }
+            Err(e) => match s3ops::map_error(BACKEND, "HeadObject", &what, e) {
+                // HEAD answers carry no error code: a 404 is a missing key or a missing bucket.
+                BackendError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn write_marker(&self, user: &str, owner: &Owner) -> Result<()> {
+        let put = || {
+            self.s3
+                .put_object()
+                .bucket(&self.config.marker_bucket)
+                .key(Self::marker_key(user))
+                .metadata(META_NAMESPACE, &owner.namespace)
+                .metadata(META_NAME, &owner.name)
+                .metadata(META_UID, &owner.uid)
+                .body(ByteStream::from_static(b""))
+                .send()
+        };
+        let what = format!("marker of user {user}");
+        match put().await {
+            Ok(_) => Ok(()),
+            Err(e) => match s3ops::map_error(BACKEND, "PutObject", &what, e) {
+                BackendError::NotFound { .. } => {
+                    // First user ever: make the marker bucket, then write again.
+                    match s3ops::create_bucket(&self.s3, BACKEND, &self.config.marker_bucket, false).await {
+                        Ok(()) | Err(BackendError::Conflict { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                    put().await.map(|_| ()).map_err(|e| s3ops::map_error(BACKEND, "PutObject", &what, e))
+                }
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn delete_marker(&self, user: &str) -> Result<()> {
+        let what = format!("marker of user {user}");
+        match self.s3.delete_object().bucket(&self.config.marker_bucket).key(Self::marker_key(user)).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match s3ops::map_error(BACKEND, "DeleteObject", &what, e) {
+                BackendError::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// The grants held by the user's canned policy; none when it has none attached. A policy
+    /// edited outside the operator reads as no grants (the next `set_grants` rewrites it).
+    async fn grants(&self, user: &str, info: &UserInfoReply) -> Result<Vec<Grant>> {
+        let name = policy::policy_name(user);
+        if !info.policies().contains(&name) {
+            return Ok(Vec::new());
+        }
+        Ok(self.canned_policy(&name).await?.as_ref().and_then(policy::grants_from_document).unwrap_or_default())
+    }
+
+    /// Converges the bucket's quota; `Unsupported` for an object-count limit is left to the
+    /// caller, after everything else.
+    async fn converge_quota(
+        &self,
+        bucket: &str,
+        wanted: Option<Quota>,
+        current: Option<Option<u64>>,
+    ) -> Result<Change> {
+        let Some(wanted) = wanted else { return Ok(Change::Unchanged) };
+        let current = match current {
+            Some(c) => c,
+            None => self.quota(bucket).await?,
+        };
+        if current == wanted.max_size_bytes {
+            return Ok(Change::Unchanged);
+        }
+        self.set_quota(bucket, wanted.max_size_bytes).await?;
+        Ok(Change::Updated)
+    }
+}
+
+#[async_trait]
+impl Backend for Minio {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Minio
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            versioning: true,
+            tags: true,
+            object_lock: true,
+            // A hard quota on size; MinIO has no limit on the number of objects.
+            quota_max_size: true,
+            quota_max_objects: false,
+            read_only_grants: true,
+            // Keys are service accounts of the user: any number, with caller-chosen ones.
+            multiple_keys: true,
+            import_credentials: true,
+        }
+    }
+
+    async fn health(&self) -> Result<()> {
+        // A cheap admin read: proves the server answers and our credentials hold admin rights.
+        self.admin(Method::GET, "/info-canned-policy?name=readonly", Vec::new(), "policy readonly").await.map(|_| ())
+    }
+
+    async fn describe_bucket(&self, name: &str) -> Result<Option<BucketInfo>> {
+        if !s3ops::bucket_exists(&self.s3, BACKEND, name).await? {
+            return Ok(None);
+        }
+        let (owner, tags) = s3ops::get_tags(&self.s3, BACKEND, name).await?;
+        let versioning = s3ops::get_versioning(&self.s3, BACKEND, name).await?;
+        let quota = Quota { max_size_bytes: self.quota(name).await?, max_objects: None };
+        Ok(Some(BucketInfo { name: name.to_string(), owner, versioning, tags, quota: Some(quota) }))
+    }
+
+    async fn ensure_bucket(&self, spec: &BucketSpec, adopt: bool) -> Result<Change> {
+        let name = spec.name.as_str();
+        let what = format!("bucket {name}");
+        let change = if s3ops::bucket_exists(&self.s3, BACKEND, name).await? {
+            let (current_owner, current_tags) = s3ops::get_tags(&self.s3, BACKEND, name).await?;
+            let adopting = Owner::check_claim(&what, &current_owner, &spec.owner, adopt)?;
+            let mut change = Change::Unchanged;
+            if adopting || current_tags != spec.tags {
+                s3ops::put_tags(&self.s3, BACKEND, name, &spec.owner, &spec.tags).await?;
+                change = Change::Updated;
+            }
+            if let Some(wanted) = spec.versioning
+                && s3ops::get_versioning(&self.s3, BACKEND, name).await? != Some(wanted)
+            {
+                s3ops::put_versioning(&self.s3, BACKEND, name, wanted).await?;
+                change = Change::Updated;
+            }
+            if spec.object_lock && !s3ops::object_lock_enabled(&self.s3, BACKEND, name).await? {
+                return Err(BackendError::Conflict {
+                    what,
+                    detail: "object lock can only be enabled when the bucket is created".into(),
+                });
+            }
+            change.and(self.converge_quota(name, spec.quota, None).await?)
+        } else {
+            s3ops::create_bucket(&self.s3, BACKEND, name, spec.object_lock).await?;
+            // Without its marker the bucket would be foreign to us from now on: if tagging
+            // fails, remove the bucket we just made (still empty) and report the failure.
+            if let Err(e) = s3ops::put_tags(&self.s3, BACKEND, name, &spec.owner, &spec.tags).await {
+                let _ = s3ops::delete_bucket(&self.s3, BACKEND, name).await;
+                return Err(e);
+            }
+            // Object lock turns versioning on by itself, and it cannot be suspended then.
+            if let Some(wanted) = spec.versioning
+                && !(wanted == Versioning::Enabled && spec.object_lock)
+            {
+                s3ops::put_versioning(&self.s3, BACKEND, name, wanted).await?;
+            }
+            // A new bucket has no quota: no need to read it.
+            self.converge_quota(name, spec.quota, Some(None)).await?;
+            Change::Created
+        };
+        if spec.quota.is_some_and(|q| q.max_objects.is_some()) {
+            return Err(BackendError::Unsupported { backend: BACKEND, feature: "quota on the number of objects" });
+        }
+        Ok(change)
+    }
+
+    async fn delete_bucket(&self, name: &str, force: bool) -> Result<BucketDeletion> {
+        if !s3ops::bucket_exists(&self.s3, BACKEND, name).await? {
+            return Ok(BucketDeletion::AlreadyGone);
+        }
+        if force {
+            s3ops::empty_bucket(&self.s3, BACKEND, name).await?;
+        } else {
+            let objects = s3ops::count_objects(&self.s3, BACKEND, name, COUNT_LIMIT).await?;
+            if objects > 0 {
+                return Ok(BucketDeletion::NotEmpty { objects });
+            }
+        }
+        s3ops::delete_bucket(&self.s3, BACKEND, name).await
+    }
+
+    async fn describe_user(&self, name: &str) -> Result<Option<UserInfo>> {
+        let Some(info) = self.user_info(name).await? else { return Ok(None) };
+        let owner = self.read_marker(name).await?;
+        let access_key_ids = self.service_accounts(name).await?;
+        let grants = self.grants(name, &info).await?;
+        Ok(Some(UserInfo { name: name.to_string(), owner, access_key_ids, grants }))
+    }
+
+    async fn ensure_user(&self, spec: &UserSpec, adopt: bool) -> Result<Change> {
+        let name = spec.name.as_str();
+        let what = format!("user {name}");
+        if name == self.config.access_key {
+            return Err(BackendError::NotOwned { what, detail: "the operator's own admin account".into() });
+        }
+        let marker = self.read_marker(name).await?;
+        if self.user_info(name).await?.is_some() {
+            if Owner::check_claim(&what, &marker, &spec.owner, adopt)? {
+                self.write_marker(name, &spec.owner).await?;
+                return Ok(Change::Updated);
+            }
+            return Ok(Change::Unchanged);
+        }
+        // A marker without a user (deleted behind our back) still names the claim.
+        if let Some(o) = &marker
+            && !o.same_claim(&spec.owner)
+        {
+            return Err(BackendError::NotOwned { what, detail: format!("claimed by {o}") });
+        }
+        // Marker first: a user without a marker would look foreign for ever.
+        if marker.is_none() {
+            self.write_marker(name, &spec.owner).await?;
+        }
+        // The user's own secret is kept nowhere: applications get service accounts.
+        let secret = http::generate_secret(BACKEND)?;
+        self.add_user(name, &secret).await?;
+        Ok(Change::Created)
+    }
+
+    async fn create_key(&self, user: &str, import: Option<&Credentials>) -> Result<Credentials> {
+        self.require_user(user).await?;
+        if let Some(c) = import {
+            if c.access_key_id == user {
+                return Err(BackendError::InvalidInput(format!(
+                    "cannot import key {} for user {user}: it is the user's own access key, keys are service accounts",
+                    c.access_key_id
+                )));
+            }
+            // Importing the same key again sets its secret instead of failing on a duplicate.
+            if self.service_accounts(user).await?.contains(&c.access_key_id) {
+                let plain = to_json(&UpdateServiceAccount { new_secret_key: c.secret_access_key.expose() })?;
+                let body = self.encrypt(plain, "update-service-account").await?;
+                let path = format!("/update-service-account?accessKey={}", encode(&c.access_key_id));
+                self.admin(Method::POST, &path, body, &format!("key {} of user {user}", c.access_key_id)).await?;
+                return Ok(c.clone());
+            }
+        }
+        let plain = to_json(&AddServiceAccount {
+            target_user: user,
+            access_key: import.map(|c| c.access_key_id.as_str()),
+            secret_key: import.map(|c| c.secret_access_key.expose()),
+        })?;
+        let body = self.encrypt(plain, "add-service-account").await?;
+        let reply = self.admin(Method::PUT, "/add-service-account", body, &format!("user {user}")).await?;
+        let plain = self.decrypt(reply, "add-service-account").await?;
+        let reply: AddServiceAccountReply = parse_json(&plain, "add-service-account")?;
+        Ok(Credentials {
+            access_key_id: reply.credentials.access_key,
+            secret_access_key: SecretString::new(reply.credentials.secret_key),
+        })
+    }
+
+    async fn delete_key(&self, user: &str, access_key_id: &str) -> Result<()> {
+        // Only a key of this user is removed: another user's service account is not ours to
+        // revoke through this user.
+        if !self.service_accounts(user).await?.iter().any(|k| k == access_key_id) {
+            return Ok(());
+        }
+        self.delete_service_account(user, access_key_id).await
+    }
+
+    async fn set_grants(&self, user: &str, grants: &[Grant]) -> Result<Change> {
+        let info = self.require_user(user).await?;
+        let name = policy::policy_name(user);
+        let attached = info.policies();
+        let mut change = Change::Unchanged;
+        // Any other policy (an adopted user's, or one attached by hand) would grant more than
+        // asked: the user's grants are exactly ours.
+        let others: Vec<&str> = attached.iter().map(String::as_str).filter(|p| *p != name).collect();
+        if !others.is_empty() {
+            self.associate(user, &others, false).await?;
+            change = Change::Updated;
+        }
+        match policy::policy_document(grants) {
+            Some(doc) => {
+                let wanted: Vec<Grant> = policy::normalise(grants)
+                    .into_iter()
+                    .map(|(bucket, permission)| Grant { bucket, permission })
+                    .collect();
+                let current = self.canned_policy(&name).await?;
+                if current.as_ref().and_then(policy::grants_from_document) != Some(wanted) {
+                    self.put_canned_policy(&name, &doc).await?;
+                    change = Change::Updated;
+                }
+                if !attached.contains(&name) {
+                    self.associate(user, &[&name], true).await?;
+                    change = Change::Updated;
+                }
+            }
+            None => {
+                if attached.contains(&name) {
+                    self.associate(user, &[&name], false).await?;
+                    change = Change::Updated;
+                }
+                if self.canned_policy(&name).await?.is_some() {
+                    self.remove_canned_policy(&name).await?;
+                    change = Change::Updated;
+                }
+            }
+        }
+        Ok(change)
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<()> {
+        let mut seen = BTreeSet::new();
+        for key in self.service_accounts(name).await? {
+            if seen.insert(key.clone()) {
+                self.delete_service_account(name, &key).await?;
+            }
+        }
+        let policy = policy::policy_name(name);
+        if let Some(info) = self.user_info(name).await?
+            && info.policies().contains(&policy)
+        {
+            self.associate(name, &[&policy], false).await?;
+        }
+        self.remove_canned_policy(&policy).await?;
+        let what = format!("user {name}");
+        let answer = self
+            .send(Method::DELETE, &format!("/remove-user?accessKey={}", encode(name)), Vec::new(), None, &what)
+            .await?;
+        if !(answer.status == 404 || answer.code() == "XMinioAdminNoSuchUser") {
+            answer.into_result("remove-user", &what)?;
+        }
+        self.delete_marker(name).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn replies_parse() {
+        let info: UserInfoReply = parse_json(
+            br#"{"policyName":"s3op-u, readwrite","status":"enabled","updatedAt":"2026-01-01T00:00:00Z"}"#,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(info.policies(), ["s3op-u", "readwrite"]);
+        let none: UserInfoReply = parse_json(br#"{"status":"enabled"}"#, "t").unwrap();
+        assert!(none.policies().is_empty());
+
+        let list: ServiceAccounts = parse_json(
+            br#"{"accounts":[{"parentUser":"u","accountStatus":"on","impliedPolicy":true,"accessKey":"K1"},"K2"]}"#,
+            "t",
+        )
+        .unwrap();
+        let keys: Vec<String> = list.accounts.unwrap().into_iter().map(ServiceAccountEntry::into_key).collect();
+        assert_eq!(keys, ["K1", "K2"]);
+        let empty: ServiceAccounts = parse_json(br#"{"accounts":null}"#, "t").unwrap();
+        assert!(empty.accounts.is_none());
+
+        let created: AddServiceAccountReply = parse_json(
+            br#"{"credentials":{"accessKey":"AK","secretKey":"SK","expiration":"1970-01-01T00:00:00Z"}}"#,
+            "t",
+        )
+        .unwrap();
+        assert_eq!((created.credentials.access_key.as_str(), created.credentials.secret_key.as_str()), ("AK", "SK"));
+
+        let quota: BucketQuota = parse_json(br#"{"quota":0,"size":1048576,"quotatype":"hard"}"#, "t").unwrap();
+        assert_eq!(quota.max_size(), Some(1 << 20));
+        let old: BucketQuota = parse_json(br#"{"quota":5,"quotatype":"hard"}"#, "t").unwrap();
+        assert_eq!(old.max_size(), Some(5));
+        assert_eq!(parse_json::<BucketQuota>(b"{}", "t").unwrap().max_size(), None);
+        assert!(parse_json::<BucketQuota>(b"<xml/>", "t").is_err());
+    }
+
+    #[test]
+    fn request_bodies_have_madmin_field_names() {
+        let add = to_json(&AddServiceAccount { target_user: "u", access_key: None, secret_key: None }).unwrap();
+        assert_eq!(String::from_utf8(add).unwrap(), r#"{"targetUser":"u"}"#);
+        let assoc = to_json(&PolicyAssociation { policies: vec!["p"], user: "u" }).unwrap();
+        assert_eq!(String::from_utf8(assoc).unwrap(), r#"{"policies":["p"],"user":"u"}"#);
+        let user = to_json(&AddUser { secret_key: "s", status: "enabled" }).unwrap();
+        assert_eq!(String::from_utf8(user).unwrap(), r#"{"secretKey":"s","status":"enabled"}"#);
+    }
+
+    #[test]
+    fn errors_are_classified_by_status_with_the_code_in_the_message() {
+        let answer = Answer {
+            status: 404,
+            body: br#"{"Code":"XMinioAdminNoSuchUser","Message":"The specified user does not exist."}"#.to_vec(),
+        };
+        assert_eq!(answer.code(), "XMinioAdminNoSuchUser");
+        let err = answer.into_result("user-info", "user u").unwrap_err();
+        assert!(matches!(err, BackendError::NotFound { .. }), "{err}");
+        assert!(err.to_string().contains("XMinioAdminNoSuchUser"), "{err}");
+        let err = Answer { status: 503, body: b"not json".to_vec() }.into_result("x", "y").unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert_eq!(Answer { status: 200, body: Vec::new() }.code(), "");
+    }
+}

@@ -1,0 +1,190 @@
+//! The one canned policy per user that carries its grants: built from the grants, and read back
+//! into grants only when it is exactly what we would have written, so a policy edited by hand
+//! is rewritten instead of being trusted.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+
+use crate::model::{Grant, Permission};
+
+/// Prefix of the canned policy holding a user's grants.
+pub const POLICY_PREFIX: &str = "s3op-";
+
+/// Name of the canned policy of `user`.
+pub fn policy_name(user: &str) -> String {
+    format!("{POLICY_PREFIX}{user}")
+}
+
+/// Bucket-level actions (resource `arn:aws:s3:::B`).
+fn bucket_actions(p: Permission) -> &'static [&'static str] {
+    match p {
+        Permission::ReadWrite => &["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"],
+        Permission::ReadOnly => &["s3:GetBucketLocation", "s3:ListBucket"],
+    }
+}
+
+/// Object-level actions (resource `arn:aws:s3:::B/*`).
+fn object_actions(p: Permission) -> &'static [&'static str] {
+    match p {
+        Permission::ReadWrite => &[
+            "s3:AbortMultipartUpload",
+            "s3:DeleteObject",
+            "s3:GetObject",
+            "s3:ListMultipartUploadParts",
+            "s3:PutObject",
+        ],
+        Permission::ReadOnly => &["s3:GetObject"],
+    }
+}
+
+const PERMISSIONS: [Permission; 2] = [Permission::ReadWrite, Permission::ReadOnly];
+
+/// The policy document for `grants`, or `None` when there is nothing to grant. One pair of
+/// statements per permission (bucket actions, object actions), each naming all its buckets.
+/// A bucket listed twice keeps its strongest permission.
+pub fn policy_document(grants: &[Grant]) -> Option<Value> {
+    let by_bucket = normalise(grants);
+    if by_bucket.is_empty() {
+        return None;
+    }
+    let mut statements = Vec::new();
+    for p in PERMISSIONS {
+        let buckets: Vec<&String> = by_bucket.iter().filter(|(_, q)| **q == p).map(|(b, _)| b).collect();
+        if buckets.is_empty() {
+            continue;
+        }
+        let bucket_arns: Vec<String> = buckets.iter().map(|b| format!("arn:aws:s3:::{b}")).collect();
+        let object_arns: Vec<String> = buckets.iter().map(|b| format!("arn:aws:s3:::{b}/*")).collect();
+        statements.push(json!({"Effect": "Allow", "Action": bucket_actions(p), "Resource": bucket_arns}));
+        statements.push(json!({"Effect": "Allow", "Action": object_actions(p), "Resource": object_arns}));
+    }
+    Some(json!({"Version": "2012-10-17", "Statement": statements}))
+}
+
+/// Grants sorted by bucket, one per bucket (ReadWrite wins over ReadOnly).
+pub fn normalise(grants: &[Grant]) -> BTreeMap<String, Permission> {
+    let mut out: BTreeMap<String, Permission> = BTreeMap::new();
+    for g in grants {
+        let entry = out.entry(g.bucket.clone()).or_insert(g.permission);
+        if g.permission == Permission::ReadWrite {
+            *entry = Permission::ReadWrite;
+        }
+    }
+    out
+}
+
+/// Values of a field that may be a string or a list of strings (both are valid IAM JSON).
+fn strings(v: Option<&Value>) -> Option<BTreeSet<String>> {
+    match v? {
+        Value::String(s) => Some(BTreeSet::from([s.clone()])),
+        Value::Array(a) => a.iter().map(|x| x.as_str().map(str::to_string)).collect(),
+        _ => None,
+    }
+}
+
+/// The grants a policy document carries, or `None` when it holds anything
+/// [`policy_document`] would not have written (another effect, a condition, other actions
+/// or resources). The document may come back from MinIO reformatted or reordered.
+pub fn grants_from_document(doc: &Value) -> Option<Vec<Grant>> {
+    let statements = doc.get("Statement")?.as_array()?;
+    let mut bucket_level: BTreeMap<String, Permission> = BTreeMap::new();
+    let mut object_level: BTreeMap<String, Permission> = BTreeMap::new();
+    for st in statements {
+        let obj = st.as_object()?;
+        if obj.keys().any(|k| !matches!(k.as_str(), "Effect" | "Action" | "Resource" | "Sid")) {
+            return None;
+        }
+        if obj.get("Effect")?.as_str()? != "Allow" {
+            return None;
+        }
+        let actions = strings(obj.get("Action"))?;
+        let resources = strings(obj.get("Resource"))?;
+        let set = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<BTreeSet<String>>();
+        let (permission, objects) = PERMISSIONS.iter().find_map(|&p| {
+            if actions == set(bucket_actions(p)) {
+                Some((p, false))
+            } else if actions == set(object_actions(p)) {
+                Some((p, true))
+            } else {
+                None
+            }
+        })?;
+        for r in resources {
+            let rest = r.strip_prefix("arn:aws:s3:::")?;
+            let (bucket, target) =
+                if objects { (rest.strip_suffix("/*")?, &mut object_level) } else { (rest, &mut bucket_level) };
+            if bucket.is_empty() || bucket.contains(['/', '*']) {
+                return None;
+            }
+            if target.insert(bucket.to_string(), permission).is_some() {
+                return None;
+            }
+        }
+    }
+    // Each bucket needs both halves with the same permission, as written.
+    if bucket_level != object_level {
+        return None;
+    }
+    Some(bucket_level.into_iter().map(|(bucket, permission)| Grant { bucket, permission }).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn g(bucket: &str, permission: Permission) -> Grant {
+        Grant { bucket: bucket.into(), permission }
+    }
+
+    #[test]
+    fn documents_round_trip_and_stay_least_privilege() {
+        let grants = vec![g("b", Permission::ReadOnly), g("a", Permission::ReadWrite), g("b", Permission::ReadOnly)];
+        let doc = policy_document(&grants).unwrap();
+        let text = doc.to_string();
+        assert!(!text.contains("s3:*") && !text.contains("\"*\""), "{text}");
+        assert_eq!(
+            grants_from_document(&doc).unwrap(),
+            vec![g("a", Permission::ReadWrite), g("b", Permission::ReadOnly)]
+        );
+        assert!(policy_document(&[]).is_none());
+        assert_eq!(
+            normalise(&[g("x", Permission::ReadOnly), g("x", Permission::ReadWrite)])["x"],
+            Permission::ReadWrite
+        );
+    }
+
+    #[test]
+    fn reformatted_documents_are_recognised() {
+        // MinIO answers with its own ordering and a single string where one value is left.
+        let doc = json!({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "arn:aws:s3:::b/*"},
+            {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"], "Resource": ["arn:aws:s3:::b"]},
+        ]});
+        assert_eq!(grants_from_document(&doc).unwrap(), vec![g("b", Permission::ReadOnly)]);
+    }
+
+    #[test]
+    fn foreign_or_widened_documents_are_not_trusted() {
+        let widened = json!({"Statement": [
+            {"Effect": "Allow", "Action": ["s3:*"], "Resource": ["arn:aws:s3:::b/*"]},
+        ]});
+        assert!(grants_from_document(&widened).is_none());
+        let half = json!({"Statement": [
+            {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::b/*"]},
+        ]});
+        assert!(grants_from_document(&half).is_none(), "object access without the bucket half");
+        let conditioned = json!({"Statement": [
+            {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::b/*"], "Condition": {}},
+            {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"], "Resource": ["arn:aws:s3:::b"]},
+        ]});
+        assert!(grants_from_document(&conditioned).is_none());
+        let wildcard = json!({"Statement": [
+            {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::*/*"]},
+            {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"], "Resource": ["arn:aws:s3:::*"]},
+        ]});
+        assert!(grants_from_document(&wildcard).is_none());
+        assert_eq!(policy_name("u"), "s3op-u");
+    }
+}
