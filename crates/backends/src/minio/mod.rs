@@ -9,8 +9,6 @@
 pub mod madmin;
 mod policy;
 
-use std::collections::BTreeSet;
-
 use async_trait::async_trait;
 use aws_sdk_s3::{Client, primitives::ByteStream};
 use reqwest::Method;
@@ -514,20 +512,11 @@ impl Minio {
         Ok(self.canned_policy(&name).await?.as_ref().and_then(policy::grants_from_document).unwrap_or_default())
     }
 
-    /// Converges the bucket's quota; `Unsupported` for an object-count limit is left to the
-    /// caller, after everything else.
-    async fn converge_quota(
-        &self,
-        bucket: &str,
-        wanted: Option<Quota>,
-        current: Option<Option<u64>>,
-    ) -> Result<Change> {
+    /// Converges the bucket's size quota to `wanted` (`None` leaves it alone). A limit on the
+    /// number of objects is the caller's `Unsupported`, reported after everything else.
+    async fn converge_quota(&self, bucket: &str, wanted: Option<Quota>) -> Result<Change> {
         let Some(wanted) = wanted else { return Ok(Change::Unchanged) };
-        let current = match current {
-            Some(c) => c,
-            None => self.quota(bucket).await?,
-        };
-        if current == wanted.max_size_bytes {
+        if self.quota(bucket).await? == wanted.max_size_bytes {
             return Ok(Change::Unchanged);
         }
         self.set_quota(bucket, wanted.max_size_bytes).await?;
@@ -594,7 +583,7 @@ impl Backend for Minio {
                     detail: "object lock can only be enabled when the bucket is created".into(),
                 });
             }
-            change.and(self.converge_quota(name, spec.quota, None).await?)
+            change.and(self.converge_quota(name, spec.quota).await?)
         } else {
             s3ops::create_bucket(&self.s3, BACKEND, name, spec.object_lock).await?;
             // Without its marker the bucket would be foreign to us from now on: if tagging
@@ -609,8 +598,10 @@ impl Backend for Minio {
             {
                 s3ops::put_versioning(&self.s3, BACKEND, name, wanted).await?;
             }
-            // A new bucket has no quota: no need to read it.
-            self.converge_quota(name, spec.quota, Some(None)).await?;
+            // A new bucket has no quota: no need to read it back first.
+            if let Some(size) = spec.quota.and_then(|q| q.max_size_bytes) {
+                self.set_quota(name, Some(size)).await?;
+            }
             Change::Created
         };
         if spec.quota.is_some_and(|q| q.max_objects.is_some()) {
@@ -757,11 +748,8 @@ impl Backend for Minio {
     }
 
     async fn delete_user(&self, name: &str) -> Result<()> {
-        let mut seen = BTreeSet::new();
         for key in self.service_accounts(name).await? {
-            if seen.insert(key.clone()) {
-                self.delete_service_account(name, &key).await?;
-            }
+            self.delete_service_account(name, &key).await?;
         }
         let policy = policy::policy_name(name);
         if let Some(info) = self.user_info(name).await?
