@@ -5,6 +5,7 @@
 
 use s3op_backends::{
     Backend, SecretString,
+    garage::{Garage, GarageConfig},
     memory::MemoryBackend,
     versitygw::{VersityGw, VersityGwConfig},
 };
@@ -49,5 +50,33 @@ async fn versitygw_conforms() {
 async fn versitygw_outage_is_retryable_and_fast() {
     let mut store = start(StoreKind::Versitygw).await;
     let b = versitygw(&store);
+    outage_is_retryable_and_fast(&mut store, &b).await;
+}
+
+fn garage(store: &Store) -> Garage {
+    Garage::new(GarageConfig {
+        endpoint: store.endpoint().to_string(),
+        region: store.region().to_string(),
+        access_key: store.admin_access_key().to_string(),
+        secret_key: SecretString::new(store.admin_secret_key()),
+        admin_endpoint: store.garage_admin_endpoint().unwrap().to_string(),
+        admin_token: SecretString::new(store.garage_admin_token().unwrap()),
+        marker_bucket: unique_name("s3op-markers"),
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn garage_conforms() {
+    let store = start(StoreKind::Garage).await;
+    let b = garage(&store);
+    suite(&b, &Probe::Store(&store), "garage").await;
+    latencies(&b, "garage").await;
+}
+
+#[tokio::test]
+async fn garage_outage_is_retryable_and_fast() {
+    let mut store = start(StoreKind::Garage).await;
+    let b = garage(&store);
     outage_is_retryable_and_fast(&mut store, &b).await;
 }
