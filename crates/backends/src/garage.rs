@@ -538,10 +538,32 @@ impl Garage {
 
     // ---- keys ----
 
-    /// Ids of the keys named `user`. The operator's own key never counts, whatever its name.
-    async fn user_keys(&self, user: &str) -> Result<Vec<String>> {
+    /// The keys named `user`, with their permissions. The operator's own key never counts,
+    /// whatever its name.
+    // GetKeyInfo?search matches keys whose name equals the pattern (ignoring case) or whose id
+    // starts with it, and answers 400 when several match: so one call settles the common case
+    // of a user with a single key, and ListKeys + one GetKeyInfo per key is the fallback.
+    async fn user_keys(&self, user: &str) -> Result<Vec<KeyDetails>> {
+        let what = format!("keys of user {user}");
+        let mine = |k: &KeyDetails| k.name == user && k.access_key_id != self.config.access_key;
+        match self.get::<KeyDetails>(&format!("/v2/GetKeyInfo?search={}", encode(user)), &what).await {
+            // The only candidate: if it is not named `user`, no key is.
+            Ok(k) => return Ok(if mine(&k) { vec![k] } else { Vec::new() }),
+            Err(BackendError::NotFound { .. }) => return Ok(Vec::new()),
+            Err(BackendError::InvalidInput(_)) => {}
+            Err(e) => return Err(e),
+        }
         let list: Vec<KeyEntry> = self.get("/v2/ListKeys", "keys").await?;
-        Ok(list.into_iter().filter(|k| k.name == user && k.id != self.config.access_key).map(|k| k.id).collect())
+        let mut keys = Vec::new();
+        for entry in list.iter().filter(|k| k.name == user && k.id != self.config.access_key) {
+            match self.key_info(&entry.id, false).await {
+                Ok(k) => keys.push(k),
+                // Deleted meanwhile.
+                Err(BackendError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(keys)
     }
 
     async fn key_info(&self, id: &str, show_secret: bool) -> Result<KeyDetails> {
@@ -643,13 +665,10 @@ impl Backend for Garage {
         if health.status == "unavailable" {
             return Err(BackendError::Unavailable { backend: BACKEND, cause: "cluster health is unavailable".into() });
         }
-        // Proves the S3 key too (a cheap call, no Argon2 on Garage's side).
-        self.s3
-            .list_buckets()
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| s3ops::map_error(BACKEND, "ListBuckets", "the operator's S3 key", e))
+        // Proves the S3 key too, cheaply (no Argon2 on Garage's side, no listing): a bucket
+        // that does not exist yet is answered 404 only to a valid key.
+        // A 403 is a bad key or a marker bucket our key lost access to: both worth reporting.
+        s3ops::bucket_exists(&self.s3, BACKEND, &self.config.marker_bucket).await.map(|_| ())
     }
 
     async fn describe_bucket(&self, name: &str) -> Result<Option<BucketInfo>> {
@@ -710,19 +729,25 @@ impl Backend for Garage {
                 if marker.is_none() {
                     self.write_bucket_marker(name, &spec.owner).await?;
                 }
-                let created =
-                    match self.post("/v2/CreateBucket", &serde_json::json!({ "globalAlias": name }), &what).await {
-                        Ok(text) => parse::<BucketDetails>(&text, "CreateBucket")?,
-                        Err(BackendError::Conflict { .. }) => {
-                            // Someone else created it between our read and our create: not ours.
-                            if marker.is_none() {
-                                self.delete_marker(&Self::bucket_marker_key(name), &what).await?;
-                            }
-                            return Err(BackendError::NotOwned { what, detail: "created outside the operator".into() });
+                // The operator's key gets its access in the same call (as a local alias of
+                // the same name, which points at the same bucket): one admin call saved.
+                let body = serde_json::json!({
+                    "globalAlias": name,
+                    "localAlias": { "accessKeyId": self.config.access_key, "alias": name, "allow": Perm::FULL },
+                });
+                let created = match self.post("/v2/CreateBucket", &body, &what).await {
+                    Ok(text) => parse::<BucketDetails>(&text, "CreateBucket")?,
+                    Err(BackendError::Conflict { .. }) => {
+                        // Someone else created it between our read and our create: not ours.
+                        if marker.is_none() {
+                            self.delete_marker(&Self::bucket_marker_key(name), &what).await?;
                         }
-                        Err(e) => return Err(e),
-                    };
-                // If this fails, the next ensure finds the bucket marked and gives access then.
+                        return Err(BackendError::NotOwned { what, detail: "created outside the operator".into() });
+                    }
+                    Err(e) => return Err(e),
+                };
+                // Normally a no-op; if it fails, the next ensure finds the bucket marked and
+                // gives access then.
                 self.ensure_operator_access(&created, &what).await?;
                 if let Some(quota) = spec.quota
                     && Quotas::from(quota) != created.quotas
@@ -782,19 +807,16 @@ impl Backend for Garage {
 
     async fn describe_user(&self, name: &str) -> Result<Option<UserInfo>> {
         let marker = self.read_user_marker(name).await?;
-        let ids = self.user_keys(name).await?;
-        if marker.is_none() && ids.is_empty() {
+        let keys = self.user_keys(name).await?;
+        if marker.is_none() && keys.is_empty() {
             return Ok(None);
         }
-        let grants = if ids.is_empty() {
+        let grants = if keys.is_empty() {
             marker.as_ref().map(|m| m.grants.clone()).unwrap_or_default()
         } else {
-            let mut keys = Vec::with_capacity(ids.len());
-            for id in &ids {
-                keys.push(self.key_info(id, false).await?);
-            }
             grants_of(&keys)
         };
+        let ids = keys.into_iter().map(|k| k.access_key_id).collect();
         Ok(Some(UserInfo { name: name.to_string(), owner: marker.map(|m| m.owner), access_key_ids: ids, grants }))
     }
 
@@ -819,13 +841,9 @@ impl Backend for Garage {
         let grants = match self.read_user_marker(user).await? {
             Some(marker) => marker.grants,
             None => {
-                let ids = self.user_keys(user).await?;
-                if ids.is_empty() {
+                let keys = self.user_keys(user).await?;
+                if keys.is_empty() {
                     return Err(BackendError::not_found(what));
-                }
-                let mut keys = Vec::with_capacity(ids.len());
-                for id in &ids {
-                    keys.push(self.key_info(id, false).await?);
                 }
                 grants_of(&keys)
             }
@@ -877,13 +895,9 @@ impl Backend for Garage {
     async fn set_grants(&self, user: &str, grants: &[Grant]) -> Result<Change> {
         let wanted = normalize(grants);
         let marker = self.read_user_marker(user).await?;
-        let ids = self.user_keys(user).await?;
-        if marker.is_none() && ids.is_empty() {
+        let keys = self.user_keys(user).await?;
+        if marker.is_none() && keys.is_empty() {
             return Err(BackendError::not_found(format!("user {user}")));
-        }
-        let mut keys = Vec::with_capacity(ids.len());
-        for id in &ids {
-            keys.push(self.key_info(id, false).await?);
         }
         let mut change = Change::Unchanged;
         if !keys.is_empty() {
@@ -935,8 +949,8 @@ impl Backend for Garage {
 
     async fn delete_user(&self, name: &str) -> Result<()> {
         // Deleting a key also removes its permissions on every bucket.
-        for id in self.user_keys(name).await? {
-            self.delete_key_by_id(&id).await?;
+        for key in self.user_keys(name).await? {
+            self.delete_key_by_id(&key.access_key_id).await?;
         }
         self.delete_marker(&Self::user_marker_key(name), &format!("marker of user {name}")).await
     }
