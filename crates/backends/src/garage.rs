@@ -665,9 +665,9 @@ impl Backend for Garage {
         if health.status == "unavailable" {
             return Err(BackendError::Unavailable { backend: BACKEND, cause: "cluster health is unavailable".into() });
         }
-        // Proves the S3 key too, cheaply (no Argon2 on Garage's side, no listing): a bucket
-        // that does not exist yet is answered 404 only to a valid key.
-        // A 403 is a bad key or a marker bucket our key lost access to: both worth reporting.
+        // Proves the S3 key too, cheaply (no Argon2 on Garage's side, no listing): a marker
+        // bucket not made yet is answered 404 only to a valid key, and a 403 (bad key, or a
+        // marker bucket our key lost access to) is worth reporting either way.
         s3ops::bucket_exists(&self.s3, BACKEND, &self.config.marker_bucket).await.map(|_| ())
     }
 
