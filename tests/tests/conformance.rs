@@ -5,6 +5,7 @@
 
 use s3op_backends::{
     Backend, SecretString,
+    garage::{Garage, GarageConfig},
     memory::MemoryBackend,
     minio::{Minio, MinioConfig},
     versitygw::{VersityGw, VersityGwConfig},
@@ -76,5 +77,33 @@ async fn minio_conforms() {
 async fn minio_outage_is_retryable_and_fast() {
     let mut store = start(StoreKind::Minio).await;
     let b = minio(&store);
+    outage_is_retryable_and_fast(&mut store, &b).await;
+}
+
+fn garage(store: &Store) -> Garage {
+    Garage::new(GarageConfig {
+        endpoint: store.endpoint().to_string(),
+        region: store.region().to_string(),
+        access_key: store.admin_access_key().to_string(),
+        secret_key: SecretString::new(store.admin_secret_key()),
+        admin_endpoint: store.garage_admin_endpoint().unwrap().to_string(),
+        admin_token: SecretString::new(store.garage_admin_token().unwrap()),
+        marker_bucket: unique_name("s3op-markers"),
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn garage_conforms() {
+    let store = start(StoreKind::Garage).await;
+    let b = garage(&store);
+    suite(&b, &Probe::Store(&store), "garage").await;
+    latencies(&b, "garage").await;
+}
+
+#[tokio::test]
+async fn garage_outage_is_retryable_and_fast() {
+    let mut store = start(StoreKind::Garage).await;
+    let b = garage(&store);
     outage_is_retryable_and_fast(&mut store, &b).await;
 }

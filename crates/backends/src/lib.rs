@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod error;
+pub mod garage;
 pub mod http;
 pub mod memory;
 pub mod minio;

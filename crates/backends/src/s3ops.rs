@@ -360,6 +360,92 @@ pub async fn delete_bucket(s3: &Client, backend: &'static str, bucket: &str) -> 
     }
 }
 
+/// Up to `limit` object keys of a bucket, from ListObjectsV2: for stores without versioning
+/// (Garage answers NotImplemented to ListObjectVersions).
+async fn list_current_keys(s3: &Client, backend: &'static str, bucket: &str, limit: u64) -> Result<Vec<String>> {
+    let what = format!("bucket {bucket}");
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .map_err(|e| map_error(backend, "ListObjectsV2", &what, e))?;
+        for key in page.contents().iter().filter_map(|o| o.key()) {
+            out.push(key.to_string());
+            if out.len() as u64 >= limit {
+                return Ok(out);
+            }
+        }
+        if page.is_truncated() != Some(true) {
+            return Ok(out);
+        }
+        token = page.next_continuation_token().map(str::to_string);
+        if token.is_none() {
+            return Err(BackendError::Protocol {
+                backend,
+                detail: format!("ListObjectsV2 on {what}: truncated without a continuation token"),
+            });
+        }
+    }
+}
+
+/// Objects in a bucket of a store without versioning, counting up to `limit`.
+pub async fn count_current_objects(s3: &Client, backend: &'static str, bucket: &str, limit: u64) -> Result<u64> {
+    Ok(list_current_keys(s3, backend, bucket, limit).await?.len() as u64)
+}
+
+/// [`empty_bucket`] for a store without versioning: removes every object listed by
+/// ListObjectsV2, in DeleteObjects batches. Returns how many were removed.
+pub async fn empty_unversioned_bucket(s3: &Client, backend: &'static str, bucket: &str) -> Result<u64> {
+    let what = format!("bucket {bucket}");
+    let mut removed = 0u64;
+    loop {
+        let keys = list_current_keys(s3, backend, bucket, DELETE_BATCH as u64).await?;
+        if keys.is_empty() {
+            return Ok(removed);
+        }
+        let n = keys.len() as u64;
+        let mut batch = Vec::with_capacity(keys.len());
+        for key in keys {
+            batch.push(
+                ObjectIdentifier::builder()
+                    .key(key)
+                    .build()
+                    .map_err(|e| BackendError::Protocol { backend, detail: format!("DeleteObjects on {what}: {e}") })?,
+            );
+        }
+        let delete = Delete::builder()
+            .set_objects(Some(batch))
+            .quiet(true)
+            .build()
+            .map_err(|e| BackendError::Protocol { backend, detail: format!("DeleteObjects on {what}: {e}") })?;
+        let out = s3
+            .delete_objects()
+            .bucket(bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|e| map_error(backend, "DeleteObjects", &what, e))?;
+        if let Some(first) = out.errors().first() {
+            return Err(BackendError::Conflict {
+                what,
+                detail: format!(
+                    "{} objects could not be deleted, first {:?}: {} {}",
+                    out.errors().len(),
+                    first.key().unwrap_or(""),
+                    first.code().unwrap_or(""),
+                    first.message().unwrap_or("")
+                ),
+            });
+        }
+        removed += n;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
