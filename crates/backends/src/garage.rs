@@ -9,12 +9,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
-use aws_sdk_s3::{Client, primitives::ByteStream};
+use aws_sdk_s3::Client;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
     Backend, BackendError, Result, SecretString,
     http::{self, encode},
+    markers::{MarkerKind, MarkerStore},
     model::{
         BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner,
         Permission, Quota, UserInfo, UserSpec, Versioning,
@@ -26,11 +27,6 @@ const BACKEND: &str = "garage";
 
 /// Objects counted before a bucket is reported non-empty (the count is only informative).
 const COUNT_LIMIT: u64 = 1000;
-
-/// Object metadata keys of an ownership marker.
-const META_NAMESPACE: &str = "namespace";
-const META_NAME: &str = "name";
-const META_UID: &str = "uid";
 
 /// Where and as whom to reach Garage.
 #[derive(Clone, Debug)]
@@ -72,6 +68,7 @@ pub struct GarageConfig {
 pub struct Garage {
     s3: Client,
     http: reqwest::Client,
+    markers: MarkerStore,
     config: GarageConfig,
 }
 
@@ -313,20 +310,13 @@ fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(value).map_err(|e| BackendError::InvalidInput(format!("JSON body: {e}")))
 }
 
-fn owner_from_meta(meta: Option<&std::collections::HashMap<String, String>>) -> Option<Owner> {
-    let get = |k: &str| meta.and_then(|m| m.get(k)).cloned();
-    match (get(META_NAMESPACE), get(META_NAME)) {
-        (Some(namespace), Some(name)) => Some(Owner { namespace, name, uid: get(META_UID).unwrap_or_default() }),
-        _ => None,
-    }
-}
-
 impl Garage {
     /// A backend for the Garage cluster described by `config`. Makes no call.
     pub fn new(config: GarageConfig) -> Result<Self> {
         let s3 = s3ops::client(&config.endpoint, &config.region, &config.access_key, &config.secret_key);
         let http = http::client(BACKEND)?;
-        Ok(Self { s3, http, config })
+        let markers = MarkerStore::new(s3.clone(), BACKEND, config.marker_bucket.clone());
+        Ok(Self { s3, http, markers, config })
     }
 
     /// The bucket that holds the ownership markers.
@@ -432,14 +422,6 @@ impl Garage {
 
     // ---- markers ----
 
-    fn bucket_marker_key(bucket: &str) -> String {
-        format!("buckets/{bucket}")
-    }
-
-    fn user_marker_key(user: &str) -> String {
-        format!("users/{user}")
-    }
-
     /// Creates the marker bucket if missing and lets the operator's key use it.
     async fn ensure_marker_bucket(&self) -> Result<()> {
         let name = self.config.marker_bucket.as_str();
@@ -460,80 +442,23 @@ impl Garage {
         self.ensure_operator_access(&info, &what).await.map(|_| ())
     }
 
-    /// Reads a marker object: its owner metadata and body. `None` when there is none.
-    async fn read_marker(&self, key: &str, what: &str) -> Result<Option<(Option<Owner>, Vec<u8>)>> {
-        match self.s3.get_object().bucket(&self.config.marker_bucket).key(key).send().await {
-            Ok(out) => {
-                let owner = owner_from_meta(out.metadata());
-                let body = out.body.collect().await.map_err(|e| BackendError::Unavailable {
-                    backend: BACKEND,
-                    cause: format!("GetObject on {what}: reading the body: {e}"),
-                })?;
-                Ok(Some((owner, body.into_bytes().to_vec())))
-            }
-            Err(e) => match s3ops::map_error(BACKEND, "GetObject", what, e) {
-                // NoSuchKey, or NoSuchBucket before the first marker.
-                BackendError::NotFound { .. } => Ok(None),
-                other => Err(other),
-            },
-        }
-    }
-
-    async fn write_marker(&self, key: &str, owner: &Owner, body: Vec<u8>, what: &str) -> Result<()> {
-        let put = || {
-            self.s3
-                .put_object()
-                .bucket(&self.config.marker_bucket)
-                .key(key)
-                .metadata(META_NAMESPACE, &owner.namespace)
-                .metadata(META_NAME, &owner.name)
-                .metadata(META_UID, &owner.uid)
-                .body(ByteStream::from(body.clone()))
-                .send()
-        };
-        match put().await {
-            Ok(_) => Ok(()),
-            Err(e) => match s3ops::map_error(BACKEND, "PutObject", what, e) {
-                // No marker bucket yet, or our key is not allowed on it: fix that and retry.
-                BackendError::NotFound { .. } | BackendError::Forbidden(_) => {
-                    self.ensure_marker_bucket().await?;
-                    put().await.map(|_| ()).map_err(|e| s3ops::map_error(BACKEND, "PutObject", what, e))
-                }
-                other => Err(other),
-            },
-        }
-    }
-
-    async fn delete_marker(&self, key: &str, what: &str) -> Result<()> {
-        match self.s3.delete_object().bucket(&self.config.marker_bucket).key(key).send().await {
-            Ok(_) => Ok(()),
-            Err(e) => match s3ops::map_error(BACKEND, "DeleteObject", what, e) {
-                BackendError::NotFound { .. } => Ok(()),
-                other => Err(other),
-            },
-        }
-    }
-
     async fn read_bucket_marker(&self, bucket: &str) -> Result<Option<Owner>> {
-        let what = format!("marker of bucket {bucket}");
-        Ok(self.read_marker(&Self::bucket_marker_key(bucket), &what).await?.and_then(|(owner, _)| owner))
+        self.markers.owner(MarkerKind::Bucket, bucket).await
     }
 
     async fn write_bucket_marker(&self, bucket: &str, owner: &Owner) -> Result<()> {
-        let what = format!("marker of bucket {bucket}");
-        self.write_marker(&Self::bucket_marker_key(bucket), owner, Vec::new(), &what).await
+        // No marker bucket yet, or our key is not allowed on it: fix that and retry.
+        self.markers.write(MarkerKind::Bucket, bucket, owner, Vec::new(), || self.ensure_marker_bucket()).await
     }
 
     async fn read_user_marker(&self, user: &str) -> Result<Option<UserMarker>> {
-        let what = format!("marker of user {user}");
-        let marker = self.read_marker(&Self::user_marker_key(user), &what).await?;
-        Ok(marker.and_then(|(owner, body)| owner.map(|owner| UserMarker { owner, grants: decode_grants(&body) })))
+        let marker = self.markers.read(MarkerKind::User, user).await?;
+        Ok(marker.and_then(|m| m.owner.map(|owner| UserMarker { owner, grants: decode_grants(&m.body) })))
     }
 
     async fn write_user_marker(&self, user: &str, marker: &UserMarker) -> Result<()> {
-        let what = format!("marker of user {user}");
         let body = encode_grants(&marker.grants)?;
-        self.write_marker(&Self::user_marker_key(user), &marker.owner, body, &what).await
+        self.markers.write(MarkerKind::User, user, &marker.owner, body, || self.ensure_marker_bucket()).await
     }
 
     // ---- keys ----
@@ -740,7 +665,7 @@ impl Backend for Garage {
                     Err(BackendError::Conflict { .. }) => {
                         // Someone else created it between our read and our create: not ours.
                         if marker.is_none() {
-                            self.delete_marker(&Self::bucket_marker_key(name), &what).await?;
+                            self.markers.delete(MarkerKind::Bucket, name).await?;
                         }
                         return Err(BackendError::NotOwned { what, detail: "created outside the operator".into() });
                     }
@@ -772,10 +697,9 @@ impl Backend for Garage {
 
     async fn delete_bucket(&self, name: &str, force: bool) -> Result<BucketDeletion> {
         let what = format!("bucket {name}");
-        let marker_key = Self::bucket_marker_key(name);
         let Some(info) = self.find_bucket(name).await? else {
             // A marker left by an earlier attempt that failed after the bucket went.
-            self.delete_marker(&marker_key, &what).await?;
+            self.markers.delete(MarkerKind::Bucket, name).await?;
             return Ok(BucketDeletion::AlreadyGone);
         };
         self.ensure_operator_access(&info, &what).await?;
@@ -791,7 +715,7 @@ impl Backend for Garage {
         {
             Ok(_) => {}
             Err(BackendError::NotFound { .. }) => {
-                self.delete_marker(&marker_key, &what).await?;
+                self.markers.delete(MarkerKind::Bucket, name).await?;
                 return Ok(BucketDeletion::AlreadyGone);
             }
             // Written to meanwhile.
@@ -801,7 +725,7 @@ impl Backend for Garage {
             }
             Err(e) => return Err(e),
         }
-        self.delete_marker(&marker_key, &what).await?;
+        self.markers.delete(MarkerKind::Bucket, name).await?;
         Ok(BucketDeletion::Deleted)
     }
 
@@ -952,7 +876,7 @@ impl Backend for Garage {
         for key in self.user_keys(name).await? {
             self.delete_key_by_id(&key.access_key_id).await?;
         }
-        self.delete_marker(&Self::user_marker_key(name), &format!("marker of user {name}")).await
+        self.markers.delete(MarkerKind::User, name).await
     }
 }
 

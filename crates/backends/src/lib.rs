@@ -5,6 +5,7 @@ pub mod backend;
 pub mod error;
 pub mod garage;
 pub mod http;
+pub mod markers;
 pub mod memory;
 pub mod minio;
 pub mod model;

@@ -6,12 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
-use aws_sdk_s3::{Client, primitives::ByteStream};
+use aws_sdk_s3::Client;
 use serde::{Deserialize, Serialize};
 
 use crate::{
     Backend, BackendError, Result, SecretString,
     http::{self, encode},
+    markers::{MarkerKind, MarkerStore},
     model::{
         BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner,
         Permission, UserInfo, UserSpec,
@@ -23,11 +24,6 @@ const BACKEND: &str = "versitygw";
 
 /// Objects counted before a bucket is reported non-empty (the count is only informative).
 const COUNT_LIMIT: u64 = 1000;
-
-/// Object metadata keys of a user's ownership marker (see [`VersityGw::marker_bucket`]).
-const META_NAMESPACE: &str = "namespace";
-const META_NAME: &str = "name";
-const META_UID: &str = "uid";
 
 /// Where and as whom to reach the gateway.
 #[derive(Clone, Debug)]
@@ -56,6 +52,7 @@ pub struct VersityGwConfig {
 pub struct VersityGw {
     s3: Client,
     http: reqwest::Client,
+    markers: MarkerStore,
     config: VersityGwConfig,
 }
 
@@ -122,7 +119,8 @@ impl VersityGw {
     pub fn new(config: VersityGwConfig) -> Result<Self> {
         let s3 = s3ops::client(&config.endpoint, &config.region, &config.access_key, &config.secret_key);
         let http = http::client(BACKEND)?;
-        Ok(Self { s3, http, config })
+        let markers = MarkerStore::new(s3.clone(), BACKEND, config.marker_bucket.clone());
+        Ok(Self { s3, http, markers, config })
     }
 
     /// The bucket that holds the users' ownership markers.
@@ -185,71 +183,17 @@ impl VersityGw {
         self.admin(&format!("/update-user?access={}", encode(user)), body, &format!("user {user}")).await.map(|_| ())
     }
 
-    fn marker_key(user: &str) -> String {
-        format!("users/{user}")
-    }
-
-    /// The ownership marker of a user, if the operator wrote one.
     async fn read_marker(&self, user: &str) -> Result<Option<Owner>> {
-        let key = Self::marker_key(user);
-        let what = format!("marker of user {user}");
-        match self.s3.head_object().bucket(&self.config.marker_bucket).key(&key).send().await {
-            Ok(out) => {
-                let meta = out.metadata();
-                let get = |k: &str| meta.and_then(|m| m.get(k)).cloned();
-                Ok(match (get(META_NAMESPACE), get(META_NAME)) {
-                    (Some(namespace), Some(name)) => {
-                        Some(Owner { namespace, name, uid: get(META_UID).unwrap_or_default() })
-                    }
-                    _ => None,
-                })
-            }
-            Err(e) => match s3ops::map_error(BACKEND, "HeadObject", &what, e) {
-                // HEAD answers carry no error code: a 404 is a missing key or a missing bucket.
-                BackendError::NotFound { .. } => Ok(None),
-                other => Err(other),
-            },
-        }
+        self.markers.owner(MarkerKind::User, user).await
     }
 
     async fn write_marker(&self, user: &str, owner: &Owner) -> Result<()> {
-        let put = || {
-            self.s3
-                .put_object()
-                .bucket(&self.config.marker_bucket)
-                .key(Self::marker_key(user))
-                .metadata(META_NAMESPACE, &owner.namespace)
-                .metadata(META_NAME, &owner.name)
-                .metadata(META_UID, &owner.uid)
-                .body(ByteStream::from_static(b""))
-                .send()
-        };
-        let what = format!("marker of user {user}");
-        match put().await {
-            Ok(_) => Ok(()),
-            Err(e) => match s3ops::map_error(BACKEND, "PutObject", &what, e) {
-                BackendError::NotFound { .. } => {
-                    // First user ever: make the marker bucket, then write again.
-                    match s3ops::create_bucket(&self.s3, BACKEND, &self.config.marker_bucket, false).await {
-                        Ok(()) | Err(BackendError::Conflict { .. }) => {}
-                        Err(e) => return Err(e),
-                    }
-                    put().await.map(|_| ()).map_err(|e| s3ops::map_error(BACKEND, "PutObject", &what, e))
-                }
-                other => Err(other),
-            },
-        }
+        // The first marker ever makes the marker bucket, owned by the admin account.
+        self.markers.write(MarkerKind::User, user, owner, Vec::new(), || self.markers.create_bucket()).await
     }
 
     async fn delete_marker(&self, user: &str) -> Result<()> {
-        let what = format!("marker of user {user}");
-        match self.s3.delete_object().bucket(&self.config.marker_bucket).key(Self::marker_key(user)).send().await {
-            Ok(_) => Ok(()),
-            Err(e) => match s3ops::map_error(BACKEND, "DeleteObject", &what, e) {
-                BackendError::NotFound { .. } => Ok(()),
-                other => Err(other),
-            },
-        }
+        self.markers.delete(MarkerKind::User, user).await
     }
 }
 
