@@ -12,7 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aws_sdk_s3::{error::DisplayErrorContext, primitives::ByteStream};
+use aws_sdk_s3::{
+    error::{DisplayErrorContext, ProvideErrorMetadata},
+    primitives::ByteStream,
+};
 use s3op_backends::{
     Backend, BackendError, BucketDeletion, BucketSpec, Capabilities, Change, Credentials, Grant, Owner, Permission,
     Quota, UserSpec, Versioning, memory::MemoryBackend,
@@ -46,7 +49,15 @@ impl Probe<'_> {
     pub async fn key_works(&self, creds: &Credentials) -> bool {
         match (self, self.s3(creds)) {
             (Probe::Memory(m), _) => m.key_works(&creds.access_key_id, creds.secret_access_key.expose()),
-            (Probe::Store(_), Some(s3)) => s3.list_buckets().send().await.is_ok(),
+            (Probe::Store(store), Some(s3)) => match s3.list_buckets().send().await {
+                Ok(_) => true,
+                // IAM-governed stores (an enforcing moto, like AWS) authenticate the key before
+                // they evaluate policies: AccessDenied means the key was accepted but may not
+                // list every bucket (s3:ListAllMyBuckets is never granted to a tenant); an
+                // unknown or deleted key is InvalidAccessKeyId.
+                Err(e) if store.moto_enforcing() => e.code() == Some("AccessDenied"),
+                Err(_) => false,
+            },
             (Probe::Store(_), None) => unreachable!("a store probe always has a client"),
         }
     }
