@@ -51,10 +51,15 @@ impl Probe<'_> {
             (Probe::Memory(m), _) => m.key_works(&creds.access_key_id, creds.secret_access_key.expose()),
             (Probe::Store(store), Some(s3)) => match s3.list_buckets().send().await {
                 Ok(_) => true,
-                // MinIO refuses ListBuckets to a user who may list no bucket (no grants) with
-                // AccessDenied, which it only answers once the key has authenticated; an
-                // unknown key or a wrong secret gives InvalidAccessKeyId / SignatureDoesNotMatch.
-                Err(e) => store.kind() == StoreKind::Minio && e.code() == Some("AccessDenied"),
+                // Stores that authenticate a key before they evaluate its policies answer
+                // AccessDenied to an accepted key that may not list every bucket: MinIO when
+                // the user may list no bucket at all, an enforcing moto (like AWS) because
+                // s3:ListAllMyBuckets is never granted to a tenant. An unknown or deleted key
+                // or a wrong secret gives InvalidAccessKeyId / SignatureDoesNotMatch there.
+                Err(e) if store.kind() == StoreKind::Minio || store.moto_enforcing() => {
+                    e.code() == Some("AccessDenied")
+                }
+                Err(_) => false,
             },
             (Probe::Store(_), None) => unreachable!("a store probe always has a client"),
         }

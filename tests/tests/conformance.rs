@@ -5,6 +5,7 @@
 
 use s3op_backends::{
     Backend, SecretString,
+    aws::{Aws, AwsConfig},
     garage::{Garage, GarageConfig},
     memory::MemoryBackend,
     minio::{Minio, MinioConfig},
@@ -105,5 +106,33 @@ async fn garage_conforms() {
 async fn garage_outage_is_retryable_and_fast() {
     let mut store = start(StoreKind::Garage).await;
     let b = garage(&store);
+    outage_is_retryable_and_fast(&mut store, &b).await;
+}
+
+async fn aws(store: &Store) -> Aws {
+    Aws::new(AwsConfig {
+        region: Some(store.region().to_string()),
+        endpoint: Some(store.endpoint().to_string()),
+        credentials: Some((store.admin_access_key().to_string(), SecretString::new(store.admin_secret_key()))),
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn aws_conforms() {
+    // Enforcing: every call after the harness's bootstrap is signed by a key moto knows and
+    // checked against that user's IAM policies, so grants are really evaluated.
+    let store = Store::start_moto_enforcing().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let b = aws(&store).await;
+    suite(&b, &Probe::Store(&store), "aws").await;
+    latencies(&b, "aws").await;
+}
+
+#[tokio::test]
+async fn aws_outage_is_retryable_and_fast() {
+    // Not enforcing: a restarted enforcing moto would have a new administrator key.
+    let mut store = start(StoreKind::Moto).await;
+    let b = aws(&store).await;
     outage_is_retryable_and_fast(&mut store, &b).await;
 }

@@ -1,6 +1,7 @@
 //! Object-store backends: the [`Backend`] trait and its implementations. Knows nothing of
 //! Kubernetes: callers pass plain names, owners and grants.
 
+pub mod aws;
 pub mod backend;
 pub mod error;
 pub mod garage;
