@@ -498,6 +498,13 @@ where
 }
 
 #[async_trait]
+impl s3ops::VersioningSource for Aws {
+    async fn bucket_versioning(&self, bucket: &str) -> Result<Option<Versioning>> {
+        self.versioning(bucket).await
+    }
+}
+
+#[async_trait]
 impl Backend for Aws {
     fn kind(&self) -> BackendKind {
         BackendKind::Aws
@@ -530,55 +537,11 @@ impl Backend for Aws {
     }
 
     async fn describe_bucket(&self, name: &str) -> Result<Option<BucketInfo>> {
-        if !s3ops::bucket_exists(&self.s3, BACKEND, name).await? {
-            return Ok(None);
-        }
-        let (owner, tags) = s3ops::get_tags(&self.s3, BACKEND, name).await?;
-        let versioning = self.versioning(name).await?;
-        Ok(Some(BucketInfo { name: name.to_string(), owner, versioning, tags, quota: None }))
+        s3ops::describe_tagged_bucket(&self.s3, BACKEND, name, self).await
     }
 
     async fn ensure_bucket(&self, spec: &BucketSpec, adopt: bool) -> Result<Change> {
-        let name = spec.name.as_str();
-        let what = format!("bucket {name}");
-        let change = if s3ops::bucket_exists(&self.s3, BACKEND, name).await? {
-            let (current_owner, current_tags) = s3ops::get_tags(&self.s3, BACKEND, name).await?;
-            let adopting = Owner::check_claim(&what, &current_owner, &spec.owner, adopt)?;
-            let mut change = Change::Unchanged;
-            if adopting || current_tags != spec.tags {
-                s3ops::put_tags(&self.s3, BACKEND, name, &spec.owner, &spec.tags).await?;
-                change = Change::Updated;
-            }
-            if let Some(wanted) = spec.versioning
-                && self.versioning(name).await? != Some(wanted)
-            {
-                s3ops::put_versioning(&self.s3, BACKEND, name, wanted).await?;
-                change = Change::Updated;
-            }
-            if spec.object_lock && !s3ops::object_lock_enabled(&self.s3, BACKEND, name).await? {
-                return Err(BackendError::Conflict {
-                    what,
-                    detail: "object lock can only be enabled when the bucket is created".into(),
-                });
-            }
-            change
-        } else {
-            // LocationConstraint outside us-east-1 is sent by s3ops from the client's region.
-            s3ops::create_bucket(&self.s3, BACKEND, name, spec.object_lock).await?;
-            // Without its marker the bucket would be foreign to us from now on: if tagging
-            // fails, remove the bucket we just made (still empty) and report the failure.
-            if let Err(e) = s3ops::put_tags(&self.s3, BACKEND, name, &spec.owner, &spec.tags).await {
-                let _ = s3ops::delete_bucket(&self.s3, BACKEND, name).await;
-                return Err(e);
-            }
-            // Object lock turns versioning on by itself.
-            if let Some(wanted) = spec.versioning
-                && !(wanted == Versioning::Enabled && spec.object_lock)
-            {
-                s3ops::put_versioning(&self.s3, BACKEND, name, wanted).await?;
-            }
-            Change::Created
-        };
+        let change = s3ops::ensure_tagged_bucket(&self.s3, BACKEND, spec, adopt, self).await?;
         if spec.quota.is_some() {
             return Err(BackendError::Unsupported { backend: BACKEND, feature: "quota" });
         }
@@ -586,18 +549,7 @@ impl Backend for Aws {
     }
 
     async fn delete_bucket(&self, name: &str, force: bool) -> Result<BucketDeletion> {
-        if !s3ops::bucket_exists(&self.s3, BACKEND, name).await? {
-            return Ok(BucketDeletion::AlreadyGone);
-        }
-        if force {
-            s3ops::empty_bucket(&self.s3, BACKEND, name).await?;
-        } else {
-            let objects = s3ops::count_objects(&self.s3, BACKEND, name, COUNT_LIMIT).await?;
-            if objects > 0 {
-                return Ok(BucketDeletion::NotEmpty { objects });
-            }
-        }
-        s3ops::delete_bucket(&self.s3, BACKEND, name).await
+        s3ops::delete_bucket_checked(&self.s3, BACKEND, name, force, COUNT_LIMIT).await
     }
 
     async fn describe_user(&self, name: &str) -> Result<Option<UserInfo>> {

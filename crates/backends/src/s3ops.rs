@@ -18,7 +18,7 @@ use aws_sdk_s3::{
 
 use crate::{
     BackendError, Result, SecretString,
-    model::{BucketDeletion, Owner, Versioning},
+    model::{BucketDeletion, BucketInfo, BucketSpec, Change, Owner, Versioning},
 };
 
 /// Tag key of the ownership marker: namespace of the owning object.
@@ -444,6 +444,120 @@ pub async fn empty_unversioned_bucket(s3: &Client, backend: &'static str, bucket
         }
         removed += n;
     }
+}
+
+/// Where a bucket's versioning state is read from: the SDK's GetBucketVersioning
+/// ([`SdkVersioning`]), unless a store answers it in a way the SDK rejects.
+#[async_trait::async_trait]
+pub trait VersioningSource: Send + Sync {
+    /// The bucket's versioning state; `None` when it was never set.
+    async fn bucket_versioning(&self, bucket: &str) -> Result<Option<Versioning>>;
+}
+
+/// GetBucketVersioning through the SDK.
+#[derive(Debug)]
+pub struct SdkVersioning<'a> {
+    /// The store's client.
+    pub s3: &'a Client,
+    /// The store kind, for errors.
+    pub backend: &'static str,
+}
+
+#[async_trait::async_trait]
+impl VersioningSource for SdkVersioning<'_> {
+    async fn bucket_versioning(&self, bucket: &str) -> Result<Option<Versioning>> {
+        get_versioning(self.s3, self.backend, bucket).await
+    }
+}
+
+/// A bucket on a store whose bucket tags carry the ownership marker: owner and user tags from
+/// the tags, versioning from `versioning_of` (a store's own reader). `None` when absent.
+pub async fn describe_tagged_bucket(
+    s3: &Client,
+    backend: &'static str,
+    name: &str,
+    versioning: &dyn VersioningSource,
+) -> Result<Option<BucketInfo>> {
+    if !bucket_exists(s3, backend, name).await? {
+        return Ok(None);
+    }
+    let (owner, tags) = get_tags(s3, backend, name).await?;
+    let versioning = versioning.bucket_versioning(name).await?;
+    Ok(Some(BucketInfo { name: name.to_string(), owner, versioning, tags, quota: None }))
+}
+
+/// Creates the bucket with its ownership tags, or checks the claim of the one there (see
+/// [`Owner::check_claim`]), then converges tags and versioning; object lock is refused on an
+/// existing bucket that lacks it. Quotas are the caller's (stores differ).
+pub async fn ensure_tagged_bucket(
+    s3: &Client,
+    backend: &'static str,
+    spec: &BucketSpec,
+    adopt: bool,
+    versioning: &dyn VersioningSource,
+) -> Result<Change> {
+    let name = spec.name.as_str();
+    let what = format!("bucket {name}");
+    if !bucket_exists(s3, backend, name).await? {
+        // LocationConstraint outside us-east-1 comes from the client's region.
+        create_bucket(s3, backend, name, spec.object_lock).await?;
+        // Without its marker the bucket would be foreign to us from now on: if tagging fails,
+        // remove the bucket we just made (still empty) and report the failure.
+        if let Err(e) = put_tags(s3, backend, name, &spec.owner, &spec.tags).await {
+            let _ = delete_bucket(s3, backend, name).await;
+            return Err(e);
+        }
+        // Object lock turns versioning on by itself, and it cannot be suspended then.
+        if let Some(wanted) = spec.versioning
+            && !(wanted == Versioning::Enabled && spec.object_lock)
+        {
+            put_versioning(s3, backend, name, wanted).await?;
+        }
+        return Ok(Change::Created);
+    }
+    let (current_owner, current_tags) = get_tags(s3, backend, name).await?;
+    let adopting = Owner::check_claim(&what, &current_owner, &spec.owner, adopt)?;
+    let mut change = Change::Unchanged;
+    if adopting || current_tags != spec.tags {
+        put_tags(s3, backend, name, &spec.owner, &spec.tags).await?;
+        change = Change::Updated;
+    }
+    if let Some(wanted) = spec.versioning
+        && versioning.bucket_versioning(name).await? != Some(wanted)
+    {
+        put_versioning(s3, backend, name, wanted).await?;
+        change = Change::Updated;
+    }
+    if spec.object_lock && !object_lock_enabled(s3, backend, name).await? {
+        return Err(BackendError::Conflict {
+            what,
+            detail: "object lock can only be enabled when the bucket is created".into(),
+        });
+    }
+    Ok(change)
+}
+
+/// Deletes a bucket of a versioning store: without `force` a bucket holding any version or
+/// delete marker is left alone (counted up to `limit`); with it, everything goes first.
+pub async fn delete_bucket_checked(
+    s3: &Client,
+    backend: &'static str,
+    name: &str,
+    force: bool,
+    limit: u64,
+) -> Result<BucketDeletion> {
+    if !bucket_exists(s3, backend, name).await? {
+        return Ok(BucketDeletion::AlreadyGone);
+    }
+    if force {
+        empty_bucket(s3, backend, name).await?;
+    } else {
+        let objects = count_objects(s3, backend, name, limit).await?;
+        if objects > 0 {
+            return Ok(BucketDeletion::NotEmpty { objects });
+        }
+    }
+    delete_bucket(s3, backend, name).await
 }
 
 #[cfg(test)]

@@ -242,53 +242,19 @@ impl Backend for VersityGw {
     }
 
     async fn describe_bucket(&self, name: &str) -> Result<Option<BucketInfo>> {
-        if !s3ops::bucket_exists(&self.s3, BACKEND, name).await? {
-            return Ok(None);
-        }
-        let (owner, tags) = s3ops::get_tags(&self.s3, BACKEND, name).await?;
-        let versioning = s3ops::get_versioning(&self.s3, BACKEND, name).await?;
-        Ok(Some(BucketInfo { name: name.to_string(), owner, versioning, tags, quota: None }))
+        s3ops::describe_tagged_bucket(&self.s3, BACKEND, name, &s3ops::SdkVersioning { s3: &self.s3, backend: BACKEND })
+            .await
     }
 
     async fn ensure_bucket(&self, spec: &BucketSpec, adopt: bool) -> Result<Change> {
-        let name = spec.name.as_str();
-        let what = format!("bucket {name}");
-        let change = if s3ops::bucket_exists(&self.s3, BACKEND, name).await? {
-            let (current_owner, current_tags) = s3ops::get_tags(&self.s3, BACKEND, name).await?;
-            let adopting = Owner::check_claim(&what, &current_owner, &spec.owner, adopt)?;
-            let mut change = Change::Unchanged;
-            if adopting || current_tags != spec.tags {
-                s3ops::put_tags(&self.s3, BACKEND, name, &spec.owner, &spec.tags).await?;
-                change = Change::Updated;
-            }
-            if let Some(wanted) = spec.versioning
-                && s3ops::get_versioning(&self.s3, BACKEND, name).await? != Some(wanted)
-            {
-                s3ops::put_versioning(&self.s3, BACKEND, name, wanted).await?;
-                change = Change::Updated;
-            }
-            if spec.object_lock && !s3ops::object_lock_enabled(&self.s3, BACKEND, name).await? {
-                return Err(BackendError::Conflict {
-                    what,
-                    detail: "object lock can only be enabled when the bucket is created".into(),
-                });
-            }
-            change
-        } else {
-            s3ops::create_bucket(&self.s3, BACKEND, name, spec.object_lock).await?;
-            // Without its marker the bucket would be foreign to us from now on: if tagging
-            // fails, remove the bucket we just made (still empty) and report the failure.
-            if let Err(e) = s3ops::put_tags(&self.s3, BACKEND, name, &spec.owner, &spec.tags).await {
-                let _ = s3ops::delete_bucket(&self.s3, BACKEND, name).await;
-                return Err(e);
-            }
-            if let Some(wanted) = spec.versioning
-                && !(wanted == crate::model::Versioning::Enabled && spec.object_lock)
-            {
-                s3ops::put_versioning(&self.s3, BACKEND, name, wanted).await?;
-            }
-            Change::Created
-        };
+        let change = s3ops::ensure_tagged_bucket(
+            &self.s3,
+            BACKEND,
+            spec,
+            adopt,
+            &s3ops::SdkVersioning { s3: &self.s3, backend: BACKEND },
+        )
+        .await?;
         if spec.quota.is_some() {
             return Err(BackendError::Unsupported { backend: BACKEND, feature: "quota" });
         }
@@ -296,18 +262,7 @@ impl Backend for VersityGw {
     }
 
     async fn delete_bucket(&self, name: &str, force: bool) -> Result<BucketDeletion> {
-        if !s3ops::bucket_exists(&self.s3, BACKEND, name).await? {
-            return Ok(BucketDeletion::AlreadyGone);
-        }
-        if force {
-            s3ops::empty_bucket(&self.s3, BACKEND, name).await?;
-        } else {
-            let objects = s3ops::count_objects(&self.s3, BACKEND, name, COUNT_LIMIT).await?;
-            if objects > 0 {
-                return Ok(BucketDeletion::NotEmpty { objects });
-            }
-        }
-        s3ops::delete_bucket(&self.s3, BACKEND, name).await
+        s3ops::delete_bucket_checked(&self.s3, BACKEND, name, force, COUNT_LIMIT).await
     }
 
     async fn describe_user(&self, name: &str) -> Result<Option<UserInfo>> {
