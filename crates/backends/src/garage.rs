@@ -300,14 +300,7 @@ fn grants_of(keys: &[KeyDetails]) -> Vec<Grant> {
 }
 
 fn parse<T: DeserializeOwned>(text: &str, op: &str) -> Result<T> {
-    serde_json::from_str(text).map_err(|e| BackendError::Protocol {
-        backend: BACKEND,
-        detail: format!("{op}: reply is not the expected JSON: {e}"),
-    })
-}
-
-fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| BackendError::InvalidInput(format!("JSON body: {e}")))
+    http::parse_json(BACKEND, text.as_bytes(), op)
 }
 
 impl Garage {
@@ -355,7 +348,7 @@ impl Garage {
     }
 
     async fn post<B: Serialize>(&self, path_and_query: &str, body: &B, what: &str) -> Result<String> {
-        self.admin(reqwest::Method::POST, path_and_query, Some(to_json(body)?), what).await
+        self.admin(reqwest::Method::POST, path_and_query, Some(http::to_json(body)?), what).await
     }
 
     // ---- buckets ----

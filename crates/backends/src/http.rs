@@ -113,6 +113,17 @@ pub fn generate_secret(backend: &'static str) -> Result<SecretString> {
     Ok(SecretString::new(out))
 }
 
+/// Parses a JSON admin reply; anything else is a protocol error naming the call.
+pub fn parse_json<T: serde::de::DeserializeOwned>(backend: &'static str, body: &[u8], op: &str) -> Result<T> {
+    serde_json::from_slice(body)
+        .map_err(|e| BackendError::Protocol { backend, detail: format!("{op}: reply is not the expected JSON: {e}") })
+}
+
+/// Serialises a JSON admin request body.
+pub fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| BackendError::InvalidInput(format!("JSON body: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -209,14 +209,7 @@ impl BucketQuota {
 }
 
 fn parse_json<T: DeserializeOwned>(body: &[u8], op: &str) -> Result<T> {
-    serde_json::from_slice(body).map_err(|e| BackendError::Protocol {
-        backend: BACKEND,
-        detail: format!("{op}: reply is not the expected JSON: {e}"),
-    })
-}
-
-fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| BackendError::InvalidInput(format!("JSON body: {e}")))
+    http::parse_json(BACKEND, body, op)
 }
 
 impl Minio {
@@ -311,7 +304,7 @@ impl Minio {
 
     /// Creates the user, or sets its secret (add-user is an upsert: check before calling).
     async fn add_user(&self, user: &str, secret: &SecretString) -> Result<()> {
-        let plain = to_json(&AddUser { secret_key: secret.expose(), status: "enabled" })?;
+        let plain = http::to_json(&AddUser { secret_key: secret.expose(), status: "enabled" })?;
         let body = self.encrypt(plain, "add-user").await?;
         self.admin(Method::PUT, &format!("/add-user?accessKey={}", encode(user)), body, &format!("user {user}"))
             .await
@@ -370,7 +363,7 @@ impl Minio {
         self.admin(
             Method::PUT,
             &format!("/add-canned-policy?name={}", encode(name)),
-            to_json(doc)?,
+            http::to_json(doc)?,
             &format!("policy {name}"),
         )
         .await
@@ -392,7 +385,7 @@ impl Minio {
     /// success.
     async fn associate(&self, user: &str, policies: &[&str], attach: bool) -> Result<()> {
         let op = if attach { "policy/attach" } else { "policy/detach" };
-        let plain = to_json(&PolicyAssociation { policies: policies.to_vec(), user })?;
+        let plain = http::to_json(&PolicyAssociation { policies: policies.to_vec(), user })?;
         let body = self.encrypt(plain, op).await?;
         let what = format!("user {user}");
         let answer = self
@@ -423,7 +416,7 @@ impl Minio {
     /// Sets (or with `None`, clears) the bucket's hard size quota.
     async fn set_quota(&self, bucket: &str, max_size: Option<u64>) -> Result<()> {
         let size = max_size.unwrap_or(0);
-        let body = to_json(&BucketQuota { quota: size, size, quota_type: "hard".into() })?;
+        let body = http::to_json(&BucketQuota { quota: size, size, quota_type: "hard".into() })?;
         self.admin(
             Method::PUT,
             &format!("/set-bucket-quota?bucket={}", encode(bucket)),
@@ -577,14 +570,14 @@ impl Backend for Minio {
             }
             // Importing the same key again sets its secret instead of failing on a duplicate.
             if self.service_accounts(user).await?.contains(&c.access_key_id) {
-                let plain = to_json(&UpdateServiceAccount { new_secret_key: c.secret_access_key.expose() })?;
+                let plain = http::to_json(&UpdateServiceAccount { new_secret_key: c.secret_access_key.expose() })?;
                 let body = self.encrypt(plain, "update-service-account").await?;
                 let path = format!("/update-service-account?accessKey={}", encode(&c.access_key_id));
                 self.admin(Method::POST, &path, body, &format!("key {} of user {user}", c.access_key_id)).await?;
                 return Ok(c.clone());
             }
         }
-        let plain = to_json(&AddServiceAccount {
+        let plain = http::to_json(&AddServiceAccount {
             target_user: user,
             access_key: import.map(|c| c.access_key_id.as_str()),
             secret_key: import.map(|c| c.secret_access_key.expose()),
@@ -715,11 +708,11 @@ mod tests {
 
     #[test]
     fn request_bodies_have_madmin_field_names() {
-        let add = to_json(&AddServiceAccount { target_user: "u", access_key: None, secret_key: None }).unwrap();
+        let add = http::to_json(&AddServiceAccount { target_user: "u", access_key: None, secret_key: None }).unwrap();
         assert_eq!(String::from_utf8(add).unwrap(), r#"{"targetUser":"u"}"#);
-        let assoc = to_json(&PolicyAssociation { policies: vec!["p"], user: "u" }).unwrap();
+        let assoc = http::to_json(&PolicyAssociation { policies: vec!["p"], user: "u" }).unwrap();
         assert_eq!(String::from_utf8(assoc).unwrap(), r#"{"policies":["p"],"user":"u"}"#);
-        let user = to_json(&AddUser { secret_key: "s", status: "enabled" }).unwrap();
+        let user = http::to_json(&AddUser { secret_key: "s", status: "enabled" }).unwrap();
         assert_eq!(String::from_utf8(user).unwrap(), r#"{"secretKey":"s","status":"enabled"}"#);
     }
 
