@@ -4,6 +4,7 @@
 
 pub mod conformance;
 pub mod control_plane;
+pub mod operator;
 pub mod peers;
 pub mod process;
 pub mod stores;

@@ -9,6 +9,7 @@ pub mod bucket;
 pub mod conditions;
 pub mod constants;
 pub mod naming;
+pub mod quantity;
 mod schema;
 pub mod user;
 

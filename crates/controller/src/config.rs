@@ -116,7 +116,8 @@ pub struct Cli {
     pub s3_endpoint_url: Option<String>,
 
     /// Admin access key of the object store (also read from ROOT_ACCESS_KEY). Required for
-    /// versitygw and minio; for garage the S3 key used to manage bucket contents (optional).
+    /// versitygw and minio; for garage the S3 key the operator uses for bucket contents and its
+    /// ownership markers (required too); for aws optional (the standard chain is used without).
     #[arg(long, env = "S3_ACCESS_KEY", hide_env_values = true)]
     pub s3_access_key: Option<String>,
 
@@ -179,6 +180,19 @@ pub struct Cli {
     /// How often every object is re-read from the store to repair drift (e.g. 5m, 30s).
     #[arg(long, env = "RESYNC_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
+
+    /// Bucket where the operator records which users and buckets it created, on stores whose
+    /// users carry no tags (VersityGW, MinIO, Garage). Created on first use.
+    #[arg(long, env = "MARKER_BUCKET", default_value = "s3-resource-operator-markers")]
+    pub marker_bucket: String,
+
+    /// Watch only this namespace (for a namespace-scoped installation); empty: every namespace.
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+
+    /// How many objects of one kind are reconciled at the same time.
+    #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: u16,
 
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8000")]
@@ -245,6 +259,12 @@ pub struct Config {
     pub compat_allowed_roles: Vec<String>,
     /// Namespaces trusted to adopt foreign buckets and users.
     pub adopt_namespaces: Vec<String>,
+    /// Bucket of the ownership markers (VersityGW, MinIO, Garage).
+    pub marker_bucket: String,
+    /// Objects of one kind reconciled at once (at least 1).
+    pub concurrency: u16,
+    /// The only namespace watched, if any.
+    pub watch_namespace: Option<String>,
     /// Drift-repair period.
     pub resync_interval: Duration,
     /// HTTP listen address.
@@ -320,7 +340,7 @@ impl Cli {
                 why: "the S3 endpoint of the object store",
             });
         }
-        let needs_admin = matches!(self.backend, BackendKind::Versitygw | BackendKind::Minio);
+        let needs_admin = self.backend != BackendKind::Aws;
         let admin = match (access_key, secret_key) {
             (Some(access_key), Some(secret_key)) => {
                 Some(AdminCredentials { access_key, secret_key: SecretString::new(secret_key) })
@@ -374,6 +394,12 @@ impl Cli {
         if self.resync_interval < Duration::from_secs(1) {
             return Err(ConfigError::Invalid { env: "RESYNC_INTERVAL", why: "must be at least 1s".into() });
         }
+        if let Err(e) = s3op_api::validate_bucket_name(self.marker_bucket.trim()) {
+            return Err(ConfigError::Invalid { env: "MARKER_BUCKET", why: e.to_string() });
+        }
+        if self.concurrency == 0 {
+            return Err(ConfigError::Invalid { env: "RECONCILE_CONCURRENCY", why: "must be at least 1".into() });
+        }
         let list = |v: Vec<String>| v.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         Ok(Config {
             backend: self.backend,
@@ -387,6 +413,9 @@ impl Cli {
             enforce_endpoint_check: self.enforce_endpoint_check,
             compat_allowed_roles: list(self.compat_allowed_roles),
             adopt_namespaces: list(self.adopt_namespaces),
+            marker_bucket: self.marker_bucket.trim().to_string(),
+            concurrency: self.concurrency,
+            watch_namespace: non_empty(self.watch_namespace),
             resync_interval: self.resync_interval,
             metrics_addr: self.metrics_addr,
             log_level: self.log_level,
@@ -430,21 +459,17 @@ mod tests {
     }
 
     #[test]
-    fn garage_needs_admin_api() {
-        let err = parse(&["--backend", "GARAGE", "--s3-endpoint-url", "http://127.0.0.1:3900"]).unwrap_err();
+    fn garage_needs_admin_api_and_an_s3_key() {
+        let keys = ["--s3-access-key", "GK1", "--s3-secret-key", "s"];
+        let mut args = vec!["--backend", "GARAGE", "--s3-endpoint-url", "http://127.0.0.1:3900"];
+        let err = parse(&args).unwrap_err();
+        assert!(matches!(err, ConfigError::Missing { env: "S3_ACCESS_KEY", .. }), "{err}");
+        args.extend(keys);
+        let err = parse(&args).unwrap_err();
         assert!(matches!(err, ConfigError::Missing { env: "GARAGE_ADMIN_ENDPOINT", .. }), "{err}");
-        let cfg = parse(&[
-            "--backend",
-            "garage",
-            "--s3-endpoint-url",
-            "http://127.0.0.1:3900",
-            "--garage-admin-endpoint",
-            "http://127.0.0.1:3903",
-            "--garage-admin-token",
-            "tok",
-        ])
-        .unwrap();
-        assert!(cfg.admin.is_none());
+        args.extend(["--garage-admin-endpoint", "http://127.0.0.1:3903", "--garage-admin-token", "tok"]);
+        let cfg = parse(&args).unwrap();
+        assert_eq!(cfg.admin.unwrap().access_key, "GK1");
         assert_eq!(cfg.garage.unwrap().token.expose(), "tok");
     }
 

@@ -1,5 +1,14 @@
-//! s3-resource-operator's controller: configuration, telemetry and (in later issues) the
-//! reconcilers that wire the API types to the object-store backends.
+//! s3-resource-operator's controller: configuration, the S3Bucket and S3User reconcilers that
+//! wire the API types to an object-store backend, metrics, health endpoints and telemetry.
 
+pub mod bucket;
 pub mod config;
+pub mod context;
+pub mod http;
+pub mod metered;
+pub mod metrics;
+pub mod run;
+pub mod status;
+pub mod store;
 pub mod telemetry;
+pub mod user;

@@ -1,9 +1,10 @@
-//! The s3-resource-operator binary: parse configuration, set up logging, run.
+//! The s3-resource-operator binary: parse configuration, set up logging, run until SIGTERM or
+//! SIGINT, then finish in-flight work and exit 0.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use s3op_controller::{config::Cli, telemetry};
+use s3op_controller::{config::Cli, run, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -23,8 +24,52 @@ fn main() -> ExitCode {
         compat_mode = config.compat_mode,
         "configuration loaded"
     );
-    // The reconcilers arrive with the CRD-mode and compatibility issues; say so rather than
-    // pretend to run.
-    tracing::error!("this build has no reconcilers yet; nothing to run");
-    ExitCode::FAILURE
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| anyhow::anyhow!("connecting to Kubernetes (KUBECONFIG or in-cluster): {e}"))?;
+        run::run(client, config, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "s3-resource-operator stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received: shutting down"),
+        () = term => tracing::info!("SIGTERM received: shutting down"),
+    }
 }

@@ -1,0 +1,224 @@
+//! The S3Bucket reconciler: validate, claim, ensure the bucket and its settings, report; on
+//! deletion honour `deletionPolicy` without ever losing data nobody asked to lose.
+
+use std::sync::Arc;
+
+use kube::{
+    Api, Resource, ResourceExt,
+    runtime::{
+        controller::Action,
+        finalizer::{Event as FinalizerEvent, finalizer},
+    },
+};
+use s3op_api::{
+    ConditionReason, DeletionPolicy, FINALIZER, RESERVED_TAG_PREFIX, S3Bucket, S3BucketStatus, Versioning,
+    naming::default_bucket_name, quantity::quantity_bytes, validate_bucket_name,
+};
+use s3op_backends::{BackendError, BucketDeletion, BucketSpec, Change, Owner, Quota};
+
+use crate::{
+    context::{Context, Error, Result},
+    status::{Readiness, transitions, with_ready},
+};
+
+/// Kind name, for metrics and logs.
+pub const KIND: &str = "S3Bucket";
+
+/// Reconciles one S3Bucket.
+pub async fn reconcile(obj: Arc<S3Bucket>, ctx: Arc<Context>) -> Result<Action> {
+    let api: Api<S3Bucket> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    finalizer(&api, FINALIZER, obj, |event| async {
+        match event {
+            FinalizerEvent::Apply(b) => apply(&b, &ctx).await,
+            FinalizerEvent::Cleanup(b) => cleanup(&b, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// The claim an S3Bucket makes on the store.
+pub fn owner_of(obj: &S3Bucket) -> Owner {
+    Owner { namespace: obj.namespace().unwrap_or_default(), name: obj.name_any(), uid: obj.uid().unwrap_or_default() }
+}
+
+/// The bucket name an S3Bucket asks for: `spec.bucketName` or the default, checked against the
+/// S3 naming rules (the API server checks them too; this is defence in depth).
+pub fn bucket_name_of(obj: &S3Bucket) -> Result<String, String> {
+    let namespace = obj.namespace().unwrap_or_default();
+    match &obj.spec.bucket_name {
+        Some(name) => {
+            validate_bucket_name(name).map(|()| name.clone()).map_err(|e| format!("bucketName {name:?}: {e}"))
+        }
+        None => default_bucket_name(&namespace, &obj.name_any()).map_err(|e| {
+            format!("no bucketName given and the default <namespace>-<name> is not valid ({e}): set spec.bucketName")
+        }),
+    }
+}
+
+/// What the store should hold for this S3Bucket, or why the spec cannot be honoured.
+pub fn desired(obj: &S3Bucket) -> Result<BucketSpec, String> {
+    let name = bucket_name_of(obj)?;
+    let spec = &obj.spec;
+    for key in spec.tags.keys() {
+        if key.is_empty() || key.len() > 128 || key.starts_with("aws:") || key.starts_with(RESERVED_TAG_PREFIX) {
+            return Err(format!("tag key {key:?} is empty, too long or reserved"));
+        }
+    }
+    let quota = match &spec.quota {
+        None => None,
+        Some(q) => Some(Quota {
+            max_size_bytes: q
+                .max_size
+                .as_ref()
+                .map(|s| quantity_bytes(&s.0).map_err(|e| format!("quota.maxSize: {e}")))
+                .transpose()?,
+            max_objects: q
+                .max_objects
+                .map(|n| u64::try_from(n).ok().filter(|&n| n > 0).ok_or("quota.maxObjects must be at least 1"))
+                .transpose()?,
+        }),
+    };
+    Ok(BucketSpec {
+        name,
+        owner: owner_of(obj),
+        versioning: spec.versioning.map(|v| match v {
+            Versioning::Enabled => s3op_backends::Versioning::Enabled,
+            Versioning::Suspended => s3op_backends::Versioning::Suspended,
+        }),
+        object_lock: spec.object_lock.unwrap_or(false),
+        tags: spec.tags.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
+        quota,
+    })
+}
+
+/// Another live S3Bucket that asked for the same bucket name first (older, or as old and
+/// sorted first), if any: the newer one must not share or take the bucket.
+fn earlier_claim(ctx: &Context, obj: &S3Bucket, bucket: &str) -> Option<String> {
+    let mine = (obj.creation_timestamp(), obj.namespace(), obj.name_any());
+    ctx.buckets
+        .state()
+        .iter()
+        .filter(|o| o.uid() != obj.uid() && o.meta().deletion_timestamp.is_none())
+        .filter(|o| bucket_name_of(o).is_ok_and(|n| n == bucket))
+        .filter(|o| (o.creation_timestamp(), o.namespace(), o.name_any()) < mine)
+        .map(|o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()))
+        .next()
+}
+
+/// How a backend error shows in the Ready condition, and whether a retry with backoff can help.
+pub fn readiness_of(err: &BackendError) -> (Readiness, bool) {
+    let reason = match err {
+        BackendError::NotOwned { .. } | BackendError::Conflict { .. } => ConditionReason::Conflict,
+        BackendError::InvalidInput(_) => ConditionReason::InvalidSpec,
+        BackendError::Forbidden(_) => ConditionReason::Forbidden,
+        BackendError::Unsupported { .. } => ConditionReason::Unsupported,
+        BackendError::NotFound { .. } | BackendError::Unavailable { .. } | BackendError::Protocol { .. } => {
+            ConditionReason::BackendUnavailable
+        }
+    };
+    let retry = err.is_retryable() || matches!(err, BackendError::NotFound { .. });
+    (Readiness::not_ready(reason, err.to_string()), retry)
+}
+
+fn endpoint(ctx: &Context) -> String {
+    ctx.config.s3_endpoint_url.clone().unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", ctx.config.region))
+}
+
+/// Writes status for `readiness`, with a Warning event when it turns into a problem.
+async fn report(obj: &S3Bucket, ctx: &Context, bucket: Option<&str>, readiness: &Readiness) -> Result<()> {
+    let previous = obj.status.clone().unwrap_or_default();
+    if !readiness.ready && transitions(&previous.conditions, readiness) {
+        ctx.event(obj, true, readiness.reason.as_str(), readiness.message.clone()).await;
+    }
+    let status = S3BucketStatus {
+        observed_generation: obj.metadata.generation,
+        bucket_name: bucket.map(str::to_string).or(previous.bucket_name.clone()),
+        backend: Some(ctx.backend.kind().as_str().to_string()),
+        endpoint: Some(endpoint(ctx)),
+        conditions: with_ready(&previous.conditions, readiness, obj.metadata.generation),
+    };
+    ctx.write_status(obj, obj.status.as_ref(), status).await
+}
+
+async fn apply(obj: &S3Bucket, ctx: &Context) -> Result<Action> {
+    let spec = match desired(obj) {
+        Ok(spec) => spec,
+        Err(message) => {
+            report(obj, ctx, None, &Readiness::not_ready(ConditionReason::InvalidSpec, message)).await?;
+            return Ok(ctx.resync());
+        }
+    };
+    if let Some(first) = earlier_claim(ctx, obj, &spec.name) {
+        let message = format!("bucket {} is already claimed by S3Bucket {first}", spec.name);
+        report(obj, ctx, None, &Readiness::not_ready(ConditionReason::Conflict, message)).await?;
+        return Ok(ctx.resync());
+    }
+    let adopt = ctx.may_adopt(&spec.owner.namespace);
+    match ctx.backend.ensure_bucket(&spec, adopt).await {
+        Ok(change) => {
+            if change == Change::Created {
+                let existed = obj.status.as_ref().is_some_and(|s| s.bucket_name.as_deref() == Some(spec.name.as_str()));
+                let (reason, note) = if existed {
+                    ("Recreated", format!("bucket {} was missing on the store and has been created again", spec.name))
+                } else {
+                    ("Created", format!("bucket {} created", spec.name))
+                };
+                ctx.event(obj, false, reason, note).await;
+            }
+            let ready = Readiness::available(format!("bucket {} is ready", spec.name));
+            report(obj, ctx, Some(&spec.name), &ready).await?;
+            Ok(ctx.resync())
+        }
+        Err(e) => {
+            let (readiness, retry) = readiness_of(&e);
+            // An Unsupported setting leaves the bucket made and marked: name it in status.
+            let bucket = matches!(e, BackendError::Unsupported { .. }).then_some(spec.name.as_str());
+            report(obj, ctx, bucket, &readiness).await?;
+            if retry { Err(e.into()) } else { Ok(ctx.resync()) }
+        }
+    }
+}
+
+async fn cleanup(obj: &S3Bucket, ctx: &Context) -> Result<Action> {
+    let Ok(spec) = desired(obj) else {
+        // A spec that was never valid never made a bucket.
+        return Ok(Action::await_change());
+    };
+    if obj.spec.deletion_policy == DeletionPolicy::Retain {
+        return Ok(Action::await_change());
+    }
+    // Only a bucket carrying this object's claim is deleted: never one we merely tried to take.
+    match ctx.backend.describe_bucket(&spec.name).await? {
+        None => return Ok(Action::await_change()),
+        Some(info) if info.owner.as_ref().is_some_and(|o| o.same_claim(&spec.owner)) => {}
+        Some(_) => {
+            let note = format!("bucket {} is not this object's to delete; it was left in place", spec.name);
+            ctx.event(obj, true, "NotDeleted", note).await;
+            return Ok(Action::await_change());
+        }
+    }
+    let force = obj.spec.force_delete.unwrap_or(false);
+    match ctx.backend.delete_bucket(&spec.name, force).await? {
+        BucketDeletion::Deleted => {
+            ctx.event(obj, false, "Deleted", format!("bucket {} deleted", spec.name)).await;
+            Ok(Action::await_change())
+        }
+        BucketDeletion::AlreadyGone => Ok(Action::await_change()),
+        BucketDeletion::NotEmpty { objects } => {
+            let message = format!(
+                "bucket {} still holds {objects}{} objects, versions or delete markers; empty it or set forceDelete: true",
+                spec.name,
+                if objects >= 1000 { "+" } else { "" }
+            );
+            report(
+                obj,
+                ctx,
+                Some(&spec.name),
+                &Readiness::not_ready(ConditionReason::DeletionBlocked, message.clone()),
+            )
+            .await?;
+            Err(Error::Blocked(message))
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! What every reconcile shares: the Kubernetes client, the backend, the configuration, the
+//! event recorder, metrics, per-object backoff, and the error type reconciles return.
+
+use std::{
+    collections::HashMap,
+    fmt::Debug,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType, Recorder},
+        finalizer,
+        reflector::Store,
+    },
+};
+use s3op_api::{FIELD_MANAGER, S3Bucket};
+use s3op_backends::{Backend, BackendError};
+use serde::{Serialize, de::DeserializeOwned};
+use thiserror::Error;
+
+use crate::{config::Config, metrics::Metrics};
+
+/// Why a reconcile must be tried again. Permanent problems are not errors: they are written to
+/// status and the reconcile waits for a change (or the next resync).
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The Kubernetes API failed (conflicts, timeouts, API server restarts).
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The object store failed in a way a retry may fix.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// Adding or removing the finalizer, or cleanup, failed.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+    /// Deletion waits for the user (a non-empty bucket without forceDelete).
+    #[error("deletion blocked: {0}")]
+    Blocked(String),
+}
+
+impl Error {
+    /// The bounded label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubernetesApi",
+            Error::Backend(e) => e.category().as_str(),
+            Error::Finalizer(inner) => match inner.as_ref() {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.reason(),
+                _ => "Finalizer",
+            },
+            Error::Blocked(_) => "DeletionBlocked",
+        }
+    }
+}
+
+/// Result of one reconcile.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// The object store (metered).
+    pub backend: Arc<dyn Backend>,
+    /// Operator configuration.
+    pub config: Arc<Config>,
+    /// Publishes Kubernetes events.
+    pub recorder: Recorder,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// S3Buckets as the bucket controller sees them: users resolve their grants here.
+    pub buckets: Store<S3Bucket>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("backend", &self.backend.kind()).finish_non_exhaustive()
+    }
+}
+
+/// First retry delay after an error.
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest retry delay.
+const BACKOFF_CAP: Duration = Duration::from_secs(300);
+
+impl Context {
+    /// A context; `buckets` is the bucket controller's store.
+    pub fn new(
+        client: Client,
+        backend: Arc<dyn Backend>,
+        config: Arc<Config>,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        buckets: Store<S3Bucket>,
+    ) -> Self {
+        Self { client, backend, config, recorder, metrics, buckets, failures: Mutex::new(HashMap::new()) }
+    }
+
+    /// When to look again at a converged object: the resync interval, jittered by ±10% so
+    /// objects created together do not hit the store together for ever.
+    pub fn resync(&self) -> Action {
+        Action::requeue(jitter(self.config.resync_interval, 0.1))
+    }
+
+    /// The delay before retrying `key` after one more failure: exponential from 1 s, capped at
+    /// 5 minutes, with ±20% jitter.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = failures.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        let exp = BACKOFF_BASE.saturating_mul(1u32 << (*n - 1).min(12));
+        jitter(exp.min(BACKOFF_CAP), 0.2)
+    }
+
+    /// Forgets the failures of `key` after a success.
+    pub fn succeeded(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+
+    /// Whether buckets and users in `namespace` may adopt ones made outside the operator.
+    pub fn may_adopt(&self, namespace: &str) -> bool {
+        self.config.adopt_namespaces.iter().any(|n| n == namespace)
+    }
+
+    /// Publishes an event about `obj`; a failure to publish is logged, never fatal.
+    pub async fn event<K>(&self, obj: &K, warning: bool, reason: &'static str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let ev = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.to_string(),
+            note: Some(note),
+            action: "Reconcile".to_string(),
+            secondary: None,
+        };
+        match self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            Ok(()) => self.metrics.event_published(K::kind(&()).into_static(), reason),
+            Err(e) => tracing::warn!(error = %e, reason, "could not publish an event"),
+        }
+    }
+
+    /// Writes `status` with server-side apply under the operator's field manager, unless it
+    /// equals `current`.
+    pub async fn write_status<K, S>(&self, obj: &K, current: Option<&S>, status: S) -> Result<()>
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+        S: Serialize + PartialEq,
+    {
+        if current == Some(&status) {
+            return Ok(());
+        }
+        let api: Api<K> = Api::namespaced(self.client.clone(), &obj.namespace().unwrap_or_default());
+        let patch = serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "status": status,
+        });
+        api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+        self.metrics.status_write(K::kind(&()).into_static());
+        Ok(())
+    }
+}
+
+/// `d` scaled by a random factor in [1 - spread, 1 + spread].
+fn jitter(d: Duration, spread: f64) -> Duration {
+    d.mul_f64(1.0 - spread + 2.0 * spread * fastrand::f64())
+}
+
+/// `'static` names for the two kinds, for metric labels.
+trait IntoStatic {
+    fn into_static(self) -> &'static str;
+}
+
+impl IntoStatic for std::borrow::Cow<'_, str> {
+    fn into_static(self) -> &'static str {
+        match self.as_ref() {
+            "S3Bucket" => "S3Bucket",
+            "S3User" => "S3User",
+            _ => "Other",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_in_its_band() {
+        for _ in 0..1000 {
+            let d = jitter(Duration::from_secs(100), 0.1);
+            assert!(d >= Duration::from_secs(90) && d <= Duration::from_secs(110), "{d:?}");
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! A [`Backend`] wrapper that records every call's duration and outcome, and every write to
+//! the store, so the reconcilers stay free of metrics code and no backend can forget them.
+
+use std::{future::Future, sync::Arc, time::Instant};
+
+use async_trait::async_trait;
+use s3op_backends::{
+    Backend, BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Result,
+    UserInfo, UserSpec,
+};
+
+use crate::metrics::Metrics;
+
+/// Wraps a backend and records `s3op_backend_request_duration_seconds` for every call and
+/// `s3op_backend_writes_total` for every call that changed the store.
+#[derive(Debug, Clone)]
+pub struct MeteredBackend {
+    inner: Arc<dyn Backend>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredBackend {
+    /// Meters `inner` into `metrics`.
+    pub fn new(inner: Arc<dyn Backend>, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+
+    /// Runs one call, timing it and labelling it with `operation` and its outcome; `wrote`
+    /// decides from a successful result whether the store was changed.
+    async fn call<T>(
+        &self,
+        operation: &'static str,
+        fut: impl Future<Output = Result<T>>,
+        wrote: impl FnOnce(&T) -> bool,
+    ) -> Result<T> {
+        let backend = self.inner.kind().as_str();
+        let start = Instant::now();
+        let result = fut.await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(err) => err.category().as_str(),
+        };
+        self.metrics.backend_request(backend, operation, outcome, start.elapsed());
+        if let Ok(value) = &result
+            && wrote(value)
+        {
+            self.metrics.backend_write(backend, operation);
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl Backend for MeteredBackend {
+    fn kind(&self) -> BackendKind {
+        self.inner.kind()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn health(&self) -> Result<()> {
+        self.call("health", self.inner.health(), |_| false).await
+    }
+
+    async fn describe_bucket(&self, name: &str) -> Result<Option<BucketInfo>> {
+        self.call("describe_bucket", self.inner.describe_bucket(name), |_| false).await
+    }
+
+    async fn ensure_bucket(&self, spec: &BucketSpec, adopt: bool) -> Result<Change> {
+        self.call("ensure_bucket", self.inner.ensure_bucket(spec, adopt), |c| c.wrote()).await
+    }
+
+    async fn delete_bucket(&self, name: &str, force: bool) -> Result<BucketDeletion> {
+        self.call("delete_bucket", self.inner.delete_bucket(name, force), |d| *d == BucketDeletion::Deleted).await
+    }
+
+    async fn describe_user(&self, name: &str) -> Result<Option<UserInfo>> {
+        self.call("describe_user", self.inner.describe_user(name), |_| false).await
+    }
+
+    async fn ensure_user(&self, spec: &UserSpec, adopt: bool) -> Result<Change> {
+        self.call("ensure_user", self.inner.ensure_user(spec, adopt), |c| c.wrote()).await
+    }
+
+    async fn create_key(&self, user: &str, import: Option<&Credentials>) -> Result<Credentials> {
+        self.call("create_key", self.inner.create_key(user, import), |_| true).await
+    }
+
+    async fn delete_key(&self, user: &str, access_key_id: &str) -> Result<()> {
+        // A key already gone is also success and is counted: the trait does not say which
+        // it was, and over-counting a rare revoke is harmless.
+        self.call("delete_key", self.inner.delete_key(user, access_key_id), |_| true).await
+    }
+
+    async fn set_grants(&self, user: &str, grants: &[Grant]) -> Result<Change> {
+        self.call("set_grants", self.inner.set_grants(user, grants), |c| c.wrote()).await
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<()> {
+        self.call("delete_user", self.inner.delete_user(name), |_| true).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use s3op_backends::{Owner, memory::MemoryBackend};
+
+    use super::*;
+
+    fn spec() -> BucketSpec {
+        BucketSpec {
+            name: "b1".into(),
+            owner: Owner { namespace: "ns".into(), name: "b1".into(), uid: "u1".into() },
+            versioning: None,
+            object_lock: false,
+            tags: BTreeMap::new(),
+            quota: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn counts_writes_only_when_the_store_changed() {
+        let metrics = Metrics::new();
+        let memory = Arc::new(MemoryBackend::new());
+        let backend = MeteredBackend::new(memory.clone(), metrics.clone());
+
+        assert_eq!(backend.ensure_bucket(&spec(), false).await, Ok(Change::Created));
+        assert_eq!(metrics.backend_writes(), 1);
+        assert_eq!(backend.ensure_bucket(&spec(), false).await, Ok(Change::Unchanged));
+        assert_eq!(metrics.backend_writes(), 1, "an unchanged ensure_bucket is no write");
+
+        let user = UserSpec { name: "u1".into(), owner: spec().owner };
+        assert_eq!(backend.ensure_user(&user, false).await, Ok(Change::Created));
+        assert_eq!(metrics.backend_writes(), 2);
+        backend.create_key("u1", None).await.expect("create_key");
+        assert_eq!(metrics.backend_writes(), 3, "create_key always writes");
+        assert_eq!(metrics.backend_writes(), memory.writes(), "metered writes match the store's");
+
+        memory.set_down(true);
+        assert!(backend.describe_bucket("b1").await.is_err());
+        memory.set_down(false);
+        assert_eq!(backend.delete_bucket("missing", false).await, Ok(BucketDeletion::AlreadyGone));
+        assert_eq!(metrics.backend_writes(), 3, "nothing deleted, nothing written");
+
+        let text = metrics.encode();
+        for line in [
+            "s3op_backend_writes_total{backend=\"memory\",operation=\"ensure_bucket\"} 1",
+            "s3op_backend_writes_total{backend=\"memory\",operation=\"create_key\"} 1",
+            "s3op_backend_request_duration_seconds_count{backend=\"memory\",operation=\"ensure_bucket\",outcome=\"ok\"} 2",
+            "s3op_backend_request_duration_seconds_count{backend=\"memory\",operation=\"describe_bucket\",outcome=\"BackendUnavailable\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+        }
+    }
+}

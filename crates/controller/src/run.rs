@@ -1,0 +1,203 @@
+//! Wires the operator: backend, metrics, HTTP endpoints, and one kube-runtime controller per
+//! kind, all stopped together by one shutdown signal.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::{
+        Controller,
+        controller::{self, Action},
+        events::{Recorder, Reporter},
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use s3op_api::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, S3Bucket, S3User};
+use s3op_backends::Backend;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::{
+    bucket,
+    config::Config,
+    context::{Context, Error, Result},
+    http::{self, Readiness},
+    metered::MeteredBackend,
+    metrics::Metrics,
+    store, user,
+};
+
+/// Runs the operator until `shutdown` completes, then lets in-flight reconciles finish.
+pub async fn run(
+    client: Client,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if config.compat_mode {
+        tracing::warn!("compatibility mode (annotated Secrets) is not available in this build yet; only CRD mode runs");
+    }
+    if !config.crd_mode {
+        anyhow::bail!("CRD_MODE is off and compatibility mode is not available in this build: nothing to run");
+    }
+    let metrics = Metrics::new();
+    let raw = store::connect(&config)
+        .await
+        .map_err(|e| anyhow::anyhow!("configuring the {} backend: {e}", config.backend))?;
+    let backend: Arc<dyn Backend> = Arc::new(MeteredBackend::new(raw, metrics.clone()));
+    if let Err(e) = backend.health().await {
+        // Not fatal: conditions and /readyz report it, and reconciles retry.
+        tracing::warn!(error = %e, "the object store does not answer yet");
+    }
+    let readiness = Readiness::new(backend.clone());
+    readiness.expect(&[bucket::KIND, user::KIND]);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let reporter = Reporter { controller: "s3-resource-operator".into(), instance: std::env::var("POD_NAME").ok() };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let config = Arc::new(config);
+    let wc = watcher::Config::default().any_semantic();
+    let controller_config = controller::Config::default().concurrency(config.concurrency);
+
+    let buckets = Controller::new(scoped::<S3Bucket>(&client, &config), wc.clone())
+        .with_config(controller_config.clone())
+        .graceful_shutdown_on(stopped());
+    let bucket_store = buckets.store();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        backend,
+        config.clone(),
+        recorder,
+        metrics.clone(),
+        bucket_store.clone(),
+    ));
+
+    let users = Controller::new(scoped::<S3User>(&client, &config), wc.clone()).with_config(controller_config);
+    let user_store = users.store();
+    let secrets_wc = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+    let users_for_bucket = user_store.clone();
+    let users = users
+        .owns(scoped::<Secret>(&client, &config), secrets_wc)
+        // A user waits for its buckets: wake it when one of them changes.
+        .watches(scoped::<S3Bucket>(&client, &config), wc, move |b: S3Bucket| {
+            let namespace = b.namespace();
+            let name = b.name_any();
+            users_for_bucket
+                .state()
+                .into_iter()
+                .filter(|u| u.namespace() == namespace && u.spec.access.iter().any(|a| a.bucket == name))
+                .map(|u| ObjectRef::from_obj(u.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(stopped());
+
+    tokio::spawn(mark_synced(bucket_store.clone(), readiness.clone(), bucket::KIND));
+    tokio::spawn(mark_synced(user_store.clone(), readiness.clone(), user::KIND));
+
+    let server = http::serve(config.metrics_addr, metrics, readiness, stopped());
+    let buckets = buckets
+        .run(reconcile_bucket, error_policy::<S3Bucket>, ctx.clone())
+        .for_each(|r| async move { log_result(bucket::KIND, r) });
+    let users =
+        users.run(reconcile_user, error_policy::<S3User>, ctx).for_each(|r| async move { log_result(user::KIND, r) });
+    tracing::info!(addr = %config.metrics_addr, backend = %config.backend, "operator running");
+    let (served, (), ()) = tokio::join!(server, buckets, users);
+    served?;
+    tracing::info!("operator stopped");
+    Ok(())
+}
+
+/// Tells `readiness` once `store` holds its first full list.
+async fn mark_synced<K>(store: Store<K>, readiness: Arc<Readiness>, kind: &'static str)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    // kube-runtime's readiness signal wakes only the last of several waiters (the controller
+    // waits on it too), so ask again now and then instead of waiting once.
+    loop {
+        match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+            Ok(Ok(())) => {
+                readiness.set_synced(kind);
+                return;
+            }
+            Ok(Err(_)) => return,
+            Err(_) => {}
+        }
+    }
+}
+
+/// The API for `K` in the watched namespace, or in all namespaces.
+fn scoped<K>(client: &Client, config: &Config) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+{
+    match &config.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn log_result<K: kube::Resource, E: std::fmt::Display>(kind: &str, r: Result<(ObjectRef<K>, Action), E>) {
+    if let Err(e) = r {
+        tracing::debug!(kind, error = %e, "reconcile ended with an error");
+    }
+}
+
+fn key<K: ResourceExt>(kind: &str, obj: &K) -> String {
+    format!("{kind}/{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+async fn timed<K: ResourceExt>(
+    kind: &'static str,
+    obj: &K,
+    ctx: &Context,
+    work: impl Future<Output = Result<Action>>,
+) -> Result<Action> {
+    let started = Instant::now();
+    let span = tracing::info_span!("reconcile", kind, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
+    let result = work.instrument(span).await;
+    ctx.metrics.reconcile_finished(kind, if result.is_ok() { "ok" } else { "error" }, started.elapsed());
+    if result.is_ok() {
+        ctx.succeeded(&key(kind, obj));
+    }
+    result
+}
+
+async fn reconcile_bucket(obj: Arc<S3Bucket>, ctx: Arc<Context>) -> Result<Action> {
+    let o = obj.clone();
+    timed(bucket::KIND, o.as_ref(), &ctx, bucket::reconcile(obj, ctx.clone())).await
+}
+
+async fn reconcile_user(obj: Arc<S3User>, ctx: Arc<Context>) -> Result<Action> {
+    let o = obj.clone();
+    timed(user::KIND, o.as_ref(), &ctx, user::reconcile(obj, ctx.clone())).await
+}
+
+/// Retries with per-object exponential backoff; the error is counted and logged once here.
+fn error_policy<K: ResourceExt + kube::Resource<DynamicType = ()>>(
+    obj: Arc<K>,
+    err: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let kind: &'static str = if K::kind(&()) == "S3Bucket" { bucket::KIND } else { user::KIND };
+    ctx.metrics.reconcile_error(kind, err.reason());
+    let delay = ctx.backoff(&key(kind, obj.as_ref()));
+    tracing::warn!(kind, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}

@@ -1,0 +1,101 @@
+//! The `Ready` condition and the rules for writing status: `lastTransitionTime` moves only when
+//! the condition's status flips, and a status equal to the current one is never written.
+
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
+};
+use s3op_api::{ConditionReason, ConditionType};
+
+/// What a reconcile concluded, before it becomes a condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Readiness {
+    /// Ready or not.
+    pub ready: bool,
+    /// Why.
+    pub reason: ConditionReason,
+    /// For humans; never a secret.
+    pub message: String,
+}
+
+impl Readiness {
+    /// Ready, reason `Available`.
+    pub fn available(message: impl Into<String>) -> Self {
+        Self { ready: true, reason: ConditionReason::Available, message: message.into() }
+    }
+
+    /// Not ready, for `reason`.
+    pub fn not_ready(reason: ConditionReason, message: impl Into<String>) -> Self {
+        Self { ready: false, reason, message: message.into() }
+    }
+}
+
+/// The Ready condition among `conditions`.
+pub fn ready_condition(conditions: &[Condition]) -> Option<&Condition> {
+    conditions.iter().find(|c| c.type_ == ConditionType::Ready.as_str())
+}
+
+/// True when `conditions` say Ready=True.
+pub fn is_ready(conditions: &[Condition]) -> bool {
+    ready_condition(conditions).is_some_and(|c| c.status == "True")
+}
+
+/// The conditions to write: `previous` with Ready replaced by `readiness`, keeping its
+/// `lastTransitionTime` unless the status flips.
+pub fn with_ready(previous: &[Condition], readiness: &Readiness, generation: Option<i64>) -> Vec<Condition> {
+    let status = if readiness.ready { "True" } else { "False" };
+    let last_transition_time = match ready_condition(previous) {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => Time(Timestamp::now()),
+    };
+    let ready = Condition {
+        type_: ConditionType::Ready.as_str().to_string(),
+        status: status.to_string(),
+        reason: readiness.reason.as_str().to_string(),
+        message: readiness.message.clone(),
+        observed_generation: generation,
+        last_transition_time,
+    };
+    let mut out: Vec<Condition> = previous.iter().filter(|c| c.type_ != ready.type_).cloned().collect();
+    out.push(ready);
+    out
+}
+
+/// True when the Ready condition moves to `readiness` from something else (another status or
+/// reason): the moments that deserve an event.
+pub fn transitions(previous: &[Condition], readiness: &Readiness) -> bool {
+    match ready_condition(previous) {
+        Some(c) => (c.status == "True") != readiness.ready || c.reason != readiness.reason.as_str(),
+        None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_time_moves_only_on_a_flip() {
+        let first = with_ready(&[], &Readiness::not_ready(ConditionReason::Creating, "creating"), Some(1));
+        let t0 = first[0].last_transition_time.clone();
+        let same_status =
+            with_ready(&first, &Readiness::not_ready(ConditionReason::BackendUnavailable, "down"), Some(1));
+        assert_eq!(same_status[0].last_transition_time, t0, "False to False keeps the time");
+        assert_eq!(same_status[0].reason, "BackendUnavailable");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let flipped = with_ready(&same_status, &Readiness::available("ok"), Some(2));
+        assert_ne!(flipped[0].last_transition_time, t0);
+        assert_eq!(flipped.len(), 1);
+        assert!(is_ready(&flipped));
+        let again = with_ready(&flipped, &Readiness::available("ok"), Some(2));
+        assert_eq!(again, flipped, "an unchanged outcome gives identical conditions");
+    }
+
+    #[test]
+    fn transitions_are_status_or_reason_changes() {
+        let ready = with_ready(&[], &Readiness::available("ok"), Some(1));
+        assert!(!transitions(&ready, &Readiness::available("other message")));
+        assert!(transitions(&ready, &Readiness::not_ready(ConditionReason::BackendUnavailable, "down")));
+        assert!(transitions(&[], &Readiness::available("ok")));
+    }
+}

@@ -1,0 +1,375 @@
+//! The S3User reconciler: resolve the granted S3Buckets, ensure the user and exactly its grants,
+//! keep one working key in a Secret the user owns, rotate when that Secret goes or is edited,
+//! and delete the user (never one that is not ours) when the S3User goes.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::Secret,
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        finalizer::{Event as FinalizerEvent, finalizer},
+        reflector::ObjectRef,
+    },
+};
+use s3op_api::{
+    ConditionReason, FIELD_MANAGER, FINALIZER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Permission, S3Bucket, S3User,
+    S3UserStatus, naming::default_user_name, secret_keys, validate_user_name,
+};
+use s3op_backends::{BackendError, Change, Credentials, Grant, Owner, SecretString, UserSpec};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    bucket::readiness_of,
+    context::{Context, Error, Result},
+    status::{Readiness, is_ready, transitions, with_ready},
+};
+
+/// Kind name, for metrics and logs.
+pub const KIND: &str = "S3User";
+
+/// Annotation on the credentials Secret: a hash of the key pair the operator wrote, so an
+/// edited Secret is noticed (and replaced by a fresh key pair) without storing the secret twice.
+pub const CREDENTIALS_HASH_ANNOTATION: &str = "s3-resource-operator.io/credentials-sha256";
+
+/// Reconciles one S3User.
+pub async fn reconcile(obj: Arc<S3User>, ctx: Arc<Context>) -> Result<Action> {
+    let api: Api<S3User> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    finalizer(&api, FINALIZER, obj, |event| async {
+        match event {
+            FinalizerEvent::Apply(u) => apply(&u, &ctx).await,
+            FinalizerEvent::Cleanup(u) => cleanup(&u, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// The claim an S3User makes on the store.
+pub fn owner_of(obj: &S3User) -> Owner {
+    Owner { namespace: obj.namespace().unwrap_or_default(), name: obj.name_any(), uid: obj.uid().unwrap_or_default() }
+}
+
+/// The user name on the store: `spec.userName` or the default, checked.
+pub fn user_name_of(obj: &S3User) -> Result<String, String> {
+    match &obj.spec.user_name {
+        Some(name) => validate_user_name(name).map(|()| name.clone()).map_err(|e| format!("userName {name:?}: {e}")),
+        None => default_user_name(&obj.namespace().unwrap_or_default(), &obj.name_any()).map_err(|e| {
+            format!("no userName given and the default <namespace>-<name> is not valid ({e}): set spec.userName")
+        }),
+    }
+}
+
+/// The Secret receiving the credentials.
+pub fn secret_name_of(obj: &S3User) -> String {
+    obj.spec.secret_name.clone().unwrap_or_else(|| format!("{}-s3-credentials", obj.name_any()))
+}
+
+fn credentials_hash(access_key_id: &str, secret: &str) -> String {
+    hex::encode(Sha256::digest(format!("{access_key_id}\n{secret}").as_bytes()))
+}
+
+/// True when the Secret's controller is this S3User.
+fn owned_by(secret: &Secret, obj: &S3User) -> bool {
+    let uid = obj.uid();
+    secret.owner_references().iter().any(|r| Some(&r.uid) == uid.as_ref() && r.controller == Some(true))
+}
+
+/// The key pair in a Secret the operator wrote, if it is intact (its hash annotation matches).
+fn credentials_in(secret: &Secret) -> Option<Credentials> {
+    let data = secret.data.as_ref()?;
+    let text = |k: &str| data.get(k).and_then(|v| String::from_utf8(v.0.clone()).ok());
+    let access_key_id = text(secret_keys::ACCESS_KEY_ID)?;
+    let secret_key = text(secret_keys::SECRET_ACCESS_KEY)?;
+    let recorded = secret.annotations().get(CREDENTIALS_HASH_ANNOTATION)?;
+    (*recorded == credentials_hash(&access_key_id, &secret_key))
+        .then(|| Credentials { access_key_id, secret_access_key: SecretString::new(secret_key) })
+}
+
+/// The grants the S3User asks for, resolved through the S3Buckets of its namespace; or the
+/// list of buckets it is waiting for.
+fn resolve_grants(obj: &S3User, ctx: &Context) -> Result<Vec<Grant>, Vec<String>> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let mut grants = Vec::new();
+    let mut waiting = Vec::new();
+    for access in &obj.spec.access {
+        let found = ctx.buckets.get(&ObjectRef::<S3Bucket>::new(&access.bucket).within(&namespace));
+        let ready_name = found.as_ref().and_then(|b| {
+            let status = b.status.as_ref()?;
+            if b.meta().deletion_timestamp.is_some() || !is_ready(&status.conditions) {
+                return None;
+            }
+            status.bucket_name.clone()
+        });
+        match (found, ready_name) {
+            (_, Some(bucket)) => grants.push(Grant {
+                bucket,
+                permission: match access.permission {
+                    Permission::ReadWrite => s3op_backends::Permission::ReadWrite,
+                    Permission::ReadOnly => s3op_backends::Permission::ReadOnly,
+                },
+            }),
+            (Some(_), None) => waiting.push(format!("{} (not Ready)", access.bucket)),
+            (None, None) => waiting.push(format!("{} (no such S3Bucket in {namespace})", access.bucket)),
+        }
+    }
+    if !waiting.is_empty() {
+        return Err(waiting);
+    }
+    grants.sort();
+    Ok(grants)
+}
+
+/// Writes status for `readiness`, with a Warning event when it turns into a problem.
+async fn report(
+    obj: &S3User,
+    ctx: &Context,
+    user: Option<&str>,
+    access_key_id: Option<&str>,
+    readiness: &Readiness,
+) -> Result<()> {
+    let previous = obj.status.clone().unwrap_or_default();
+    if !readiness.ready && transitions(&previous.conditions, readiness) {
+        ctx.event(obj, true, readiness.reason.as_str(), readiness.message.clone()).await;
+    }
+    let status = S3UserStatus {
+        observed_generation: obj.metadata.generation,
+        user_name: user.map(str::to_string).or(previous.user_name.clone()),
+        access_key_id: access_key_id.map(str::to_string).or(previous.access_key_id.clone()),
+        secret_name: Some(secret_name_of(obj)),
+        backend: Some(ctx.backend.kind().as_str().to_string()),
+        conditions: with_ready(&previous.conditions, readiness, obj.metadata.generation),
+    };
+    ctx.write_status(obj, obj.status.as_ref(), status).await
+}
+
+/// Reports a backend error: permanent ones wait for a change, retryable ones back off.
+async fn backend_failed(obj: &S3User, ctx: &Context, user: &str, e: BackendError) -> Result<Action> {
+    let (readiness, retry) = readiness_of(&e);
+    report(obj, ctx, Some(user), None, &readiness).await?;
+    if retry { Err(e.into()) } else { Ok(ctx.resync()) }
+}
+
+/// The Secret as the operator writes it.
+fn desired_secret(obj: &S3User, ctx: &Context, creds: &Credentials, grants: &[Grant]) -> Secret {
+    let mut data = BTreeMap::new();
+    let mut put = |k: &str, v: &str| {
+        data.insert(k.to_string(), ByteString(v.as_bytes().to_vec()));
+    };
+    put(secret_keys::ACCESS_KEY_ID, &creds.access_key_id);
+    put(secret_keys::SECRET_ACCESS_KEY, creds.secret_access_key.expose());
+    if let Some(endpoint) = &ctx.config.s3_endpoint_url {
+        put(secret_keys::ENDPOINT_URL, endpoint);
+    }
+    put(secret_keys::REGION, &ctx.config.region);
+    if let [only] = grants {
+        put(secret_keys::BUCKET_NAME, &only.bucket);
+    }
+    let names: Vec<&str> = grants.iter().map(|g| g.bucket.as_str()).collect();
+    put(secret_keys::BUCKET_NAMES, &names.join(","));
+    let owner = OwnerReference {
+        api_version: S3User::api_version(&()).to_string(),
+        kind: S3User::kind(&()).to_string(),
+        name: obj.name_any(),
+        uid: obj.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name_of(obj)),
+            namespace: obj.namespace(),
+            labels: Some(BTreeMap::from([(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string())])),
+            annotations: Some(BTreeMap::from([(
+                CREDENTIALS_HASH_ANNOTATION.to_string(),
+                credentials_hash(&creds.access_key_id, creds.secret_access_key.expose()),
+            )])),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        data: Some(data),
+        type_: Some("Opaque".to_string()),
+        ..Secret::default()
+    }
+}
+
+/// True when `current` already holds everything `desired` says (other fields may exist).
+fn secret_matches(current: &Secret, desired: &Secret) -> bool {
+    let contains = |have: Option<&BTreeMap<String, String>>, want: Option<&BTreeMap<String, String>>| {
+        want.is_none_or(|w| w.iter().all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v)))
+    };
+    current.data == desired.data
+        && contains(current.metadata.labels.as_ref(), desired.metadata.labels.as_ref())
+        && contains(current.metadata.annotations.as_ref(), desired.metadata.annotations.as_ref())
+}
+
+async fn write_secret(ctx: &Context, secret: &Secret) -> Result<()> {
+    let api: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), secret.metadata.namespace.as_deref().unwrap_or_default());
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let mut body = serde_json::to_value(secret).map_err(|e| Error::Blocked(format!("serialising Secret: {e}")))?;
+    body["apiVersion"] = "v1".into();
+    body["kind"] = "Secret".into();
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    Ok(())
+}
+
+async fn apply(obj: &S3User, ctx: &Context) -> Result<Action> {
+    let user = match user_name_of(obj) {
+        Ok(u) => u,
+        Err(message) => {
+            report(obj, ctx, None, None, &Readiness::not_ready(ConditionReason::InvalidSpec, message)).await?;
+            return Ok(ctx.resync());
+        }
+    };
+    let grants = match resolve_grants(obj, ctx) {
+        Ok(g) => g,
+        Err(waiting) => {
+            let message = format!("waiting for S3Bucket {}", waiting.join(", "));
+            report(obj, ctx, Some(&user), None, &Readiness::not_ready(ConditionReason::BucketNotReady, message))
+                .await?;
+            // The S3Bucket watch wakes this object when one of them changes.
+            return Ok(ctx.resync());
+        }
+    };
+    let namespace = obj.namespace().unwrap_or_default();
+    let secret_name = secret_name_of(obj);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let existing = secrets.get_opt(&secret_name).await?;
+    if let Some(s) = &existing
+        && !owned_by(s, obj)
+    {
+        let message = format!("Secret {secret_name} exists and was not created for this S3User; it is left untouched");
+        report(obj, ctx, Some(&user), None, &Readiness::not_ready(ConditionReason::Conflict, message)).await?;
+        return Ok(ctx.resync());
+    }
+
+    let spec = UserSpec { name: user.clone(), owner: owner_of(obj) };
+    let created = match ctx.backend.ensure_user(&spec, ctx.may_adopt(&namespace)).await {
+        Ok(change) => change == Change::Created,
+        Err(e) => return backend_failed(obj, ctx, &user, e).await,
+    };
+    if created {
+        let recreated = obj.status.as_ref().is_some_and(|s| s.user_name.as_deref() == Some(user.as_str()));
+        let (reason, note) = if recreated {
+            ("Recreated", format!("user {user} was missing on the store and has been created again"))
+        } else {
+            ("Created", format!("user {user} created"))
+        };
+        ctx.event(obj, false, reason, note).await;
+    }
+    if let Err(e) = ctx.backend.set_grants(&user, &grants).await {
+        return backend_failed(obj, ctx, &user, e).await;
+    }
+    let info = match ctx.backend.describe_user(&user).await {
+        Ok(Some(info)) => info,
+        Ok(None) => return Err(BackendError::not_found(format!("user {user} right after ensuring it")).into()),
+        Err(e) => return backend_failed(obj, ctx, &user, e).await,
+    };
+
+    // Keep the Secret's key while it is intact and the store still has it; a re-created user
+    // has lost every key it had.
+    let intact = existing
+        .as_ref()
+        .and_then(credentials_in)
+        .filter(|c| !created && info.access_key_ids.contains(&c.access_key_id));
+    let multiple_keys = ctx.backend.capabilities().multiple_keys;
+    let previous_key = obj.status.as_ref().and_then(|s| s.access_key_id.clone());
+    let creds = match intact {
+        Some(c) => c,
+        None => {
+            if multiple_keys {
+                // Room for the new key (AWS allows two): keep only the one apps may still use.
+                for id in info.access_key_ids.iter().filter(|id| Some(*id) != previous_key.as_ref()) {
+                    if let Err(e) = ctx.backend.delete_key(&user, id).await {
+                        return backend_failed(obj, ctx, &user, e).await;
+                    }
+                }
+            }
+            let fresh = match ctx.backend.create_key(&user, None).await {
+                Ok(c) => c,
+                Err(e) => return backend_failed(obj, ctx, &user, e).await,
+            };
+            write_secret(ctx, &desired_secret(obj, ctx, &fresh, &grants)).await?;
+            if previous_key.is_some() {
+                let note = format!(
+                    "new access key {} written to Secret {secret_name}; the previous key is revoked",
+                    fresh.access_key_id
+                );
+                ctx.event(obj, false, "CredentialsRotated", note).await;
+            }
+            fresh
+        }
+    };
+    let desired = desired_secret(obj, ctx, &creds, &grants);
+    if !existing.as_ref().is_some_and(|s| secret_matches(s, &desired)) {
+        write_secret(ctx, &desired).await?;
+    }
+    // Only the Secret's key may remain: this revokes the previous key after a rotation and any
+    // key left by an interrupted one.
+    if multiple_keys {
+        for id in info.access_key_ids.iter().filter(|id| **id != creds.access_key_id) {
+            if let Err(e) = ctx.backend.delete_key(&user, id).await {
+                return backend_failed(obj, ctx, &user, e).await;
+            }
+        }
+    }
+    let ready =
+        Readiness::available(format!("user {user} has {} grant(s); credentials in Secret {secret_name}", grants.len()));
+    report(obj, ctx, Some(&user), Some(&creds.access_key_id), &ready).await?;
+    Ok(ctx.resync())
+}
+
+async fn cleanup(obj: &S3User, ctx: &Context) -> Result<Action> {
+    let Ok(user) = user_name_of(obj) else {
+        return Ok(Action::await_change());
+    };
+    let owner = owner_of(obj);
+    match ctx.backend.describe_user(&user).await? {
+        None => {}
+        Some(info) if info.owner.as_ref().is_some_and(|o| o.same_claim(&owner)) => {
+            ctx.backend.delete_user(&user).await?;
+            ctx.event(obj, false, "Deleted", format!("user {user} and its keys deleted")).await;
+        }
+        Some(_) => {
+            let note = format!("user {user} is not this object's to delete; it was left in place");
+            ctx.event(obj, true, "NotDeleted", note).await;
+        }
+    }
+    // The Secret goes with its owner (garbage collection of the ownerReference).
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_edited_secret_is_not_intact() {
+        let creds = Credentials { access_key_id: "AK".into(), secret_access_key: SecretString::new("s3cr3t") };
+        let hash = credentials_hash("AK", "s3cr3t");
+        let mut secret = Secret {
+            metadata: ObjectMeta {
+                annotations: Some(BTreeMap::from([(CREDENTIALS_HASH_ANNOTATION.to_string(), hash)])),
+                ..ObjectMeta::default()
+            },
+            data: Some(BTreeMap::from([
+                (secret_keys::ACCESS_KEY_ID.to_string(), ByteString(b"AK".to_vec())),
+                (secret_keys::SECRET_ACCESS_KEY.to_string(), ByteString(b"s3cr3t".to_vec())),
+            ])),
+            ..Secret::default()
+        };
+        assert_eq!(credentials_in(&secret), Some(creds));
+        if let Some(d) = secret.data.as_mut() {
+            d.insert(secret_keys::SECRET_ACCESS_KEY.to_string(), ByteString(b"edited".to_vec()));
+        }
+        assert_eq!(credentials_in(&secret), None);
+        assert!(!credentials_hash("AK", "s3cr3t").contains("s3cr3t"));
+    }
+}

@@ -1,0 +1,167 @@
+//! The operator under test, run in this process on the test's runtime against the harness's
+//! control plane and one store, scoped to one namespace so suites can share a control plane.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use clap::Parser;
+use kube::Client;
+use s3op_controller::config::Cli;
+use tokio::{sync::oneshot, task::JoinHandle};
+
+use crate::{
+    process::free_port,
+    stores::{Store, StoreKind, unique_name},
+};
+
+/// A running operator. Dropping it aborts it; [`Operator::stop`] shuts it down gracefully.
+#[derive(Debug)]
+pub struct Operator {
+    task: Option<JoinHandle<Result<()>>>,
+    stop: Option<oneshot::Sender<()>>,
+    metrics_url: String,
+    args: Vec<String>,
+}
+
+/// The operator's flags for `store`: its backend, endpoint and administrator credentials.
+pub fn store_args(store: &Store) -> Vec<String> {
+    let backend = match store.kind() {
+        StoreKind::Versitygw => "versitygw",
+        StoreKind::Minio => "minio",
+        StoreKind::Garage => "garage",
+        StoreKind::Moto => "aws",
+    };
+    let mut args = vec![
+        "--backend".to_string(),
+        backend.to_string(),
+        "--s3-endpoint-url".to_string(),
+        store.endpoint().to_string(),
+        "--s3-region".to_string(),
+        store.region().to_string(),
+        "--s3-access-key".to_string(),
+        store.admin_access_key().to_string(),
+        "--s3-secret-key".to_string(),
+        store.admin_secret_key().to_string(),
+    ];
+    if let (Some(endpoint), Some(token)) = (store.garage_admin_endpoint(), store.garage_admin_token()) {
+        args.extend(["--garage-admin-endpoint".to_string(), endpoint.to_string()]);
+        args.extend(["--garage-admin-token".to_string(), token.to_string()]);
+    }
+    args
+}
+
+impl Operator {
+    /// Starts an operator for `store` watching `namespace`, resyncing every `resync` (e.g.
+    /// "3s"), with `extra` flags after the defaults.
+    pub async fn start(
+        client: Client,
+        store: &Store,
+        namespace: &str,
+        resync: &str,
+        extra: &[&str],
+    ) -> Result<Operator> {
+        let mut args = store_args(store);
+        args.extend(
+            [
+                "--watch-namespace",
+                namespace,
+                "--resync-interval",
+                resync,
+                "--compat-mode",
+                "false",
+                "--marker-bucket",
+                &unique_name("s3op-markers"),
+            ]
+            .map(str::to_string),
+        );
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::start_with(client, args).await
+    }
+
+    /// Starts an operator with exactly these flags (plus a fresh metrics port).
+    pub async fn start_with(client: Client, mut args: Vec<String>) -> Result<Operator> {
+        // The operator's logs, shown with a failed test's output; RUST_LOG picks the level.
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("s3op_controller=info,kube_runtime=warn"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        let port = free_port()?;
+        let metrics_url = format!("http://127.0.0.1:{port}");
+        let mut argv = vec!["s3-resource-operator".to_string()];
+        argv.extend(args.iter().cloned());
+        argv.extend(["--metrics-addr".to_string(), format!("127.0.0.1:{port}")]);
+        let config = Cli::try_parse_from(&argv)
+            .map_err(|e| anyhow!("operator flags: {e}"))?
+            .into_config()
+            .map_err(|e| anyhow!("operator configuration: {e}"))?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(s3op_controller::run::run(client, config, async move {
+            let _ = stopped.await;
+        }));
+        let op = Operator { task: Some(task), stop: Some(stop), metrics_url, args: std::mem::take(&mut args) };
+        op.wait_ready().await?;
+        Ok(op)
+    }
+
+    /// The flags it was started with (without the metrics address), to start a twin.
+    pub fn args(&self) -> Vec<String> {
+        self.args.clone()
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(task) = &self.task
+                && task.is_finished()
+            {
+                return Err(anyhow!("the operator exited while starting"));
+            }
+            let last = match http.get(format!("{}/readyz", self.metrics_url)).send().await {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(e) => e.to_string(),
+            };
+            if tokio::time::Instant::now() > deadline {
+                return Err(anyhow!("operator not ready at {}/readyz within 60s: {last}", self.metrics_url));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Asks for a graceful shutdown and waits for the operator to return.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = self.task.take().context("operator already stopped")?;
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .context("operator did not stop within 30s")?
+            .context("operator task panicked")?
+    }
+
+    /// The text of `/metrics`.
+    pub async fn metrics(&self) -> Result<String> {
+        let r = reqwest::get(format!("{}/metrics", self.metrics_url)).await?;
+        Ok(r.text().await?)
+    }
+
+    /// Sum of every sample of the metric family `name` (all label sets).
+    pub async fn metric_sum(&self, name: &str) -> Result<f64> {
+        let text = self.metrics().await?;
+        Ok(text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+            .sum())
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

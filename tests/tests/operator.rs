@@ -1,0 +1,391 @@
+//! CRD mode end to end: the operator, run against the real control plane and each real store,
+//! turns S3Bucket and S3User objects into buckets, users, grants and a credentials Secret an
+//! app can use, repairs drift, rotates keys, honours deletion policies, refuses takeovers and
+//! rides out a store outage.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::{
+    fmt::Debug,
+    time::{Duration, Instant},
+};
+
+use aws_sdk_s3::{
+    config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation},
+    primitives::ByteStream,
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+};
+use s3op_api::{BucketAccess, DeletionPolicy, Permission, S3Bucket, S3BucketSpec, S3User, S3UserSpec, secret_keys};
+use s3op_tests::{
+    control_plane::ControlPlane,
+    operator::Operator,
+    stores::{Store, StoreKind, unique_name},
+};
+use serde::de::DeserializeOwned;
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+fn cp() -> &'static ControlPlane {
+    ControlPlane::shared().expect("control plane starts")
+}
+
+async fn start(kind: StoreKind) -> Store {
+    match kind {
+        // Enforcing: grants are really evaluated, as on AWS.
+        StoreKind::Moto => Store::start_moto_enforcing().await,
+        other => Store::start(other).await,
+    }
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn ready_of(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Option<(String, String)> {
+    conditions.iter().find(|c| c.type_ == "Ready").map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+trait HasReady {
+    fn ready(&self) -> Option<(String, String)>;
+    fn message(&self) -> String;
+}
+
+impl HasReady for S3Bucket {
+    fn ready(&self) -> Option<(String, String)> {
+        self.status.as_ref().and_then(|s| ready_of(&s.conditions))
+    }
+    fn message(&self) -> String {
+        format!("{:?}", self.status)
+    }
+}
+
+impl HasReady for S3User {
+    fn ready(&self) -> Option<(String, String)> {
+        self.status.as_ref().and_then(|s| ready_of(&s.conditions))
+    }
+    fn message(&self) -> String {
+        format!("{:?}", self.status)
+    }
+}
+
+/// Waits until the object's Ready condition has `status` and `reason`; returns the object.
+async fn wait_condition<K>(api: &Api<K>, name: &str, status: &str, reason: &str) -> K
+where
+    K: Resource + Clone + DeserializeOwned + Debug + HasReady,
+{
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let obj = api.get(name).await.unwrap();
+        if obj.ready().is_some_and(|(s, r)| s == status && r == reason) {
+            return obj;
+        }
+        assert!(Instant::now() < deadline, "{name} not Ready={status}/{reason} in {TIMEOUT:?}: {}", obj.message());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_ready<K>(api: &Api<K>, name: &str) -> K
+where
+    K: Resource + Clone + DeserializeOwned + Debug + HasReady,
+{
+    wait_condition(api, name, "True", "Available").await
+}
+
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + TIMEOUT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {TIMEOUT:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn bucket(name: &str, policy: DeletionPolicy) -> S3Bucket {
+    S3Bucket::new(
+        name,
+        S3BucketSpec { bucket_name: Some(unique_name(name)), deletion_policy: policy, ..Default::default() },
+    )
+}
+
+fn user(name: &str, access: &[(&str, Permission)]) -> S3User {
+    S3User::new(
+        name,
+        S3UserSpec {
+            access: access.iter().map(|(b, p)| BucketAccess { bucket: b.to_string(), permission: *p }).collect(),
+            ..Default::default()
+        },
+    )
+}
+
+fn text(secret: &Secret, key: &str) -> Option<String> {
+    secret.data.as_ref()?.get(key).map(|v| String::from_utf8(v.0.clone()).unwrap())
+}
+
+/// An S3 client configured only from the Secret, as an app using `envFrom` would be.
+fn app_client(secret: &Secret) -> aws_sdk_s3::Client {
+    let access_key = text(secret, secret_keys::ACCESS_KEY_ID).expect("AWS_ACCESS_KEY_ID");
+    let secret_key = text(secret, secret_keys::SECRET_ACCESS_KEY).expect("AWS_SECRET_ACCESS_KEY");
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(text(secret, secret_keys::ENDPOINT_URL).expect("AWS_ENDPOINT_URL"))
+        .region(Region::new(text(secret, secret_keys::REGION).expect("AWS_REGION")))
+        .credentials_provider(Credentials::new(access_key, secret_key, None, None, "app"))
+        .force_path_style(true)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> bool {
+    s3.put_object().bucket(bucket).key(key).body(ByteStream::from_static(b"hello")).send().await.is_ok()
+}
+
+async fn get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> bool {
+    match s3.get_object().bucket(bucket).key(key).send().await {
+        Ok(out) => out.body.collect().await.is_ok_and(|b| b.into_bytes().as_ref() == b"hello"),
+        Err(_) => false,
+    }
+}
+
+async fn bucket_exists(store: &Store, bucket: &str) -> bool {
+    store.s3_client().head_bucket().bucket(bucket).send().await.is_ok()
+}
+
+async fn empty(store: &Store, bucket: &str) {
+    let s3 = store.s3_client();
+    if let Ok(v) = s3.list_object_versions().bucket(bucket).send().await {
+        for o in v.versions() {
+            let _ = s3
+                .delete_object()
+                .bucket(bucket)
+                .key(o.key().unwrap())
+                .set_version_id(o.version_id().map(str::to_string))
+                .send()
+                .await;
+        }
+        for m in v.delete_markers() {
+            let _ = s3
+                .delete_object()
+                .bucket(bucket)
+                .key(m.key().unwrap())
+                .set_version_id(m.version_id().map(str::to_string))
+                .send()
+                .await;
+        }
+    }
+    if let Ok(l) = s3.list_objects_v2().bucket(bucket).send().await {
+        for o in l.contents() {
+            let _ = s3.delete_object().bucket(bucket).key(o.key().unwrap()).send().await;
+        }
+    }
+}
+
+/// The whole CRD-mode story against one store.
+async fn crd_mode(kind: StoreKind) {
+    let mut store = start(kind).await;
+    let ns = cp().namespace(&format!("crd-{kind}")).await.unwrap();
+    let client = cp().client().await.unwrap();
+    let op = Operator::start(client.clone(), &store, &ns, "2s", &[]).await.unwrap();
+    let buckets: Api<S3Bucket> = Api::namespaced(client.clone(), &ns);
+    let users: Api<S3User> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let pp = PostParams::default();
+    let read_only_enforced = kind != StoreKind::Versitygw;
+
+    // Apply a bucket pair and a user, as `kubectl apply` would; both become Ready.
+    let t = Instant::now();
+    let data = buckets.create(&pp, &bucket("data", DeletionPolicy::Delete)).await.unwrap();
+    let logs = buckets.create(&pp, &bucket("logs", DeletionPolicy::Retain)).await.unwrap();
+    let mut access = vec![("data", Permission::ReadWrite)];
+    if read_only_enforced {
+        access.push(("logs", Permission::ReadOnly));
+    }
+    users.create(&pp, &user("app", &access)).await.unwrap();
+    let out = cp().kubectl(&["wait", "--for=condition=Ready", "s3user/app", "-n", &ns, "--timeout=90s"]).unwrap();
+    assert!(out.status.success(), "kubectl wait: {}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("{kind}: apply to Ready (bucket pair + user) in {:?}", t.elapsed());
+    let data_name = data.spec.bucket_name.clone().unwrap();
+    let logs_name = logs.spec.bucket_name.clone().unwrap();
+    let data = wait_ready(&buckets, "data").await;
+    assert_eq!(data.status.as_ref().unwrap().bucket_name.as_deref(), Some(data_name.as_str()));
+    assert_eq!(
+        data.status.as_ref().unwrap().backend.as_deref(),
+        Some(if kind == StoreKind::Moto { "aws" } else { kind.as_str() })
+    );
+    let app = wait_ready(&users, "app").await;
+    let status = app.status.clone().unwrap();
+    let secret = secrets.get(status.secret_name.as_deref().unwrap()).await.unwrap();
+    assert_eq!(text(&secret, secret_keys::ACCESS_KEY_ID), status.access_key_id, "status names the Secret's key id");
+    assert!(!format!("{status:?}").contains(&text(&secret, secret_keys::SECRET_ACCESS_KEY).unwrap()));
+    assert_eq!(text(&secret, secret_keys::BUCKET_NAMES).unwrap().split(',').count(), access.len());
+    assert!(secret.owner_references().iter().any(|r| r.uid == app.uid().unwrap() && r.controller == Some(true)));
+
+    // The app reads and writes its bucket with nothing but the Secret.
+    let s3 = app_client(&secret);
+    assert!(put(&s3, &data_name, "hello.txt").await, "{kind}: PutObject with the Secret");
+    assert!(get(&s3, &data_name, "hello.txt").await, "{kind}: GetObject with the Secret");
+    if read_only_enforced {
+        store
+            .s3_client()
+            .put_object()
+            .bucket(&logs_name)
+            .key("seed")
+            .body(ByteStream::from_static(b"hello"))
+            .send()
+            .await
+            .unwrap();
+        assert!(get(&s3, &logs_name, "seed").await, "{kind}: ReadOnly reads");
+        assert!(!put(&s3, &logs_name, "nope").await, "{kind}: ReadOnly must not write");
+        empty(&store, &logs_name).await;
+    }
+    let foreign = unique_name("foreign");
+    store.s3_client().create_bucket().bucket(&foreign).send().await.unwrap();
+    assert!(!put(&s3, &foreign, "x").await, "{kind}: a bucket not granted is denied");
+    assert!(s3.list_objects_v2().bucket(&foreign).send().await.is_err(), "{kind}: listing a bucket not granted");
+
+    // Converged: two resyncs read the store but write nothing, to the store or to status.
+    let writes = op.metric_sum("s3op_backend_writes_total").await.unwrap();
+    let status_writes = op.metric_sum("s3op_status_writes_total").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let reconciles = op.metric_sum("s3op_reconciles_total").await.unwrap();
+    assert!(reconciles > 0.0);
+    assert_eq!(op.metric_sum("s3op_backend_writes_total").await.unwrap(), writes, "{kind}: resyncs wrote to the store");
+    assert_eq!(op.metric_sum("s3op_status_writes_total").await.unwrap(), status_writes, "{kind}: resyncs wrote status");
+
+    // Deleting the Secret rotates the key pair: a new one works, the old one fails.
+    let old = secret.clone();
+    secrets.delete(&secret.name_any(), &DeleteParams::default()).await.unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    let rotated = loop {
+        match secrets.get_opt(&secret.name_any()).await.unwrap() {
+            Some(s) if s.uid() != old.uid() => break s,
+            _ => {
+                assert!(Instant::now() < deadline, "{kind}: no new Secret within {TIMEOUT:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let new_s3 = app_client(&rotated);
+    wait_until("the new key works", || {
+        let s3 = new_s3.clone();
+        let bucket = data_name.clone();
+        async move { put(&s3, &bucket, "after-rotation.txt").await }
+    })
+    .await;
+    assert!(!put(&app_client(&old), &data_name, "old-key.txt").await, "{kind}: the old key must fail after rotation");
+    wait_until("status names the new key", || {
+        let users = users.clone();
+        let want = text(&rotated, secret_keys::ACCESS_KEY_ID);
+        async move { users.get("app").await.unwrap().status.and_then(|s| s.access_key_id) == want }
+    })
+    .await;
+
+    // A bucket deleted behind the operator's back comes back within a resync.
+    empty(&store, &data_name).await;
+    store.s3_client().delete_bucket().bucket(&data_name).send().await.unwrap();
+    wait_until("the deleted bucket is recreated", || bucket_exists(&store, &data_name)).await;
+    wait_ready(&buckets, "data").await;
+    // The user's grant on it is restored too (on VersityGW the grant is the bucket's owner).
+    wait_until("access to the recreated bucket", || {
+        let s3 = new_s3.clone();
+        let bucket = data_name.clone();
+        async move { put(&s3, &bucket, "after-recreate.txt").await }
+    })
+    .await;
+
+    // Another namespace asking for the same bucket name gets Conflict; the bucket stays ours.
+    let rival_ns = cp().namespace(&format!("rival-{kind}")).await.unwrap();
+    let rival_op = Operator::start(client.clone(), &store, &rival_ns, "2s", &[]).await.unwrap();
+    let rival_api: Api<S3Bucket> = Api::namespaced(client.clone(), &rival_ns);
+    let rival = S3Bucket::new(
+        "grab",
+        S3BucketSpec {
+            bucket_name: Some(data_name.clone()),
+            deletion_policy: DeletionPolicy::Delete,
+            force_delete: Some(true),
+            ..Default::default()
+        },
+    );
+    rival_api.create(&pp, &rival).await.unwrap();
+    wait_condition(&rival_api, "grab", "False", "Conflict").await;
+    assert!(put(&new_s3, &data_name, "still-mine.txt").await, "{kind}: the owner keeps its access");
+    rival_api.delete("grab", &DeleteParams::default()).await.unwrap();
+    wait_until("the rival object is gone", || {
+        let api = rival_api.clone();
+        async move { api.get_opt("grab").await.unwrap().is_none() }
+    })
+    .await;
+    assert!(get(&new_s3, &data_name, "still-mine.txt").await, "{kind}: the rival's forced delete touched nothing");
+    rival_op.stop().await.unwrap();
+
+    // Deleting the user deletes it on the store: its key fails.
+    users.delete("app", &DeleteParams::default()).await.unwrap();
+    wait_until("the user object is gone", || {
+        let users = users.clone();
+        async move { users.get_opt("app").await.unwrap().is_none() }
+    })
+    .await;
+    assert!(!put(&new_s3, &data_name, "gone.txt").await, "{kind}: a deleted user's key must fail");
+
+    // Retain keeps the bucket; Delete refuses a non-empty bucket until forceDelete is set.
+    buckets.delete("logs", &DeleteParams::default()).await.unwrap();
+    wait_until("logs object gone", || {
+        let api = buckets.clone();
+        async move { api.get_opt("logs").await.unwrap().is_none() }
+    })
+    .await;
+    assert!(bucket_exists(&store, &logs_name).await, "{kind}: Retain keeps the bucket");
+    buckets.delete("data", &DeleteParams::default()).await.unwrap();
+    let blocked = wait_condition(&buckets, "data", "False", "DeletionBlocked").await;
+    assert!(blocked.message().contains("forceDelete"), "{}", blocked.message());
+    assert!(bucket_exists(&store, &data_name).await, "{kind}: a non-empty bucket is kept");
+    let force = serde_json::json!({"spec": {"forceDelete": true}});
+    buckets.patch("data", &PatchParams::default(), &Patch::Merge(&force)).await.unwrap();
+    wait_until("data object gone", || {
+        let api = buckets.clone();
+        async move { api.get_opt("data").await.unwrap().is_none() }
+    })
+    .await;
+    assert!(!bucket_exists(&store, &data_name).await, "{kind}: forceDelete removed the bucket");
+
+    // An empty Delete bucket just goes.
+    buckets.create(&pp, &bucket("scratch", DeletionPolicy::Delete)).await.unwrap();
+    let scratch = wait_ready(&buckets, "scratch").await;
+    let scratch_name = scratch.status.unwrap().bucket_name.unwrap();
+    buckets.delete("scratch", &DeleteParams::default()).await.unwrap();
+    wait_until("scratch bucket removed", || async { !bucket_exists(&store, &scratch_name).await }).await;
+
+    // A stopped store: BackendUnavailable; started again: Ready, same operator.
+    if kind != StoreKind::Moto {
+        store.stop().await;
+        buckets.create(&pp, &bucket("later", DeletionPolicy::Delete)).await.unwrap();
+        wait_condition(&buckets, "later", "False", "BackendUnavailable").await;
+        store.restart().await.unwrap();
+        wait_ready(&buckets, "later").await;
+    }
+    op.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versitygw_crd_mode() {
+    crd_mode(StoreKind::Versitygw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minio_crd_mode() {
+    crd_mode(StoreKind::Minio).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garage_crd_mode() {
+    crd_mode(StoreKind::Garage).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_crd_mode() {
+    crd_mode(StoreKind::Moto).await;
+}
