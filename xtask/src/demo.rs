@@ -1,6 +1,7 @@
 //! `cargo xtask demo`: the operator's main job on an embedded default. Starts a local control
-//! plane and a VersityGW store (the older operator's default backend) on loopback, runs the
-//! operator against them, applies deploy/examples, shows the result and runs until Ctrl-C.
+//! plane and a MinIO store on loopback (MinIO enforces every setting the examples use, ReadOnly
+//! grants included), runs the operator against them, applies deploy/examples, waits for them to
+//! be Ready, shows the result and runs until Ctrl-C.
 
 use std::{
     path::Path,
@@ -44,14 +45,14 @@ async fn demo(binary: &Path, exit_after: Option<Duration>) -> Result<()> {
     let started = Instant::now();
     println!("starting kube-apiserver, etcd and kube-controller-manager on 127.0.0.1…");
     let cp = ControlPlane::start().await?;
-    println!("starting VersityGW on 127.0.0.1…");
-    let store = Store::start(StoreKind::Versitygw).await?;
+    println!("starting MinIO on 127.0.0.1…");
+    let store = Store::start(StoreKind::Minio).await?;
     println!("peers ready in {:.1}s", started.elapsed().as_secs_f64());
 
     let log = cp.dir().join("operator.log");
     let mut operator = Process::new("s3-resource-operator", binary, &[], &log)
         .env("KUBECONFIG", &cp.kubeconfig().display().to_string())
-        .env("BACKEND_NAME", "versitygw")
+        .env("BACKEND_NAME", "minio")
         .env("S3_ENDPOINT_URL", store.endpoint())
         .env("S3_ACCESS_KEY", store.admin_access_key())
         .env("S3_SECRET_KEY", store.admin_secret_key())
@@ -70,15 +71,27 @@ async fn demo(binary: &Path, exit_after: Option<Duration>) -> Result<()> {
     };
     let examples = workspace_root().join("deploy/examples");
     print!("{}", kubectl(&["apply", "-f", &examples.display().to_string()])?);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let waited =
+        kubectl(&["wait", "--for=condition=Ready", "s3buckets,s3users", "--all", "-n", "default", "--timeout=90s"]);
     print!("{}", kubectl(&["get", "s3buckets,s3users", "-A", "-o", "wide"])?);
-    if !operator.is_running() {
-        println!(
-            "\nthe operator exited; its log ({}):\n{}\n(the reconcilers arrive with the CRD-mode issue)",
-            log.display(),
-            operator.log_tail(20)
-        );
+    if let Err(e) = waited {
+        bail!("the examples did not become Ready: {e:#}\noperator log ({}):\n{}", log.display(), operator.log_tail(30));
     }
+    println!("examples Ready in {:.1}s from the start", started.elapsed().as_secs_f64());
+    print!(
+        "{}",
+        kubectl(&["get", "secret", "app-s3-credentials", "-n", "default", "-o", "jsonpath={.data}"]).map(|d| {
+            format!(
+                "Secret app-s3-credentials holds: {}\n",
+                d.split('"')
+                    .skip(1)
+                    .step_by(2)
+                    .filter(|k| k.starts_with("AWS_") || k.starts_with("BUCKET"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?
+    );
     println!(
         "\nready. Try:\n  export KUBECONFIG={}\n  {} get s3buckets,s3users -A\n  operator log: {}\n\
          S3 endpoint {} (admin key {}). Press Ctrl-C to stop and clean up.",

@@ -41,6 +41,9 @@ fn root_key_names_of_the_old_operator_are_honoured() {
     let err = stderr(&out);
     assert!(err.contains("configuration loaded"), "{err}");
     assert!(!err.contains(secret), "secret leaked: {err}");
+    // No Kubernetes here (the environment is empty): one clear error and a failing exit.
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("connecting to Kubernetes"), "{err}");
 }
 
 #[test]
