@@ -222,3 +222,63 @@ async fn cleanup(obj: &S3Bucket, ctx: &Context) -> Result<Action> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use s3op_api::{S3BucketSpec, bucket::TagValue};
+
+    use super::*;
+
+    fn obj(spec: S3BucketSpec) -> S3Bucket {
+        let mut b = S3Bucket::new("backups", spec);
+        b.metadata.namespace = Some("team-a".into());
+        b.metadata.uid = Some("uid-1".into());
+        b
+    }
+
+    #[test]
+    fn the_spec_becomes_a_backend_request() {
+        let spec = S3BucketSpec {
+            versioning: Some(Versioning::Enabled),
+            tags: BTreeMap::from([("team".to_string(), TagValue("payments".into()))]),
+            quota: Some(s3op_api::Quota { max_size: Some(Quantity("10Gi".into())), max_objects: Some(5) }),
+            ..Default::default()
+        };
+        let d = desired(&obj(spec)).unwrap();
+        assert_eq!(d.name, "team-a-backups", "default name is <namespace>-<name>");
+        assert_eq!(d.owner, Owner { namespace: "team-a".into(), name: "backups".into(), uid: "uid-1".into() });
+        assert_eq!(d.versioning, Some(s3op_backends::Versioning::Enabled));
+        assert_eq!(d.quota, Some(Quota { max_size_bytes: Some(10 << 30), max_objects: Some(5) }));
+        assert_eq!(d.tags.get("team").map(String::as_str), Some("payments"));
+    }
+
+    #[test]
+    fn invalid_specs_are_explained_not_sent() {
+        let bad_name = S3BucketSpec { bucket_name: Some("Bad_Name".into()), ..Default::default() };
+        assert!(desired(&obj(bad_name)).unwrap_err().contains("Bad_Name"));
+        let reserved = S3BucketSpec {
+            tags: BTreeMap::from([("s3-resource-operator.io/name".to_string(), TagValue("x".into()))]),
+            ..Default::default()
+        };
+        assert!(desired(&obj(reserved)).unwrap_err().contains("reserved"));
+        let quota = S3BucketSpec {
+            quota: Some(s3op_api::Quota { max_size: Some(Quantity("lots".into())), max_objects: None }),
+            ..Default::default()
+        };
+        assert!(desired(&obj(quota)).unwrap_err().contains("quota.maxSize"));
+    }
+
+    #[test]
+    fn backend_errors_map_to_reasons_and_retries() {
+        let (r, retry) = readiness_of(&BackendError::Unavailable { backend: "minio", cause: "down".into() });
+        assert_eq!((r.reason, retry), (ConditionReason::BackendUnavailable, true));
+        let (r, retry) = readiness_of(&BackendError::NotOwned { what: "bucket b".into(), detail: "x".into() });
+        assert_eq!((r.reason, retry), (ConditionReason::Conflict, false));
+        let (r, retry) = readiness_of(&BackendError::Unsupported { backend: "garage", feature: "versioning" });
+        assert_eq!((r.reason, retry), (ConditionReason::Unsupported, false));
+        assert!(r.message.contains("versioning"));
+    }
+}

@@ -44,6 +44,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// True when a finalizer patch failed its JSON-patch precondition (HTTP 422 on add, 409 or
+    /// 422 on remove): the reconcile saw a cached object older than the server's.
+    pub fn is_stale_cache(&self) -> bool {
+        match self {
+            Error::Finalizer(inner) => matches!(
+                inner.as_ref(),
+                finalizer::Error::AddFinalizer(kube::Error::Api(s))
+                    | finalizer::Error::RemoveFinalizer(kube::Error::Api(s)) if s.code == 422 || s.code == 409
+            ),
+            _ => false,
+        }
+    }
+
     /// The bounded label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {

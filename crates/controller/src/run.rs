@@ -196,6 +196,12 @@ fn error_policy<K: ResourceExt + kube::Resource<DynamicType = ()>>(
     ctx: Arc<Context>,
 ) -> Action {
     let kind: &'static str = if K::kind(&()) == "S3Bucket" { bucket::KIND } else { user::KIND };
+    if err.is_stale_cache() {
+        // A reconcile ran on a cached copy older than our own finalizer patch (another trigger
+        // queued it meanwhile); the watch brings the fresh copy in a moment. Not a failure.
+        tracing::debug!(kind, name = %obj.name_any(), "finalizer patch raced a stale cache; retrying");
+        return Action::requeue(Duration::from_millis(300));
+    }
     ctx.metrics.reconcile_error(kind, err.reason());
     let delay = ctx.backoff(&key(kind, obj.as_ref()));
     tracing::warn!(kind, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), error = %err, retry_in = ?delay, "reconcile failed");
