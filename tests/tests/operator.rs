@@ -424,15 +424,17 @@ async fn restart_mid_rollout_converges_without_orphan_keys() {
         buckets.create(&pp, &bucket(&format!("b{i}"), DeletionPolicy::Delete)).await.unwrap();
         users.create(&pp, &user(&format!("u{i}"), &[(&format!("b{i}"), Permission::ReadWrite)])).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(4000)).await;
-    let ready_before = users
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .filter(|u| u.ready().is_some_and(|(s, _)| s == "True"))
-        .count();
+    // Kill it as soon as the first user is Ready: the others are then mid-way.
+    let deadline = Instant::now() + TIMEOUT;
+    let ready_before = loop {
+        let list = users.list(&Default::default()).await.unwrap();
+        let ready = list.items.iter().filter(|u| u.ready().is_some_and(|(s, _)| s == "True")).count();
+        if ready > 0 {
+            break ready;
+        }
+        assert!(Instant::now() < deadline, "no user Ready within {TIMEOUT:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     drop(op); // killed: in-flight reconciles stop wherever they are
     eprintln!("rollout: {ready_before} of {N} users Ready when the operator was killed");
     let t = Instant::now();
