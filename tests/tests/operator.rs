@@ -296,6 +296,50 @@ async fn crd_mode(kind: StoreKind) {
     // Status is written once the old key is revoked.
     assert!(!put(&app_client(&old), &data_name, "old-key.txt").await, "{kind}: the old key must fail after rotation");
 
+    // An edited Secret is noticed and replaced by a working key pair.
+    let mut edited = rotated.clone();
+    edited.metadata.managed_fields = None;
+    if let Some(d) = edited.data.as_mut() {
+        d.insert(secret_keys::SECRET_ACCESS_KEY.to_string(), k8s_openapi::ByteString(b"tampered".to_vec()));
+    }
+    secrets.replace(&rotated.name_any(), &pp, &edited).await.unwrap();
+    wait_until("the edited Secret is restored to a working key", || {
+        let secrets = secrets.clone();
+        let name = rotated.name_any();
+        let bucket = data_name.clone();
+        async move {
+            let s = secrets.get(&name).await.unwrap();
+            text(&s, secret_keys::SECRET_ACCESS_KEY).as_deref() != Some("tampered")
+                && put(&app_client(&s), &bucket, "after-edit.txt").await
+        }
+    })
+    .await;
+    let new_s3 = app_client(&secrets.get(&rotated.name_any()).await.unwrap());
+
+    // A Secret the S3User does not own is never overwritten: Conflict, and its data untouched.
+    let squatted = Secret {
+        metadata: kube::api::ObjectMeta { name: Some("taken".into()), ..Default::default() },
+        string_data: Some(std::collections::BTreeMap::from([("keep".to_string(), "me".to_string())])),
+        ..Default::default()
+    };
+    secrets.create(&pp, &squatted).await.unwrap();
+    let mut squatter = user("squatter", &[("data", Permission::ReadWrite)]);
+    squatter.spec.secret_name = Some("taken".into());
+    users.create(&pp, &squatter).await.unwrap();
+    wait_condition(&users, "squatter", "False", "Conflict").await;
+    let taken = secrets.get("taken").await.unwrap();
+    assert_eq!(text(&taken, "keep").as_deref(), Some("me"), "{kind}: a foreign Secret is left untouched");
+    assert!(text(&taken, secret_keys::ACCESS_KEY_ID).is_none(), "{kind}: no credentials written into it");
+    users.delete("squatter", &DeleteParams::default()).await.unwrap();
+
+    // Transitions were announced as events.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let reasons: Vec<String> =
+        events.list(&Default::default()).await.unwrap().items.into_iter().filter_map(|e| e.reason).collect();
+    for want in ["Created", "CredentialsRotated", "Conflict"] {
+        assert!(reasons.iter().any(|r| r == want), "{kind}: no {want} event among {reasons:?}");
+    }
+
     // A bucket deleted behind the operator's back comes back within a resync.
     empty(&store, &data_name).await;
     store.s3_client().delete_bucket().bucket(&data_name).send().await.unwrap();
