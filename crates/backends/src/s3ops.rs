@@ -312,41 +312,46 @@ pub async fn count_objects(s3: &Client, backend: &'static str, bucket: &str, lim
 /// Removes every object version and delete marker, in DeleteObjects batches (quiet mode, so
 /// only failures are reported). Returns how many were removed.
 pub async fn empty_bucket(s3: &Client, backend: &'static str, bucket: &str) -> Result<u64> {
-    let what = format!("bucket {bucket}");
     let mut removed = 0u64;
     loop {
         let batch = list_versions(s3, backend, bucket, DELETE_BATCH as u64).await?;
         if batch.is_empty() {
             return Ok(removed);
         }
-        let n = batch.len() as u64;
-        let delete = Delete::builder()
-            .set_objects(Some(batch))
-            .quiet(true)
-            .build()
-            .map_err(|e| BackendError::Protocol { backend, detail: format!("DeleteObjects on {what}: {e}") })?;
-        let out = s3
-            .delete_objects()
-            .bucket(bucket)
-            .delete(delete)
-            .send()
-            .await
-            .map_err(|e| map_error(backend, "DeleteObjects", &what, e))?;
-        if let Some(first) = out.errors().first() {
-            // Listing again would find the same keys: stop and let the caller retry later.
-            return Err(BackendError::Conflict {
-                what,
-                detail: format!(
-                    "{} objects could not be deleted, first {:?}: {} {}",
-                    out.errors().len(),
-                    first.key().unwrap_or(""),
-                    first.code().unwrap_or(""),
-                    first.message().unwrap_or("")
-                ),
-            });
-        }
-        removed += n;
+        removed += delete_batch(s3, backend, bucket, batch).await?;
     }
+}
+
+/// One DeleteObjects call (quiet mode); any object it could not delete is a `Conflict`, since
+/// listing again would find the same keys: the caller retries later.
+async fn delete_batch(s3: &Client, backend: &'static str, bucket: &str, batch: Vec<ObjectIdentifier>) -> Result<u64> {
+    let what = format!("bucket {bucket}");
+    let n = batch.len() as u64;
+    let delete = Delete::builder()
+        .set_objects(Some(batch))
+        .quiet(true)
+        .build()
+        .map_err(|e| BackendError::Protocol { backend, detail: format!("DeleteObjects on {what}: {e}") })?;
+    let out = s3
+        .delete_objects()
+        .bucket(bucket)
+        .delete(delete)
+        .send()
+        .await
+        .map_err(|e| map_error(backend, "DeleteObjects", &what, e))?;
+    if let Some(first) = out.errors().first() {
+        return Err(BackendError::Conflict {
+            what,
+            detail: format!(
+                "{} objects could not be deleted, first {:?}: {} {}",
+                out.errors().len(),
+                first.key().unwrap_or(""),
+                first.code().unwrap_or(""),
+                first.message().unwrap_or("")
+            ),
+        });
+    }
+    Ok(n)
 }
 
 /// Deletes an empty bucket; a bucket already gone is `AlreadyGone`.
@@ -408,41 +413,12 @@ pub async fn empty_unversioned_bucket(s3: &Client, backend: &'static str, bucket
         if keys.is_empty() {
             return Ok(removed);
         }
-        let n = keys.len() as u64;
-        let mut batch = Vec::with_capacity(keys.len());
-        for key in keys {
-            batch.push(
-                ObjectIdentifier::builder()
-                    .key(key)
-                    .build()
-                    .map_err(|e| BackendError::Protocol { backend, detail: format!("DeleteObjects on {what}: {e}") })?,
-            );
-        }
-        let delete = Delete::builder()
-            .set_objects(Some(batch))
-            .quiet(true)
-            .build()
+        let batch = keys
+            .into_iter()
+            .map(|key| ObjectIdentifier::builder().key(key).build())
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| BackendError::Protocol { backend, detail: format!("DeleteObjects on {what}: {e}") })?;
-        let out = s3
-            .delete_objects()
-            .bucket(bucket)
-            .delete(delete)
-            .send()
-            .await
-            .map_err(|e| map_error(backend, "DeleteObjects", &what, e))?;
-        if let Some(first) = out.errors().first() {
-            return Err(BackendError::Conflict {
-                what,
-                detail: format!(
-                    "{} objects could not be deleted, first {:?}: {} {}",
-                    out.errors().len(),
-                    first.key().unwrap_or(""),
-                    first.code().unwrap_or(""),
-                    first.message().unwrap_or("")
-                ),
-            });
-        }
-        removed += n;
+        removed += delete_batch(s3, backend, bucket, batch).await?;
     }
 }
 
