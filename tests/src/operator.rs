@@ -140,6 +140,17 @@ impl Operator {
             .context("operator task panicked")?
     }
 
+    /// A backend configured exactly as the operator's, to change the store behind its back.
+    pub async fn backend(&self) -> Result<std::sync::Arc<dyn s3op_backends::Backend>> {
+        let mut argv = vec!["s3-resource-operator".to_string()];
+        argv.extend(self.args.iter().cloned());
+        let config = Cli::try_parse_from(&argv)
+            .map_err(|e| anyhow!("operator flags: {e}"))?
+            .into_config()
+            .map_err(|e| anyhow!("operator configuration: {e}"))?;
+        s3op_controller::store::connect(&config).await.map_err(|e| anyhow!("{e}"))
+    }
+
     /// The text of `/metrics`.
     pub async fn metrics(&self) -> Result<String> {
         let r = reqwest::get(format!("{}/metrics", self.metrics_url)).await?;

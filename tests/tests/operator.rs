@@ -189,7 +189,8 @@ async fn crd_mode(kind: StoreKind) {
     let mut store = start(kind).await;
     let ns = cp().namespace(&format!("crd-{kind}")).await.unwrap();
     let client = cp().client().await.unwrap();
-    let op = Operator::start(client.clone(), &store, &ns, "2s", &[]).await.unwrap();
+    // This namespace is trusted to adopt buckets made outside the operator; the rival's is not.
+    let op = Operator::start(client.clone(), &store, &ns, "2s", &["--adopt-namespaces", &ns]).await.unwrap();
     let buckets: Api<S3Bucket> = Api::namespaced(client.clone(), &ns);
     let users: Api<S3User> = Api::namespaced(client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
@@ -296,6 +297,33 @@ async fn crd_mode(kind: StoreKind) {
     // Status is written once the old key is revoked.
     assert!(!put(&app_client(&old), &data_name, "old-key.txt").await, "{kind}: the old key must fail after rotation");
 
+    // Grants and keys removed behind the operator's back are restored within a resync.
+    let backend = op.backend().await.unwrap();
+    let user_name = users.get("app").await.unwrap().status.unwrap().user_name.unwrap();
+    backend.set_grants(&user_name, &[]).await.unwrap();
+    assert!(!put(&new_s3, &data_name, "revoked.txt").await, "{kind}: the grant was really removed");
+    wait_until("the removed grant is restored", || {
+        let s3 = new_s3.clone();
+        let bucket = data_name.clone();
+        async move { put(&s3, &bucket, "regranted.txt").await }
+    })
+    .await;
+    if backend.capabilities().multiple_keys {
+        backend.delete_key(&user_name, text(&rotated, secret_keys::ACCESS_KEY_ID).as_deref().unwrap()).await.unwrap();
+        wait_until("the deleted key is replaced in the Secret", || {
+            let secrets = secrets.clone();
+            let name = rotated.name_any();
+            let bucket = data_name.clone();
+            let gone = text(&rotated, secret_keys::ACCESS_KEY_ID);
+            async move {
+                let s = secrets.get(&name).await.unwrap();
+                text(&s, secret_keys::ACCESS_KEY_ID) != gone && put(&app_client(&s), &bucket, "new-key.txt").await
+            }
+        })
+        .await;
+    }
+    let rotated = secrets.get(&rotated.name_any()).await.unwrap();
+
     // An edited Secret is noticed and replaced by a working key pair.
     let mut edited = rotated.clone();
     edited.metadata.managed_fields = None;
@@ -376,6 +404,15 @@ async fn crd_mode(kind: StoreKind) {
     })
     .await;
     assert!(get(&new_s3, &data_name, "still-mine.txt").await, "{kind}: the rival's forced delete touched nothing");
+    let foreign_again = unique_name("foreign");
+    store.s3_client().create_bucket().bucket(&foreign_again).send().await.unwrap();
+    let not_trusted =
+        S3Bucket::new("theirs", S3BucketSpec { bucket_name: Some(foreign_again.clone()), ..Default::default() });
+    rival_api.create(&pp, &not_trusted).await.unwrap();
+    wait_condition(&rival_api, "theirs", "False", "Conflict").await;
+    let trusted = S3Bucket::new("adopted", S3BucketSpec { bucket_name: Some(foreign.clone()), ..Default::default() });
+    buckets.create(&pp, &trusted).await.unwrap();
+    wait_ready(&buckets, "adopted").await;
     rival_op.stop().await.unwrap();
 
     // Deleting the user deletes it on the store: its key fails.

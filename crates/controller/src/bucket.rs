@@ -131,14 +131,20 @@ async fn report(obj: &S3Bucket, ctx: &Context, bucket: Option<&str>, readiness: 
     if !readiness.ready && transitions(&previous.conditions, readiness) {
         ctx.event(obj, true, readiness.reason.as_str(), readiness.message.clone()).await;
     }
-    let status = S3BucketStatus {
-        observed_generation: obj.metadata.generation,
-        bucket_name: bucket.map(str::to_string).or(previous.bucket_name.clone()),
-        backend: Some(ctx.backend.kind().as_str().to_string()),
-        endpoint: Some(endpoint(ctx)),
-        conditions: with_ready(&previous.conditions, readiness, obj.metadata.generation),
-    };
-    ctx.write_status(obj, obj.status.as_ref(), status).await
+    let generation = obj.metadata.generation;
+    let endpoint = endpoint(ctx);
+    let backend = ctx.backend.kind().as_str();
+    ctx.write_status(obj, |current| {
+        let previous = current.cloned().unwrap_or_default();
+        S3BucketStatus {
+            observed_generation: generation,
+            bucket_name: bucket.map(str::to_string).or(previous.bucket_name),
+            backend: Some(backend.to_string()),
+            endpoint: Some(endpoint.clone()),
+            conditions: with_ready(&previous.conditions, readiness, generation),
+        }
+    })
+    .await
 }
 
 async fn apply(obj: &S3Bucket, ctx: &Context) -> Result<Action> {

@@ -159,17 +159,25 @@ impl Context {
         }
     }
 
-    /// Writes `status` with server-side apply under the operator's field manager, unless it
-    /// equals `current`.
-    pub async fn write_status<K, S>(&self, obj: &K, current: Option<&S>, status: S) -> Result<()>
+    /// Writes the status `build` makes from the current one, with server-side apply under the
+    /// operator's field manager, unless it equals the current one. The reconcile's copy may be
+    /// older than the server's (another trigger queued it before our last write arrived), so a
+    /// difference is checked once more against a fresh read before writing: a reconcile that
+    /// changes nothing writes nothing.
+    pub async fn write_status<K>(&self, obj: &K, build: impl Fn(Option<&K::Status>) -> K::Status) -> Result<()>
     where
-        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
-        S: Serialize + PartialEq,
+        K: WithStatus,
     {
-        if current == Some(&status) {
+        let status = build(obj.status_ref());
+        if obj.status_ref() == Some(&status) {
             return Ok(());
         }
         let api: Api<K> = Api::namespaced(self.client.clone(), &obj.namespace().unwrap_or_default());
+        let fresh = api.get_status(&obj.name_any()).await?;
+        let status = build(fresh.status_ref());
+        if fresh.status_ref() == Some(&status) {
+            return Ok(());
+        }
         let patch = serde_json::json!({
             "apiVersion": K::api_version(&()),
             "kind": K::kind(&()),
@@ -178,6 +186,30 @@ impl Context {
         api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
         self.metrics.status_write(K::kind(&()).into_static());
         Ok(())
+    }
+}
+
+/// A custom resource with a status the operator writes.
+pub trait WithStatus:
+    Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + Clone + DeserializeOwned + Debug
+{
+    /// The status type.
+    type Status: Serialize + PartialEq;
+    /// The current status, if any.
+    fn status_ref(&self) -> Option<&Self::Status>;
+}
+
+impl WithStatus for S3Bucket {
+    type Status = s3op_api::S3BucketStatus;
+    fn status_ref(&self) -> Option<&Self::Status> {
+        self.status.as_ref()
+    }
+}
+
+impl WithStatus for s3op_api::S3User {
+    type Status = s3op_api::S3UserStatus;
+    fn status_ref(&self) -> Option<&Self::Status> {
+        self.status.as_ref()
     }
 }
 

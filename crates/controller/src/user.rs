@@ -138,15 +138,21 @@ async fn report(
     if !readiness.ready && transitions(&previous.conditions, readiness) {
         ctx.event(obj, true, readiness.reason.as_str(), readiness.message.clone()).await;
     }
-    let status = S3UserStatus {
-        observed_generation: obj.metadata.generation,
-        user_name: user.map(str::to_string).or(previous.user_name.clone()),
-        access_key_id: access_key_id.map(str::to_string).or(previous.access_key_id.clone()),
-        secret_name: Some(secret_name_of(obj)),
-        backend: Some(ctx.backend.kind().as_str().to_string()),
-        conditions: with_ready(&previous.conditions, readiness, obj.metadata.generation),
-    };
-    ctx.write_status(obj, obj.status.as_ref(), status).await
+    let generation = obj.metadata.generation;
+    let secret_name = secret_name_of(obj);
+    let backend = ctx.backend.kind().as_str();
+    ctx.write_status(obj, |current| {
+        let previous = current.cloned().unwrap_or_default();
+        S3UserStatus {
+            observed_generation: generation,
+            user_name: user.map(str::to_string).or(previous.user_name),
+            access_key_id: access_key_id.map(str::to_string).or(previous.access_key_id),
+            secret_name: Some(secret_name.clone()),
+            backend: Some(backend.to_string()),
+            conditions: with_ready(&previous.conditions, readiness, generation),
+        }
+    })
+    .await
 }
 
 /// Reports a backend error: permanent ones wait for a change, retryable ones back off.
