@@ -17,15 +17,15 @@ use aws_sdk_iam::{
 use aws_sdk_s3::config::{
     ProvideCredentials, RequestChecksumCalculation, ResponseChecksumValidation, SharedCredentialsProvider,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::{
     Backend, BackendError, Result, SecretString, http,
     model::{
-        BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner,
-        Permission, UserInfo, UserSpec, Versioning,
+        BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner, UserInfo,
+        UserSpec, Versioning,
     },
-    s3ops,
+    policy, s3ops,
 };
 
 const BACKEND: &str = "aws";
@@ -38,17 +38,6 @@ pub const POLICY_NAME: &str = "s3-resource-operator";
 
 /// IAM's limit on a user's inline policies, in characters without whitespace.
 const POLICY_SIZE_LIMIT: usize = 2048;
-
-/// Bucket-level actions of a ReadOnly grant (resource `arn:aws:s3:::B`).
-const BUCKET_ACTIONS_RO: &[&str] = &["s3:GetBucketLocation", "s3:ListBucket"];
-/// Bucket-level actions of a ReadWrite grant.
-const BUCKET_ACTIONS_RW: &[&str] = &["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"];
-/// Object-level actions of a ReadOnly grant (resource `arn:aws:s3:::B/*`).
-const OBJECT_ACTIONS_RO: &[&str] = &["s3:GetObject"];
-/// Object-level actions of a ReadWrite grant. Never `s3:*`, ACL or bucket-policy actions: a
-/// tenant must not be able to widen its own access.
-const OBJECT_ACTIONS_RW: &[&str] =
-    &["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:PutObject"];
 
 /// Where and as whom to reach AWS.
 #[derive(Clone, Debug, Default)]
@@ -328,97 +317,6 @@ fn marker_tags(owner: &Owner) -> Result<Vec<Tag>> {
         .collect()
 }
 
-/// One permission per bucket; a bucket granted twice gets the wider of the two.
-fn normalize(grants: &[Grant]) -> BTreeMap<&str, Permission> {
-    let mut out: BTreeMap<&str, Permission> = BTreeMap::new();
-    for g in grants {
-        let p = out.entry(g.bucket.as_str()).or_insert(g.permission);
-        if g.permission == Permission::ReadWrite {
-            *p = Permission::ReadWrite;
-        }
-    }
-    out
-}
-
-/// The inline policy document for `grants`, or `None` for no grants. Buckets are sorted so
-/// the same grants always give the same document.
-fn policy_document(partition: &str, grants: &[Grant]) -> Option<Value> {
-    let grants = normalize(grants);
-    let mut statements = Vec::new();
-    for (permission, sid, bucket_actions, object_actions) in [
-        (Permission::ReadWrite, "ReadWrite", BUCKET_ACTIONS_RW, OBJECT_ACTIONS_RW),
-        (Permission::ReadOnly, "ReadOnly", BUCKET_ACTIONS_RO, OBJECT_ACTIONS_RO),
-    ] {
-        let buckets: Vec<&str> = grants.iter().filter(|(_, p)| **p == permission).map(|(b, _)| *b).collect();
-        if buckets.is_empty() {
-            continue;
-        }
-        let bucket_arns: Vec<String> = buckets.iter().map(|b| format!("arn:{partition}:s3:::{b}")).collect();
-        let object_arns: Vec<String> = buckets.iter().map(|b| format!("arn:{partition}:s3:::{b}/*")).collect();
-        statements.push(json!({
-            "Sid": format!("{sid}Buckets"), "Effect": "Allow", "Action": bucket_actions, "Resource": bucket_arns,
-        }));
-        statements.push(json!({
-            "Sid": format!("{sid}Objects"), "Effect": "Allow", "Action": object_actions, "Resource": object_arns,
-        }));
-    }
-    if statements.is_empty() {
-        return None;
-    }
-    Some(json!({ "Version": "2012-10-17", "Statement": statements }))
-}
-
-/// A string or a list of strings, as IAM allows for `Action` and `Resource`.
-fn strings(v: Option<&Value>) -> Vec<&str> {
-    match v {
-        Some(Value::String(s)) => vec![s.as_str()],
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// The grants an inline policy gives, sorted by bucket: a bucket whose objects may be written
-/// is ReadWrite, one whose objects may only be read ReadOnly. Statements of other shapes
-/// (edited by hand) are ignored here; `set_grants` replaces them.
-fn grants_from_policy(doc: &Value) -> Vec<Grant> {
-    let statements = match doc.get("Statement") {
-        Some(Value::Array(a)) => a.iter().collect(),
-        Some(s @ Value::Object(_)) => vec![s],
-        _ => Vec::new(),
-    };
-    let mut grants = Vec::new();
-    for st in statements {
-        if st.get("Effect").and_then(Value::as_str) != Some("Allow") {
-            continue;
-        }
-        let actions = strings(st.get("Action"));
-        let permission = if actions.contains(&"s3:PutObject") {
-            Permission::ReadWrite
-        } else if actions.contains(&"s3:GetObject") {
-            Permission::ReadOnly
-        } else {
-            continue;
-        };
-        for resource in strings(st.get("Resource")) {
-            let bucket = resource
-                .strip_prefix("arn:")
-                .and_then(|r| r.split_once(":s3:::"))
-                .and_then(|(_, rest)| rest.strip_suffix("/*"));
-            if let Some(bucket) = bucket
-                && !bucket.is_empty()
-                && !bucket.contains(['/', '*'])
-            {
-                grants.push(Grant { bucket: bucket.to_string(), permission });
-            }
-        }
-    }
-    normalize(&grants)
-        .into_iter()
-        .map(|(bucket, permission)| Grant { bucket: bucket.to_string(), permission })
-        .collect()
-}
-
-/// Parses a policy document as IAM returns it: URL-encoded (RFC 3986) on AWS, plain JSON on
 /// some emulators.
 fn parse_policy_document(doc: &str) -> Result<Value> {
     let protocol = |detail: String| BackendError::Protocol { backend: BACKEND, detail };
@@ -557,7 +455,11 @@ impl Backend for Aws {
             return Ok(None);
         };
         let access_key_ids = self.access_key_ids(name).await?;
-        let grants = self.current_policy(name).await?.map(|doc| grants_from_policy(&doc)).unwrap_or_default();
+        let grants = self
+            .current_policy(name)
+            .await?
+            .and_then(|doc| policy::grants_from_document(self.partition, &doc))
+            .unwrap_or_default();
         Ok(Some(UserInfo { name: name.to_string(), owner, access_key_ids, grants }))
     }
 
@@ -622,7 +524,7 @@ impl Backend for Aws {
 
     async fn set_grants(&self, user: &str, grants: &[Grant]) -> Result<Change> {
         let what = format!("user {user}");
-        let wanted = policy_document(self.partition, grants);
+        let wanted = policy::policy_document(self.partition, grants);
         // A user that does not exist has no policy either: PutUserPolicy then reports it.
         let current = self.current_policy(user).await?;
         // Compared as JSON values: whitespace, key order and IAM's URL encoding do not count.
@@ -638,7 +540,7 @@ impl Backend for Aws {
             return Err(BackendError::InvalidInput(format!(
                 "grants of {what}: the policy for {} buckets has {} characters, more than IAM's {POLICY_SIZE_LIMIT} \
                  for a user's inline policies",
-                normalize(grants).len(),
+                policy::normalise(grants).len(),
                 doc.len()
             )));
         }
@@ -698,29 +600,11 @@ mod tests {
     use super::*;
 
     fn rw(b: &str) -> Grant {
-        Grant { bucket: b.into(), permission: Permission::ReadWrite }
-    }
-
-    fn ro(b: &str) -> Grant {
-        Grant { bucket: b.into(), permission: Permission::ReadOnly }
+        Grant { bucket: b.into(), permission: crate::Permission::ReadWrite }
     }
 
     #[test]
-    fn policy_is_scoped_to_the_buckets_and_reads_back() {
-        let doc = policy_document("aws", &[ro("b-ro"), rw("a-rw"), ro("a-rw")]).unwrap();
-        let text = doc.to_string();
-        assert!(!text.contains("s3:*") && !text.contains("Acl") && !text.contains("Policy"), "{text}");
-        let st = doc["Statement"].as_array().unwrap();
-        assert_eq!(st.len(), 4);
-        assert_eq!(st[0]["Resource"], json!(["arn:aws:s3:::a-rw"]));
-        assert_eq!(st[1]["Resource"], json!(["arn:aws:s3:::a-rw/*"]));
-        assert!(strings(st[1].get("Action")).contains(&"s3:PutObject"));
-        assert_eq!(st[2]["Resource"], json!(["arn:aws:s3:::b-ro"]));
-        assert_eq!(strings(st[3].get("Action")), ["s3:GetObject"]);
-        assert_eq!(grants_from_policy(&doc), vec![rw("a-rw"), ro("b-ro")]);
-        assert_eq!(policy_document("aws", &[]), None);
-        let cn = policy_document("aws-cn", &[rw("x")]).unwrap();
-        assert_eq!(grants_from_policy(&cn), vec![rw("x")]);
+    fn arns_use_the_region_partition() {
         assert_eq!(partition("cn-north-1"), "aws-cn");
         assert_eq!(partition("us-gov-west-1"), "aws-us-gov");
         assert_eq!(partition("eu-west-1"), "aws");
@@ -728,7 +612,7 @@ mod tests {
 
     #[test]
     fn policy_from_iam_compares_semantically() {
-        let ours = policy_document("aws", &[rw("b")]).unwrap();
+        let ours = policy::policy_document("aws", &[rw("b")]).unwrap();
         // IAM answers URL-encoded, with its own whitespace and key order.
         let pretty = serde_json::to_string_pretty(&ours).unwrap();
         let encoded: String = pretty
@@ -745,17 +629,6 @@ mod tests {
         assert_eq!(parse_policy_document(&pretty).unwrap(), ours);
         assert!(parse_policy_document("%7").is_err());
         assert!(parse_policy_document("%7Bnot json").is_err());
-    }
-
-    #[test]
-    fn hand_written_policies_are_read_conservatively() {
-        let doc = json!({"Statement": {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::x/*"}});
-        assert_eq!(grants_from_policy(&doc), vec![ro("x")]);
-        let doc = json!({"Statement": [
-            {"Effect": "Deny", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::d/*"},
-            {"Effect": "Allow", "Action": "s3:PutObject", "Resource": ["arn:aws:s3:::*/*", "arn:aws:s3:::p/prefix/*"]},
-        ]});
-        assert!(grants_from_policy(&doc).is_empty());
     }
 
     #[test]

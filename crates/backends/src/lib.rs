@@ -10,6 +10,7 @@ pub mod markers;
 pub mod memory;
 pub mod minio;
 pub mod model;
+pub mod policy;
 pub mod s3ops;
 pub mod secret;
 pub mod versitygw;

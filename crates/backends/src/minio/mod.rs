@@ -7,7 +7,6 @@
 //! are one canned policy `s3op-<user>` attached to it.
 
 pub mod madmin;
-mod policy;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
@@ -22,7 +21,7 @@ use crate::{
         BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner, Quota,
         UserInfo, UserSpec,
     },
-    s3ops,
+    policy, s3ops,
 };
 
 const BACKEND: &str = "minio";
@@ -206,6 +205,11 @@ impl BucketQuota {
     fn max_size(&self) -> Option<u64> {
         Some(self.size.max(self.quota)).filter(|&n| n > 0)
     }
+}
+
+/// Name of the canned policy holding `user`'s grants.
+fn policy_name(user: &str) -> String {
+    format!("s3op-{user}")
 }
 
 fn parse_json<T: DeserializeOwned>(body: &[u8], op: &str) -> Result<T> {
@@ -443,11 +447,16 @@ impl Minio {
     /// The grants held by the user's canned policy; none when it has none attached. A policy
     /// edited outside the operator reads as no grants (the next `set_grants` rewrites it).
     async fn grants(&self, user: &str, info: &UserInfoReply) -> Result<Vec<Grant>> {
-        let name = policy::policy_name(user);
+        let name = policy_name(user);
         if !info.policies().contains(&name) {
             return Ok(Vec::new());
         }
-        Ok(self.canned_policy(&name).await?.as_ref().and_then(policy::grants_from_document).unwrap_or_default())
+        Ok(self
+            .canned_policy(&name)
+            .await?
+            .as_ref()
+            .and_then(|d| policy::grants_from_document("aws", d))
+            .unwrap_or_default())
     }
 
     /// Converges the bucket's size quota to `wanted` (`None` leaves it alone). A limit on the
@@ -603,7 +612,7 @@ impl Backend for Minio {
 
     async fn set_grants(&self, user: &str, grants: &[Grant]) -> Result<Change> {
         let info = self.require_user(user).await?;
-        let name = policy::policy_name(user);
+        let name = policy_name(user);
         let attached = info.policies();
         let mut change = Change::Unchanged;
         // Any other policy (an adopted user's, or one attached by hand) would grant more than
@@ -613,14 +622,14 @@ impl Backend for Minio {
             self.associate(user, &others, false).await?;
             change = Change::Updated;
         }
-        match policy::policy_document(grants) {
+        match policy::policy_document("aws", grants) {
             Some(doc) => {
                 let wanted: Vec<Grant> = policy::normalise(grants)
                     .into_iter()
                     .map(|(bucket, permission)| Grant { bucket, permission })
                     .collect();
                 let current = self.canned_policy(&name).await?;
-                if current.as_ref().and_then(policy::grants_from_document) != Some(wanted) {
+                if current.as_ref().and_then(|d| policy::grants_from_document("aws", d)) != Some(wanted) {
                     self.put_canned_policy(&name, &doc).await?;
                     change = Change::Updated;
                 }
@@ -647,7 +656,7 @@ impl Backend for Minio {
         for key in self.service_accounts(name).await? {
             self.delete_service_account(name, &key).await?;
         }
-        let policy = policy::policy_name(name);
+        let policy = policy_name(name);
         if let Some(info) = self.user_info(name).await?
             && info.policies().contains(&policy)
         {

@@ -1,20 +1,13 @@
-//! The one canned policy per user that carries its grants: built from the grants, and read back
-//! into grants only when it is exactly what we would have written, so a policy edited by hand
-//! is rewritten instead of being trusted.
+//! IAM-style policy documents carrying a user's grants, for the stores that evaluate them (an
+//! AWS inline user policy, a MinIO canned policy): built from the grants with least privilege,
+//! and read back into grants only when a document is exactly what we would have written, so a
+//! policy edited by hand is rewritten instead of being trusted.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
 use crate::model::{Grant, Permission};
-
-/// Prefix of the canned policy holding a user's grants.
-pub const POLICY_PREFIX: &str = "s3op-";
-
-/// Name of the canned policy of `user`.
-pub fn policy_name(user: &str) -> String {
-    format!("{POLICY_PREFIX}{user}")
-}
 
 /// Bucket-level actions (resource `arn:aws:s3:::B`).
 fn bucket_actions(p: Permission) -> &'static [&'static str] {
@@ -40,10 +33,12 @@ fn object_actions(p: Permission) -> &'static [&'static str] {
 
 const PERMISSIONS: [Permission; 2] = [Permission::ReadWrite, Permission::ReadOnly];
 
-/// The policy document for `grants`, or `None` when there is nothing to grant. One pair of
-/// statements per permission (bucket actions, object actions), each naming all its buckets.
-/// A bucket listed twice keeps its strongest permission.
-pub fn policy_document(grants: &[Grant]) -> Option<Value> {
+/// The policy document for `grants` in the ARN `partition` (`aws` for MinIO and most of AWS),
+/// or `None` when there is nothing to grant. One pair of statements per permission (bucket
+/// actions, object actions), each naming all its buckets, sorted so the same grants always
+/// give the same document. Never `s3:*`, ACL or bucket-policy actions. A bucket listed twice
+/// keeps its strongest permission.
+pub fn policy_document(partition: &str, grants: &[Grant]) -> Option<Value> {
     let by_bucket = normalise(grants);
     if by_bucket.is_empty() {
         return None;
@@ -54,8 +49,8 @@ pub fn policy_document(grants: &[Grant]) -> Option<Value> {
         if buckets.is_empty() {
             continue;
         }
-        let bucket_arns: Vec<String> = buckets.iter().map(|b| format!("arn:aws:s3:::{b}")).collect();
-        let object_arns: Vec<String> = buckets.iter().map(|b| format!("arn:aws:s3:::{b}/*")).collect();
+        let bucket_arns: Vec<String> = buckets.iter().map(|b| format!("arn:{partition}:s3:::{b}")).collect();
+        let object_arns: Vec<String> = buckets.iter().map(|b| format!("arn:{partition}:s3:::{b}/*")).collect();
         statements.push(json!({"Effect": "Allow", "Action": bucket_actions(p), "Resource": bucket_arns}));
         statements.push(json!({"Effect": "Allow", "Action": object_actions(p), "Resource": object_arns}));
     }
@@ -84,9 +79,10 @@ fn strings(v: Option<&Value>) -> Option<BTreeSet<String>> {
 }
 
 /// The grants a policy document carries, or `None` when it holds anything
-/// [`policy_document`] would not have written (another effect, a condition, other actions
-/// or resources). The document may come back from MinIO reformatted or reordered.
-pub fn grants_from_document(doc: &Value) -> Option<Vec<Grant>> {
+/// [`policy_document`] would not have written for `partition` (another effect, a condition,
+/// other actions or resources). The document may come back reformatted or reordered.
+pub fn grants_from_document(partition: &str, doc: &Value) -> Option<Vec<Grant>> {
+    let arn_prefix = format!("arn:{partition}:s3:::");
     let statements = doc.get("Statement")?.as_array()?;
     let mut bucket_level: BTreeMap<String, Permission> = BTreeMap::new();
     let mut object_level: BTreeMap<String, Permission> = BTreeMap::new();
@@ -111,7 +107,7 @@ pub fn grants_from_document(doc: &Value) -> Option<Vec<Grant>> {
             }
         })?;
         for r in resources {
-            let rest = r.strip_prefix("arn:aws:s3:::")?;
+            let rest = r.strip_prefix(arn_prefix.as_str())?;
             let (bucket, target) =
                 if objects { (rest.strip_suffix("/*")?, &mut object_level) } else { (rest, &mut bucket_level) };
             if bucket.is_empty() || bucket.contains(['/', '*']) {
@@ -141,14 +137,14 @@ mod tests {
     #[test]
     fn documents_round_trip_and_stay_least_privilege() {
         let grants = vec![g("b", Permission::ReadOnly), g("a", Permission::ReadWrite), g("b", Permission::ReadOnly)];
-        let doc = policy_document(&grants).unwrap();
+        let doc = policy_document("aws", &grants).unwrap();
         let text = doc.to_string();
         assert!(!text.contains("s3:*") && !text.contains("\"*\""), "{text}");
         assert_eq!(
-            grants_from_document(&doc).unwrap(),
+            grants_from_document("aws", &doc).unwrap(),
             vec![g("a", Permission::ReadWrite), g("b", Permission::ReadOnly)]
         );
-        assert!(policy_document(&[]).is_none());
+        assert!(policy_document("aws", &[]).is_none());
         assert_eq!(
             normalise(&[g("x", Permission::ReadOnly), g("x", Permission::ReadWrite)])["x"],
             Permission::ReadWrite
@@ -162,7 +158,7 @@ mod tests {
             {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "arn:aws:s3:::b/*"},
             {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"], "Resource": ["arn:aws:s3:::b"]},
         ]});
-        assert_eq!(grants_from_document(&doc).unwrap(), vec![g("b", Permission::ReadOnly)]);
+        assert_eq!(grants_from_document("aws", &doc).unwrap(), vec![g("b", Permission::ReadOnly)]);
     }
 
     #[test]
@@ -170,21 +166,23 @@ mod tests {
         let widened = json!({"Statement": [
             {"Effect": "Allow", "Action": ["s3:*"], "Resource": ["arn:aws:s3:::b/*"]},
         ]});
-        assert!(grants_from_document(&widened).is_none());
+        assert!(grants_from_document("aws", &widened).is_none());
         let half = json!({"Statement": [
             {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::b/*"]},
         ]});
-        assert!(grants_from_document(&half).is_none(), "object access without the bucket half");
+        assert!(grants_from_document("aws", &half).is_none(), "object access without the bucket half");
         let conditioned = json!({"Statement": [
             {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::b/*"], "Condition": {}},
             {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"], "Resource": ["arn:aws:s3:::b"]},
         ]});
-        assert!(grants_from_document(&conditioned).is_none());
+        assert!(grants_from_document("aws", &conditioned).is_none());
         let wildcard = json!({"Statement": [
             {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::*/*"]},
             {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"], "Resource": ["arn:aws:s3:::*"]},
         ]});
-        assert!(grants_from_document(&wildcard).is_none());
-        assert_eq!(policy_name("u"), "s3op-u");
+        assert!(grants_from_document("aws", &wildcard).is_none());
+        let cn = policy_document("aws-cn", &[g("x", Permission::ReadWrite)]).unwrap();
+        assert_eq!(grants_from_document("aws-cn", &cn).unwrap(), vec![g("x", Permission::ReadWrite)]);
+        assert!(grants_from_document("aws", &cn).is_none(), "another partition's ARNs are not ours");
     }
 }
