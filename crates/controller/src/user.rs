@@ -219,7 +219,7 @@ async fn write_secret(ctx: &Context, secret: &Secret) -> Result<()> {
     let api: Api<Secret> =
         Api::namespaced(ctx.client.clone(), secret.metadata.namespace.as_deref().unwrap_or_default());
     let name = secret.metadata.name.clone().unwrap_or_default();
-    let mut body = serde_json::to_value(secret).map_err(|e| Error::Blocked(format!("serialising Secret: {e}")))?;
+    let mut body = serde_json::to_value(secret).map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
     body["apiVersion"] = "v1".into();
     body["kind"] = "Secret".into();
     api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
