@@ -142,10 +142,7 @@ impl Context {
     }
 
     /// Publishes an event about `obj`; a failure to publish is logged, never fatal.
-    pub async fn event<K>(&self, obj: &K, warning: bool, reason: &'static str, note: String)
-    where
-        K: Resource<DynamicType = ()>,
-    {
+    pub async fn event<K: WithStatus>(&self, obj: &K, warning: bool, reason: &'static str, note: String) {
         let ev = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.to_string(),
@@ -154,7 +151,7 @@ impl Context {
             secondary: None,
         };
         match self.recorder.publish(&ev, &obj.object_ref(&())).await {
-            Ok(()) => self.metrics.event_published(K::kind(&()).into_static(), reason),
+            Ok(()) => self.metrics.event_published(K::KIND, reason),
             Err(e) => tracing::warn!(error = %e, reason, "could not publish an event"),
         }
     }
@@ -184,7 +181,7 @@ impl Context {
             "status": status,
         });
         api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-        self.metrics.status_write(K::kind(&()).into_static());
+        self.metrics.status_write(K::KIND);
         Ok(())
     }
 }
@@ -195,12 +192,15 @@ pub trait WithStatus:
 {
     /// The status type.
     type Status: Serialize + PartialEq;
+    /// The kind's name, as a bounded metric label.
+    const KIND: &'static str;
     /// The current status, if any.
     fn status_ref(&self) -> Option<&Self::Status>;
 }
 
 impl WithStatus for S3Bucket {
     type Status = s3op_api::S3BucketStatus;
+    const KIND: &'static str = crate::bucket::KIND;
     fn status_ref(&self) -> Option<&Self::Status> {
         self.status.as_ref()
     }
@@ -208,6 +208,7 @@ impl WithStatus for S3Bucket {
 
 impl WithStatus for s3op_api::S3User {
     type Status = s3op_api::S3UserStatus;
+    const KIND: &'static str = crate::user::KIND;
     fn status_ref(&self) -> Option<&Self::Status> {
         self.status.as_ref()
     }
@@ -216,21 +217,6 @@ impl WithStatus for s3op_api::S3User {
 /// `d` scaled by a random factor in [1 - spread, 1 + spread].
 fn jitter(d: Duration, spread: f64) -> Duration {
     d.mul_f64(1.0 - spread + 2.0 * spread * fastrand::f64())
-}
-
-/// `'static` names for the two kinds, for metric labels.
-trait IntoStatic {
-    fn into_static(self) -> &'static str;
-}
-
-impl IntoStatic for std::borrow::Cow<'_, str> {
-    fn into_static(self) -> &'static str {
-        match self.as_ref() {
-            "S3Bucket" => "S3Bucket",
-            "S3User" => "S3User",
-            _ => "Other",
-        }
-    }
 }
 
 #[cfg(test)]

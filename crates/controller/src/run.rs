@@ -26,7 +26,7 @@ use tracing::Instrument;
 use crate::{
     bucket,
     config::Config,
-    context::{Context, Error, Result},
+    context::{Context, Error, Result, WithStatus},
     http::{self, Readiness},
     metered::MeteredBackend,
     metrics::Metrics,
@@ -190,12 +190,8 @@ async fn reconcile_user(obj: Arc<S3User>, ctx: Arc<Context>) -> Result<Action> {
 }
 
 /// Retries with per-object exponential backoff; the error is counted and logged once here.
-fn error_policy<K: ResourceExt + kube::Resource<DynamicType = ()>>(
-    obj: Arc<K>,
-    err: &Error,
-    ctx: Arc<Context>,
-) -> Action {
-    let kind: &'static str = if K::kind(&()) == "S3Bucket" { bucket::KIND } else { user::KIND };
+fn error_policy<K: WithStatus>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    let kind = K::KIND;
     if err.is_stale_cache() {
         // A reconcile ran on a cached copy older than our own finalizer patch (another trigger
         // queued it meanwhile); the watch brings the fresh copy in a moment. Not a failure.
