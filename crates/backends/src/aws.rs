@@ -408,6 +408,15 @@ impl Backend for Aws {
         BackendKind::Aws
     }
 
+    fn compat(&self) -> Result<&dyn crate::compat::CompatStore> {
+        // IAM generates every access key itself: the keys an annotated Secret brings can never
+        // be given to an IAM user.
+        Err(BackendError::Unsupported {
+            backend: BACKEND,
+            feature: "access keys chosen by a compatibility Secret (IAM generates its own keys; create an S3User, which writes the generated keys to a Secret)",
+        })
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             versioning: true,

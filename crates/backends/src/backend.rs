@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 
 use crate::{
+    compat::CompatStore,
     error::Result,
     model::{
         BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, UserInfo,
@@ -57,4 +58,8 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Deletes the user with its keys and grants; a user already gone is success.
     async fn delete_user(&self, name: &str) -> Result<()>;
+
+    /// The store as compatibility mode uses it (accounts with keys chosen by a Secret's
+    /// author), or `Unsupported` saying why this store cannot do that.
+    fn compat(&self) -> Result<&dyn CompatStore>;
 }

@@ -864,6 +864,10 @@ impl Backend for Garage {
         Ok(change)
     }
 
+    fn compat(&self) -> Result<&dyn crate::compat::CompatStore> {
+        Err(BackendError::Unsupported { backend: BACKEND, feature: "compatibility Secrets (not built yet)" })
+    }
+
     async fn delete_user(&self, name: &str) -> Result<()> {
         // Deleting a key also removes its permissions on every bucket.
         for key in self.user_keys(name).await? {

@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod backend;
+pub mod compat;
 pub mod error;
 pub mod garage;
 pub mod http;
@@ -16,6 +17,7 @@ pub mod secret;
 pub mod versitygw;
 
 pub use backend::Backend;
+pub use compat::{CompatAccount, CompatStore};
 pub use error::{BackendError, ErrorCategory, Result};
 pub use model::*;
 pub use secret::SecretString;

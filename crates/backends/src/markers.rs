@@ -22,6 +22,19 @@ pub enum MarkerKind {
     User,
     /// A bucket (`buckets/<name>`).
     Bucket,
+    /// A compatibility-mode claim on an account (`compat-accounts/<access key>`).
+    CompatAccount,
+    /// A compatibility-mode claim on a bucket (`compat-buckets/<name>`).
+    CompatBucket,
+}
+
+impl From<crate::compat::ClaimKind> for MarkerKind {
+    fn from(kind: crate::compat::ClaimKind) -> Self {
+        match kind {
+            crate::compat::ClaimKind::Account => MarkerKind::CompatAccount,
+            crate::compat::ClaimKind::Bucket => MarkerKind::CompatBucket,
+        }
+    }
 }
 
 impl MarkerKind {
@@ -29,6 +42,8 @@ impl MarkerKind {
         match self {
             MarkerKind::User => "users",
             MarkerKind::Bucket => "buckets",
+            MarkerKind::CompatAccount => "compat-accounts",
+            MarkerKind::CompatBucket => "compat-buckets",
         }
     }
 
@@ -36,6 +51,8 @@ impl MarkerKind {
         match self {
             MarkerKind::User => "user",
             MarkerKind::Bucket => "bucket",
+            MarkerKind::CompatAccount => "compatibility claim on access key",
+            MarkerKind::CompatBucket => "compatibility claim on bucket",
         }
     }
 }

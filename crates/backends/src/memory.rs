@@ -14,6 +14,7 @@ use async_trait::async_trait;
 
 use crate::{
     Backend, BackendError, Result, SecretString,
+    compat::{AccountState, ClaimKind, CompatAccount, CompatStore},
     model::{
         BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner, UserInfo,
         UserSpec,
@@ -28,6 +29,8 @@ struct MemBucket {
     tags: BTreeMap<String, String>,
     quota: Option<crate::model::Quota>,
     objects: u64,
+    /// Compatibility mode's owner (an account's access key).
+    compat_owner: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +45,9 @@ struct State {
     buckets: BTreeMap<String, MemBucket>,
     users: BTreeMap<String, MemUser>,
     next_key: u64,
+    accounts: BTreeMap<String, CompatAccount>,
+    claims: BTreeMap<(&'static str, String), Owner>,
+    compat_calls: Vec<String>,
 }
 
 /// The in-memory store.
@@ -93,6 +99,7 @@ impl MemoryBackend {
                 tags: BTreeMap::new(),
                 quota: None,
                 objects: 0,
+                compat_owner: None,
             },
         );
     }
@@ -111,7 +118,43 @@ impl MemoryBackend {
 
     /// True when the key exists with this secret: what a client signing with it would see.
     pub fn key_works(&self, access_key_id: &str, secret: &str) -> bool {
-        self.lock().users.values().any(|u| u.keys.get(access_key_id).is_some_and(|s| s.expose() == secret))
+        let s = self.lock();
+        s.users.values().any(|u| u.keys.get(access_key_id).is_some_and(|s| s.expose() == secret))
+            || s.accounts.get(access_key_id).is_some_and(|a| a.secret_key.expose() == secret)
+    }
+
+    /// The compatibility-mode calls made so far, in order (`"create_account AK"` …).
+    pub fn compat_calls(&self) -> Vec<String> {
+        self.lock().compat_calls.clone()
+    }
+
+    /// Forgets the recorded compatibility-mode calls.
+    pub fn clear_compat_calls(&self) {
+        self.lock().compat_calls.clear();
+    }
+
+    /// Creates a bucket outside the operator, owned by `owner` (an access key) if given.
+    pub fn create_compat_bucket(&self, name: &str, owner: Option<&str>) {
+        self.create_foreign_bucket(name);
+        if let Some(b) = self.lock().buckets.get_mut(name) {
+            b.compat_owner = owner.map(str::to_string);
+        }
+    }
+
+    /// The compatibility-mode owner of a bucket.
+    pub fn compat_bucket_owner(&self, name: &str) -> Option<String> {
+        self.lock().buckets.get(name).and_then(|b| b.compat_owner.clone())
+    }
+
+    /// Records one compatibility call, then reads like any other call.
+    fn compat_read(&self, call: String) -> Result<MutexGuard<'_, State>> {
+        let mut s = self.read()?;
+        s.compat_calls.push(call);
+        Ok(s)
+    }
+
+    fn claim_key(kind: ClaimKind, name: &str) -> (&'static str, String) {
+        (kind.noun(), name.to_string())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -141,6 +184,10 @@ impl MemoryBackend {
 impl Backend for MemoryBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Memory
+    }
+
+    fn compat(&self) -> Result<&dyn CompatStore> {
+        Ok(self)
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -184,6 +231,7 @@ impl Backend for MemoryBackend {
                     tags: spec.tags.clone(),
                     quota: spec.quota,
                     objects: 0,
+                    compat_owner: None,
                 },
             );
             drop(s);
@@ -405,5 +453,90 @@ mod tests {
         assert!(err.is_retryable());
         m.set_down(false);
         m.health().await.unwrap();
+    }
+}
+
+#[async_trait]
+impl CompatStore for MemoryBackend {
+    async fn account(&self, wanted: &CompatAccount) -> Result<AccountState> {
+        let s = self.compat_read(format!("account {}", wanted.access_key))?;
+        Ok(match s.accounts.get(&wanted.access_key) {
+            None => AccountState::Missing,
+            Some(have) => {
+                let mut differs = Vec::new();
+                if have.secret_key != wanted.secret_key {
+                    differs.push("secret key");
+                }
+                if have.role != wanted.role {
+                    differs.push("role");
+                }
+                if have.user_id != wanted.user_id {
+                    differs.push("user id");
+                }
+                if have.group_id != wanted.group_id {
+                    differs.push("group id");
+                }
+                if differs.is_empty() { AccountState::Matches } else { AccountState::Differs(differs) }
+            }
+        })
+    }
+
+    async fn create_account(&self, account: &CompatAccount) -> Result<()> {
+        let mut s = self.compat_read(format!("create_account {}", account.access_key))?;
+        if s.accounts.contains_key(&account.access_key) {
+            return Err(BackendError::Conflict { what: format!("user {}", account.access_key), detail: "exists".into() });
+        }
+        s.accounts.insert(account.access_key.clone(), account.clone());
+        self.wrote();
+        Ok(())
+    }
+
+    async fn update_account(&self, account: &CompatAccount, _differs: &[&'static str]) -> Result<()> {
+        let mut s = self.compat_read(format!("update_account {}", account.access_key))?;
+        let have = s.accounts.get_mut(&account.access_key).ok_or_else(|| BackendError::not_found("user"))?;
+        *have = account.clone();
+        self.wrote();
+        Ok(())
+    }
+
+    async fn bucket_exists(&self, bucket: &str) -> Result<bool> {
+        let s = self.compat_read(format!("bucket_exists {bucket}"))?;
+        Ok(s.buckets.contains_key(bucket))
+    }
+
+    async fn create_bucket(&self, bucket: &str) -> Result<()> {
+        drop(self.compat_read(format!("create_bucket {bucket}"))?);
+        self.create_foreign_bucket(bucket);
+        self.wrote();
+        Ok(())
+    }
+
+    async fn bucket_owner(&self, bucket: &str) -> Result<Option<String>> {
+        let s = self.compat_read(format!("bucket_owner {bucket}"))?;
+        let b = s.buckets.get(bucket).ok_or_else(|| BackendError::not_found(format!("bucket {bucket}")))?;
+        Ok(b.compat_owner.clone())
+    }
+
+    async fn change_bucket_owner(&self, bucket: &str, owner: &str, previous: Option<&str>) -> Result<()> {
+        let mut s = self.compat_read(format!("change_bucket_owner {bucket} {owner} {}", previous.unwrap_or("-")))?;
+        if !s.accounts.contains_key(owner) {
+            return Err(BackendError::not_found(format!("user {owner}")));
+        }
+        let b = s.buckets.get_mut(bucket).ok_or_else(|| BackendError::not_found(format!("bucket {bucket}")))?;
+        b.compat_owner = Some(owner.to_string());
+        self.wrote();
+        Ok(())
+    }
+
+    async fn claim(&self, kind: ClaimKind, name: &str) -> Result<Option<Owner>> {
+        let s = self.compat_read(format!("claim {kind} {name}"))?;
+        Ok(s.claims.get(&Self::claim_key(kind, name)).cloned())
+    }
+
+    async fn write_claim(&self, kind: ClaimKind, name: &str, owner: &Owner) -> Result<()> {
+        let mut s = self.compat_read(format!("write_claim {kind} {name}"))?;
+        s.claims.insert(Self::claim_key(kind, name), owner.clone());
+        self.wrote();
+        Ok(())
     }
 }

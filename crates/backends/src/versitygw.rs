@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Backend, BackendError, Result, SecretString,
+    compat::{AccountState, ClaimKind, CompatAccount, CompatStore},
     http::{self, encode},
     markers::{MarkerKind, MarkerStore},
     model::{
@@ -66,6 +67,10 @@ struct NewAccount<'a> {
     secret: &'a str,
     #[serde(rename = "Role")]
     role: &'a str,
+    #[serde(rename = "UserID", skip_serializing_if = "Option::is_none")]
+    user_id: Option<u32>,
+    #[serde(rename = "GroupID", skip_serializing_if = "Option::is_none")]
+    group_id: Option<u32>,
 }
 
 /// Body of `/update-user`: omitted elements stay unchanged.
@@ -74,20 +79,35 @@ struct NewAccount<'a> {
 struct MutableProps<'a> {
     #[serde(rename = "Secret")]
     secret: &'a str,
+    #[serde(rename = "Role", skip_serializing_if = "Option::is_none")]
+    role: Option<&'a str>,
+    #[serde(rename = "UserID", skip_serializing_if = "Option::is_none")]
+    user_id: Option<u32>,
+    #[serde(rename = "GroupID", skip_serializing_if = "Option::is_none")]
+    group_id: Option<u32>,
 }
 
-/// Reply of `/list-users`: one `<Accounts>` element per account. The secrets it also holds
-/// are not even parsed.
+/// Reply of `/list-users`: one `<Accounts>` element per account.
 #[derive(Deserialize, Default)]
 struct ListUsers {
     #[serde(rename = "Accounts", default)]
     accounts: Vec<AccountEntry>,
 }
 
+// The secret is parsed only to compare it with a compatibility Secret's (the gateway has no
+// other way to tell whether it changed); it is dropped right after and never printed.
 #[derive(Deserialize)]
 struct AccountEntry {
     #[serde(rename = "Access")]
     access: String,
+    #[serde(rename = "Secret", default)]
+    secret: String,
+    #[serde(rename = "Role", default)]
+    role: String,
+    #[serde(rename = "UserID", default)]
+    user_id: u32,
+    #[serde(rename = "GroupID", default)]
+    group_id: u32,
 }
 
 /// Reply of the admin `/list-buckets`: one `<Buckets>` element per bucket, with its owner.
@@ -157,9 +177,13 @@ impl VersityGw {
     }
 
     async fn list_accounts(&self) -> Result<Vec<String>> {
+        Ok(self.accounts().await?.into_iter().map(|a| a.access).collect())
+    }
+
+    async fn accounts(&self) -> Result<Vec<AccountEntry>> {
         let text = self.admin("/list-users", Vec::new(), "accounts").await?;
         let list: ListUsers = parse(&text, "/list-users")?;
-        Ok(list.accounts.into_iter().map(|a| a.access).collect())
+        Ok(list.accounts)
     }
 
     async fn account_exists(&self, name: &str) -> Result<bool> {
@@ -179,7 +203,7 @@ impl VersityGw {
     }
 
     async fn set_secret(&self, user: &str, secret: &str) -> Result<()> {
-        let body = to_xml(&MutableProps { secret })?;
+        let body = to_xml(&MutableProps { secret, role: None, user_id: None, group_id: None })?;
         self.admin(&format!("/update-user?access={}", encode(user)), body, &format!("user {user}")).await.map(|_| ())
     }
 
@@ -308,7 +332,8 @@ impl Backend for VersityGw {
         // The account needs a secret; this one is kept nowhere, so the user has no usable
         // key until create_key sets one.
         let secret = http::generate_secret(BACKEND)?;
-        let body = to_xml(&NewAccount { access: name, secret: secret.expose(), role: "user" })?;
+        let body =
+            to_xml(&NewAccount { access: name, secret: secret.expose(), role: "user", user_id: None, group_id: None })?;
         match self.admin("/create-user", body, &what).await {
             Ok(_) => Ok(Change::Created),
             Err(BackendError::Conflict { .. }) => {
@@ -387,6 +412,10 @@ impl Backend for VersityGw {
         Ok(change)
     }
 
+    fn compat(&self) -> Result<&dyn CompatStore> {
+        Ok(self)
+    }
+
     async fn delete_user(&self, name: &str) -> Result<()> {
         // Buckets keep their owner's name after the account goes: hand them back first, so a
         // later account of the same name does not inherit them.
@@ -401,6 +430,88 @@ impl Backend for VersityGw {
     }
 }
 
+/// The older operator's own backend: accounts with role and POSIX ids, a bucket made with the
+/// admin credentials, then handed to the account with `change-bucket-owner`.
+#[async_trait]
+impl CompatStore for VersityGw {
+    fn accepts(&self, account: &CompatAccount) -> Result<()> {
+        if account.access_key == self.config.access_key {
+            return Err(BackendError::NotOwned {
+                what: format!("access key {}", account.access_key),
+                detail: "the operator's own admin account".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn account(&self, wanted: &CompatAccount) -> Result<AccountState> {
+        let Some(have) = self.accounts().await?.into_iter().find(|a| a.access == wanted.access_key) else {
+            return Ok(AccountState::Missing);
+        };
+        let mut differs = Vec::new();
+        if have.secret != wanted.secret_key.expose() {
+            differs.push("secret key");
+        }
+        if have.role != wanted.role {
+            differs.push("role");
+        }
+        if have.user_id != wanted.user_id {
+            differs.push("user id");
+        }
+        if have.group_id != wanted.group_id {
+            differs.push("group id");
+        }
+        Ok(if differs.is_empty() { AccountState::Matches } else { AccountState::Differs(differs) })
+    }
+
+    async fn create_account(&self, account: &CompatAccount) -> Result<()> {
+        let body = to_xml(&NewAccount {
+            access: &account.access_key,
+            secret: account.secret_key.expose(),
+            role: &account.role,
+            user_id: Some(account.user_id),
+            group_id: Some(account.group_id),
+        })?;
+        self.admin("/create-user", body, &format!("user {}", account.access_key)).await.map(|_| ())
+    }
+
+    async fn update_account(&self, account: &CompatAccount, _differs: &[&'static str]) -> Result<()> {
+        let body = to_xml(&MutableProps {
+            secret: account.secret_key.expose(),
+            role: Some(&account.role),
+            user_id: Some(account.user_id),
+            group_id: Some(account.group_id),
+        })?;
+        let path = format!("/update-user?access={}", encode(&account.access_key));
+        self.admin(&path, body, &format!("user {}", account.access_key)).await.map(|_| ())
+    }
+
+    async fn bucket_exists(&self, bucket: &str) -> Result<bool> {
+        s3ops::bucket_exists(&self.s3, BACKEND, bucket).await
+    }
+
+    async fn create_bucket(&self, bucket: &str) -> Result<()> {
+        s3ops::create_bucket(&self.s3, BACKEND, bucket, false).await
+    }
+
+    async fn bucket_owner(&self, bucket: &str) -> Result<Option<String>> {
+        Ok(self.bucket_owners().await?.remove(bucket).filter(|o| !o.is_empty()))
+    }
+
+    async fn change_bucket_owner(&self, bucket: &str, owner: &str, _previous: Option<&str>) -> Result<()> {
+        // The gateway has one owner per bucket: the previous one loses it by this very call.
+        self.change_owner(bucket, owner).await
+    }
+
+    async fn claim(&self, kind: ClaimKind, name: &str) -> Result<Option<Owner>> {
+        self.markers.owner(kind.into(), name).await
+    }
+
+    async fn write_claim(&self, kind: ClaimKind, name: &str, owner: &Owner) -> Result<()> {
+        self.markers.write(kind.into(), name, owner, Vec::new(), || self.markers.create_bucket()).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -408,8 +519,10 @@ mod tests {
 
     #[test]
     fn xml_bodies_are_escaped_and_replies_parse() {
-        let body =
-            String::from_utf8(to_xml(&NewAccount { access: "a<b", secret: "s&t", role: "user" }).unwrap()).unwrap();
+        let body = String::from_utf8(
+            to_xml(&NewAccount { access: "a<b", secret: "s&t", role: "user", user_id: None, group_id: None }).unwrap(),
+        )
+        .unwrap();
         assert_eq!(body, "<Account><Access>a&lt;b</Access><Secret>s&amp;t</Secret><Role>user</Role></Account>");
         let users: ListUsers = parse(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListUserAccountsResult><Accounts><Access>u1</Access><Secret>x</Secret><Role>user</Role><UserID>0</UserID></Accounts><Accounts><Access>u2</Access></Accounts></ListUserAccountsResult>",

@@ -652,6 +652,10 @@ impl Backend for Minio {
         Ok(change)
     }
 
+    fn compat(&self) -> Result<&dyn crate::compat::CompatStore> {
+        Err(BackendError::Unsupported { backend: BACKEND, feature: "compatibility Secrets (not built yet)" })
+    }
+
     async fn delete_user(&self, name: &str) -> Result<()> {
         for key in self.service_accounts(name).await? {
             self.delete_service_account(name, &key).await?;
