@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
@@ -143,6 +144,18 @@ impl Context {
 
     /// Publishes an event about `obj`; a failure to publish is logged, never fatal.
     pub async fn event<K: WithStatus>(&self, obj: &K, warning: bool, reason: &'static str, note: String) {
+        self.event_on(&obj.object_ref(&()), K::KIND, warning, reason, note).await;
+    }
+
+    /// Publishes an event about the object `reference` points at, counted under `kind`.
+    pub async fn event_on(
+        &self,
+        reference: &ObjectReference,
+        kind: &'static str,
+        warning: bool,
+        reason: &'static str,
+        note: String,
+    ) {
         let ev = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.to_string(),
@@ -150,8 +163,8 @@ impl Context {
             action: "Reconcile".to_string(),
             secondary: None,
         };
-        match self.recorder.publish(&ev, &obj.object_ref(&())).await {
-            Ok(()) => self.metrics.event_published(K::KIND, reason),
+        match self.recorder.publish(&ev, reference).await {
+            Ok(()) => self.metrics.event_published(kind, reason),
             Err(e) => tracing::warn!(error = %e, reason, "could not publish an event"),
         }
     }

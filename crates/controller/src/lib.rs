@@ -1,7 +1,9 @@
 //! s3-resource-operator's controller: configuration, the S3Bucket and S3User reconcilers that
-//! wire the API types to an object-store backend, metrics, health endpoints and telemetry.
+//! wire the API types to an object-store backend, the compatibility mode for annotated
+//! Secrets, metrics, health endpoints and telemetry.
 
 pub mod bucket;
+pub mod compat;
 pub mod config;
 pub mod context;
 pub mod http;

@@ -5,8 +5,9 @@ use std::{future::Future, sync::Arc, time::Instant};
 
 use async_trait::async_trait;
 use s3op_backends::{
-    Backend, BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Result,
-    UserInfo, UserSpec,
+    Backend, BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, CompatAccount, CompatStore,
+    Credentials, Grant, Owner, Result, UserInfo, UserSpec,
+    compat::{AccountState, ClaimKind},
 };
 
 use crate::metrics::Metrics;
@@ -100,6 +101,55 @@ impl Backend for MeteredBackend {
 
     async fn delete_user(&self, name: &str) -> Result<()> {
         self.call("delete_user", self.inner.delete_user(name), |_| true).await
+    }
+
+    fn compat(&self) -> Result<&dyn CompatStore> {
+        self.inner.compat().map(|_| self as &dyn CompatStore)
+    }
+}
+
+/// Compatibility calls are metered like the others, under `compat_*` operation names.
+#[async_trait]
+impl CompatStore for MeteredBackend {
+    fn accepts(&self, account: &CompatAccount) -> Result<()> {
+        self.inner.compat()?.accepts(account)
+    }
+
+    async fn account(&self, wanted: &CompatAccount) -> Result<AccountState> {
+        self.call("compat_account", self.inner.compat()?.account(wanted), |_| false).await
+    }
+
+    async fn create_account(&self, account: &CompatAccount) -> Result<()> {
+        self.call("compat_create_account", self.inner.compat()?.create_account(account), |_| true).await
+    }
+
+    async fn update_account(&self, account: &CompatAccount, differs: &[&'static str]) -> Result<()> {
+        self.call("compat_update_account", self.inner.compat()?.update_account(account, differs), |_| true).await
+    }
+
+    async fn bucket_exists(&self, bucket: &str) -> Result<bool> {
+        self.call("compat_bucket_exists", self.inner.compat()?.bucket_exists(bucket), |_| false).await
+    }
+
+    async fn create_bucket(&self, bucket: &str) -> Result<()> {
+        self.call("compat_create_bucket", self.inner.compat()?.create_bucket(bucket), |_| true).await
+    }
+
+    async fn bucket_owner(&self, bucket: &str) -> Result<Option<String>> {
+        self.call("compat_bucket_owner", self.inner.compat()?.bucket_owner(bucket), |_| false).await
+    }
+
+    async fn change_bucket_owner(&self, bucket: &str, owner: &str, previous: Option<&str>) -> Result<()> {
+        let inner = self.inner.compat()?;
+        self.call("compat_change_bucket_owner", inner.change_bucket_owner(bucket, owner, previous), |_| true).await
+    }
+
+    async fn claim(&self, kind: ClaimKind, name: &str) -> Result<Option<Owner>> {
+        self.call("compat_claim", self.inner.compat()?.claim(kind, name), |_| false).await
+    }
+
+    async fn write_claim(&self, kind: ClaimKind, name: &str, owner: &Owner) -> Result<()> {
+        self.call("compat_write_claim", self.inner.compat()?.write_claim(kind, name, owner), |_| true).await
     }
 }
 

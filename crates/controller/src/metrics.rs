@@ -27,7 +27,7 @@ const DURATION_BUCKETS: [f64; 14] =
 
 /// The constructor a histogram family uses for a new label set. A plain function rather
 /// than a closure so the family's type can be named in the struct.
-fn duration_histogram() -> Histogram {
+pub(crate) fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
 

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, ResourceExt,
@@ -14,7 +14,7 @@ use kube::{
         Controller,
         controller::{self, Action},
         events::{Recorder, Reporter},
-        reflector::{ObjectRef, Store},
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
@@ -25,6 +25,7 @@ use tracing::Instrument;
 
 use crate::{
     bucket,
+    compat::{self, Compat, LegacyMetrics},
     config::Config,
     context::{Context, Error, Result, WithStatus},
     http::{self, Readiness},
@@ -39,13 +40,12 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    if config.compat_mode {
-        tracing::warn!("compatibility mode (annotated Secrets) is not available in this build yet; only CRD mode runs");
+    if !config.crd_mode && !config.compat_mode {
+        anyhow::bail!("CRD_MODE and COMPAT_MODE are both off: nothing to run");
     }
-    if !config.crd_mode {
-        anyhow::bail!("CRD_MODE is off and compatibility mode is not available in this build: nothing to run");
-    }
-    let metrics = Metrics::new();
+    let started = Instant::now();
+    let legacy = LegacyMetrics::new();
+    let metrics = Metrics::with_registry(|r| legacy.register(r));
     let raw = store::connect(&config)
         .await
         .map_err(|e| anyhow::anyhow!("configuring the {} backend: {e}", config.backend))?;
@@ -55,7 +55,14 @@ pub async fn run(
         tracing::warn!(error = %e, "the object store does not answer yet");
     }
     let readiness = Readiness::new(backend.clone());
-    readiness.expect(&[bucket::KIND, user::KIND]);
+    let mut kinds = Vec::new();
+    if config.crd_mode {
+        kinds.extend([bucket::KIND, user::KIND]);
+    }
+    if config.compat_mode {
+        kinds.push(compat::KIND);
+    }
+    readiness.expect(&kinds);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -88,36 +95,59 @@ pub async fn run(
         bucket_store.clone(),
     ));
 
-    let users = Controller::new(scoped::<S3User>(&client, &config), wc.clone()).with_config(controller_config);
-    let user_store = users.store();
-    let secrets_wc = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
-    let users_for_bucket = user_store.clone();
-    let users = users
-        .owns(scoped::<Secret>(&client, &config), secrets_wc)
-        // A user waits for its buckets: wake it when one of them changes.
-        .watches(scoped::<S3Bucket>(&client, &config), wc, move |b: S3Bucket| {
-            let namespace = b.namespace();
-            let name = b.name_any();
-            users_for_bucket
-                .state()
-                .into_iter()
-                .filter(|u| u.namespace() == namespace && u.spec.access.iter().any(|a| a.bucket == name))
-                .map(|u| ObjectRef::from_obj(u.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(stopped());
+    let mut work: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
+    if config.crd_mode {
+        let users = Controller::new(scoped::<S3User>(&client, &config), wc.clone()).with_config(controller_config);
+        let user_store = users.store();
+        let secrets_wc = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+        let users_for_bucket = user_store.clone();
+        let users = users
+            .owns(scoped::<Secret>(&client, &config), secrets_wc)
+            // A user waits for its buckets: wake it when one of them changes.
+            .watches(scoped::<S3Bucket>(&client, &config), wc, move |b: S3Bucket| {
+                let namespace = b.namespace();
+                let name = b.name_any();
+                users_for_bucket
+                    .state()
+                    .into_iter()
+                    .filter(|u| u.namespace() == namespace && u.spec.access.iter().any(|a| a.bucket == name))
+                    .map(|u| ObjectRef::from_obj(u.as_ref()))
+                    .collect::<Vec<_>>()
+            })
+            .graceful_shutdown_on(stopped());
 
-    tokio::spawn(mark_synced(bucket_store.clone(), readiness.clone(), bucket::KIND));
-    tokio::spawn(mark_synced(user_store.clone(), readiness.clone(), user::KIND));
+        tokio::spawn(mark_synced(bucket_store.clone(), readiness.clone(), bucket::KIND));
+        tokio::spawn(mark_synced(user_store.clone(), readiness.clone(), user::KIND));
+        work.push(
+            buckets
+                .run(reconcile_bucket, error_policy::<S3Bucket>, ctx.clone())
+                .for_each(|r| async move { log_result(bucket::KIND, r) })
+                .boxed(),
+        );
+        work.push(
+            users
+                .run(reconcile_user, error_policy::<S3User>, ctx.clone())
+                .for_each(|r| async move { log_result(user::KIND, r) })
+                .boxed(),
+        );
+    }
+    if config.compat_mode {
+        let compat = Arc::new(Compat::new(ctx.clone(), legacy));
+        let (secrets, secret_store) = compat::controller(scoped::<compat::SecretMeta>(&client, &config), &compat);
+        tokio::spawn(mark_synced(secret_store.clone(), readiness.clone(), compat::KIND));
+        tokio::spawn(compat::observe_first_pass(secret_store, compat.clone(), started));
+        work.push(
+            secrets
+                .graceful_shutdown_on(stopped())
+                .run(compat::reconcile, compat::error_policy, compat)
+                .for_each(|r| async move { log_result(compat::KIND, r) })
+                .boxed(),
+        );
+    }
 
     let server = http::serve(config.metrics_addr, metrics, readiness, stopped());
-    let buckets = buckets
-        .run(reconcile_bucket, error_policy::<S3Bucket>, ctx.clone())
-        .for_each(|r| async move { log_result(bucket::KIND, r) });
-    let users =
-        users.run(reconcile_user, error_policy::<S3User>, ctx).for_each(|r| async move { log_result(user::KIND, r) });
     tracing::info!(addr = %config.metrics_addr, backend = %config.backend, "operator running");
-    let (served, (), ()) = tokio::join!(server, buckets, users);
+    let (served, _) = tokio::join!(server, futures::future::join_all(work));
     served?;
     tracing::info!("operator stopped");
     Ok(())
@@ -128,16 +158,22 @@ async fn mark_synced<K>(store: Store<K>, readiness: Arc<Readiness>, kind: &'stat
 where
     K: kube::Resource<DynamicType = ()> + Clone + 'static,
 {
+    if wait_synced(&store).await.is_ok() {
+        readiness.set_synced(kind);
+    }
+}
+
+/// Waits until `store` holds its first full list; an error means its writer was dropped.
+pub(crate) async fn wait_synced<K>(store: &Store<K>) -> Result<(), reflector::store::WriterDropped>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
     // kube-runtime's readiness signal wakes only the last of several waiters (the controller
     // waits on it too), so ask again now and then instead of waiting once.
     loop {
-        match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
-            Ok(Ok(())) => {
-                readiness.set_synced(kind);
-                return;
-            }
-            Ok(Err(_)) => return,
-            Err(_) => {}
+        if let Ok(result) = tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+            return result;
         }
     }
 }

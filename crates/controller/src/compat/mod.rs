@@ -1,0 +1,351 @@
+//! Compatibility mode: Secrets annotated the way the older s3-resource-operator expected
+//! (`../shared/docs/compat-contract.md`) get their account, bucket and bucket owner on the
+//! store, with the claims the old operator lacked.
+//!
+//! Only annotated Secrets are kept in memory: Secrets are watched as metadata, everything
+//! without the annotation is dropped as it streams by, and the one Secret being handled is
+//! read in full when its turn comes. Nothing is ever written to the Secret itself, and
+//! deleting it deletes nothing on the store.
+
+pub mod fields;
+pub mod metrics;
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Resource, ResourceExt,
+    core::PartialObjectMeta,
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::{self, Action},
+        reflector,
+        reflector::{ObjectRef, Store},
+        watcher::{self, watcher},
+    },
+};
+use s3op_backends::{BackendError, Owner, compat::Outcome};
+
+use crate::context::{Context, Error, Result};
+pub use metrics::LegacyMetrics;
+
+/// The kind label of compatibility mode in metrics and readiness.
+pub const KIND: &str = "Secret";
+
+/// A Secret as the controller keeps it: metadata only.
+pub type SecretMeta = PartialObjectMeta<Secret>;
+
+/// What the Secret reconciler shares.
+#[derive(Debug)]
+pub struct Compat {
+    /// The operator's shared context (client, backend, configuration, events, backoff).
+    pub ctx: Arc<Context>,
+    /// The older operator's metrics.
+    pub legacy: LegacyMetrics,
+    first_pass: FirstPass,
+}
+
+impl Compat {
+    /// Compatibility mode on `ctx`, recording into `legacy`.
+    pub fn new(ctx: Arc<Context>, legacy: LegacyMetrics) -> Self {
+        Self { ctx, legacy, first_pass: FirstPass::default() }
+    }
+}
+
+/// Builds the Secret controller over `api` (all namespaces or the watched one); an API of
+/// `PartialObjectMeta` makes metadata-only list and watch requests.
+pub fn controller(api: Api<SecretMeta>, compat: &Compat) -> (Controller<SecretMeta>, Store<SecretMeta>) {
+    let (reader, writer) = reflector::store();
+    let key = compat.ctx.config.annotation_key.clone();
+    let events = watcher(api, watcher::Config::default().any_semantic()).default_backoff().filter_map(move |event| {
+        let kept = match event {
+            Ok(e) => only_annotated(e, &key).map(Ok),
+            Err(e) => Some(Err(e)),
+        };
+        futures::future::ready(kept)
+    });
+    let trigger = reflector(writer, events).applied_objects();
+    let config = controller::Config::default().concurrency(compat.ctx.config.concurrency);
+    (Controller::for_stream(trigger, reader.clone()).with_config(config), reader)
+}
+
+/// Keeps annotated Secrets (slimmed to what the controller needs) and turns a Secret that
+/// lost its annotation into a deletion, so the store forgets it.
+fn only_annotated(event: watcher::Event<SecretMeta>, key: &str) -> Option<watcher::Event<SecretMeta>> {
+    use watcher::Event::*;
+    let wanted = |m: &SecretMeta| fields::enabled(m.metadata.annotations.as_ref(), key);
+    match event {
+        Apply(m) if wanted(&m) => Some(Apply(slim(m, key))),
+        Apply(m) => Some(Delete(m)),
+        InitApply(m) if wanted(&m) => Some(InitApply(slim(m, key))),
+        InitApply(_) => None,
+        other => Some(other),
+    }
+}
+
+/// Drops managed fields, labels and every other annotation: the last-applied annotation can
+/// hold the whole Secret, values included, and none of it is needed to decide or to trigger.
+fn slim(mut m: SecretMeta, key: &str) -> SecretMeta {
+    m.metadata.managed_fields = None;
+    m.metadata.labels = None;
+    m.metadata.annotations =
+        m.metadata.annotations.map(|a| a.into_iter().filter(|(k, _)| k == key).collect::<BTreeMap<_, _>>());
+    m
+}
+
+fn key_of(m: &SecretMeta) -> String {
+    format!("{KIND}/{}/{}", m.namespace().unwrap_or_default(), m.name_any())
+}
+
+/// Handles one Secret: read it in full, check it, run the store's three steps.
+pub async fn reconcile(meta: Arc<SecretMeta>, compat: Arc<Compat>) -> Result<Action> {
+    let ctx = &compat.ctx;
+    let namespace = meta.namespace().unwrap_or_default();
+    let name = meta.name_any();
+    let key = key_of(&meta);
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let secret = api.get_opt(&name).await?;
+    let result = match secret {
+        Some(s) if fields::enabled(s.metadata.annotations.as_ref(), &ctx.config.annotation_key) => {
+            let started = Instant::now();
+            let result = handle(&s, &key, &compat).await;
+            compat.legacy.handle_secret_duration.observe(started.elapsed().as_secs_f64());
+            result
+        }
+        // Gone or opted out since the event: nothing to do, and nothing to delete.
+        _ => Ok(Action::await_change()),
+    };
+    compat.first_pass.handled(&key);
+    result
+}
+
+async fn handle(secret: &Secret, key: &str, compat: &Compat) -> Result<Action> {
+    let ctx = &compat.ctx;
+    let config = &ctx.config;
+    let reference = secret.object_ref(&());
+    let warn = |reason: &'static str, note: String| async move {
+        compat.legacy.errors.inc();
+        tracing::warn!(reason, %note, "compatibility Secret refused");
+        ctx.event_on(&reference, KIND, true, reason, note).await;
+    };
+
+    let request = match fields::parse(secret) {
+        Ok(r) => r,
+        Err(e) => {
+            warn("InvalidSecret", e.to_string()).await;
+            // Retried with backoff (the same Secret fails the same way until edited, and an
+            // edit triggers at once), never in a hot loop.
+            return Ok(Action::requeue(ctx.backoff(key)));
+        }
+    };
+    if config.enforce_endpoint_check
+        && let (Some(theirs), Some(ours)) = (&request.endpoint, &config.s3_endpoint_url)
+        && !fields::same_endpoint(theirs, ours)
+    {
+        let note = format!(
+            "skipped: the Secret is for endpoint {theirs}, this operator manages {ours} (ENFORCE_ENDPOINT_CHECK=true)"
+        );
+        ctx.event_on(&secret.object_ref(&()), KIND, false, "EndpointMismatch", note).await;
+        return Ok(Action::await_change());
+    }
+    let role = &request.account.role;
+    if !config.compat_allowed_roles.iter().any(|r| r.trim().eq_ignore_ascii_case(role)) {
+        let allowed = config.compat_allowed_roles.join(",");
+        warn(
+            "RoleRefused",
+            format!("role {role:?} is not allowed (allowed: {allowed}); an operator admin can allow it with COMPAT_ALLOWED_ROLES"),
+        )
+        .await;
+        return Ok(ctx.resync());
+    }
+    let store = match ctx.backend.compat() {
+        Ok(store) => store,
+        Err(e) => {
+            warn("Unsupported", format!("the {} store cannot serve this Secret: {e}", ctx.backend.kind())).await;
+            return Ok(ctx.resync());
+        }
+    };
+    let claimant = Owner {
+        namespace: secret.namespace().unwrap_or_default(),
+        name: secret.name_any(),
+        uid: secret.uid().unwrap_or_default(),
+    };
+    match s3op_backends::compat::provision(store, &claimant, &request.account, &request.bucket).await {
+        Ok(outcome) => {
+            record(compat, &outcome);
+            announce(compat, secret, &request, &outcome).await;
+            compat.legacy.secrets_processed.inc();
+            ctx.succeeded(key);
+            Ok(ctx.resync())
+        }
+        Err(e) if e.is_retryable() => {
+            compat.legacy.errors.inc();
+            Err(Error::Backend(e))
+        }
+        Err(e) => {
+            let reason = match &e {
+                BackendError::NotOwned { .. } => "ClaimRefused",
+                BackendError::Unsupported { .. } => "Unsupported",
+                BackendError::InvalidInput(_) => "InvalidSecret",
+                _ => "ProvisionFailed",
+            };
+            warn(reason, e.to_string()).await;
+            Ok(ctx.resync())
+        }
+    }
+}
+
+fn record(compat: &Compat, outcome: &Outcome) {
+    let legacy = &compat.legacy;
+    if outcome.user_created {
+        legacy.users_created.inc();
+    }
+    if !outcome.user_updated.is_empty() {
+        legacy.users_updated.inc();
+    }
+    if outcome.bucket_created {
+        legacy.buckets_created.inc();
+    }
+    if outcome.owner_changed.is_some() {
+        legacy.bucket_owners_changed.inc();
+    }
+}
+
+/// One Normal event per Secret change that wrote something; none when all was in place.
+async fn announce(compat: &Compat, secret: &Secret, request: &fields::Request, outcome: &Outcome) {
+    if outcome.unchanged() {
+        return;
+    }
+    let access = &request.account.access_key;
+    let bucket = &request.bucket;
+    let mut done = Vec::new();
+    if outcome.user_created {
+        done.push(format!("user {access} created"));
+    }
+    if !outcome.user_updated.is_empty() {
+        done.push(format!("user {access} updated ({})", outcome.user_updated.join(", ")));
+    }
+    if outcome.bucket_created {
+        done.push(format!("bucket {bucket} created"));
+    }
+    if outcome.owner_changed.is_some() {
+        done.push(format!("bucket {bucket} now belongs to {access}"));
+    }
+    tracing::info!(namespace = %secret.namespace().unwrap_or_default(), secret = %secret.name_any(), what = %done.join("; "), "compatibility Secret provisioned");
+    let reference = secret.object_ref(&());
+    compat.ctx.event_on(&reference, KIND, false, "Provisioned", done.join("; ")).await;
+    if let Some(Some(previous)) = &outcome.owner_changed {
+        let note = format!(
+            "bucket {bucket} moved from access key {previous} to {access}; the user {previous} is left in place on the store (remove it there once nothing uses it)"
+        );
+        compat.ctx.event_on(&reference, KIND, false, "AccessKeyChanged", note).await;
+    }
+}
+
+/// Retries a failing Secret with per-Secret exponential backoff.
+pub fn error_policy(meta: Arc<SecretMeta>, err: &Error, compat: Arc<Compat>) -> Action {
+    let ctx = &compat.ctx;
+    ctx.metrics.reconcile_error(KIND, err.reason());
+    let delay = ctx.backoff(&key_of(&meta));
+    tracing::warn!(kind = KIND, namespace = %meta.namespace().unwrap_or_default(), name = %meta.name_any(), error = %err, retry_in = ?delay, "compatibility Secret failed");
+    Action::requeue(delay)
+}
+
+/// Measures `s3_operator_sync_duration_seconds`: from start-up until every annotated Secret
+/// of the first list was handled once (the old operator's "sync").
+#[derive(Debug, Default)]
+struct FirstPass {
+    // `None` once the first pass is over, so handled keys stop being recorded.
+    handled: Mutex<Option<HashSet<String>>>,
+}
+
+impl FirstPass {
+    fn handled(&self, key: &str) {
+        if let Some(set) = self.handled.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            set.insert(key.to_string());
+        }
+    }
+}
+
+/// Watches the first pass over `store` and records its duration once it is complete.
+pub async fn observe_first_pass(store: Store<SecretMeta>, compat: Arc<Compat>, started: Instant) {
+    *compat.first_pass.handled.lock().unwrap_or_else(|p| p.into_inner()) = Some(HashSet::new());
+    if crate::run::wait_synced(&store).await.is_err() {
+        return;
+    }
+    let first: Vec<ObjectRef<SecretMeta>> = store.state().iter().map(|m| ObjectRef::from_obj(m.as_ref())).collect();
+    loop {
+        {
+            let mut handled = compat.first_pass.handled.lock().unwrap_or_else(|p| p.into_inner());
+            let done = handled.as_ref().is_some_and(|h| {
+                first.iter().all(|r| {
+                    let key = format!("{KIND}/{}/{}", r.namespace.as_deref().unwrap_or_default(), r.name);
+                    // A Secret deleted meanwhile will never be handled: it does not hold the pass up.
+                    h.contains(&key) || store.get(r).is_none()
+                })
+            });
+            if done {
+                *handled = None;
+                compat.legacy.sync_duration.observe(started.elapsed().as_secs_f64());
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::{api::ObjectMeta, core::PartialObjectMetaExt};
+    use watcher::Event;
+
+    use super::*;
+
+    const KEY: &str = "s3-resource-operator.io/enabled";
+
+    fn meta(name: &str, annotations: &[(&str, &str)]) -> SecretMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("ns".into()),
+            annotations: Some(annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            labels: Some(BTreeMap::from([("app".to_string(), "x".to_string())])),
+            ..ObjectMeta::default()
+        }
+        .into_response_partial()
+    }
+
+    fn name(e: &Option<Event<SecretMeta>>) -> String {
+        match e {
+            Some(Event::Apply(m)) => format!("apply {}", m.name_any()),
+            Some(Event::InitApply(m)) => format!("init-apply {}", m.name_any()),
+            Some(Event::Delete(m)) => format!("delete {}", m.name_any()),
+            Some(Event::Init) => "init".into(),
+            Some(Event::InitDone) => "init-done".into(),
+            None => "dropped".into(),
+        }
+    }
+
+    #[test]
+    fn only_annotated_secrets_are_picked() {
+        let on = meta("on", &[(KEY, "true"), ("kubectl.kubernetes.io/last-applied-configuration", "{\"data\":…}")]);
+        let off = meta("off", &[(KEY, "false")]);
+        let plain = meta("plain", &[]);
+        assert_eq!(name(&only_annotated(Event::InitApply(on.clone()), KEY)), "init-apply on");
+        assert_eq!(name(&only_annotated(Event::InitApply(off.clone()), KEY)), "dropped");
+        assert_eq!(name(&only_annotated(Event::InitApply(plain.clone()), KEY)), "dropped");
+        assert_eq!(name(&only_annotated(Event::Apply(on.clone()), KEY)), "apply on");
+        // A Secret that loses its annotation leaves the store.
+        assert_eq!(name(&only_annotated(Event::Apply(off), KEY)), "delete off");
+        assert_eq!(name(&only_annotated(Event::Apply(plain), KEY)), "delete plain");
+        assert_eq!(name(&only_annotated(Event::Init, KEY)), "init");
+
+        let Some(Event::Apply(kept)) = only_annotated(Event::Apply(on), KEY) else { panic!("kept") };
+        assert_eq!(kept.metadata.annotations, Some(BTreeMap::from([(KEY.to_string(), "true".to_string())])));
+        assert_eq!(kept.metadata.labels, None, "nothing but the annotation is kept in memory");
+    }
+}
