@@ -495,7 +495,8 @@ impl CompatStore for VersityGw {
     }
 
     async fn bucket_owner(&self, bucket: &str) -> Result<Option<String>> {
-        Ok(self.bucket_owners().await?.remove(bucket).filter(|o| !o.is_empty()))
+        // A bucket the admin account holds (just created, or handed back) has no user owner.
+        Ok(self.bucket_owners().await?.remove(bucket).filter(|o| !o.is_empty() && *o != self.config.access_key))
     }
 
     async fn change_bucket_owner(&self, bucket: &str, owner: &str, _previous: Option<&str>) -> Result<()> {

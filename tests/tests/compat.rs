@@ -1,0 +1,407 @@
+//! Compatibility mode end to end: annotated Secrets, as the older s3-resource-operator took
+//! them, handled by the operator against the real control plane and each real store.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use aws_sdk_s3::{
+    config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation},
+    primitives::ByteStream,
+};
+use k8s_openapi::api::{core::v1::Secret, events::v1::Event};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+};
+use s3op_api::DEFAULT_COMPAT_ANNOTATION;
+use s3op_backends::{
+    CompatAccount, SecretString,
+    compat::{AccountState, CompatStore},
+};
+use s3op_tests::{
+    control_plane::ControlPlane,
+    operator::{Operator, store_args},
+    stores::{Store, StoreKind, unique_name},
+};
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+fn cp() -> &'static ControlPlane {
+    ControlPlane::shared().expect("control plane starts")
+}
+
+async fn client() -> Client {
+    cp().client().await.unwrap()
+}
+
+async fn start(kind: StoreKind) -> Store {
+    Store::start(kind).await.unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// An operator in compatibility mode for `store`, watching `namespace`, with its markers in
+/// `markers` (shared by operators that must see each other's claims).
+async fn operator(store: &Store, namespace: &str, markers: &str) -> Operator {
+    let mut args = store_args(store);
+    args.extend(
+        [
+            "--watch-namespace",
+            namespace,
+            "--resync-interval",
+            "3s",
+            "--compat-mode",
+            "true",
+            "--marker-bucket",
+            markers,
+        ]
+        .map(str::to_string),
+    );
+    Operator::start_with(client().await, args).await.unwrap()
+}
+
+/// Random hex of `n` digits: key material every store accepts (Garage wants `GK` + 24 hex).
+fn hex(n: usize) -> String {
+    (0..n).map(|_| char::from_digit(fastrand::u32(0..16), 16).unwrap()).collect()
+}
+
+fn access_key() -> String {
+    format!("GK{}", hex(24))
+}
+
+fn secret_key() -> String {
+    hex(64)
+}
+
+fn annotated(name: &str, fields: &[(&str, &str)]) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            annotations: Some(BTreeMap::from([(DEFAULT_COMPAT_ANNOTATION.to_string(), "true".to_string())])),
+            ..ObjectMeta::default()
+        },
+        string_data: Some(fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+        ..Secret::default()
+    }
+}
+
+async fn apply(ns: &str, secret: &Secret) {
+    let api: Api<Secret> = Api::namespaced(client().await, ns);
+    let name = secret.metadata.name.clone().unwrap();
+    let mut s = secret.clone();
+    s.metadata.managed_fields = None;
+    let body = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": name, "annotations": s.metadata.annotations },
+        "stringData": s.string_data,
+    });
+    api.patch(&name, &PatchParams::apply("compat-test").force(), &Patch::Apply(&body)).await.unwrap();
+}
+
+/// Events about the Secret `name`: (type, reason, note).
+async fn events(ns: &str, name: &str) -> Vec<(String, String, String)> {
+    let api: Api<Event> = Api::namespaced(client().await, ns);
+    let list = api.list(&ListParams::default()).await.unwrap();
+    list.items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
+
+/// Waits for an event with `reason` on the Secret; returns its note.
+async fn wait_event(ns: &str, name: &str, reason: &str) -> String {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let all = events(ns, name).await;
+        if let Some((_, _, note)) = all.iter().find(|(_, r, _)| r == reason) {
+            return note.clone();
+        }
+        assert!(Instant::now() < deadline, "no {reason} event on {ns}/{name} within {TIMEOUT:?}: {all:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + TIMEOUT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {TIMEOUT:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// An S3 client signing with the Secret's own credentials.
+fn app(store: &Store, access: &str, secret: &str) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(store.endpoint())
+        .region(Region::new(store.region().to_string()))
+        .credentials_provider(Credentials::new(access, secret, None, None, "app"))
+        .force_path_style(true)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// True when the credentials can write and read back an object in `bucket`.
+async fn works(store: &Store, access: &str, secret: &str, bucket: &str) -> bool {
+    let s3 = app(store, access, secret);
+    let key = format!("probe-{}", hex(6));
+    if s3.put_object().bucket(bucket).key(&key).body(ByteStream::from_static(b"hello")).send().await.is_err() {
+        return false;
+    }
+    match s3.get_object().bucket(bucket).key(&key).send().await {
+        Ok(out) => out.body.collect().await.is_ok_and(|b| b.into_bytes().as_ref() == b"hello"),
+        Err(_) => false,
+    }
+}
+
+fn wanted(access: &str, secret: &str, ids: u32) -> CompatAccount {
+    CompatAccount {
+        access_key: access.into(),
+        secret_key: SecretString::new(secret),
+        role: "user".into(),
+        user_id: ids,
+        group_id: ids,
+    }
+}
+
+async fn metric(op: &Operator, name: &str) -> f64 {
+    op.metric_sum(name).await.unwrap()
+}
+
+/// The create and update flow of the older operator on one store.
+async fn create_and_update(kind: StoreKind) {
+    let store = start(kind).await;
+    let ns = cp().namespace(&format!("compat-{kind}")).await.unwrap();
+    let op = operator(&store, &ns, &unique_name("s3op-markers")).await;
+    let backend = op.backend().await.unwrap();
+    let store_view: &dyn CompatStore = backend.compat().unwrap();
+    let bucket = unique_name("compat");
+    let (ak1, sk1) = (access_key(), secret_key());
+    // POSIX ids exist on VersityGW only; elsewhere they are accepted and ignored.
+    let ids = if kind == StoreKind::Versitygw { 1000 } else { 0 };
+    let ids_text = ids.to_string();
+    // A trailing slash in the endpoint still matches (URLs are compared normalised).
+    let endpoint = format!("{}/", store.endpoint());
+    let mut fields = vec![
+        ("bucket-name", bucket.as_str()),
+        ("access-key", ak1.as_str()),
+        ("secret-key", sk1.as_str()),
+        ("endpoint-url", endpoint.as_str()),
+        ("role", "user"),
+    ];
+    if ids != 0 {
+        fields.extend([("user-id", ids_text.as_str()), ("group-id", ids_text.as_str())]);
+    }
+    apply(&ns, &annotated("app", &fields)).await;
+    let note = wait_event(&ns, "app", "Provisioned").await;
+    assert!(note.contains(&ak1) && note.contains(&bucket), "{note}");
+    assert!(!note.contains(&sk1), "an event shows the secret: {note}");
+
+    // Read back through the store's admin API: the account with its keys, role and ids, the
+    // bucket, and the account as the bucket's owner.
+    assert_eq!(store_view.account(&wanted(&ak1, &sk1, ids)).await.unwrap(), AccountState::Matches);
+    assert!(store_view.bucket_exists(&bucket).await.unwrap());
+    assert_eq!(store_view.bucket_owner(&bucket).await.unwrap().as_deref(), Some(ak1.as_str()));
+    assert!(works(&store, &ak1, &sk1, &bucket).await, "the Secret's own credentials put and get an object");
+    for name in [
+        "s3_operator_secrets_processed_total",
+        "s3_operator_users_created_total",
+        "s3_operator_buckets_created_total",
+        "s3_operator_bucket_owners_changed_total",
+    ] {
+        assert!(metric(&op, name).await >= 1.0, "{name} did not move");
+    }
+
+    // A resync of a converged Secret writes nothing.
+    let writes = metric(&op, "s3op_backend_writes_total").await;
+    let processed = metric(&op, "s3_operator_secrets_processed_total").await;
+    wait_until("two more resyncs", || async {
+        metric(&op, "s3_operator_secrets_processed_total").await >= processed + 2.0
+    })
+    .await;
+    assert_eq!(metric(&op, "s3op_backend_writes_total").await, writes, "a resync without changes wrote to the store");
+
+    // A changed secret key updates the user: the old secret stops working, the new one works.
+    let sk2 = secret_key();
+    let mut changed = fields.clone();
+    changed[2] = ("secret-key", sk2.as_str());
+    apply(&ns, &annotated("app", &changed)).await;
+    if kind == StoreKind::Garage {
+        // Garage keys are immutable and a deleted key id can never come back.
+        let note = wait_event(&ns, "app", "Unsupported").await;
+        assert!(note.contains("S3User") || note.contains("access key"), "{note}");
+        assert!(works(&store, &ak1, &sk1, &bucket).await, "a refused change leaves the account as it was");
+        changed[2] = ("secret-key", sk1.as_str());
+    } else {
+        wait_until("the new secret works", || works(&store, &ak1, &sk2, &bucket)).await;
+        assert!(!works(&store, &ak1, &sk1, &bucket).await, "the old secret still works");
+        assert!(metric(&op, "s3_operator_users_updated_total").await >= 1.0);
+    }
+    let current_secret = changed[2].1.to_string();
+
+    // A changed access key creates a new user and moves the bucket to it; the old user stays.
+    let ak2 = access_key();
+    changed[1] = ("access-key", ak2.as_str());
+    apply(&ns, &annotated("app", &changed)).await;
+    wait_until("the new access key works", || works(&store, &ak2, &current_secret, &bucket)).await;
+    let note = wait_event(&ns, "app", "AccessKeyChanged").await;
+    assert!(note.contains(&ak1) && note.contains(&ak2), "{note}");
+    assert_eq!(store_view.bucket_owner(&bucket).await.unwrap().as_deref(), Some(ak2.as_str()));
+    assert_ne!(store_view.account(&wanted(&ak1, &current_secret, ids)).await.unwrap(), AccountState::Missing);
+
+    // Deleting the Secret deletes nothing.
+    let secrets: Api<Secret> = Api::namespaced(client().await, &ns);
+    secrets.delete("app", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(store_view.bucket_exists(&bucket).await.unwrap(), "the bucket went with the Secret");
+    assert_ne!(store_view.account(&wanted(&ak2, &current_secret, ids)).await.unwrap(), AccountState::Missing);
+    assert!(works(&store, &ak2, &current_secret, &bucket).await);
+    assert_eq!(metric(&op, "s3_operator_users_deleted_total").await, 0.0);
+    op.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versitygw_create_and_update() {
+    create_and_update(StoreKind::Versitygw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minio_create_and_update() {
+    create_and_update(StoreKind::Minio).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garage_create_and_update() {
+    create_and_update(StoreKind::Garage).await;
+}
+
+/// Refusals on VersityGW: endpoint mismatch, missing field, a takeover from another namespace
+/// (seen by a second operator instance sharing the store and its claims), and `role: admin`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versitygw_refusals_name_the_problem_and_change_nothing() {
+    let store = start(StoreKind::Versitygw).await;
+    let ns_a = cp().namespace("compat-team-a").await.unwrap();
+    let ns_b = cp().namespace("compat-team-b").await.unwrap();
+    let markers = unique_name("s3op-markers");
+    let op_a = operator(&store, &ns_a, &markers).await;
+    let op_b = operator(&store, &ns_b, &markers).await;
+    let backend = op_a.backend().await.unwrap();
+    let view = backend.compat().unwrap();
+
+    // Team a's honest Secret.
+    let bucket = unique_name("owned");
+    let (ak, sk) = (access_key(), secret_key());
+    apply(&ns_a, &annotated("app", &[("bucket-name", &bucket), ("access-key", &ak), ("secret-key", &sk)])).await;
+    wait_event(&ns_a, "app", "Provisioned").await;
+    assert!(works(&store, &ak, &sk, &bucket).await);
+
+    // Team b names team a's bucket, then team a's access key with a new secret.
+    let (ak_b, sk_b) = (access_key(), secret_key());
+    apply(&ns_b, &annotated("grab-bucket", &[("bucket-name", &bucket), ("access-key", &ak_b), ("secret-key", &sk_b)]))
+        .await;
+    let note = wait_event(&ns_b, "grab-bucket", "ClaimRefused").await;
+    assert!(note.contains(&bucket) && note.contains(&ns_a), "{note}");
+    let evil = secret_key();
+    let other_bucket = unique_name("other");
+    apply(
+        &ns_b,
+        &annotated("grab-user", &[("bucket-name", &other_bucket), ("access-key", &ak), ("secret-key", &evil)]),
+    )
+    .await;
+    let note = wait_event(&ns_b, "grab-user", "ClaimRefused").await;
+    assert!(note.contains(&ak), "{note}");
+    assert_eq!(view.bucket_owner(&bucket).await.unwrap().as_deref(), Some(ak.as_str()), "the bucket was re-pointed");
+    assert_eq!(view.account(&wanted(&ak_b, &sk_b, 0)).await.unwrap(), AccountState::Missing);
+    assert!(works(&store, &ak, &sk, &bucket).await, "team a's user was reset");
+    assert!(!view.bucket_exists(&other_bucket).await.unwrap(), "a refused Secret created a bucket");
+
+    // role: admin is refused unless allowed.
+    let (ak_admin, sk_admin) = (access_key(), secret_key());
+    let admin_bucket = unique_name("admin");
+    apply(
+        &ns_a,
+        &annotated(
+            "wants-admin",
+            &[("bucket-name", &admin_bucket), ("access-key", &ak_admin), ("secret-key", &sk_admin), ("role", "admin")],
+        ),
+    )
+    .await;
+    let note = wait_event(&ns_a, "wants-admin", "RoleRefused").await;
+    assert!(note.contains("admin") && note.contains("COMPAT_ALLOWED_ROLES"), "{note}");
+    assert_eq!(view.account(&wanted(&ak_admin, &sk_admin, 0)).await.unwrap(), AccountState::Missing);
+
+    // A Secret for another endpoint is skipped with a Normal event.
+    let skipped_bucket = unique_name("elsewhere");
+    apply(
+        &ns_a,
+        &annotated(
+            "elsewhere",
+            &[
+                ("bucket-name", &skipped_bucket),
+                ("access-key", &access_key()),
+                ("secret-key", &secret_key()),
+                ("endpoint-url", "http://some-other-store:7070"),
+            ],
+        ),
+    )
+    .await;
+    let note = wait_event(&ns_a, "elsewhere", "EndpointMismatch").await;
+    assert!(note.contains("some-other-store"), "{note}");
+    let all = events(&ns_a, "elsewhere").await;
+    assert!(all.iter().all(|(t, _, _)| t == "Normal"), "{all:?}");
+    assert!(!view.bucket_exists(&skipped_bucket).await.unwrap());
+
+    // A missing field gives a Warning naming it, never a value.
+    let hidden = secret_key();
+    apply(&ns_a, &annotated("incomplete", &[("bucket-name", &unique_name("inc")), ("SECRET_KEY", &hidden)])).await;
+    let note = wait_event(&ns_a, "incomplete", "InvalidSecret").await;
+    assert!(note.contains("access-key"), "{note}");
+    assert!(!note.contains(&hidden), "{note}");
+    let warnings = events(&ns_a, "incomplete").await;
+    assert!(warnings.iter().any(|(t, r, _)| t == "Warning" && r == "InvalidSecret"), "{warnings:?}");
+
+    assert!(metric(&op_b, "s3_operator_errors_total").await >= 2.0);
+    assert!(metric(&op_a, "s3_operator_errors_total").await >= 2.0);
+
+    // An unannotated Secret and one opted out with "false" are left alone.
+    let secrets: Api<Secret> = Api::namespaced(client().await, &ns_a);
+    let mut opted_out =
+        annotated("opted-out", &[("bucket-name", "x-opted-out"), ("access-key", "A"), ("secret-key", "S")]);
+    opted_out.metadata.annotations =
+        Some(BTreeMap::from([(DEFAULT_COMPAT_ANNOTATION.to_string(), "false".to_string())]));
+    secrets.create(&PostParams::default(), &opted_out).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(events(&ns_a, "opted-out").await.is_empty());
+
+    op_a.stop().await.unwrap();
+    op_b.stop().await.unwrap();
+}
+
+/// AWS generates its own keys: the Secret gets a Warning pointing at S3User, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_refuses_with_a_reason() {
+    let store = start(StoreKind::Moto).await;
+    let ns = cp().namespace("compat-aws").await.unwrap();
+    let op = operator(&store, &ns, &unique_name("s3op-markers")).await;
+    let bucket = unique_name("aws");
+    let original =
+        annotated("app", &[("bucket-name", &bucket), ("access-key", &access_key()), ("secret-key", &secret_key())]);
+    apply(&ns, &original).await;
+    let note = wait_event(&ns, "app", "Unsupported").await;
+    assert!(note.contains("S3User"), "{note}");
+    let writes = metric(&op, "s3op_backend_writes_total").await;
+    assert_eq!(writes, 0.0, "nothing may be written on the store");
+    assert!(store.s3_client().head_bucket().bucket(&bucket).send().await.is_err());
+    let secrets: Api<Secret> = Api::namespaced(client().await, &ns);
+    let after = secrets.get("app").await.unwrap();
+    assert_eq!(after.data.as_ref().map(BTreeMap::len), Some(3), "the user's Secret was written to");
+    op.stop().await.unwrap();
+}
