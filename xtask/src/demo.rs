@@ -27,7 +27,7 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         _ => bail!("usage: cargo xtask demo [--exit-after SECONDS]"),
     };
-    crate::peers::run(&["--only".to_string(), "kubernetes,etcd,versitygw".to_string()])?;
+    crate::peers::run(&["--only".to_string(), "kubernetes,etcd,minio".to_string()])?;
     println!("building the operator…");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(workspace_root())
@@ -78,6 +78,31 @@ async fn demo(binary: &Path, exit_after: Option<Duration>) -> Result<()> {
         bail!("the examples did not become Ready: {e:#}\noperator log ({}):\n{}", log.display(), operator.log_tail(30));
     }
     println!("examples Ready in {:.1}s from the start", started.elapsed().as_secs_f64());
+    // The annotated Secret (compatibility mode) has no status: its events tell what was done.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let events = loop {
+        let events = kubectl(&[
+            "get",
+            "events",
+            "-n",
+            "default",
+            "--field-selector",
+            "involvedObject.name=legacy-app-s3",
+            "-o",
+            "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message",
+        ])?;
+        if events.contains("Provisioned") {
+            break events;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the annotated Secret legacy-app-s3 was not provisioned:\n{events}\noperator log:\n{}",
+                operator.log_tail(30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    print!("compatibility Secret default/legacy-app-s3:\n{events}");
     print!(
         "{}",
         kubectl(&["get", "secret", "app-s3-credentials", "-n", "default", "-o", "jsonpath={.data}"]).map(|d| {
