@@ -30,6 +30,7 @@ use kube::{
     },
 };
 use s3op_backends::{BackendError, Owner, compat::Outcome};
+use tracing::Instrument;
 
 use crate::context::{Context, Error, Result};
 pub use metrics::LegacyMetrics;
@@ -108,18 +109,20 @@ pub async fn reconcile(meta: Arc<SecretMeta>, compat: Arc<Compat>) -> Result<Act
     let namespace = meta.namespace().unwrap_or_default();
     let name = meta.name_any();
     let key = key_of(&meta);
+    let started = Instant::now();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let secret = api.get_opt(&name).await?;
-    let result = match secret {
-        Some(s) if fields::enabled(s.metadata.annotations.as_ref(), &ctx.config.annotation_key) => {
-            let started = Instant::now();
-            let result = handle(&s, &key, &compat).await;
+    let result = match api.get_opt(&name).await {
+        Ok(Some(s)) if fields::enabled(s.metadata.annotations.as_ref(), &ctx.config.annotation_key) => {
+            let span = tracing::info_span!("reconcile", kind = KIND, %namespace, %name);
+            let result = handle(&s, &key, &compat).instrument(span).await;
             compat.legacy.handle_secret_duration.observe(started.elapsed().as_secs_f64());
             result
         }
         // Gone or opted out since the event: nothing to do, and nothing to delete.
-        _ => Ok(Action::await_change()),
+        Ok(_) => Ok(Action::await_change()),
+        Err(e) => Err(e.into()),
     };
+    ctx.metrics.reconcile_finished(KIND, if result.is_ok() { "ok" } else { "error" }, started.elapsed());
     compat.first_pass.handled(&key);
     result
 }
