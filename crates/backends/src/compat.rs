@@ -180,18 +180,15 @@ async fn check_claim(store: &dyn CompatStore, kind: ClaimKind, name: &str, claim
     let what = format!("{kind} {name}");
     match store.claim(kind, name).await? {
         Some(holder) if holder.namespace == claimant.namespace => Ok(false),
-        Some(holder) => Err(BackendError::NotOwned {
-            what,
-            detail: format!("claimed by Secret {holder} in another namespace"),
-        }),
+        Some(holder) => {
+            Err(BackendError::NotOwned { what, detail: format!("claimed by Secret {holder} in another namespace") })
+        }
         None => {
             // First claim: refuse names the CRD mode manages. Only checked until the claim is
             // written, so a converged Secret does not pay for it on every resync.
             let managed = match kind {
                 ClaimKind::Account => store.describe_user(name).await?.and_then(|u| u.owner).map(|o| ("S3User", o)),
-                ClaimKind::Bucket => {
-                    store.describe_bucket(name).await?.and_then(|b| b.owner).map(|o| ("S3Bucket", o))
-                }
+                ClaimKind::Bucket => store.describe_bucket(name).await?.and_then(|b| b.owner).map(|o| ("S3Bucket", o)),
             };
             match managed {
                 Some((crd, o)) => Err(BackendError::NotOwned { what, detail: format!("managed by {crd} {o}") }),
@@ -222,11 +219,7 @@ mod tests {
 
     /// The compat calls the store saw, without claims and CRD look-ups.
     fn steps(store: &MemoryBackend) -> Vec<String> {
-        store
-            .compat_calls()
-            .into_iter()
-            .filter(|c| !c.starts_with("claim") && !c.starts_with("write_claim"))
-            .collect()
+        store.compat_calls().into_iter().filter(|c| !c.starts_with("claim") && !c.starts_with("write_claim")).collect()
     }
 
     #[tokio::test]
@@ -318,7 +311,10 @@ mod tests {
         provision(&store, &secret("a", "s"), &account("AK1", "secret-1"), "b1").await.expect("first");
         let writes = store.writes();
         let bucket = provision(&store, &secret("b", "evil"), &account("AK9", "x-secret"), "b1").await;
-        assert!(matches!(bucket, Err(BackendError::NotOwned { ref detail, .. }) if detail.contains("a/s")), "{bucket:?}");
+        assert!(
+            matches!(bucket, Err(BackendError::NotOwned { ref detail, .. }) if detail.contains("a/s")),
+            "{bucket:?}"
+        );
         let user = provision(&store, &secret("b", "evil"), &account("AK1", "reset-it"), "b9").await;
         assert!(matches!(user, Err(BackendError::NotOwned { .. })), "{user:?}");
         assert_eq!(store.writes(), writes, "a refused takeover writes nothing");
@@ -346,6 +342,9 @@ mod tests {
             .await
             .expect("bucket");
         let err = provision(&store, &secret("a", "s"), &account("AK1", "secret-1"), "b1").await;
-        assert!(matches!(err, Err(BackendError::NotOwned { ref detail, .. }) if detail.contains("S3Bucket")), "{err:?}");
+        assert!(
+            matches!(err, Err(BackendError::NotOwned { ref detail, .. }) if detail.contains("S3Bucket")),
+            "{err:?}"
+        );
     }
 }

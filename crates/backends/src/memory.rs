@@ -378,6 +378,94 @@ impl Backend for MemoryBackend {
     }
 }
 
+#[async_trait]
+impl CompatStore for MemoryBackend {
+    async fn account(&self, wanted: &CompatAccount) -> Result<AccountState> {
+        let s = self.compat_read(format!("account {}", wanted.access_key))?;
+        Ok(match s.accounts.get(&wanted.access_key) {
+            None => AccountState::Missing,
+            Some(have) => {
+                let mut differs = Vec::new();
+                if have.secret_key != wanted.secret_key {
+                    differs.push("secret key");
+                }
+                if have.role != wanted.role {
+                    differs.push("role");
+                }
+                if have.user_id != wanted.user_id {
+                    differs.push("user id");
+                }
+                if have.group_id != wanted.group_id {
+                    differs.push("group id");
+                }
+                if differs.is_empty() { AccountState::Matches } else { AccountState::Differs(differs) }
+            }
+        })
+    }
+
+    async fn create_account(&self, account: &CompatAccount) -> Result<()> {
+        let mut s = self.compat_read(format!("create_account {}", account.access_key))?;
+        if s.accounts.contains_key(&account.access_key) {
+            return Err(BackendError::Conflict {
+                what: format!("user {}", account.access_key),
+                detail: "exists".into(),
+            });
+        }
+        s.accounts.insert(account.access_key.clone(), account.clone());
+        self.wrote();
+        Ok(())
+    }
+
+    async fn update_account(&self, account: &CompatAccount, _differs: &[&'static str]) -> Result<()> {
+        let mut s = self.compat_read(format!("update_account {}", account.access_key))?;
+        let have = s.accounts.get_mut(&account.access_key).ok_or_else(|| BackendError::not_found("user"))?;
+        *have = account.clone();
+        self.wrote();
+        Ok(())
+    }
+
+    async fn bucket_exists(&self, bucket: &str) -> Result<bool> {
+        let s = self.compat_read(format!("bucket_exists {bucket}"))?;
+        Ok(s.buckets.contains_key(bucket))
+    }
+
+    async fn create_bucket(&self, bucket: &str) -> Result<()> {
+        drop(self.compat_read(format!("create_bucket {bucket}"))?);
+        self.create_foreign_bucket(bucket);
+        self.wrote();
+        Ok(())
+    }
+
+    async fn bucket_owner(&self, bucket: &str) -> Result<Option<String>> {
+        let s = self.compat_read(format!("bucket_owner {bucket}"))?;
+        let b = s.buckets.get(bucket).ok_or_else(|| BackendError::not_found(format!("bucket {bucket}")))?;
+        Ok(b.compat_owner.clone())
+    }
+
+    async fn change_bucket_owner(&self, bucket: &str, owner: &str, previous: Option<&str>) -> Result<()> {
+        let mut s = self.compat_read(format!("change_bucket_owner {bucket} {owner} {}", previous.unwrap_or("-")))?;
+        if !s.accounts.contains_key(owner) {
+            return Err(BackendError::not_found(format!("user {owner}")));
+        }
+        let b = s.buckets.get_mut(bucket).ok_or_else(|| BackendError::not_found(format!("bucket {bucket}")))?;
+        b.compat_owner = Some(owner.to_string());
+        self.wrote();
+        Ok(())
+    }
+
+    async fn claim(&self, kind: ClaimKind, name: &str) -> Result<Option<Owner>> {
+        let s = self.compat_read(format!("claim {kind} {name}"))?;
+        Ok(s.claims.get(&Self::claim_key(kind, name)).cloned())
+    }
+
+    async fn write_claim(&self, kind: ClaimKind, name: &str, owner: &Owner) -> Result<()> {
+        let mut s = self.compat_read(format!("write_claim {kind} {name}"))?;
+        s.claims.insert(Self::claim_key(kind, name), owner.clone());
+        self.wrote();
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,90 +541,5 @@ mod tests {
         assert!(err.is_retryable());
         m.set_down(false);
         m.health().await.unwrap();
-    }
-}
-
-#[async_trait]
-impl CompatStore for MemoryBackend {
-    async fn account(&self, wanted: &CompatAccount) -> Result<AccountState> {
-        let s = self.compat_read(format!("account {}", wanted.access_key))?;
-        Ok(match s.accounts.get(&wanted.access_key) {
-            None => AccountState::Missing,
-            Some(have) => {
-                let mut differs = Vec::new();
-                if have.secret_key != wanted.secret_key {
-                    differs.push("secret key");
-                }
-                if have.role != wanted.role {
-                    differs.push("role");
-                }
-                if have.user_id != wanted.user_id {
-                    differs.push("user id");
-                }
-                if have.group_id != wanted.group_id {
-                    differs.push("group id");
-                }
-                if differs.is_empty() { AccountState::Matches } else { AccountState::Differs(differs) }
-            }
-        })
-    }
-
-    async fn create_account(&self, account: &CompatAccount) -> Result<()> {
-        let mut s = self.compat_read(format!("create_account {}", account.access_key))?;
-        if s.accounts.contains_key(&account.access_key) {
-            return Err(BackendError::Conflict { what: format!("user {}", account.access_key), detail: "exists".into() });
-        }
-        s.accounts.insert(account.access_key.clone(), account.clone());
-        self.wrote();
-        Ok(())
-    }
-
-    async fn update_account(&self, account: &CompatAccount, _differs: &[&'static str]) -> Result<()> {
-        let mut s = self.compat_read(format!("update_account {}", account.access_key))?;
-        let have = s.accounts.get_mut(&account.access_key).ok_or_else(|| BackendError::not_found("user"))?;
-        *have = account.clone();
-        self.wrote();
-        Ok(())
-    }
-
-    async fn bucket_exists(&self, bucket: &str) -> Result<bool> {
-        let s = self.compat_read(format!("bucket_exists {bucket}"))?;
-        Ok(s.buckets.contains_key(bucket))
-    }
-
-    async fn create_bucket(&self, bucket: &str) -> Result<()> {
-        drop(self.compat_read(format!("create_bucket {bucket}"))?);
-        self.create_foreign_bucket(bucket);
-        self.wrote();
-        Ok(())
-    }
-
-    async fn bucket_owner(&self, bucket: &str) -> Result<Option<String>> {
-        let s = self.compat_read(format!("bucket_owner {bucket}"))?;
-        let b = s.buckets.get(bucket).ok_or_else(|| BackendError::not_found(format!("bucket {bucket}")))?;
-        Ok(b.compat_owner.clone())
-    }
-
-    async fn change_bucket_owner(&self, bucket: &str, owner: &str, previous: Option<&str>) -> Result<()> {
-        let mut s = self.compat_read(format!("change_bucket_owner {bucket} {owner} {}", previous.unwrap_or("-")))?;
-        if !s.accounts.contains_key(owner) {
-            return Err(BackendError::not_found(format!("user {owner}")));
-        }
-        let b = s.buckets.get_mut(bucket).ok_or_else(|| BackendError::not_found(format!("bucket {bucket}")))?;
-        b.compat_owner = Some(owner.to_string());
-        self.wrote();
-        Ok(())
-    }
-
-    async fn claim(&self, kind: ClaimKind, name: &str) -> Result<Option<Owner>> {
-        let s = self.compat_read(format!("claim {kind} {name}"))?;
-        Ok(s.claims.get(&Self::claim_key(kind, name)).cloned())
-    }
-
-    async fn write_claim(&self, kind: ClaimKind, name: &str, owner: &Owner) -> Result<()> {
-        let mut s = self.compat_read(format!("write_claim {kind} {name}"))?;
-        s.claims.insert(Self::claim_key(kind, name), owner.clone());
-        self.wrote();
-        Ok(())
     }
 }
