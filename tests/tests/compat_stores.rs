@@ -4,15 +4,16 @@
 #![allow(clippy::unwrap_used)]
 
 use s3op_backends::{
-    Backend, BackendError, SecretString,
+    Backend, BackendError, Owner, SecretString,
     aws::{Aws, AwsConfig},
+    compat::provision,
     garage::{Garage, GarageConfig},
     memory::MemoryBackend,
     minio::{Minio, MinioConfig},
     versitygw::{VersityGw, VersityGwConfig},
 };
 use s3op_tests::{
-    compat::{compat_suite, marker_bucket_is_refused},
+    compat::{account, compat_suite, marker_bucket_is_refused, random_access_key, random_secret},
     conformance::Probe,
     stores::{Store, StoreKind, unique_name},
 };
@@ -72,6 +73,17 @@ async fn garage_compat() {
     .unwrap();
     compat_suite(&b, &Probe::Store(&store), "garage").await;
     marker_bucket_is_refused(&b, b.marker_bucket(), "garage").await;
+
+    // A key deleted behind the operator's back can never be imported again: said plainly,
+    // and not retried for ever.
+    let app = Owner { namespace: unique_name("garage-team"), name: "app".into(), uid: "uid-app".into() };
+    let (ak, sk) = (random_access_key(), random_secret());
+    let bucket = unique_name("garage-deleted-key");
+    provision(&b, &app, &account(&ak, &sk), &bucket).await.unwrap();
+    store.garage_admin_call(reqwest::Method::POST, &format!("/v2/DeleteKey?id={ak}"), None).await.unwrap();
+    let err = provision(&b, &app, &account(&ak, &sk), &bucket).await.unwrap_err();
+    assert!(matches!(err, BackendError::InvalidInput(ref m) if m.contains("deleted") && m.contains("S3User")), "{err}");
+    assert!(!err.is_retryable() && !err.to_string().contains(&sk), "{err}");
 }
 
 #[tokio::test]
