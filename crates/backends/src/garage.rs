@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
     Backend, BackendError, Result, SecretString,
+    compat::{AccountState, ClaimKind, CompatAccount, CompatStore},
     http::{self, encode},
     markers::{MarkerKind, MarkerStore},
     model::{
@@ -194,6 +195,8 @@ struct KeyDetails {
     #[serde(default)]
     secret_access_key: Option<String>,
     #[serde(default)]
+    expired: bool,
+    #[serde(default)]
     buckets: Vec<KeyBucket>,
 }
 
@@ -297,6 +300,25 @@ fn grants_of(keys: &[KeyDetails]) -> Vec<Grant> {
         })
         .collect();
     normalize(&grants)
+}
+
+/// Why Garage cannot import these keys (what ImportKey of Garage 2.5 refuses), checked before
+/// any call; `None` when it can. Never quotes the secret.
+fn garage_key_problem(access_key: &str, secret_key: &str) -> Option<String> {
+    let id_ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    if access_key.len() < 8 || !access_key.bytes().all(id_ok) {
+        return Some(format!(
+            "access key {access_key:?}: Garage imports only access keys of at least 8 characters from \
+             A-Z, a-z, 0-9, '.', '_' and '-'; choose such a key, or use an S3User, whose keys Garage generates"
+        ));
+    }
+    if secret_key.len() < 16 || !secret_key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Some(format!(
+            "the secret key of access key {access_key}: Garage imports only secret keys of at least 16 printable \
+             ASCII characters without spaces; choose such a secret, or use an S3User, whose keys Garage generates"
+        ));
+    }
+    None
 }
 
 fn parse<T: DeserializeOwned>(text: &str, op: &str) -> Result<T> {
@@ -864,8 +886,8 @@ impl Backend for Garage {
         Ok(change)
     }
 
-    fn compat(&self) -> Result<&dyn crate::compat::CompatStore> {
-        Err(BackendError::Unsupported { backend: BACKEND, feature: "compatibility Secrets (not built yet)" })
+    fn compat(&self) -> Result<&dyn CompatStore> {
+        Ok(self)
     }
 
     async fn delete_user(&self, name: &str) -> Result<()> {
@@ -877,10 +899,229 @@ impl Backend for Garage {
     }
 }
 
+impl Garage {
+    /// Refuses the marker bucket: handing it to an account would let that account forge claims.
+    fn refuse_marker_bucket(&self, bucket: &str) -> Result<()> {
+        if bucket == self.config.marker_bucket {
+            return Err(BackendError::NotOwned {
+                what: format!("bucket {bucket}"),
+                detail: "the operator's marker bucket".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The keys (never the operator's) holding read, write and owner on the bucket, sorted.
+    fn compat_owners<'a>(&self, info: &'a BucketDetails) -> Vec<&'a str> {
+        let mut owners: Vec<&str> = info
+            .keys
+            .iter()
+            .filter(|k| k.access_key_id != self.config.access_key && k.permissions.covers(Perm::FULL))
+            .map(|k| k.access_key_id.as_str())
+            .collect();
+        owners.sort_unstable();
+        owners
+    }
+}
+
+/// Compatibility mode on Garage: an account is a key imported with the Secret's id and secret
+/// (named after its id); owning a bucket is holding read, write and owner on it. Garage cannot
+/// change a key's secret, so a changed secret is refused with what to do instead.
+#[async_trait]
+impl CompatStore for Garage {
+    fn accepts(&self, account: &CompatAccount) -> Result<()> {
+        if account.access_key == self.config.access_key {
+            return Err(BackendError::NotOwned {
+                what: format!("access key {}", account.access_key),
+                detail: "the operator's own key".into(),
+            });
+        }
+        match garage_key_problem(&account.access_key, account.secret_key.expose()) {
+            Some(problem) => Err(BackendError::InvalidInput(problem)),
+            None => Ok(()),
+        }
+    }
+
+    async fn account(&self, wanted: &CompatAccount) -> Result<AccountState> {
+        // The secret is read only to compare it; it is dropped with the reply.
+        let key = match self.key_info(&wanted.access_key, true).await {
+            Ok(k) => k,
+            Err(BackendError::NotFound { .. }) => return Ok(AccountState::Missing),
+            Err(e) => return Err(e),
+        };
+        // Compatibility keys are named after their id: another name is a key made for
+        // something else (an S3User's key is named after the user), not this Secret's to take.
+        if key.name != wanted.access_key {
+            return Err(BackendError::NotOwned {
+                what: format!("access key {}", wanted.access_key),
+                detail: format!(
+                    "a key named {:?}, not made for a compatibility Secret (e.g. an S3User's key)",
+                    key.name
+                ),
+            });
+        }
+        let mut differs = Vec::new();
+        if key.secret_access_key.as_deref() != Some(wanted.secret_key.expose()) {
+            differs.push("secret key");
+        }
+        if key.expired {
+            differs.push("expiration");
+        }
+        Ok(if differs.is_empty() { AccountState::Matches } else { AccountState::Differs(differs) })
+    }
+
+    async fn create_account(&self, account: &CompatAccount) -> Result<()> {
+        let id = account.access_key.as_str();
+        let what = format!("access key {id}");
+        let body = serde_json::json!({
+            "accessKeyId": id,
+            "secretAccessKey": account.secret_key.expose(),
+            "name": id,
+        });
+        match self.post("/v2/ImportKey", &body, &what).await {
+            Ok(_) => Ok(()),
+            Err(BackendError::Conflict { .. }) => match self.key_info(id, true).await {
+                // Imported meanwhile by another replica for the same Secret.
+                Ok(k) if k.name == id && k.secret_access_key.as_deref() == Some(account.secret_key.expose()) => Ok(()),
+                Ok(_) => Err(BackendError::NotOwned { what, detail: "imported meanwhile outside the operator".into() }),
+                // Not found, yet refused: the id belonged to a deleted key. Not retryable.
+                Err(BackendError::NotFound { .. }) => Err(BackendError::InvalidInput(format!(
+                    "{what} belonged to a key deleted from Garage, and Garage never imports a deleted key id \
+                     again: put a new access key in the Secret, or use an S3User"
+                ))),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn update_account(&self, account: &CompatAccount, differs: &[&'static str]) -> Result<()> {
+        if differs.contains(&"secret key") {
+            return Err(BackendError::Unsupported {
+                backend: BACKEND,
+                feature: "a new secret key for an existing access key (Garage cannot change a key's secret, nor import \
+                          a deleted key id again; put a new access key in the Secret, or use an S3User)",
+            });
+        }
+        if differs.contains(&"expiration") {
+            let id = account.access_key.as_str();
+            let path = format!("/v2/UpdateKey?id={}", encode(id));
+            self.post(&path, &serde_json::json!({ "neverExpires": true }), &format!("access key {id}")).await?;
+        }
+        Ok(())
+    }
+
+    async fn bucket_exists(&self, bucket: &str) -> Result<bool> {
+        Ok(self.find_bucket(bucket).await?.is_some())
+    }
+
+    async fn create_bucket(&self, bucket: &str) -> Result<()> {
+        self.refuse_marker_bucket(bucket)?;
+        let what = format!("bucket {bucket}");
+        // As ensure_bucket: a global alias, and the operator's key allowed in the same call.
+        let body = serde_json::json!({
+            "globalAlias": bucket,
+            "localAlias": { "accessKeyId": self.config.access_key, "alias": bucket, "allow": Perm::FULL },
+        });
+        let created: BucketDetails = parse(&self.post("/v2/CreateBucket", &body, &what).await?, "CreateBucket")?;
+        self.ensure_operator_access(&created, &what).await.map(|_| ())
+    }
+
+    async fn bucket_owner(&self, bucket: &str) -> Result<Option<String>> {
+        let Some(info) = self.find_bucket(bucket).await? else { return Ok(None) };
+        // Several owners (granted by hand) is drift: reporting none makes the caller set the
+        // owner, which takes owner rights from the others.
+        Ok(match self.compat_owners(&info).as_slice() {
+            [one] => Some((*one).to_string()),
+            _ => None,
+        })
+    }
+
+    async fn change_bucket_owner(&self, bucket: &str, owner: &str, _previous: Option<&str>) -> Result<()> {
+        self.refuse_marker_bucket(bucket)?;
+        let what = format!("bucket {bucket}");
+        let info = self.find_bucket(bucket).await?.ok_or_else(|| BackendError::not_found(what.clone()))?;
+        if !info.global_aliases.iter().any(|a| a == bucket) {
+            // Made over S3, it has only its creator's local alias: the account reaches it by
+            // the global one.
+            let body = serde_json::json!({ "bucketId": info.id, "globalAlias": bucket });
+            self.post("/v2/AddBucketAlias", &body, &what).await?;
+        }
+        let has = info.keys.iter().find(|k| k.access_key_id == owner).is_some_and(|k| k.permissions.covers(Perm::FULL));
+        if !has {
+            self.allow(&info.id, owner, Perm::FULL, &format!("{what} for access key {owner}")).await?;
+        }
+        // Every other owner loses it: `previous` (if it still is one), and any granted by hand.
+        for other in self.compat_owners(&info).into_iter().filter(|k| *k != owner) {
+            self.deny(&info.id, other, Perm::FULL, &format!("{what} for access key {other}")).await?;
+        }
+        Ok(())
+    }
+
+    async fn claim(&self, kind: ClaimKind, name: &str) -> Result<Option<Owner>> {
+        if kind == ClaimKind::Bucket {
+            self.refuse_marker_bucket(name)?;
+        }
+        self.markers.owner(kind.into(), name).await
+    }
+
+    async fn write_claim(&self, kind: ClaimKind, name: &str, owner: &Owner) -> Result<()> {
+        if kind == ClaimKind::Bucket {
+            self.refuse_marker_bucket(name)?;
+        }
+        // No marker bucket yet, or our key is not allowed on it: fix that and retry.
+        self.markers.write(kind.into(), name, owner, Vec::new(), || self.ensure_marker_bucket()).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn compat_keys_garage_cannot_import_are_named_before_any_call() {
+        let hex64 = "0123456789abcdef".repeat(4);
+        assert_eq!(garage_key_problem("GK0123456789abcdef01234567", &hex64), None);
+        assert_eq!(garage_key_problem("eight.c_-", "0123456789~!@#$%"), None);
+        let short = garage_key_problem("seven77", &hex64).unwrap();
+        assert!(short.contains("at least 8") && short.contains("S3User"), "{short}");
+        assert!(garage_key_problem("eight+chr", &hex64).unwrap().contains("'.', '_' and '-'"));
+        for secret in ["0123456789abcde", "0123456789 abcdef", "0123456789\tabcdef", "0123456789é0abcdef"] {
+            let problem = garage_key_problem("eightchr", secret).unwrap();
+            assert!(problem.contains("16 printable") && !problem.contains(secret), "{problem}");
+        }
+    }
+
+    #[test]
+    fn compat_owners_are_full_holders_other_than_the_operator() {
+        let garage = Garage::new(GarageConfig {
+            endpoint: "http://127.0.0.1:1".into(),
+            region: "garage".into(),
+            access_key: "GKoperator".into(),
+            secret_key: SecretString::from("s"),
+            admin_endpoint: "http://127.0.0.1:2".into(),
+            admin_token: SecretString::from("t"),
+            marker_bucket: "markers".into(),
+        })
+        .unwrap();
+        let info: BucketDetails = parse(
+            r#"{"id":"b1","globalAliases":["b"],"keys":[
+                {"accessKeyId":"GKoperator","permissions":{"read":true,"write":true,"owner":true}},
+                {"accessKeyId":"GKuser","permissions":{"read":true,"write":true,"owner":false}},
+                {"accessKeyId":"GKcompat","permissions":{"read":true,"write":true,"owner":true}}]}"#,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(garage.compat_owners(&info), ["GKcompat"]);
+        assert!(garage.refuse_marker_bucket("markers").is_err() && garage.refuse_marker_bucket("b").is_ok());
+        let key: KeyDetails = parse(
+            r#"{"accessKeyId":"GKcompat","name":"GKcompat","expired":true,"secretAccessKey":"x","buckets":[]}"#,
+            "t",
+        )
+        .unwrap();
+        assert!(key.expired);
+    }
 
     #[test]
     fn replies_parse() {
@@ -944,6 +1185,7 @@ mod tests {
             access_key_id: "GK1".into(),
             name: "u".into(),
             secret_access_key: None,
+            expired: false,
             buckets: vec![
                 KeyBucket { id: "1".into(), global_aliases: vec!["z".into()], permissions: ro },
                 KeyBucket { id: "2".into(), global_aliases: vec!["y".into()], permissions: rw },

@@ -505,6 +505,13 @@ impl CompatStore for VersityGw {
     }
 
     async fn claim(&self, kind: ClaimKind, name: &str) -> Result<Option<Owner>> {
+        // Handing the marker bucket to an account would let it forge every claim.
+        if kind == ClaimKind::Bucket && name == self.config.marker_bucket {
+            return Err(BackendError::NotOwned {
+                what: format!("bucket {name}"),
+                detail: "the operator's marker bucket".into(),
+            });
+        }
         self.markers.owner(kind.into(), name).await
     }
 

@@ -15,11 +15,12 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
     Backend, BackendError, Result, SecretString,
+    compat::{AccountState, ClaimKind, CompatAccount, CompatStore},
     http::{self, encode},
     markers::{MarkerKind, MarkerStore},
     model::{
-        BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner, Quota,
-        UserInfo, UserSpec,
+        BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner,
+        Permission, Quota, UserInfo, UserSpec,
     },
     policy, s3ops,
 };
@@ -115,6 +116,9 @@ struct AddUser<'a> {
 struct UserInfoReply {
     #[serde(rename = "policyName", default)]
     policy_name: String,
+    /// `enabled` or `disabled`.
+    #[serde(default)]
+    status: String,
 }
 
 impl UserInfoReply {
@@ -212,6 +216,62 @@ fn policy_name(user: &str) -> String {
     format!("s3op-{user}")
 }
 
+/// Name of the canned policy that makes a compatibility account the owner of `bucket`.
+// An underscore, not the suggested `s3op-compat-<bucket>`: that is also `policy_name` of a user
+// named `compat-<bucket>`, so an S3User could overwrite a compatibility bucket's policy. User
+// and bucket names never hold an underscore (Kubernetes and S3 naming), so the two sets of
+// policy names cannot meet.
+fn compat_policy_name(bucket: &str) -> String {
+    format!("s3op_compat_{bucket}")
+}
+
+/// Reply of `idp/builtin/policy-entities` (encrypted): who each asked policy is attached to.
+#[derive(Deserialize, Default)]
+struct PolicyEntitiesReply {
+    #[serde(rename = "policyMappings", default)]
+    policy_mappings: Option<Vec<PolicyEntities>>,
+}
+
+#[derive(Deserialize)]
+struct PolicyEntities {
+    policy: String,
+    #[serde(default)]
+    users: Option<Vec<String>>,
+}
+
+impl PolicyEntitiesReply {
+    /// The users `policy` is attached to directly, sorted (groups are not ours to manage).
+    fn users_of(self, policy: &str) -> Vec<String> {
+        let mut users: Vec<String> = self
+            .policy_mappings
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.policy == policy)
+            .flat_map(|m| m.users.unwrap_or_default())
+            .collect();
+        users.sort();
+        users.dedup();
+        users
+    }
+}
+
+/// What MinIO refuses as a user's keys (its `auth` package and `add-user`), checked before any
+/// call so the Secret's author reads why instead of an HTTP 400.
+fn minio_key_problem(access_key: &str, secret_key: &str) -> Option<String> {
+    if access_key.len() < 3 {
+        return Some(format!("access key {access_key}: MinIO needs access keys of at least 3 characters"));
+    }
+    if access_key.contains(['=', ',']) {
+        return Some(format!("access key {access_key}: MinIO refuses access keys containing '=' or ','"));
+    }
+    if secret_key.len() < 8 {
+        return Some(format!(
+            "the secret key of access key {access_key} is shorter than the 8 characters MinIO requires"
+        ));
+    }
+    None
+}
+
 fn parse_json<T: DeserializeOwned>(body: &[u8], op: &str) -> Result<T> {
     http::parse_json(BACKEND, body, op)
 }
@@ -297,6 +357,14 @@ impl Minio {
             self.send(Method::GET, &format!("/user-info?accessKey={}", encode(user)), Vec::new(), None, &what).await?;
         if answer.status == 404 || answer.code() == "XMinioAdminNoSuchUser" {
             return Ok(None);
+        }
+        // The name is a service account (another user's key, e.g. an S3User's) or a temporary
+        // credential: taken, and never ours to turn into a user.
+        if answer.code() == "XMinioIAMActionNotAllowed" {
+            return Err(BackendError::NotOwned {
+                what,
+                detail: "an access key of another MinIO user (a service account, e.g. an S3User's key)".into(),
+            });
         }
         let body = answer.into_result("user-info", &what)?;
         parse_json(&body, "user-info").map(Some)
@@ -442,6 +510,37 @@ impl Minio {
 
     async fn delete_marker(&self, user: &str) -> Result<()> {
         self.markers.delete(MarkerKind::User, user).await
+    }
+
+    /// The users a canned policy is attached to (none when the policy does not exist).
+    // policy-entities rather than list-users: one call whose reply does not grow with the
+    // number of users, and the server's own mapping, so an attachment made or removed by hand
+    // is seen (and repaired) at the next resync.
+    async fn policy_users(&self, policy: &str) -> Result<Vec<String>> {
+        let what = format!("policy {policy}");
+        let path = format!("/idp/builtin/policy-entities?policy={}", encode(policy));
+        let body = self.admin(Method::GET, &path, Vec::new(), &what).await?;
+        let plain = self.decrypt(body, "policy-entities").await?;
+        let reply: PolicyEntitiesReply = parse_json(&plain, "policy-entities")?;
+        Ok(reply.users_of(policy))
+    }
+
+    /// True when the bucket's compatibility policy exists and grants exactly ReadWrite on it.
+    async fn compat_policy_current(&self, bucket: &str) -> Result<bool> {
+        let wanted = vec![Grant { bucket: bucket.to_string(), permission: Permission::ReadWrite }];
+        let current = self.canned_policy(&compat_policy_name(bucket)).await?;
+        Ok(current.as_ref().and_then(|d| policy::grants_from_document("aws", d)) == Some(wanted))
+    }
+
+    /// Refuses the marker bucket: handing it to an account would let that account forge claims.
+    fn refuse_marker_bucket(&self, bucket: &str) -> Result<()> {
+        if bucket == self.config.marker_bucket {
+            return Err(BackendError::NotOwned {
+                what: format!("bucket {bucket}"),
+                detail: "the operator's marker bucket".into(),
+            });
+        }
+        Ok(())
     }
 
     /// The grants held by the user's canned policy; none when it has none attached. A policy
@@ -652,8 +751,8 @@ impl Backend for Minio {
         Ok(change)
     }
 
-    fn compat(&self) -> Result<&dyn crate::compat::CompatStore> {
-        Err(BackendError::Unsupported { backend: BACKEND, feature: "compatibility Secrets (not built yet)" })
+    fn compat(&self) -> Result<&dyn CompatStore> {
+        Ok(self)
     }
 
     async fn delete_user(&self, name: &str) -> Result<()> {
@@ -678,10 +777,146 @@ impl Backend for Minio {
     }
 }
 
+/// Compatibility mode on MinIO: an account is a MinIO user whose access key and secret are
+/// the Secret's; owning a bucket is having its policy `s3op_compat_<bucket>` (ReadWrite on that
+/// bucket) attached. Roles and POSIX ids do not exist on MinIO and are ignored.
+#[async_trait]
+impl CompatStore for Minio {
+    fn accepts(&self, account: &CompatAccount) -> Result<()> {
+        if account.access_key == self.config.access_key {
+            return Err(BackendError::NotOwned {
+                what: format!("access key {}", account.access_key),
+                detail: "the operator's own admin account".into(),
+            });
+        }
+        match minio_key_problem(&account.access_key, account.secret_key.expose()) {
+            Some(problem) => Err(BackendError::InvalidInput(problem)),
+            None => Ok(()),
+        }
+    }
+
+    async fn account(&self, wanted: &CompatAccount) -> Result<AccountState> {
+        let user = wanted.access_key.as_str();
+        let what = format!("access key {user}");
+        // A service account is refused here with NotOwned: add-user would be refused too.
+        let Some(info) = self.user_info(user).await? else { return Ok(AccountState::Missing) };
+        if info.status != "enabled" {
+            // A disabled user's secret cannot be probed; the update rewrites it anyway.
+            return Ok(AccountState::Differs(vec!["status"]));
+        }
+        // MinIO never returns a user's secret: sign a request with the wanted one and see
+        // whether the server takes it. AccessDenied comes after authentication, so the secret
+        // matches (the user may simply not list buckets).
+        let probe = s3ops::client(&self.config.endpoint, &self.config.region, user, &wanted.secret_key);
+        match probe.list_buckets().send().await {
+            Ok(_) => Ok(AccountState::Matches),
+            Err(e) => match aws_sdk_s3::error::ProvideErrorMetadata::code(&e) {
+                Some("AccessDenied") => Ok(AccountState::Matches),
+                Some("SignatureDoesNotMatch" | "InvalidAccessKeyId") => Ok(AccountState::Differs(vec!["secret key"])),
+                _ => Err(s3ops::map_error(BACKEND, "ListBuckets", &format!("{what} (checking its secret)"), e)),
+            },
+        }
+    }
+
+    async fn create_account(&self, account: &CompatAccount) -> Result<()> {
+        self.add_user(&account.access_key, &account.secret_key).await
+    }
+
+    async fn update_account(&self, account: &CompatAccount, _differs: &[&'static str]) -> Result<()> {
+        // add-user on an existing user sets its secret and status and keeps its policies.
+        self.add_user(&account.access_key, &account.secret_key).await
+    }
+
+    async fn bucket_exists(&self, bucket: &str) -> Result<bool> {
+        s3ops::bucket_exists(&self.s3, BACKEND, bucket).await
+    }
+
+    async fn create_bucket(&self, bucket: &str) -> Result<()> {
+        self.refuse_marker_bucket(bucket)?;
+        s3ops::create_bucket(&self.s3, BACKEND, bucket, false).await
+    }
+
+    async fn bucket_owner(&self, bucket: &str) -> Result<Option<String>> {
+        let users = self.policy_users(&compat_policy_name(bucket)).await?;
+        // Several holders (attached by hand) is drift: reporting none makes the caller set the
+        // owner, which detaches the others. A policy edited by hand grants nobody ReadWrite.
+        let [user] = users.as_slice() else { return Ok(None) };
+        if !self.compat_policy_current(bucket).await? {
+            return Ok(None);
+        }
+        Ok(Some(user.clone()))
+    }
+
+    async fn change_bucket_owner(&self, bucket: &str, owner: &str, _previous: Option<&str>) -> Result<()> {
+        self.refuse_marker_bucket(bucket)?;
+        let name = compat_policy_name(bucket);
+        if !self.compat_policy_current(bucket).await? {
+            let grants = [Grant { bucket: bucket.to_string(), permission: Permission::ReadWrite }];
+            let doc = policy::policy_document("aws", &grants)
+                .ok_or_else(|| BackendError::InvalidInput(format!("policy {name}: no grant")))?;
+            self.put_canned_policy(&name, &doc).await?;
+        }
+        // Attached beside the user's other policies: the user keeps whatever it had.
+        self.associate(owner, &[&name], true).await?;
+        // Everyone else holding it loses it: `previous` if it still does, and any holder
+        // attached by hand. MinIO's own mapping is the truth, so no holder is missed.
+        for user in self.policy_users(&name).await?.into_iter().filter(|u| u != owner) {
+            self.associate(&user, &[&name], false).await?;
+        }
+        Ok(())
+    }
+
+    async fn claim(&self, kind: ClaimKind, name: &str) -> Result<Option<Owner>> {
+        if kind == ClaimKind::Bucket {
+            self.refuse_marker_bucket(name)?;
+        }
+        self.markers.owner(kind.into(), name).await
+    }
+
+    async fn write_claim(&self, kind: ClaimKind, name: &str, owner: &Owner) -> Result<()> {
+        if kind == ClaimKind::Bucket {
+            self.refuse_marker_bucket(name)?;
+        }
+        self.markers.write(kind.into(), name, owner, Vec::new(), || self.markers.create_bucket()).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn compat_keys_minio_refuses_are_named_before_any_call() {
+        assert_eq!(minio_key_problem("GK0123456789abcdef01234567", "0123456789abcdef"), None);
+        assert_eq!(minio_key_problem("abc", "12345678"), None);
+        assert!(minio_key_problem("ab", "12345678").unwrap().contains("at least 3"));
+        assert!(minio_key_problem("a=b", "12345678").unwrap().contains("'='"));
+        assert!(minio_key_problem("a,bc", "12345678").unwrap().contains("','"));
+        let short = minio_key_problem("abc", "1234567").unwrap();
+        assert!(short.contains("8 characters") && !short.contains("1234567"), "{short}");
+    }
+
+    #[test]
+    fn compat_policy_names_cannot_meet_user_policy_names() {
+        assert_eq!(compat_policy_name("b1"), "s3op_compat_b1");
+        assert_ne!(compat_policy_name("b1"), policy_name("compat-b1"));
+        assert_ne!(compat_policy_name("b1"), policy_name("compat_b1"));
+    }
+
+    #[test]
+    fn policy_entities_reply_parses() {
+        let reply: PolicyEntitiesReply = parse_json(
+            br#"{"timestamp":"2026-01-01T00:00:00Z","policyMappings":[{"policy":"s3op_compat_b","users":["U2","U1"],"groups":null},{"policy":"other","users":["X"]}]}"#,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(reply.users_of("s3op_compat_b"), ["U1", "U2"]);
+        let none: PolicyEntitiesReply = parse_json(br#"{"timestamp":"2026-01-01T00:00:00Z"}"#, "t").unwrap();
+        assert!(none.users_of("s3op_compat_b").is_empty());
+        let info: UserInfoReply = parse_json(br#"{"status":"disabled","updatedAt":"x"}"#, "t").unwrap();
+        assert_eq!(info.status, "disabled");
+    }
 
     #[test]
     fn replies_parse() {

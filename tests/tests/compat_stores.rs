@@ -1,0 +1,104 @@
+//! Compatibility mode (`s3op_tests::compat`) on each real store that takes credentials chosen
+//! by a Secret's author, and the in-memory fake; AWS refuses it, saying what to use instead.
+
+#![allow(clippy::unwrap_used)]
+
+use s3op_backends::{
+    Backend, BackendError, Owner, SecretString,
+    aws::{Aws, AwsConfig},
+    compat::provision,
+    garage::{Garage, GarageConfig},
+    memory::MemoryBackend,
+    minio::{Minio, MinioConfig},
+    versitygw::{VersityGw, VersityGwConfig},
+};
+use s3op_tests::{
+    compat::{account, compat_suite, marker_bucket_is_refused, random_access_key, random_secret},
+    conformance::Probe,
+    stores::{Store, StoreKind, unique_name},
+};
+
+async fn start(kind: StoreKind) -> Store {
+    Store::start(kind).await.unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+#[tokio::test]
+async fn memory_compat() {
+    let m = MemoryBackend::new();
+    compat_suite(&m, &Probe::Memory(&m), "mem").await;
+}
+
+#[tokio::test]
+async fn versitygw_compat() {
+    let store = start(StoreKind::Versitygw).await;
+    let b = VersityGw::new(VersityGwConfig {
+        endpoint: store.endpoint().to_string(),
+        region: store.region().to_string(),
+        access_key: store.admin_access_key().to_string(),
+        secret_key: SecretString::new(store.admin_secret_key()),
+        marker_bucket: unique_name("s3op-markers"),
+    })
+    .unwrap();
+    compat_suite(&b, &Probe::Store(&store), "vgw").await;
+    marker_bucket_is_refused(&b, b.marker_bucket(), "vgw").await;
+}
+
+#[tokio::test]
+async fn minio_compat() {
+    let store = start(StoreKind::Minio).await;
+    let b = Minio::new(MinioConfig {
+        endpoint: store.endpoint().to_string(),
+        region: store.region().to_string(),
+        access_key: store.admin_access_key().to_string(),
+        secret_key: SecretString::new(store.admin_secret_key()),
+        marker_bucket: unique_name("s3op-markers"),
+    })
+    .unwrap();
+    compat_suite(&b, &Probe::Store(&store), "minio").await;
+    marker_bucket_is_refused(&b, b.marker_bucket(), "minio").await;
+}
+
+#[tokio::test]
+async fn garage_compat() {
+    let store = start(StoreKind::Garage).await;
+    let b = Garage::new(GarageConfig {
+        endpoint: store.endpoint().to_string(),
+        region: store.region().to_string(),
+        access_key: store.admin_access_key().to_string(),
+        secret_key: SecretString::new(store.admin_secret_key()),
+        admin_endpoint: store.garage_admin_endpoint().unwrap().to_string(),
+        admin_token: SecretString::new(store.garage_admin_token().unwrap()),
+        marker_bucket: unique_name("s3op-markers"),
+    })
+    .unwrap();
+    compat_suite(&b, &Probe::Store(&store), "garage").await;
+    marker_bucket_is_refused(&b, b.marker_bucket(), "garage").await;
+
+    // A key deleted behind the operator's back can never be imported again: said plainly,
+    // and not retried for ever.
+    let app = Owner { namespace: unique_name("garage-team"), name: "app".into(), uid: "uid-app".into() };
+    let (ak, sk) = (random_access_key(), random_secret());
+    let bucket = unique_name("garage-deleted-key");
+    provision(&b, &app, &account(&ak, &sk), &bucket).await.unwrap();
+    store.garage_admin_call(reqwest::Method::POST, &format!("/v2/DeleteKey?id={ak}"), None).await.unwrap();
+    let err = provision(&b, &app, &account(&ak, &sk), &bucket).await.unwrap_err();
+    assert!(matches!(err, BackendError::InvalidInput(ref m) if m.contains("deleted") && m.contains("S3User")), "{err}");
+    assert!(!err.is_retryable() && !err.to_string().contains(&sk), "{err}");
+}
+
+#[tokio::test]
+async fn aws_refuses_compat_naming_s3user() {
+    let store = start(StoreKind::Moto).await;
+    let b = Aws::new(AwsConfig {
+        region: Some(store.region().to_string()),
+        endpoint: Some(store.endpoint().to_string()),
+        credentials: Some((store.admin_access_key().to_string(), SecretString::new(store.admin_secret_key()))),
+    })
+    .await
+    .unwrap();
+    match b.compat() {
+        Err(e @ BackendError::Unsupported { .. }) => assert!(e.to_string().contains("S3User"), "{e}"),
+        Err(e) => panic!("AWS refuses with another error: {e}"),
+        Ok(_) => panic!("AWS claims it can take keys chosen by a Secret"),
+    }
+}
