@@ -243,7 +243,9 @@ async fn create_and_update(kind: StoreKind) {
     } else {
         wait_until("the new secret works", || works(&store, &ak1, &sk2, &bucket)).await;
         assert!(!works(&store, &ak1, &sk1, &bucket).await, "the old secret still works");
-        assert!(metric(&op, "s3_operator_users_updated_total").await >= 1.0);
+        // The counter moves once the whole flow for the change has finished.
+        wait_until("users_updated counted", || async { metric(&op, "s3_operator_users_updated_total").await >= 1.0 })
+            .await;
     }
     let current_secret = changed[2].1.to_string();
 

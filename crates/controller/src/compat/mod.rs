@@ -181,8 +181,8 @@ async fn handle(secret: &Secret, key: &str, compat: &Compat) -> Result<Action> {
     match s3op_backends::compat::provision(store, &claimant, &request.account, &request.bucket).await {
         Ok(outcome) => {
             record(compat, &outcome);
-            announce(compat, secret, &request, &outcome).await;
             compat.legacy.secrets_processed.inc();
+            announce(compat, secret, &request, &outcome).await;
             ctx.succeeded(key);
             Ok(ctx.resync())
         }
