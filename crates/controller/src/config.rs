@@ -194,6 +194,32 @@ pub struct Cli {
     #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = 8)]
     pub concurrency: u16,
 
+    /// Reconcile only while holding a coordination.k8s.io Lease, so several replicas can run
+    /// and one stands in when the leader goes.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = false, action = clap::ArgAction::Set, value_parser = parse_bool)]
+    pub leader_election: bool,
+
+    /// Namespace of the leader-election Lease (default: POD_NAMESPACE, then the service
+    /// account's namespace when running in a cluster).
+    #[arg(long, env = "LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "LEADER_ELECTION_LEASE_NAME", default_value = "s3-resource-operator")]
+    pub leader_election_lease_name: String,
+
+    /// How long a leader's Lease is valid without renewal: the longest a stand-in waits after
+    /// the leader died (a leader that stops cleanly releases it at once).
+    #[arg(long, env = "LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub leader_election_lease_duration: Duration,
+
+    /// This replica's identity in the Lease (default: POD_NAME, then the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+
+    #[arg(long, env = "POD_NAMESPACE", hide = true)]
+    pod_namespace: Option<String>,
+
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8000")]
     pub metrics_addr: SocketAddr,
@@ -234,6 +260,22 @@ pub struct GarageAdmin {
     pub token: SecretString,
 }
 
+/// Leader-election settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderElection {
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// Name of the Lease.
+    pub lease_name: String,
+    /// Lease validity without renewal.
+    pub lease_duration: Duration,
+    /// This replica's holder identity.
+    pub identity: String,
+}
+
+/// Where a pod finds its own namespace when nothing else says.
+const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
 /// Validated configuration: everything a backend needs is present.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -269,6 +311,8 @@ pub struct Config {
     pub resync_interval: Duration,
     /// HTTP listen address.
     pub metrics_addr: SocketAddr,
+    /// Leader election, when enabled.
+    pub leader_election: Option<LeaderElection>,
     /// Log level.
     pub log_level: LogLevel,
     /// Log format.
@@ -400,6 +444,39 @@ impl Cli {
         if self.concurrency == 0 {
             return Err(ConfigError::Invalid { env: "RECONCILE_CONCURRENCY", why: "must be at least 1".into() });
         }
+        let leader_election = if self.leader_election {
+            let namespace = non_empty(self.leader_election_namespace)
+                .or(non_empty(self.pod_namespace))
+                .or_else(|| non_empty(std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE).ok()))
+                .ok_or(ConfigError::Missing {
+                    env: "LEADER_ELECTION_NAMESPACE",
+                    flag: "--leader-election-namespace",
+                    why: "the namespace of the leader-election Lease (POD_NAMESPACE is also read)",
+                })?;
+            if self.leader_election_lease_duration < Duration::from_secs(3) {
+                return Err(ConfigError::Invalid {
+                    env: "LEADER_ELECTION_LEASE_DURATION",
+                    why: "must be at least 3s (the leader renews a third of it before expiry)".into(),
+                });
+            }
+            // Without a pod name, two processes on one host must still differ.
+            let identity = non_empty(self.pod_name).unwrap_or_else(|| {
+                let host = std::env::var("HOSTNAME")
+                    .ok()
+                    .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|| "s3-resource-operator".into());
+                format!("{host}-{:08x}", fastrand::u32(..))
+            });
+            Some(LeaderElection {
+                namespace,
+                lease_name: self.leader_election_lease_name.trim().to_string(),
+                lease_duration: self.leader_election_lease_duration,
+                identity,
+            })
+        } else {
+            None
+        };
         let list = |v: Vec<String>| v.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         Ok(Config {
             backend: self.backend,
@@ -418,6 +495,7 @@ impl Cli {
             watch_namespace: non_empty(self.watch_namespace),
             resync_interval: self.resync_interval,
             metrics_addr: self.metrics_addr,
+            leader_election,
             log_level: self.log_level,
             log_format: self.log_format,
         })

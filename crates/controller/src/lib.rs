@@ -7,6 +7,7 @@ pub mod compat;
 pub mod config;
 pub mod context;
 pub mod http;
+pub mod leader;
 pub mod metered;
 pub mod metrics;
 pub mod run;

@@ -15,7 +15,7 @@ use std::{
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::{Registry, Unit},
 };
 
@@ -67,6 +67,7 @@ struct BackendRequestLabels {
 /// method takes `&self`.
 pub struct Metrics {
     registry: Registry,
+    leader: Gauge,
     reconciles: Family<KindOutcomeLabels, Counter>,
     reconcile_duration: HistogramFamily<KindLabels>,
     reconcile_errors: Family<KindReasonLabels, Counter>,
@@ -140,9 +141,17 @@ impl Metrics {
             backend_writes.clone(),
         );
 
+        let leader = Gauge::default();
+        registry.register(
+            "s3op_leader",
+            "1 while this replica reconciles (it holds the leader Lease, or leader election is off), else 0",
+            leader.clone(),
+        );
+
         extra(&mut registry);
 
         Arc::new(Metrics {
+            leader,
             registry,
             reconciles,
             reconcile_duration,
@@ -154,6 +163,11 @@ impl Metrics {
             status_writes_sum: AtomicU64::new(0),
             backend_writes_sum: AtomicU64::new(0),
         })
+    }
+
+    /// Records whether this replica is the one reconciling.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
     }
 
     /// Records a finished reconcile of `kind` ("ok", "error", … as `outcome`) and its duration.
