@@ -141,7 +141,8 @@ The operator's rights on its own resources, Secrets and Events: a ClusterRole's 
 operator.watchNamespace a Role's in that namespace. Exactly what the operator calls:
 - S3Bucket, S3User: read and watch; patch (finalizers, server-side apply). Status: read, patch.
 - Secrets: read and watch (compatibility mode's annotated Secrets, S3User credentials);
-  patch, because credentials Secrets are written with server-side apply, which creates them.
+  patch, because credentials Secrets are written with server-side apply; and create, because
+  the API server authorises a server-side apply that creates an object as a create as well.
 - Events (events.k8s.io): create, and patch to count repeats of an event.
 */}}
 {{- define "s3-resource-operator.rules" -}}
@@ -153,7 +154,7 @@ operator.watchNamespace a Role's in that namespace. Exactly what the operator ca
   verbs: ["get", "patch"]
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
