@@ -884,6 +884,42 @@ async fn the_operator_works_with_only_the_charts_rights() {
     kubectl_ok(&["delete", &cluster_scoped, &binding]);
 }
 
+/// `helm install --dry-run=server` against the control plane: the release renders as a real
+/// install would, NOTES included, and tells the user what to do next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_notes_say_what_to_do_next() {
+    let cp = cp();
+    for (name, values, secret_line) in [
+        ("notes-inline", inline_s3(), "made by this chart"),
+        ("notes-existing", existing(), "kubectl -n NS create secret generic my-s3-admin"),
+    ] {
+        let ns = cp.namespace(name).await.unwrap();
+        let mut args: Vec<String> =
+            ["install", "s3op", chart::CHART_DIR, "--namespace", &ns, "--dry-run=server", "--skip-crds"]
+                .iter()
+                .map(|s| (*s).to_string())
+                .collect();
+        args.push(format!("--kubeconfig={}", cp.kubeconfig().display()));
+        args.extend(values);
+        let out = chart::helm(&args).unwrap();
+        assert!(out.ok, "helm {args:?}:\n{}", out.stderr);
+        let notes = &out.stdout[out.stdout.find("NOTES:").expect("no NOTES in helm install output")..];
+        for want in [
+            format!("kubectl -n {ns} rollout status deployment/s3op-s3-resource-operator"),
+            secret_line.replace("NS", &ns),
+            "kind: S3User".to_string(),
+            "The user's credentials appear in the Secret \"app-s3-credentials\"".to_string(),
+            "get events --field-selector reportingComponent=s3-resource-operator".to_string(),
+            format!("kubectl -n {ns} port-forward service/s3op-s3-resource-operator-metrics 8000"),
+        ] {
+            assert!(notes.contains(&want), "NOTES lack {want:?}:\n{notes}");
+        }
+        assert!(!notes.contains(SECRET_KEY) && !out.stdout.contains(SECRET_KEY), "helm printed a credential");
+    }
+    // The events command the NOTES give is one the API server takes.
+    kubectl_ok(&["get", "events", "-n", "default", "--field-selector", "reportingComponent=s3-resource-operator"]);
+}
+
 async fn wait_until<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
