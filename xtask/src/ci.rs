@@ -166,6 +166,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         Ok(()) => Outcome::Passed,
         Err(e) => Outcome::Failed(format!("{e:#}")),
     });
+    step(&mut steps, "render --check", || match crate::render::run(&["--check".to_string()]) {
+        Ok(()) => Outcome::Passed,
+        Err(e) => Outcome::Failed(format!("{e:#}")),
+    });
     step(&mut steps, "peers", || match crate::peers::run(&[]) {
         Ok(()) => Outcome::Passed,
         Err(e) => Outcome::Failed(format!("{e:#}")),

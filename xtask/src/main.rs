@@ -4,6 +4,7 @@ mod ci;
 mod crdgen;
 mod demo;
 mod peers;
+mod render;
 
 use std::path::PathBuf;
 
@@ -12,7 +13,8 @@ cargo xtask <command>
 
 commands:
   crdgen [--check]   write the CRD YAML (charts/…/crds/*.yaml, deploy/crds.yaml); --check fails if stale
-  ci                 the full test command: fmt, clippy, crdgen --check, tests
+  render [--check]   write deploy/operator.yaml (the Helm chart rendered by the pinned helm); --check fails if stale
+  ci                 the full test command: fmt, clippy, crdgen --check, render --check, tests
   peers [--list]     install the pinned test peers (kube-apiserver, etcd, stores, moto) into the cache
   demo               run the operator on a local control plane and VersityGW, with deploy/examples applied
   help               this text";
@@ -25,6 +27,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = match cmd {
         "crdgen" => crdgen::run(rest),
+        "render" => render::run(rest),
         "ci" => ci::run(rest),
         "peers" => peers::run(rest),
         "demo" => demo::run(rest),

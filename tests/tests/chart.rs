@@ -1,0 +1,933 @@
+//! The Helm chart, proven with the pinned helm and the real API server: every value of the older
+//! chart still renders with the same meaning, mistakes fail rendering with a message naming the
+//! value, the manifests pass the API server's own validation, the RBAC is exactly what the
+//! operator uses (and enough for it: the operator runs under the chart's ServiceAccount), and
+//! `deploy/operator.yaml` is current.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::{
+    ByteString,
+    api::{core::v1::Secret, events::v1::Event},
+};
+use kube::{
+    Api,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+};
+use s3op_api::{S3Bucket, S3User};
+use s3op_tests::{
+    chart::{self, Rendered},
+    control_plane::{ControlPlane, client_from_kubeconfig},
+    operator::{Operator, store_args},
+    stores::{Store, StoreKind, unique_name},
+};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+const ENDPOINT: &str = "http://versitygw.storage:7070";
+const ACCESS_KEY: &str = "CHARTTESTACCESSKEY42";
+const SECRET_KEY: &str = "chart-test-secret-key-do-not-leak-0123456789";
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+fn cp() -> &'static ControlPlane {
+    ControlPlane::shared().expect("control plane starts")
+}
+
+/// `--set-string` for each `key=value` (strings stay strings: no YAML type guessing).
+fn set(pairs: &[&str]) -> Vec<String> {
+    pairs.iter().flat_map(|p| ["--set-string".to_string(), (*p).to_string()]).collect()
+}
+
+/// A values file holding `yaml`, and the `-f` arguments naming it (keep the folder alive).
+fn values_file(yaml: &str) -> (TempDir, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("values.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    (dir, vec!["-f".to_string(), path.display().to_string()])
+}
+
+/// Values (a): the chart creates the Secret, old README names.
+fn inline_s3() -> Vec<String> {
+    set(&[
+        &format!("operator.secret.data.S3_ENDPOINT_URL={ENDPOINT}"),
+        &format!("operator.secret.data.S3_ACCESS_KEY={ACCESS_KEY}"),
+        &format!("operator.secret.data.S3_SECRET_KEY={SECRET_KEY}"),
+    ])
+}
+
+/// Values (b): the chart creates the Secret, old code's names.
+fn inline_root() -> Vec<String> {
+    set(&[
+        &format!("operator.secret.data.S3_ENDPOINT_URL={ENDPOINT}"),
+        &format!("operator.secret.data.ROOT_ACCESS_KEY={ACCESS_KEY}"),
+        &format!("operator.secret.data.ROOT_SECRET_KEY={SECRET_KEY}"),
+    ])
+}
+
+/// Values (c): an existing Secret.
+fn existing() -> Vec<String> {
+    let mut args = vec!["--set".to_string(), "operator.secret.create=false".to_string()];
+    args.extend(set(&["operator.secret.name=my-s3-admin"]));
+    args
+}
+
+/// Every optional feature on (`watch` is the watched namespace). The ServiceMonitor only when
+/// `service_monitor`.
+fn all_features(watch: &str, service_monitor: bool) -> String {
+    format!(
+        r#"
+replicaCount: 2
+imagePullSecrets: [{{name: regcred}}]
+serviceAccount:
+  annotations: {{eks.amazonaws.com/role-arn: "arn:aws:iam::123456789012:role/s3op"}}
+podAnnotations: {{team: storage}}
+resources: {{requests: {{cpu: 10m, memory: 64Mi}}, limits: {{memory: 256Mi}}}}
+nodeSelector: {{kubernetes.io/os: linux}}
+tolerations: [{{key: dedicated, operator: Exists, effect: NoSchedule}}]
+affinity:
+  podAntiAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 1
+        podAffinityTerm:
+          topologyKey: kubernetes.io/hostname
+          labelSelector: {{matchLabels: {{app.kubernetes.io/name: s3-resource-operator}}}}
+operator:
+  backend_name: Garage
+  annotation_key: legacy.example.com/s3
+  logLevel: WARNING
+  logFormat: json
+  args: ["--reconcile-concurrency", "4"]
+  secret:
+    data:
+      S3_ENDPOINT_URL: http://garage.storage:3900
+      ROOT_ACCESS_KEY: GK0123456789abcdef01234567
+      ROOT_SECRET_KEY: {SECRET_KEY}
+  region: garage
+  garage:
+    adminEndpoint: http://garage.storage:3903
+    adminToken: {{secretName: garage-admin, secretKey: token}}
+  crdMode: true
+  compatMode: true
+  enforceEndpointCheck: false
+  compatAllowedRoles: [user, userplus]
+  adoptNamespaces: [legacy, infra]
+  watchNamespace: {watch}
+  markerBucket: s3op-markers-test
+  resyncInterval: 1m
+  reconcileConcurrency: 4
+leaderElection: {{enabled: true, leaseDuration: 20s, leaseName: s3op-lease}}
+metrics:
+  service: {{enabled: true, port: 9100, annotations: {{prometheus.io/scrape: "true"}}}}
+serviceMonitor:
+  enabled: {service_monitor}
+  additionalLabels: {{release: prometheus}}
+  annotations: {{note: scraped}}
+  interval: 15s
+  scrapeTimeout: 5s
+  metricRelabelings: [{{action: drop, sourceLabels: [__name__], regex: "go_.*"}}]
+  relabelings: [{{action: replace, targetLabel: team, replacement: storage}}]
+podDisruptionBudget: {{enabled: true, minAvailable: 1}}
+extraEnv: [{{name: RUST_BACKTRACE, value: "1"}}]
+"#
+    )
+}
+
+/// Renders; panics with helm's message when it fails.
+fn render(release: &str, namespace: &str, extra: &[String]) -> (String, Vec<Value>) {
+    let out = chart::template(release, namespace, extra).unwrap();
+    assert!(out.ok, "helm template {extra:?} failed:\n{}", out.stderr);
+    let docs = chart::documents(&out.stdout).unwrap();
+    (out.stdout, docs)
+}
+
+/// Renders expecting a failure; returns helm's message.
+fn render_err(extra: &[String]) -> String {
+    let out: Rendered = chart::template("s3op", "ops", extra).unwrap();
+    assert!(!out.ok, "helm template {extra:?} should have failed, but rendered:\n{}", out.stdout);
+    out.stderr
+}
+
+fn all_of<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    let found = all_of(docs, kind);
+    assert_eq!(found.len(), 1, "expected one {kind}, found {}", found.len());
+    found[0]
+}
+
+fn container(docs: &[Value]) -> &Value {
+    &one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+}
+
+/// The container's plain `name=value` variables.
+fn env_value<'a>(docs: &'a [Value], name: &str) -> Option<&'a str> {
+    container(docs)["env"].as_array().unwrap().iter().find(|e| e["name"] == name).and_then(|e| e["value"].as_str())
+}
+
+fn env_entry<'a>(docs: &'a [Value], name: &str) -> &'a Value {
+    container(docs)["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in the container's env"))
+}
+
+/// A Secret's `data` value, decoded.
+fn decode(b64: &Value) -> String {
+    let bytes: ByteString = serde_json::from_value(b64.clone()).unwrap();
+    String::from_utf8(bytes.0).unwrap()
+}
+
+/// The rules every ClusterRole (or watched-namespace Role) of the chart must hold, exactly.
+fn operator_rules() -> Value {
+    json!([
+        {"apiGroups": ["s3-resource-operator.io"], "resources": ["s3buckets", "s3users"], "verbs": ["get", "list", "watch", "patch"]},
+        {"apiGroups": ["s3-resource-operator.io"], "resources": ["s3buckets/status", "s3users/status"], "verbs": ["get", "patch"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create", "patch"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    ])
+}
+
+fn assert_no_wildcard(role: &Value) {
+    let text = role["rules"].to_string();
+    assert!(!text.contains('*'), "{} {} grants a wildcard: {text}", role["kind"], role["metadata"]["name"]);
+}
+
+/// `kubectl apply --dry-run=server` of `manifests`: the API server validates every object
+/// (strict field validation: an unknown field fails) without storing it.
+fn server_dry_run(manifests: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifests.yaml");
+    std::fs::write(&path, manifests).unwrap();
+    let out = cp().kubectl(&["apply", "--dry-run=server", "-f", &path.display().to_string()]).unwrap();
+    assert!(
+        out.status.success(),
+        "the API server refused the rendered chart:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn kubectl_ok(args: &[&str]) -> String {
+    let out = cp().kubectl(args).unwrap();
+    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn lint_passes_plain_and_strict() {
+    for strict in [false, true] {
+        for values in [vec![], inline_s3(), existing()] {
+            let mut args = vec!["lint".to_string(), chart::CHART_DIR.to_string()];
+            if strict {
+                args.push("--strict".into());
+            }
+            args.extend(values.iter().cloned());
+            let out = chart::helm(&args).unwrap();
+            assert!(out.ok, "helm {args:?}:\n{}\n{}", out.stdout, out.stderr);
+            assert!(out.stdout.contains("1 chart(s) linted, 0 chart(s) failed"), "{}", out.stdout);
+        }
+    }
+}
+
+#[test]
+fn inline_credentials_under_either_name_go_into_a_secret_only() {
+    for (values, access, secret) in
+        [(inline_s3(), "S3_ACCESS_KEY", "S3_SECRET_KEY"), (inline_root(), "ROOT_ACCESS_KEY", "ROOT_SECRET_KEY")]
+    {
+        let (_, docs) = render("s3op", "ops", &values);
+        let created = one(&docs, "Secret");
+        assert_eq!(created["metadata"]["name"], "s3op-s3-resource-operator");
+        assert_eq!(created["metadata"]["namespace"], "ops");
+        let data = created["data"].as_object().unwrap();
+        assert_eq!(data.len(), 3, "{data:?}");
+        assert_eq!(decode(&data["S3_ENDPOINT_URL"]), ENDPOINT);
+        assert_eq!(decode(&data[access]), ACCESS_KEY);
+        assert_eq!(decode(&data[secret]), SECRET_KEY);
+
+        let deployment = one(&docs, "Deployment");
+        assert_eq!(container(&docs)["envFrom"], json!([{"secretRef": {"name": "s3op-s3-resource-operator"}}]));
+        let text = deployment.to_string();
+        for literal in [ACCESS_KEY, SECRET_KEY, ENDPOINT] {
+            assert!(!text.contains(literal), "the Deployment holds {literal:?} literally");
+        }
+        let checksum = &deployment["spec"]["template"]["metadata"]["annotations"]["checksum/secret"];
+        assert_eq!(checksum.as_str().unwrap().len(), 64, "checksum/secret: {checksum}");
+    }
+    // A changed credential changes the checksum, so the pods restart with it.
+    let checksum = |extra: &[String]| {
+        let (_, docs) = render("s3op", "ops", extra);
+        one(&docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/secret"].clone()
+    };
+    let mut rotated = inline_s3();
+    rotated.extend(set(&["operator.secret.data.S3_SECRET_KEY=rotated"]));
+    assert_ne!(checksum(&inline_s3()), checksum(&rotated));
+}
+
+#[test]
+fn an_existing_secret_is_referenced_and_not_created() {
+    let (_, docs) = render("s3op", "ops", &existing());
+    assert!(all_of(&docs, "Secret").is_empty());
+    assert_eq!(container(&docs)["envFrom"], json!([{"secretRef": {"name": "my-s3-admin"}}]));
+    let annotations = &one(&docs, "Deployment")["spec"]["template"]["metadata"]["annotations"];
+    assert!(annotations.get("checksum/secret").is_none(), "{annotations}");
+
+    // On AWS the Secret may be absent: the AWS credential chain (IRSA) is used without it.
+    let mut aws = existing();
+    aws.extend(set(&["operator.backend_name=aws"]));
+    let (_, docs) = render("s3op", "ops", &aws);
+    assert_eq!(container(&docs)["envFrom"], json!([{"secretRef": {"name": "my-s3-admin", "optional": true}}]));
+}
+
+#[test]
+fn missing_credentials_fail_naming_the_key() {
+    let endpoint = format!("operator.secret.data.S3_ENDPOINT_URL={ENDPOINT}");
+    let table = [
+        (vec!["operator.secret.data.S3_ACCESS_KEY=a", "operator.secret.data.S3_SECRET_KEY=s"], "S3_ENDPOINT_URL"),
+        (vec![endpoint.as_str(), "operator.secret.data.S3_SECRET_KEY=s"], "S3_ACCESS_KEY (or ROOT_ACCESS_KEY)"),
+        (vec![endpoint.as_str(), "operator.secret.data.ROOT_ACCESS_KEY=a"], "S3_SECRET_KEY (or ROOT_SECRET_KEY)"),
+        (vec![], "S3_ENDPOINT_URL"),
+    ];
+    for (pairs, key) in table {
+        let err = render_err(&set(&pairs));
+        assert!(err.contains(&format!("operator.secret.data.{key} is required")), "{pairs:?}: {err}");
+        assert!(err.contains("operator.secret.create is true"), "{err}");
+    }
+
+    // AWS needs none of them (the AWS credential chain), but a half pair is a mistake.
+    let (_, docs) = render("s3op", "ops", &set(&["operator.backend_name=AWS"]));
+    assert_eq!(env_value(&docs, "BACKEND_NAME"), Some("aws"));
+    assert!(one(&docs, "Secret").get("data").is_none());
+    let err = render_err(&set(&["operator.backend_name=aws", "operator.secret.data.S3_ACCESS_KEY=a"]));
+    assert!(err.contains("give both S3_ACCESS_KEY (or ROOT_ACCESS_KEY) and S3_SECRET_KEY"), "{err}");
+
+    // Garage also needs its admin API: the endpoint, and the token from a Secret.
+    let mut garage = inline_s3();
+    garage.extend(set(&["operator.backend_name=garage"]));
+    let err = render_err(&garage);
+    assert!(err.contains("operator.garage.adminEndpoint is required"), "{err}");
+    garage.extend(set(&["operator.garage.adminEndpoint=http://garage:3903"]));
+    let err = render_err(&garage);
+    assert!(err.contains("operator.secret.data.GARAGE_ADMIN_TOKEN is required"), "{err}");
+    let mut with_token = garage.clone();
+    with_token.extend(set(&["operator.secret.data.GARAGE_ADMIN_TOKEN=tok"]));
+    let (_, docs) = render("s3op", "ops", &with_token);
+    assert_eq!(
+        env_entry(&docs, "GARAGE_ADMIN_TOKEN")["valueFrom"],
+        json!({"secretKeyRef": {"name": "s3op-s3-resource-operator", "key": "GARAGE_ADMIN_TOKEN"}})
+    );
+    garage
+        .extend(set(&["operator.garage.adminToken.secretName=garage-admin", "operator.garage.adminToken.secretKey=t"]));
+    let (_, docs) = render("s3op", "ops", &garage);
+    assert_eq!(
+        env_entry(&docs, "GARAGE_ADMIN_TOKEN")["valueFrom"],
+        json!({"secretKeyRef": {"name": "garage-admin", "key": "t"}})
+    );
+    assert_eq!(env_value(&docs, "GARAGE_ADMIN_ENDPOINT"), Some("http://garage:3903"));
+}
+
+#[test]
+fn create_false_without_a_name_fails_clearly() {
+    for extra in [vec!["--set".to_string(), "operator.secret.create=false".to_string()], {
+        let mut v = vec!["--set".to_string(), "operator.secret.create=false".to_string()];
+        v.extend(set(&["operator.secret.name="]));
+        v
+    }] {
+        let err = render_err(&extra);
+        assert!(
+            err.contains("operator.secret.name must name an existing Secret when operator.secret.create is false"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn typos_and_wrong_types_fail_through_the_schema() {
+    let mut base = existing();
+    let table: [(&[&str], &str); 9] = [
+        (&["operator.backendName=minio"], "additional properties 'backendName' not allowed"),
+        (&["operator.secret.crate=true"], "additional properties 'crate' not allowed"),
+        (&["replicas=2"], "additional properties 'replicas' not allowed"),
+        (&["serviceMonitor.enable=true"], "additional properties 'enable' not allowed"),
+        (&["replicaCount=two"], "'/replicaCount': got string, want integer"),
+        (&["metrics.service.port=http"], "'/metrics/service/port': got string, want integer"),
+        (&["operator.secret.create=yes"], "'/operator/secret/create': got string, want boolean"),
+        (&["operator.backend_name=ceph"], "'/operator/backend_name': 'ceph' does not match pattern"),
+        (&["operator.logLevel=verbose"], "'/operator/logLevel': value must be one of"),
+    ];
+    for (pairs, want) in table {
+        // --set-string keeps "true"/"2" strings, so the type errors are really type errors.
+        let mut args = base.clone();
+        args.extend(set(pairs));
+        let err = render_err(&args);
+        assert!(err.contains("values don't meet the specifications of the schema"), "{pairs:?}: {err}");
+        assert!(err.contains(want), "{pairs:?}: expected {want:?} in: {err}");
+    }
+    base.extend(set(&["operator.logFormat=yaml"]));
+    assert!(render_err(&base).contains("'/operator/logFormat': value must be one of 'text', 'json'"));
+}
+
+#[test]
+fn every_old_value_keeps_its_meaning() {
+    // The older chart's values file as users copied it (service and ingress were in it, unused).
+    let (_dir, file) = values_file(
+        r#"
+replicaCount: 1
+image: {repository: registry.example.com/s3op, pullPolicy: Always, tag: "9.9.9"}
+imagePullSecrets: [{name: regcred}]
+nameOverride: s3op
+fullnameOverride: ""
+serviceAccount: {create: false, annotations: {}, name: existing-sa}
+podAnnotations: {reloader.stakater.com/auto: "true"}
+podSecurityContext: {runAsNonRoot: true, runAsUser: 4242, fsGroup: 4242, seccompProfile: {type: RuntimeDefault}}
+securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}, readOnlyRootFilesystem: true, runAsNonRoot: true, runAsUser: 4242}
+service: {type: ClusterIP, port: 80}
+ingress: {enabled: false, className: "", annotations: {}, hosts: [{host: chart-example.local, paths: [{path: /, pathType: ImplementationSpecific}]}], tls: []}
+resources: {limits: {cpu: 100m, memory: 128Mi}, requests: {cpu: 100m, memory: 128Mi}}
+nodeSelector: {disk: ssd}
+tolerations: [{key: k, operator: Exists}]
+affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: disk, operator: In, values: [ssd]}]}]}}}
+operator:
+  logLevel: CRITICAL
+  annotation_key: example.com/s3-enabled
+  backend_name: MinIO
+  args: ["--reconcile-concurrency", "2"]
+  secret:
+    create: true
+    name: my-admin
+    data: {S3_ENDPOINT_URL: "http://minio:9000", ROOT_ACCESS_KEY: admin, ROOT_SECRET_KEY: password123}
+metrics:
+  service: {enabled: true, port: 9090, annotations: {prometheus.io/scrape: "true"}}
+serviceMonitor:
+  enabled: true
+  additionalLabels: {prometheus: kube-prometheus}
+  annotations: {a: b1}
+  interval: 1m
+  scrapeTimeout: 20s
+  metricRelabelings: [{action: keep, sourceLabels: [__name__], regex: "s3_operator_.*"}]
+  relabelings: [{action: labeldrop, regex: pod}]
+"#,
+    );
+    let (_, docs) = render("old", "ops", &file);
+    let deployment = one(&docs, "Deployment");
+    assert_eq!(deployment["metadata"]["name"], "old-s3op");
+    assert_eq!(deployment["metadata"]["labels"]["app.kubernetes.io/name"], "s3op");
+    let c = container(&docs);
+    assert_eq!(c["image"], "registry.example.com/s3op:9.9.9");
+    assert_eq!(c["imagePullPolicy"], "Always");
+    assert_eq!(c["args"], json!(["--reconcile-concurrency", "2"]));
+    assert_eq!(c["resources"]["limits"]["memory"], "128Mi");
+    assert_eq!(c["securityContext"]["runAsUser"], 4242);
+    let pod = &deployment["spec"]["template"];
+    assert_eq!(pod["metadata"]["annotations"]["reloader.stakater.com/auto"], "true");
+    assert_eq!(pod["spec"]["imagePullSecrets"], json!([{"name": "regcred"}]));
+    assert_eq!(pod["spec"]["serviceAccountName"], "existing-sa");
+    assert_eq!(pod["spec"]["securityContext"]["fsGroup"], 4242);
+    assert_eq!(pod["spec"]["nodeSelector"], json!({"disk": "ssd"}));
+    assert_eq!(pod["spec"]["tolerations"], json!([{"key": "k", "operator": "Exists"}]));
+    assert!(pod["spec"]["affinity"]["nodeAffinity"].is_object());
+    assert_eq!(env_value(&docs, "LOG_LEVEL"), Some("ERROR"), "CRITICAL has no level of its own: ERROR");
+    assert_eq!(env_value(&docs, "ANNOTATION_KEY"), Some("example.com/s3-enabled"));
+    assert_eq!(env_value(&docs, "BACKEND_NAME"), Some("minio"));
+    assert!(all_of(&docs, "ServiceAccount").is_empty(), "serviceAccount.create=false");
+    assert_eq!(one(&docs, "ClusterRoleBinding")["subjects"][0]["name"], "existing-sa");
+
+    let secret = one(&docs, "Secret");
+    assert_eq!(secret["metadata"]["name"], "my-admin");
+    assert_eq!(decode(&secret["data"]["ROOT_SECRET_KEY"]), "password123");
+    assert_eq!(c["envFrom"][0]["secretRef"]["name"], "my-admin");
+
+    let service = one(&docs, "Service");
+    assert_eq!(
+        service["spec"]["ports"],
+        json!([{"name": "http-metrics", "port": 9090, "targetPort": "http-metrics", "protocol": "TCP"}])
+    );
+    assert_eq!(service["metadata"]["annotations"]["prometheus.io/scrape"], "true");
+    let monitor = one(&docs, "ServiceMonitor");
+    assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(monitor["metadata"]["labels"]["prometheus"], "kube-prometheus");
+    assert_eq!(monitor["metadata"]["annotations"]["a"], "b1");
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(endpoint["port"], "http-metrics");
+    assert_eq!(endpoint["path"], "/metrics");
+    assert_eq!((&endpoint["interval"], &endpoint["scrapeTimeout"]), (&json!("1m"), &json!("20s")));
+    assert_eq!(endpoint["metricRelabelings"][0]["regex"], "s3_operator_.*");
+    assert_eq!(endpoint["relabelings"][0]["action"], "labeldrop");
+    // The ServiceMonitor selects the metrics Service and nothing else.
+    for (k, v) in monitor["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&service["metadata"]["labels"][k], v, "{k}");
+    }
+
+    // Defaults of the older chart: image tag from appVersion, Secret named after the release.
+    let (_, docs) = render("s3op", "ops", &inline_s3());
+    let chart_yaml =
+        std::fs::read_to_string(s3op_tests::workspace_root().join(chart::CHART_DIR).join("Chart.yaml")).unwrap();
+    let app_version = chart_yaml.lines().find_map(|l| l.strip_prefix("appVersion: ")).unwrap().trim_matches('"');
+    assert_eq!(container(&docs)["image"], format!("ghcr.io/runningman84/s3-resource-operator:{app_version}"));
+    assert_eq!(env_value(&docs, "LOG_LEVEL"), Some("INFO"));
+    assert_eq!(env_value(&docs, "ANNOTATION_KEY"), Some("s3-resource-operator.io/enabled"));
+    assert_eq!(env_value(&docs, "BACKEND_NAME"), Some("versitygw"));
+    assert_eq!(one(&docs, "Service")["spec"]["ports"][0]["port"], 8000);
+    assert!(all_of(&docs, "ServiceMonitor").is_empty());
+    assert_eq!(one(&docs, "ServiceAccount")["metadata"]["name"], "s3op-s3-resource-operator");
+
+    let mut off = existing();
+    off.extend(["--set".to_string(), "metrics.service.enabled=false".to_string()]);
+    let (_, docs) = render("s3op", "ops", &off);
+    assert!(all_of(&docs, "Service").is_empty());
+    off.extend(["--set".to_string(), "serviceMonitor.enabled=true".to_string()]);
+    assert!(render_err(&off).contains("serviceMonitor.enabled needs metrics.service.enabled=true"));
+}
+
+#[test]
+fn new_values_reach_the_operator_environment() {
+    let (_dir, file) = values_file(&all_features("apps", true));
+    let (_, docs) = render("s3op", "ops", &file);
+    let expect = [
+        ("BACKEND_NAME", "garage"),
+        ("ANNOTATION_KEY", "legacy.example.com/s3"),
+        ("LOG_LEVEL", "WARNING"),
+        ("LOG_FORMAT", "json"),
+        ("S3_REGION", "garage"),
+        ("GARAGE_ADMIN_ENDPOINT", "http://garage.storage:3903"),
+        ("CRD_MODE", "true"),
+        ("COMPAT_MODE", "true"),
+        ("ENFORCE_ENDPOINT_CHECK", "false"),
+        ("COMPAT_ALLOWED_ROLES", "user,userplus"),
+        ("ADOPT_NAMESPACES", "legacy,infra"),
+        ("WATCH_NAMESPACE", "apps"),
+        ("MARKER_BUCKET", "s3op-markers-test"),
+        ("RESYNC_INTERVAL", "1m"),
+        ("RECONCILE_CONCURRENCY", "4"),
+        ("LEADER_ELECTION", "true"),
+        ("LEADER_ELECTION_NAMESPACE", "ops"),
+        ("LEADER_ELECTION_LEASE_NAME", "s3op-lease"),
+        ("LEADER_ELECTION_LEASE_DURATION", "20s"),
+        ("RUST_BACKTRACE", "1"),
+    ];
+    for (name, value) in expect {
+        assert_eq!(env_value(&docs, name), Some(value), "{name}");
+    }
+    assert_eq!(one(&docs, "Deployment")["spec"]["replicas"], 2);
+    assert_eq!(one(&docs, "PodDisruptionBudget")["spec"]["minAvailable"], 1);
+
+    // Defaults: the binary's own, leader election on, no region/adoption/watch namespace.
+    let (_, docs) = render("s3op", "ops", &existing());
+    for (name, value) in [
+        ("CRD_MODE", "true"),
+        ("COMPAT_MODE", "true"),
+        ("ENFORCE_ENDPOINT_CHECK", "true"),
+        ("COMPAT_ALLOWED_ROLES", "user"),
+        ("MARKER_BUCKET", "s3-resource-operator-markers"),
+        ("RESYNC_INTERVAL", "5m"),
+        ("RECONCILE_CONCURRENCY", "8"),
+        ("LOG_FORMAT", "text"),
+        ("LEADER_ELECTION", "true"),
+        ("LEADER_ELECTION_LEASE_NAME", "s3op-s3-resource-operator"),
+        ("LEADER_ELECTION_LEASE_DURATION", "15s"),
+    ] {
+        assert_eq!(env_value(&docs, name), Some(value), "{name}");
+    }
+    for absent in ["S3_REGION", "ADOPT_NAMESPACES", "WATCH_NAMESPACE", "GARAGE_ADMIN_TOKEN"] {
+        assert!(env_value(&docs, absent).is_none(), "{absent} set by default");
+    }
+    assert!(all_of(&docs, "PodDisruptionBudget").is_empty());
+    assert!(one(&docs, "Deployment")["spec"].get("strategy").is_none());
+
+    // Without leader election: no Lease rights, never two pods at once, and one replica only.
+    let mut no_le = existing();
+    no_le.extend(["--set".to_string(), "leaderElection.enabled=false".to_string()]);
+    let (_, docs) = render("s3op", "ops", &no_le);
+    assert_eq!(env_value(&docs, "LEADER_ELECTION"), Some("false"));
+    assert!(env_value(&docs, "LEADER_ELECTION_LEASE_NAME").is_none());
+    assert!(all_of(&docs, "Role").is_empty());
+    assert_eq!(one(&docs, "Deployment")["spec"]["strategy"], json!({"type": "Recreate"}));
+    no_le.extend(["--set".to_string(), "replicaCount=3".to_string()]);
+    assert!(render_err(&no_le).contains("replicaCount above 1 needs leaderElection.enabled=true"));
+
+    // The PodDisruptionBudget: maxUnavailable unless minAvailable is given; 0 is a real value.
+    let mut pdb = existing();
+    pdb.extend(["--set".to_string(), "podDisruptionBudget.enabled=true".to_string()]);
+    let (_, docs) = render("s3op", "ops", &pdb);
+    assert_eq!(one(&docs, "PodDisruptionBudget")["spec"]["maxUnavailable"], 1);
+    assert!(one(&docs, "PodDisruptionBudget")["spec"].get("minAvailable").is_none());
+    pdb.extend(["--set".to_string(), "podDisruptionBudget.maxUnavailable=0".to_string()]);
+    let (_, docs) = render("s3op", "ops", &pdb);
+    assert_eq!(one(&docs, "PodDisruptionBudget")["spec"]["maxUnavailable"], 0);
+    pdb.extend(set(&["podDisruptionBudget.minAvailable=50%"]));
+    let (_, docs) = render("s3op", "ops", &pdb);
+    assert_eq!(
+        one(&docs, "PodDisruptionBudget")["spec"],
+        json!({"minAvailable": "50%", "selector": {"matchLabels": {"app.kubernetes.io/name": "s3-resource-operator", "app.kubernetes.io/instance": "s3op"}}})
+    );
+}
+
+#[test]
+fn rbac_is_exactly_what_the_operator_uses() {
+    let (_, docs) = render("s3op", "ops", &existing());
+    let cluster_role = one(&docs, "ClusterRole");
+    assert_eq!(cluster_role["rules"], operator_rules());
+    assert_no_wildcard(cluster_role);
+    let binding = one(&docs, "ClusterRoleBinding");
+    assert_eq!(
+        binding["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "s3op-s3-resource-operator"})
+    );
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "s3op-s3-resource-operator", "namespace": "ops"}])
+    );
+
+    // Leader election: a Role in the release namespace for the operator's Lease only.
+    let lease_role = one(&docs, "Role");
+    assert_eq!(lease_role["metadata"]["namespace"], "ops");
+    assert_eq!(
+        lease_role["rules"],
+        json!([
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["s3op-s3-resource-operator"], "verbs": ["get", "patch", "update"]},
+        ])
+    );
+    assert_no_wildcard(lease_role);
+    assert_eq!(one(&docs, "RoleBinding")["roleRef"]["name"], lease_role["metadata"]["name"]);
+
+    // A watched namespace: the same rules as a Role there, nothing cluster-wide.
+    let (_dir, file) = values_file(&all_features("apps", true));
+    let (_, docs) = render("s3op", "ops", &file);
+    assert!(all_of(&docs, "ClusterRole").is_empty() && all_of(&docs, "ClusterRoleBinding").is_empty());
+    let roles = all_of(&docs, "Role");
+    assert_eq!(roles.len(), 2);
+    for role in &roles {
+        assert_no_wildcard(role);
+    }
+    let watched = roles.iter().find(|r| r["metadata"]["namespace"] == "apps").unwrap();
+    assert_eq!(watched["rules"], operator_rules());
+    let lease = roles.iter().find(|r| r["metadata"]["namespace"] == "ops").unwrap();
+    assert_eq!(lease["rules"][1]["resourceNames"], json!(["s3op-lease"]));
+    let watched_binding =
+        all_of(&docs, "RoleBinding").into_iter().find(|b| b["metadata"]["namespace"] == "apps").unwrap();
+    assert_eq!(watched_binding["subjects"][0]["namespace"], "ops");
+}
+
+#[test]
+fn the_deployment_is_locked_down_and_probed() {
+    for values in [inline_s3(), existing()] {
+        let (_, docs) = render("s3op", "ops", &values);
+        let pod = &one(&docs, "Deployment")["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["securityContext"],
+            json!({"runAsNonRoot": true, "runAsUser": 1000, "fsGroup": 2000, "seccompProfile": {"type": "RuntimeDefault"}})
+        );
+        let c = container(&docs);
+        assert_eq!(
+            c["securityContext"],
+            json!({
+                "allowPrivilegeEscalation": false,
+                "capabilities": {"drop": ["ALL"]},
+                "readOnlyRootFilesystem": true,
+                "runAsNonRoot": true,
+                "runAsUser": 1000,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            })
+        );
+        assert_eq!(c["ports"], json!([{"name": "http-metrics", "containerPort": 8000, "protocol": "TCP"}]));
+        assert_eq!(c["livenessProbe"]["httpGet"], json!({"path": "/healthz", "port": "http-metrics"}));
+        assert_eq!(c["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "http-metrics"}));
+        for (name, field) in [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")] {
+            assert_eq!(env_entry(&docs, name)["valueFrom"], json!({"fieldRef": {"fieldPath": field}}));
+        }
+        // Credentials reach the container only from a Secret: no variable carries a key.
+        let credentials =
+            ["S3_ACCESS_KEY", "ROOT_ACCESS_KEY", "S3_SECRET_KEY", "ROOT_SECRET_KEY", "GARAGE_ADMIN_TOKEN"];
+        for e in c["env"].as_array().unwrap() {
+            if credentials.contains(&e["name"].as_str().unwrap()) {
+                assert!(e.get("value").is_none() && e["valueFrom"]["secretKeyRef"].is_object(), "{e}");
+            }
+        }
+        let text = one(&docs, "Deployment").to_string();
+        assert!(!text.contains(ACCESS_KEY) && !text.contains(SECRET_KEY), "a credential in the Deployment");
+    }
+}
+
+#[test]
+fn deploy_operator_yaml_is_current() {
+    let want = chart::operator_manifest().unwrap();
+    let have = std::fs::read_to_string(chart::operator_manifest_path()).unwrap_or_default();
+    assert!(have == want, "{} is stale: run `cargo xtask render` and commit the result", chart::OPERATOR_MANIFEST);
+    assert!(have.starts_with("# Generated by `cargo xtask render`"));
+    let docs = chart::documents(&have).unwrap();
+    assert!(all_of(&docs, "Secret").is_empty(), "the plain manifest must not carry credentials");
+    assert_eq!(container(&docs)["envFrom"][0]["secretRef"]["name"], chart::CREDENTIALS_SECRET);
+    for d in &docs {
+        if d["kind"] != "ClusterRole" && d["kind"] != "ClusterRoleBinding" {
+            assert_eq!(d["metadata"]["namespace"], chart::NAMESPACE, "{} {}", d["kind"], d["metadata"]["name"]);
+        }
+    }
+}
+
+/// A ServiceMonitor CRD with the fields of prometheus-operator's that the chart uses (and
+/// structural, so the API server's strict field validation refuses a misspelt one).
+const SERVICE_MONITOR_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: servicemonitors.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: ServiceMonitor, listKind: ServiceMonitorList, plural: servicemonitors, singular: servicemonitor}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          required: [spec]
+          properties:
+            spec:
+              type: object
+              required: [selector, endpoints]
+              properties:
+                selector:
+                  type: object
+                  properties:
+                    matchLabels: {type: object, additionalProperties: {type: string}}
+                endpoints:
+                  type: array
+                  items:
+                    type: object
+                    properties:
+                      port: {type: string}
+                      path: {type: string}
+                      interval: {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
+                      scrapeTimeout: {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
+                      metricRelabelings: &relabel
+                        type: array
+                        items:
+                          type: object
+                          properties:
+                            action: {type: string}
+                            modulus: {type: integer}
+                            regex: {type: string}
+                            replacement: {type: string}
+                            separator: {type: string}
+                            sourceLabels: {type: array, items: {type: string}}
+                            targetLabel: {type: string}
+                      relabelings: *relabel
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_accepts_the_rendered_manifests() {
+    let cp = cp();
+    // A ServiceMonitor CRD, so the ServiceMonitor is validated too (server-side apply: harmless
+    // when another run installed it already).
+    let dir = tempfile::tempdir().unwrap();
+    let crd = dir.path().join("servicemonitor-crd.yaml");
+    std::fs::write(&crd, SERVICE_MONITOR_CRD).unwrap();
+    kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", &crd.display().to_string()]);
+    kubectl_ok(&["wait", "--for=condition=Established", "--timeout=60s", "crd/servicemonitors.monitoring.coreos.com"]);
+
+    let cases: Vec<(&str, Vec<String>)> =
+        vec![("inline", inline_s3()), ("root", inline_root()), ("existing", existing())];
+    for (name, values) in cases {
+        let ns = cp.namespace(&format!("chart-{name}")).await.unwrap();
+        let (text, docs) = render("s3op", &ns, &values);
+        assert!(docs.iter().any(|d| d["kind"] == "Deployment"));
+        server_dry_run(&text);
+    }
+    let ns = cp.namespace("chart-all").await.unwrap();
+    let watched = cp.namespace("chart-all-watched").await.unwrap();
+    let (_dir, file) = values_file(&all_features(&watched, true));
+    let (text, docs) = render("s3op", &ns, &file);
+    for kind in ["ServiceMonitor", "PodDisruptionBudget", "Role", "RoleBinding", "Service", "Secret", "ServiceAccount"]
+    {
+        assert!(docs.iter().any(|d| d["kind"] == kind), "{kind} missing from the all-features rendering");
+    }
+    server_dry_run(&text);
+    // The plain manifest too (its namespace must exist).
+    if cp.kubectl(&["get", "namespace", chart::NAMESPACE]).unwrap().status.success() {
+        // already there from an earlier run of this binary's control plane
+    } else {
+        kubectl_ok(&["create", "namespace", chart::NAMESPACE]);
+    }
+    server_dry_run(&std::fs::read_to_string(chart::operator_manifest_path()).unwrap());
+}
+
+/// The operator, run under the chart's ServiceAccount with only the chart's RBAC, does its whole
+/// job: custom resources, credentials Secret, compatibility Secret, events, cleanup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_works_with_only_the_charts_rights() {
+    let cp = cp();
+    let ns = cp.namespace("chart-rbac").await.unwrap();
+    let fullname = format!("op-{ns}");
+    let mut values = existing();
+    values.extend(set(&[&format!("fullnameOverride={fullname}")]));
+    let (text, docs) = render("s3op", &ns, &values);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chart.yaml");
+    // Everything but the Deployment: no kubelet here; the operator runs in this process instead.
+    let without_deployment: Vec<&str> = text.split("\n---").filter(|d| !d.contains("\nkind: Deployment")).collect();
+    std::fs::write(&path, without_deployment.join("\n---")).unwrap();
+    kubectl_ok(&["apply", "-f", &path.display().to_string()]);
+    assert_eq!(one(&docs, "ServiceAccount")["metadata"]["name"], fullname.as_str());
+
+    // What the chart grants, and what it does not.
+    let sa = format!("system:serviceaccount:{ns}:{fullname}");
+    let can = |args: &[&str]| {
+        let mut all = vec!["auth", "can-i", "--as", &sa];
+        all.extend_from_slice(args);
+        String::from_utf8_lossy(&cp.kubectl(&all).unwrap().stdout).trim().to_string()
+    };
+    let own_lease = format!("leases.coordination.k8s.io/{fullname}");
+    let ns_ = ns.as_str();
+    for (args, want) in [
+        (&["patch", "secrets", "-A"][..], "yes"),
+        (&["watch", "s3buckets.s3-resource-operator.io", "-A"][..], "yes"),
+        (&["patch", "s3users.s3-resource-operator.io", "--subresource=status", "-A"][..], "yes"),
+        (&["create", "events.events.k8s.io", "-n", "default"][..], "yes"),
+        (&["create", "leases.coordination.k8s.io", "-n", ns_][..], "yes"),
+        (&["update", own_lease.as_str(), "-n", ns_][..], "yes"),
+        (&["get", "leases.coordination.k8s.io/someone-else", "-n", ns_][..], "no"),
+        (&["create", "leases.coordination.k8s.io", "-n", "default"][..], "no"),
+        (&["delete", "secrets", "-A"][..], "no"),
+        (&["create", "secrets", "-A"][..], "yes"),
+        (&["update", "secrets", "-A"][..], "no"),
+        (&["delete", "s3buckets.s3-resource-operator.io", "-A"][..], "no"),
+        (&["create", "s3buckets.s3-resource-operator.io", "-A"][..], "no"),
+        (&["list", "namespaces"][..], "no"),
+        (&["list", "pods", "-A"][..], "no"),
+        (&["create", "events", "-n", "default"][..], "no"),
+    ] {
+        assert_eq!(can(args), want, "kubectl auth can-i {args:?} as the chart's ServiceAccount");
+    }
+
+    // A client with the ServiceAccount's token and nothing else.
+    let token = kubectl_ok(&["-n", &ns, "create", "token", &fullname, "--duration=1h"]);
+    let mut kubeconfig: Value = yaml_serde::from_str(&std::fs::read_to_string(cp.kubeconfig()).unwrap()).unwrap();
+    kubeconfig["users"][0]["user"] = json!({"token": token.trim()});
+    let sa_kubeconfig = dir.path().join("sa.kubeconfig");
+    std::fs::write(&sa_kubeconfig, serde_json::to_string(&kubeconfig).unwrap()).unwrap();
+    let sa_client = client_from_kubeconfig(&sa_kubeconfig).await.unwrap();
+
+    let store = Store::start(StoreKind::Minio).await.unwrap_or_else(|e| panic!("{e:#}"));
+    // Cluster-wide, as the chart installs it: list and watch across namespaces need the ClusterRole.
+    let mut args = store_args(&store);
+    args.extend(["--resync-interval", "3s", "--marker-bucket", &unique_name("chart-markers")].map(str::to_string));
+    let operator = Operator::start_with(sa_client, args).await.unwrap();
+
+    let admin = cp.client().await.unwrap();
+    let pp = PatchParams::apply("chart-test").force();
+    let buckets: Api<S3Bucket> = Api::namespaced(admin.clone(), &ns);
+    let users: Api<S3User> = Api::namespaced(admin.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
+    let bucket_name = unique_name("chart-bucket");
+    let bucket = json!({
+        "apiVersion": "s3-resource-operator.io/v1alpha1", "kind": "S3Bucket",
+        "metadata": {"name": "data"}, "spec": {"bucketName": bucket_name, "deletionPolicy": "Delete"},
+    });
+    buckets.patch("data", &pp, &Patch::Apply(&bucket)).await.unwrap();
+    let user = json!({
+        "apiVersion": "s3-resource-operator.io/v1alpha1", "kind": "S3User",
+        "metadata": {"name": "app"},
+        "spec": {"access": [{"bucket": "data", "permission": "ReadWrite"}], "secretName": "app-creds"},
+    });
+    users.patch("app", &pp, &Patch::Apply(&user)).await.unwrap();
+    let compat_bucket = unique_name("chart-compat");
+    let compat = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "legacy", "annotations": {"s3-resource-operator.io/enabled": "true"}},
+        "stringData": {"bucket-name": compat_bucket, "access-key": "chartlegacyuser", "secret-key": "chart-legacy-secret-key-0123456789"},
+    });
+    secrets.patch("legacy", &pp, &Patch::Apply(&compat)).await.unwrap();
+
+    let ready = |status: &Option<Value>| {
+        status
+            .as_ref()
+            .and_then(|s| s["conditions"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    };
+    wait_until("S3Bucket and S3User Ready, credentials Secret written, compat Secret provisioned", || async {
+        let b = buckets.get("data").await.unwrap();
+        let u = users.get("app").await.unwrap();
+        let creds = secrets.get_opt("app-creds").await.unwrap();
+        let events: Api<Event> = Api::namespaced(admin.clone(), &ns);
+        let provisioned = events.list(&ListParams::default()).await.unwrap().items.iter().any(|e| {
+            e.reason.as_deref() == Some("Provisioned")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("legacy")
+        });
+        ready(&b.status.map(|s| serde_json::to_value(s).unwrap()))
+            && ready(&u.status.map(|s| serde_json::to_value(s).unwrap()))
+            && creds.is_some_and(|s| s.data.unwrap_or_default().contains_key("AWS_ACCESS_KEY_ID"))
+            && provisioned
+    })
+    .await;
+
+    // Cleanup runs through the finalizers (patch rights), and the bucket goes from the store.
+    users.delete("app", &DeleteParams::default()).await.unwrap();
+    buckets.delete("data", &DeleteParams::default()).await.unwrap();
+    wait_until("S3User and S3Bucket gone", || async {
+        users.get_opt("app").await.unwrap().is_none() && buckets.get_opt("data").await.unwrap().is_none()
+    })
+    .await;
+    let gone = store.s3_client().head_bucket().bucket(&bucket_name).send().await;
+    assert!(gone.is_err(), "bucket {bucket_name} still on the store after deletionPolicy Delete");
+    operator.stop().await.unwrap();
+
+    let cluster_scoped = format!("clusterrole/{fullname}");
+    let binding = format!("clusterrolebinding/{fullname}");
+    kubectl_ok(&["delete", &cluster_scoped, &binding]);
+}
+
+/// `helm install --dry-run=server` against the control plane: the release renders as a real
+/// install would, NOTES included, and tells the user what to do next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_notes_say_what_to_do_next() {
+    let cp = cp();
+    for (name, values, secret_line) in [
+        ("notes-inline", inline_s3(), "made by this chart"),
+        ("notes-existing", existing(), "kubectl -n NS create secret generic my-s3-admin"),
+    ] {
+        let ns = cp.namespace(name).await.unwrap();
+        let mut args: Vec<String> =
+            ["install", "s3op", chart::CHART_DIR, "--namespace", &ns, "--dry-run=server", "--skip-crds"]
+                .iter()
+                .map(|s| (*s).to_string())
+                .collect();
+        args.push(format!("--kubeconfig={}", cp.kubeconfig().display()));
+        args.extend(values);
+        let out = chart::helm(&args).unwrap();
+        assert!(out.ok, "helm {args:?}:\n{}", out.stderr);
+        let notes = &out.stdout[out.stdout.find("NOTES:").expect("no NOTES in helm install output")..];
+        for want in [
+            format!("kubectl -n {ns} rollout status deployment/s3op-s3-resource-operator"),
+            secret_line.replace("NS", &ns),
+            "kind: S3User".to_string(),
+            "The user's credentials appear in the Secret \"app-s3-credentials\"".to_string(),
+            "get events --field-selector reportingComponent=s3-resource-operator".to_string(),
+            format!("kubectl -n {ns} port-forward service/s3op-s3-resource-operator-metrics 8000"),
+        ] {
+            assert!(notes.contains(&want), "NOTES lack {want:?}:\n{notes}");
+        }
+        assert!(!notes.contains(SECRET_KEY) && !out.stdout.contains(SECRET_KEY), "helm printed a credential");
+    }
+    // The events command the NOTES give is one the API server takes.
+    kubectl_ok(&["get", "events", "-n", "default", "--field-selector", "reportingComponent=s3-resource-operator"]);
+}
+
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + TIMEOUT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {TIMEOUT:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
