@@ -758,7 +758,8 @@ async fn the_api_server_accepts_the_rendered_manifests() {
 }
 
 /// The operator, run under the chart's ServiceAccount with only the chart's RBAC, does its whole
-/// job: custom resources, credentials Secret, compatibility Secret, events, cleanup.
+/// job: custom resources, credentials Secret, compatibility Secret, events, its leader Lease,
+/// cleanup; and what it has no business doing is refused with 403.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_works_with_only_the_charts_rights() {
     let cp = cp();
@@ -817,7 +818,48 @@ async fn the_operator_works_with_only_the_charts_rights() {
     // Cluster-wide, as the chart installs it: list and watch across namespaces need the ClusterRole.
     let mut args = store_args(&store);
     args.extend(["--resync-interval", "3s", "--marker-bucket", &unique_name("chart-markers")].map(str::to_string));
-    let operator = Operator::start_with(sa_client, args).await.unwrap();
+    // With leader election on the chart's Lease (its name defaults to the release's full name).
+    args.extend(
+        [
+            "--leader-election",
+            "true",
+            "--leader-election-namespace",
+            ns.as_str(),
+            "--leader-election-lease-name",
+            fullname.as_str(),
+            "--pod-name",
+            "chart-operator",
+        ]
+        .map(str::to_string),
+    );
+    let operator = Operator::start_with(sa_client.clone(), args).await.unwrap();
+
+    // What the identity cannot do, asked for real: each answered 403.
+    {
+        use k8s_openapi::api::{
+            apps::v1::Deployment,
+            core::v1::{ConfigMap, Namespace},
+        };
+        let forbidden = |r: Result<(), kube::Error>, what: &str| match r {
+            Err(kube::Error::Api(s)) if s.code == 403 => {}
+            other => panic!("{what}: expected 403, got {other:?}"),
+        };
+        let namespaces: Api<Namespace> = Api::all(sa_client.clone());
+        forbidden(namespaces.delete("default", &DeleteParams::default()).await.map(|_| ()), "delete a namespace");
+        let deployments: Api<Deployment> = Api::namespaced(sa_client.clone(), &ns);
+        forbidden(
+            deployments
+                .patch("anything", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 0}})))
+                .await
+                .map(|_| ()),
+            "patch a Deployment",
+        );
+        let configmaps: Api<ConfigMap> = Api::namespaced(sa_client.clone(), "kube-system");
+        forbidden(configmaps.get("kube-root-ca.crt").await.map(|_| ()), "read a ConfigMap");
+        forbidden(configmaps.list(&ListParams::default()).await.map(|_| ()), "list ConfigMaps");
+        let secrets_sa: Api<Secret> = Api::namespaced(sa_client.clone(), &ns);
+        forbidden(secrets_sa.delete("anything", &DeleteParams::default()).await.map(|_| ()), "delete a Secret");
+    }
 
     let admin = cp.client().await.unwrap();
     let pp = PatchParams::apply("chart-test").force();
@@ -867,6 +909,10 @@ async fn the_operator_works_with_only_the_charts_rights() {
             && provisioned
     })
     .await;
+
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(admin.clone(), &ns);
+    let lease = leases.get(&fullname).await.unwrap();
+    assert_eq!(lease.spec.and_then(|s| s.holder_identity).as_deref(), Some("chart-operator"), "the Lease holder");
 
     // Cleanup runs through the finalizers (patch rights), and the bucket goes from the store.
     users.delete("app", &DeleteParams::default()).await.unwrap();

@@ -548,3 +548,75 @@ async fn restart_mid_rollout_converges_without_orphan_keys() {
     }
     op.stop().await.unwrap();
 }
+
+/// Two replicas with leader election against one control plane and store: only the Lease
+/// holder reconciles (counted from each one's metrics); when it stops it releases the Lease and
+/// the stand-in converges a newly applied bucket within the lease duration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_election_one_acts_and_the_other_takes_over() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    const LEASE_SECS: u64 = 6;
+    let store = start(StoreKind::Versitygw).await;
+    let ns = cp().namespace("leader").await.unwrap();
+    let client = cp().client().await.unwrap();
+    let lease_secs = format!("{LEASE_SECS}s");
+    let election = |id: &'static str| {
+        [
+            "--leader-election",
+            "true",
+            "--leader-election-namespace",
+            ns.as_str(),
+            "--leader-election-lease-duration",
+            lease_secs.as_str(),
+            "--pod-name",
+            id,
+        ]
+    };
+    let first = Operator::start(client.clone(), &store, &ns, "3s", &election("replica-a")).await.unwrap();
+    // Same flags (and so the same marker bucket), another identity.
+    let mut args = first.args();
+    let at = args.iter().position(|a| a == "--pod-name").unwrap();
+    args[at + 1] = "replica-b".into();
+    let second = Operator::start_with(client.clone(), args).await.unwrap();
+
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let holder =
+        || async { leases.get_opt("s3-resource-operator").await.unwrap().and_then(|l| l.spec?.holder_identity) };
+    assert_eq!(holder().await.as_deref(), Some("replica-a"));
+    assert_eq!(first.metric_sum("s3op_leader").await.unwrap(), 1.0);
+    assert_eq!(second.metric_sum("s3op_leader").await.unwrap(), 0.0, "a stand-in is ready but not leading");
+
+    let buckets: Api<S3Bucket> = Api::namespaced(client.clone(), &ns);
+    for i in 0..3 {
+        buckets.create(&PostParams::default(), &bucket(&format!("b{i}"), DeletionPolicy::Delete)).await.unwrap();
+    }
+    for i in 0..3 {
+        wait_ready(&buckets, &format!("b{i}")).await;
+    }
+    let (a_reconciles, a_writes) = (
+        first.metric_sum("s3op_reconciles_total").await.unwrap(),
+        first.metric_sum("s3op_backend_writes_total").await.unwrap(),
+    );
+    let (b_reconciles, b_writes) = (
+        second.metric_sum("s3op_reconciles_total").await.unwrap(),
+        second.metric_sum("s3op_backend_writes_total").await.unwrap(),
+    );
+    eprintln!(
+        "leader: reconciles {a_reconciles}, writes {a_writes}; stand-in: reconciles {b_reconciles}, writes {b_writes}"
+    );
+    assert!(a_reconciles >= 3.0 && a_writes >= 3.0);
+    assert_eq!((b_reconciles, b_writes), (0.0, 0.0), "the stand-in acted");
+
+    // A graceful stop releases the Lease at once.
+    first.stop().await.unwrap();
+    assert_ne!(holder().await.as_deref(), Some("replica-a"), "the Lease was not released");
+    let t = Instant::now();
+    buckets.create(&PostParams::default(), &bucket("after", DeletionPolicy::Delete)).await.unwrap();
+    wait_ready(&buckets, "after").await;
+    let took = t.elapsed();
+    eprintln!("stand-in converged a new bucket {took:?} after the leader stopped (lease {LEASE_SECS}s)");
+    assert!(took < Duration::from_secs(LEASE_SECS + 5), "took over after {took:?}");
+    assert_eq!(holder().await.as_deref(), Some("replica-b"));
+    assert_eq!(second.metric_sum("s3op_leader").await.unwrap(), 1.0);
+    second.stop().await.unwrap();
+}

@@ -29,6 +29,7 @@ use crate::{
     config::Config,
     context::{Context, Error, Result, WithStatus},
     http::{self, Readiness},
+    leader,
     metered::MeteredBackend,
     metrics::Metrics,
     store, user,
@@ -62,12 +63,12 @@ pub async fn run(
     if config.compat_mode {
         kinds.push(compat::KIND);
     }
-    readiness.expect(&kinds);
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_on_signal = stop_tx.clone();
     tokio::spawn(async move {
         shutdown.await;
-        let _ = stop_tx.send(true);
+        let _ = stop_on_signal.send(true);
     });
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -75,6 +76,26 @@ pub async fn run(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
+    let server = tokio::spawn(http::serve(config.metrics_addr, metrics.clone(), readiness.clone(), stopped()));
+
+    // A stand-by replica is ready as soon as the store answers, so a rolling update can bring
+    // it up while the old leader still holds the Lease.
+    let mut leadership = match &config.leader_election {
+        Some(election) => {
+            readiness.expect(&[]);
+            match leader::acquire(client.clone(), election, stopped()).await? {
+                Some(l) => Some(l),
+                None => {
+                    server.await??;
+                    tracing::info!("operator stopped before becoming the leader");
+                    return Ok(());
+                }
+            }
+        }
+        None => None,
+    };
+    metrics.set_leader(true);
+    readiness.expect(&kinds);
 
     let reporter = Reporter { controller: "s3-resource-operator".into(), instance: std::env::var("POD_NAME").ok() };
     let recorder = Recorder::new(client.clone(), reporter);
@@ -145,10 +166,35 @@ pub async fn run(
         );
     }
 
-    let server = http::serve(config.metrics_addr, metrics, readiness, stopped());
     tracing::info!(addr = %config.metrics_addr, backend = %config.backend, "operator running");
-    let (served, _) = tokio::join!(server, futures::future::join_all(work));
-    served?;
+    // Losing the Lease (renewal failed, another replica took over) stops this replica's work:
+    // two leaders must never reconcile at once. The process then exits non-zero and restarts
+    // as a stand-by.
+    let lost = async {
+        match &mut leadership {
+            Some(l) => {
+                l.lost().await;
+                true
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let lost_leadership = tokio::select! {
+        _ = futures::future::join_all(work) => false,
+        true = lost => {
+            tracing::error!("lost the leader election Lease; stopping");
+            metrics.set_leader(false);
+            let _ = stop_tx.send(true);
+            true
+        }
+    };
+    if let Some(l) = leadership {
+        l.release().await;
+    }
+    server.await??;
+    if lost_leadership {
+        anyhow::bail!("lost the leader election Lease");
+    }
     tracing::info!("operator stopped");
     Ok(())
 }
