@@ -106,6 +106,18 @@ pub trait CompatStore: Backend {
     async fn write_claim(&self, kind: ClaimKind, name: &str, owner: &Owner) -> Result<()>;
 }
 
+/// Refuses an account whose access key is the operator's own: a Secret naming it would reset
+/// the credentials every store call is made with. Every store's [`CompatStore::accepts`] starts here.
+pub fn not_the_operators_key(account: &CompatAccount, operator_key: &str) -> Result<()> {
+    if account.access_key == operator_key {
+        return Err(BackendError::NotOwned {
+            what: format!("access key {}", account.access_key),
+            detail: "the operator's own key".into(),
+        });
+    }
+    Ok(())
+}
+
 /// What [`provision`] did, for events and the legacy metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {

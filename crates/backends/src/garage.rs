@@ -930,12 +930,7 @@ impl Garage {
 #[async_trait]
 impl CompatStore for Garage {
     fn accepts(&self, account: &CompatAccount) -> Result<()> {
-        if account.access_key == self.config.access_key {
-            return Err(BackendError::NotOwned {
-                what: format!("access key {}", account.access_key),
-                detail: "the operator's own key".into(),
-            });
-        }
+        crate::compat::not_the_operators_key(account, &self.config.access_key)?;
         match garage_key_problem(&account.access_key, account.secret_key.expose()) {
             Some(problem) => Err(BackendError::InvalidInput(problem)),
             None => Ok(()),

@@ -435,12 +435,7 @@ impl Backend for VersityGw {
 #[async_trait]
 impl CompatStore for VersityGw {
     fn accepts(&self, account: &CompatAccount) -> Result<()> {
-        if account.access_key == self.config.access_key {
-            return Err(BackendError::NotOwned {
-                what: format!("access key {}", account.access_key),
-                detail: "the operator's own admin account".into(),
-            });
-        }
+        crate::compat::not_the_operators_key(account, &self.config.access_key)?;
         Ok(())
     }
 
