@@ -900,17 +900,6 @@ impl Backend for Garage {
 }
 
 impl Garage {
-    /// Refuses the marker bucket: handing it to an account would let that account forge claims.
-    fn refuse_marker_bucket(&self, bucket: &str) -> Result<()> {
-        if bucket == self.config.marker_bucket {
-            return Err(BackendError::NotOwned {
-                what: format!("bucket {bucket}"),
-                detail: "the operator's marker bucket".into(),
-            });
-        }
-        Ok(())
-    }
-
     /// The keys (never the operator's) holding read, write and owner on the bucket, sorted.
     fn compat_owners<'a>(&self, info: &'a BucketDetails) -> Vec<&'a str> {
         let mut owners: Vec<&str> = info
@@ -1011,7 +1000,7 @@ impl CompatStore for Garage {
     }
 
     async fn create_bucket(&self, bucket: &str) -> Result<()> {
-        self.refuse_marker_bucket(bucket)?;
+        self.markers.refuse_own_bucket(bucket)?;
         let what = format!("bucket {bucket}");
         // As ensure_bucket: a global alias, and the operator's key allowed in the same call.
         let body = serde_json::json!({
@@ -1033,7 +1022,7 @@ impl CompatStore for Garage {
     }
 
     async fn change_bucket_owner(&self, bucket: &str, owner: &str, _previous: Option<&str>) -> Result<()> {
-        self.refuse_marker_bucket(bucket)?;
+        self.markers.refuse_own_bucket(bucket)?;
         let what = format!("bucket {bucket}");
         let info = self.find_bucket(bucket).await?.ok_or_else(|| BackendError::not_found(what.clone()))?;
         if !info.global_aliases.iter().any(|a| a == bucket) {
@@ -1054,18 +1043,12 @@ impl CompatStore for Garage {
     }
 
     async fn claim(&self, kind: ClaimKind, name: &str) -> Result<Option<Owner>> {
-        if kind == ClaimKind::Bucket {
-            self.refuse_marker_bucket(name)?;
-        }
-        self.markers.owner(kind.into(), name).await
+        self.markers.claim(kind, name).await
     }
 
     async fn write_claim(&self, kind: ClaimKind, name: &str, owner: &Owner) -> Result<()> {
-        if kind == ClaimKind::Bucket {
-            self.refuse_marker_bucket(name)?;
-        }
         // No marker bucket yet, or our key is not allowed on it: fix that and retry.
-        self.markers.write(kind.into(), name, owner, Vec::new(), || self.ensure_marker_bucket()).await
+        self.markers.write_claim(kind, name, owner, || self.ensure_marker_bucket()).await
     }
 }
 
@@ -1109,7 +1092,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(garage.compat_owners(&info), ["GKcompat"]);
-        assert!(garage.refuse_marker_bucket("markers").is_err() && garage.refuse_marker_bucket("b").is_ok());
+        assert!(garage.markers.refuse_own_bucket("markers").is_err() && garage.markers.refuse_own_bucket("b").is_ok());
         let key: KeyDetails = parse(
             r#"{"accessKeyId":"GKcompat","name":"GKcompat","expired":true,"secretAccessKey":"x","buckets":[]}"#,
             "t",

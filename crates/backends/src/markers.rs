@@ -8,7 +8,7 @@
 
 use aws_sdk_s3::{Client, primitives::ByteStream};
 
-use crate::{BackendError, Result, model::Owner, s3ops};
+use crate::{BackendError, Result, compat::ClaimKind, model::Owner, s3ops};
 
 /// Object metadata keys of a marker's claim.
 const META_NAMESPACE: &str = "namespace";
@@ -28,7 +28,7 @@ pub enum MarkerKind {
     CompatBucket,
 }
 
-impl From<crate::compat::ClaimKind> for MarkerKind {
+impl From<ClaimKind> for MarkerKind {
     fn from(kind: crate::compat::ClaimKind) -> Self {
         match kind {
             crate::compat::ClaimKind::Account => MarkerKind::CompatAccount,
@@ -163,6 +163,38 @@ impl MarkerStore {
                 other => Err(other),
             },
         }
+    }
+
+    /// Refuses the marker bucket itself as a compatibility-mode bucket: handing it to an
+    /// account would let that account forge every claim.
+    pub fn refuse_own_bucket(&self, bucket: &str) -> Result<()> {
+        if bucket == self.bucket {
+            return Err(BackendError::NotOwned {
+                what: format!("bucket {bucket}"),
+                detail: "the operator's marker bucket".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Who claimed an access key or bucket in compatibility mode; `None` when nobody has.
+    pub async fn claim(&self, kind: ClaimKind, name: &str) -> Result<Option<Owner>> {
+        if kind == ClaimKind::Bucket {
+            self.refuse_own_bucket(name)?;
+        }
+        self.owner(kind.into(), name).await
+    }
+
+    /// Records a compatibility-mode claim, with `prepare` as in [`MarkerStore::write`].
+    pub async fn write_claim<F, Fut>(&self, kind: ClaimKind, name: &str, owner: &Owner, prepare: F) -> Result<()>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
+        if kind == ClaimKind::Bucket {
+            self.refuse_own_bucket(name)?;
+        }
+        self.write(kind.into(), name, owner, Vec::new(), prepare).await
     }
 
     /// Creates the marker bucket over S3 (stores where the operator's key may create buckets);

@@ -500,18 +500,11 @@ impl CompatStore for VersityGw {
     }
 
     async fn claim(&self, kind: ClaimKind, name: &str) -> Result<Option<Owner>> {
-        // Handing the marker bucket to an account would let it forge every claim.
-        if kind == ClaimKind::Bucket && name == self.config.marker_bucket {
-            return Err(BackendError::NotOwned {
-                what: format!("bucket {name}"),
-                detail: "the operator's marker bucket".into(),
-            });
-        }
-        self.markers.owner(kind.into(), name).await
+        self.markers.claim(kind, name).await
     }
 
     async fn write_claim(&self, kind: ClaimKind, name: &str, owner: &Owner) -> Result<()> {
-        self.markers.write(kind.into(), name, owner, Vec::new(), || self.markers.create_bucket()).await
+        self.markers.write_claim(kind, name, owner, || self.markers.create_bucket()).await
     }
 }
 

@@ -532,17 +532,6 @@ impl Minio {
         Ok(current.as_ref().and_then(|d| policy::grants_from_document("aws", d)) == Some(wanted))
     }
 
-    /// Refuses the marker bucket: handing it to an account would let that account forge claims.
-    fn refuse_marker_bucket(&self, bucket: &str) -> Result<()> {
-        if bucket == self.config.marker_bucket {
-            return Err(BackendError::NotOwned {
-                what: format!("bucket {bucket}"),
-                detail: "the operator's marker bucket".into(),
-            });
-        }
-        Ok(())
-    }
-
     /// The grants held by the user's canned policy; none when it has none attached. A policy
     /// edited outside the operator reads as no grants (the next `set_grants` rewrites it).
     async fn grants(&self, user: &str, info: &UserInfoReply) -> Result<Vec<Grant>> {
@@ -827,7 +816,7 @@ impl CompatStore for Minio {
     }
 
     async fn create_bucket(&self, bucket: &str) -> Result<()> {
-        self.refuse_marker_bucket(bucket)?;
+        self.markers.refuse_own_bucket(bucket)?;
         s3ops::create_bucket(&self.s3, BACKEND, bucket, false).await
     }
 
@@ -843,7 +832,7 @@ impl CompatStore for Minio {
     }
 
     async fn change_bucket_owner(&self, bucket: &str, owner: &str, _previous: Option<&str>) -> Result<()> {
-        self.refuse_marker_bucket(bucket)?;
+        self.markers.refuse_own_bucket(bucket)?;
         let name = compat_policy_name(bucket);
         if !self.compat_policy_current(bucket).await? {
             let grants = [Grant { bucket: bucket.to_string(), permission: Permission::ReadWrite }];
@@ -862,17 +851,11 @@ impl CompatStore for Minio {
     }
 
     async fn claim(&self, kind: ClaimKind, name: &str) -> Result<Option<Owner>> {
-        if kind == ClaimKind::Bucket {
-            self.refuse_marker_bucket(name)?;
-        }
-        self.markers.owner(kind.into(), name).await
+        self.markers.claim(kind, name).await
     }
 
     async fn write_claim(&self, kind: ClaimKind, name: &str, owner: &Owner) -> Result<()> {
-        if kind == ClaimKind::Bucket {
-            self.refuse_marker_bucket(name)?;
-        }
-        self.markers.write(kind.into(), name, owner, Vec::new(), || self.markers.create_bucket()).await
+        self.markers.write_claim(kind, name, owner, || self.markers.create_bucket()).await
     }
 }
 
