@@ -308,6 +308,29 @@ impl ControlPlane {
             .map_err(|e| anyhow!("starting the control plane: {e}"))
     }
 
+    /// Stops kube-apiserver (TERM), keeps it down for `down`, starts it again on the same port
+    /// with the same etcd, and waits for `/readyz`: what clients see in a control-plane upgrade.
+    pub async fn restart_apiserver(&mut self, down: Duration) -> Result<()> {
+        self.apiserver.stop();
+        tokio::time::sleep(down).await;
+        self.apiserver.start()?;
+        let client = client_from_kubeconfig(&self.admin_kubeconfig).await?;
+        let apiserver = &mut self.apiserver;
+        wait_for(
+            "kube-apiserver /readyz after a restart",
+            APISERVER_READY_TIMEOUT,
+            || apiserver.check_alive(),
+            || {
+                let client = client.clone();
+                async move {
+                    let req = http_get("/readyz")?;
+                    Ok(client.request_text(req).await.is_ok_and(|t| t.trim() == "ok"))
+                }
+            },
+        )
+        .await
+    }
+
     /// HTTPS URL of kube-apiserver.
     pub fn url(&self) -> &str {
         &self.url

@@ -2,6 +2,7 @@
 //! real peers on loopback (a Kubernetes control plane and the object stores) and stops them
 //! when it is dropped or the process exits.
 
+pub mod binary;
 pub mod chart;
 pub mod compat;
 pub mod conformance;
@@ -9,6 +10,7 @@ pub mod control_plane;
 pub mod operator;
 pub mod peers;
 pub mod process;
+pub mod rollout;
 pub mod stores;
 
 use std::path::PathBuf;

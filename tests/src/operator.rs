@@ -159,13 +159,7 @@ impl Operator {
 
     /// Sum of every sample of the metric family `name` (all label sets).
     pub async fn metric_sum(&self, name: &str) -> Result<f64> {
-        let text = self.metrics().await?;
-        Ok(text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter(|l| l.split(['{', ' ']).next() == Some(name))
-            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-            .sum())
+        Ok(crate::binary::metric_sum(&self.metrics().await?, name))
     }
 }
 
