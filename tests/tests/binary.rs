@@ -4,8 +4,6 @@
 
 use std::{
     collections::BTreeMap,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -16,24 +14,10 @@ use kube::{
 };
 use s3op_api::{DEFAULT_COMPAT_ANNOTATION, S3Bucket, S3BucketSpec};
 use s3op_tests::{
+    binary::{OperatorProcess, operator_binary},
     control_plane::ControlPlane,
-    process::free_port,
     stores::{Store, StoreKind, unique_name},
 };
-
-/// The binary `cargo test --workspace` builds for the controller's own CLI tests.
-fn binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| s3op_tests::workspace_root().join("target"));
-    let path = target.join("debug/s3-resource-operator");
-    assert!(
-        path.exists(),
-        "{} missing: run `cargo build -p s3op-controller` (or the whole workspace's tests)",
-        path.display()
-    );
-    path
-}
 
 async fn get(url: &str) -> Option<(u16, String, String)> {
     let r = reqwest::get(url).await.ok()?;
@@ -42,71 +26,37 @@ async fn get(url: &str) -> Option<(u16, String, String)> {
     Some((status, ctype, r.text().await.ok()?))
 }
 
-/// The operator binary, started and ready.
+/// The operator binary, started and ready, with the log file it writes to.
 struct Running {
-    child: Child,
+    process: OperatorProcess,
     base: String,
-    log: tempfile::NamedTempFile,
+    _log: tempfile::NamedTempFile,
 }
 
-impl Running {
-    /// Resident memory of the process in MiB, from /proc.
-    fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap();
-        kib / 1024.0
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the binary for `store`, configured by environment only, watching `namespace` (or
-/// every namespace), with `extra` environment, and waits until `/readyz` answers 200.
+/// Starts the binary for `store`, configured by environment only with the older operator's
+/// names, watching `namespace` (or every namespace), with `extra` environment, and waits until
+/// `/readyz` answers 200.
 async fn spawn(cp: &ControlPlane, store: &Store, namespace: Option<&str>, extra: &[(&str, &str)]) -> Running {
-    let port = free_port().unwrap();
-    let base = format!("http://127.0.0.1:{port}");
     let log = tempfile::NamedTempFile::new().unwrap();
-    let mut command = Command::new(binary());
-    command
-        .env_clear()
-        .env("KUBECONFIG", cp.kubeconfig())
-        .env("BACKEND_NAME", "VersityGW")
-        .env("S3_ENDPOINT_URL", store.endpoint())
-        .env("ROOT_ACCESS_KEY", store.admin_access_key())
-        .env("ROOT_SECRET_KEY", store.admin_secret_key())
-        .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
-        .env("LOG_FORMAT", "json")
-        .env("MARKER_BUCKET", unique_name("s3op-markers"))
-        .stdout(Stdio::null())
-        .stderr(log.reopen().unwrap());
+    let mut env: Vec<(String, String)> = [
+        ("BACKEND_NAME", "VersityGW".to_string()),
+        ("S3_ENDPOINT_URL", store.endpoint().to_string()),
+        ("ROOT_ACCESS_KEY", store.admin_access_key().to_string()),
+        ("ROOT_SECRET_KEY", store.admin_secret_key().to_string()),
+        ("LOG_FORMAT", "json".to_string()),
+        ("MARKER_BUCKET", unique_name("s3op-markers")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
     if let Some(ns) = namespace {
-        command.env("WATCH_NAMESPACE", ns);
+        env.push(("WATCH_NAMESPACE".to_string(), ns.to_string()));
     }
-    command.envs(extra.iter().copied());
-    let mut child = command.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some((200, _, _)) = get(&format!("{base}/readyz")).await {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the operator exited: {}",
-            std::fs::read_to_string(log.path()).unwrap()
-        );
-        assert!(Instant::now() < deadline, "not ready: {}", std::fs::read_to_string(log.path()).unwrap());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Running { child, base, log }
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let binary = operator_binary("debug").unwrap();
+    let mut process = OperatorProcess::spawn(&binary, cp.kubeconfig(), env, log.path()).unwrap();
+    process.wait_ready(Duration::from_secs(60)).await.unwrap_or_else(|e| panic!("{e:#}"));
+    Running { base: process.base_url().to_string(), process, _log: log }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +66,7 @@ async fn binary_serves_health_reconciles_and_exits_zero_on_sigterm() {
     let ns = cp.namespace("binary").await.unwrap();
     let mut running = spawn(cp, &store, Some(&ns), &[]).await;
     let base = running.base.clone();
-    let log = running.log.path().to_path_buf();
+    let log = running.process.log_path().to_path_buf();
     let (status, ctype, body) = get(&format!("{base}/healthz")).await.unwrap();
     assert_eq!((status, ctype.as_str(), body.as_str()), (200, "application/json", r#"{"status":"healthy"}"#));
     let (status, _, _) = get(&format!("{base}/nope")).await.unwrap();
@@ -182,14 +132,7 @@ async fn binary_serves_health_reconciles_and_exits_zero_on_sigterm() {
     assert!(metrics.contains("s3op_reconciles_total{"), "{metrics}");
 
     let t = Instant::now();
-    Command::new("kill").args(["-TERM", &running.child.id().to_string()]).status().unwrap();
-    let status = loop {
-        if let Some(s) = running.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(t.elapsed() < Duration::from_secs(20), "no exit within 20s of SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = running.process.terminate(Duration::from_secs(20)).await.unwrap();
     eprintln!("operator binary exited {status} {:?} after SIGTERM", t.elapsed());
     assert!(status.success(), "exit status {status}");
     let text = std::fs::read_to_string(&log).unwrap();
@@ -216,7 +159,7 @@ async fn memory_stays_flat_with_many_unannotated_secrets() {
     let only_compat = [("CRD_MODE", "false")];
     let running = spawn(cp, &store, None, &only_compat).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle = running.rss_mib();
+    let idle = running.process.rss_mib().unwrap();
 
     let client = cp.client().await.unwrap();
     let payload = "x".repeat(16 * 1024);
@@ -240,12 +183,12 @@ async fn memory_stays_flat_with_many_unannotated_secrets() {
     }
     // The watch delivers them within moments; give it time to settle.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let with_secrets = running.rss_mib();
+    let with_secrets = running.process.rss_mib().unwrap();
 
     // A second process lists all of them at start-up.
     let restarted = spawn(cp, &store, None, &only_compat).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let at_start = restarted.rss_mib();
+    let at_start = restarted.process.rss_mib().unwrap();
     eprintln!(
         "RSS: idle {idle:.1} MiB; with {SECRETS} unannotated Secrets (16 KiB each) {with_secrets:.1} MiB; \
          a process started with them listed {at_start:.1} MiB"

@@ -14,6 +14,7 @@ pub mod model;
 pub mod policy;
 pub mod s3ops;
 pub mod secret;
+pub mod snapshot;
 pub mod versitygw;
 
 pub use backend::Backend;

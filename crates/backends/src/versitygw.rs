@@ -3,7 +3,11 @@
 //! grant makes the user the bucket's owner, the only per-user access the gateway's internal IAM
 //! gives without bucket policies, so one bucket can be granted to one user at a time.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
@@ -19,6 +23,7 @@ use crate::{
         Permission, UserInfo, UserSpec,
     },
     s3ops,
+    snapshot::Snapshot,
 };
 
 const BACKEND: &str = "versitygw";
@@ -55,7 +60,16 @@ pub struct VersityGw {
     http: reqwest::Client,
     markers: MarkerStore,
     config: VersityGwConfig,
+    // The gateway answers "does this account exist" and "who owns this bucket" only with a
+    // list of everything: shared snapshots keep a resync of N objects at a few lists, not N.
+    account_names: Arc<Snapshot<BTreeSet<String>>>,
+    owners: Arc<Snapshot<BTreeMap<String, String>>>,
 }
+
+/// How long one `/list-users` or `/list-buckets` answer serves other reconciles. Long enough
+/// to cover a burst of reconciles, short enough that a change made behind the operator's back
+/// is seen at once by anyone looking a moment later.
+const SNAPSHOT_TTL: Duration = Duration::from_secs(5);
 
 /// Body of `/create-user`: element names are the gateway's Go field names.
 #[derive(Serialize)]
@@ -140,7 +154,14 @@ impl VersityGw {
         let s3 = s3ops::client(&config.endpoint, &config.region, &config.access_key, &config.secret_key);
         let http = http::client(BACKEND)?;
         let markers = MarkerStore::new(s3.clone(), BACKEND, config.marker_bucket.clone());
-        Ok(Self { s3, http, markers, config })
+        Ok(Self {
+            s3,
+            http,
+            markers,
+            config,
+            account_names: Arc::new(Snapshot::new(SNAPSHOT_TTL)),
+            owners: Arc::new(Snapshot::new(SNAPSHOT_TTL)),
+        })
     }
 
     /// The bucket that holds the users' ownership markers.
@@ -186,20 +207,62 @@ impl VersityGw {
         Ok(list.accounts)
     }
 
+    /// Whether the account exists, from the shared snapshot; an absence is confirmed by a
+    /// newer list, so an account made a moment ago is never reported missing.
     async fn account_exists(&self, name: &str) -> Result<bool> {
-        Ok(self.list_accounts().await?.iter().any(|a| a == name))
+        let fetch = || async { Ok(self.list_accounts().await?.into_iter().collect::<BTreeSet<_>>()) };
+        let seen = self.account_names.get(fetch).await?;
+        if seen.contains(name) {
+            return Ok(true);
+        }
+        Ok(self.account_names.refresh_after(&seen, fetch).await?.contains(name))
     }
 
-    /// Every bucket with its owner's access key.
-    async fn bucket_owners(&self) -> Result<BTreeMap<String, String>> {
+    /// Records an account the operator created or deleted in the shared snapshot.
+    fn account_changed(&self, name: &str, exists: bool) {
+        self.account_names.patch(|names| {
+            if exists {
+                names.insert(name.to_string());
+            } else {
+                names.remove(name);
+            }
+        });
+    }
+
+    /// Every bucket with its owner's access key, listed now.
+    async fn list_bucket_owners(&self) -> Result<BTreeMap<String, String>> {
         let text = self.admin("/list-buckets", Vec::new(), "buckets").await?;
         let list: ListBuckets = parse(&text, "/list-buckets")?;
         Ok(list.buckets.into_iter().map(|b| (b.name, b.owner)).collect())
     }
 
+    /// Every bucket with its owner's access key, from the shared snapshot; when one of
+    /// `needed` is missing from it, from a newer list.
+    async fn bucket_owners(&self, needed: &[&str]) -> Result<Arc<BTreeMap<String, String>>> {
+        let seen = self.owners.get(|| self.list_bucket_owners()).await?;
+        if needed.iter().all(|b| seen.contains_key(*b)) {
+            return Ok(seen);
+        }
+        self.owners.refresh_after(&seen, || self.list_bucket_owners()).await
+    }
+
+    /// Records a bucket's new owner (`None`: the bucket is gone) in the shared snapshot.
+    fn owner_changed(&self, bucket: &str, owner: Option<&str>) {
+        self.owners.patch(|owners| match owner {
+            Some(o) => {
+                owners.insert(bucket.to_string(), o.to_string());
+            }
+            None => {
+                owners.remove(bucket);
+            }
+        });
+    }
+
     async fn change_owner(&self, bucket: &str, owner: &str) -> Result<()> {
         let path = format!("/change-bucket-owner?bucket={}&owner={}", encode(bucket), encode(owner));
-        self.admin(&path, Vec::new(), &format!("bucket {bucket}")).await.map(|_| ())
+        self.admin(&path, Vec::new(), &format!("bucket {bucket}")).await?;
+        self.owner_changed(bucket, Some(owner));
+        Ok(())
     }
 
     async fn set_secret(&self, user: &str, secret: &str) -> Result<()> {
@@ -279,6 +342,10 @@ impl Backend for VersityGw {
             &s3ops::SdkVersioning { s3: &self.s3, backend: BACKEND },
         )
         .await?;
+        if change == Change::Created {
+            // Made with the admin credentials: the admin account owns it until a grant.
+            self.owner_changed(&spec.name, Some(&self.config.access_key));
+        }
         if spec.quota.is_some() {
             return Err(BackendError::Unsupported { backend: BACKEND, feature: "quota" });
         }
@@ -286,7 +353,11 @@ impl Backend for VersityGw {
     }
 
     async fn delete_bucket(&self, name: &str, force: bool) -> Result<BucketDeletion> {
-        s3ops::delete_bucket_checked(&self.s3, BACKEND, name, force, COUNT_LIMIT).await
+        let deletion = s3ops::delete_bucket_checked(&self.s3, BACKEND, name, force, COUNT_LIMIT).await?;
+        if deletion == BucketDeletion::Deleted {
+            self.owner_changed(name, None);
+        }
+        Ok(deletion)
     }
 
     async fn describe_user(&self, name: &str) -> Result<Option<UserInfo>> {
@@ -295,11 +366,11 @@ impl Backend for VersityGw {
         }
         let owner = self.read_marker(name).await?;
         let grants = self
-            .bucket_owners()
+            .bucket_owners(&[])
             .await?
-            .into_iter()
-            .filter(|(_, o)| o == name)
-            .map(|(bucket, _)| Grant { bucket, permission: Permission::ReadWrite })
+            .iter()
+            .filter(|(_, o)| *o == name)
+            .map(|(bucket, _)| Grant { bucket: bucket.clone(), permission: Permission::ReadWrite })
             .collect();
         // The account's one key is the user name itself.
         Ok(Some(UserInfo { name: name.to_string(), owner, access_key_ids: vec![name.to_string()], grants }))
@@ -335,7 +406,10 @@ impl Backend for VersityGw {
         let body =
             to_xml(&NewAccount { access: name, secret: secret.expose(), role: "user", user_id: None, group_id: None })?;
         match self.admin("/create-user", body, &what).await {
-            Ok(_) => Ok(Change::Created),
+            Ok(_) => {
+                self.account_changed(name, true);
+                Ok(Change::Created)
+            }
             Err(BackendError::Conflict { .. }) => {
                 // Someone else created it between our list and create: not ours.
                 if marker.is_none() {
@@ -381,8 +455,8 @@ impl Backend for VersityGw {
         if !self.account_exists(user).await? {
             return Err(BackendError::not_found(format!("user {user}")));
         }
-        let owners = self.bucket_owners().await?;
         let wanted: BTreeSet<&str> = grants.iter().map(|g| g.bucket.as_str()).collect();
+        let owners = self.bucket_owners(&wanted.iter().copied().collect::<Vec<_>>()).await?;
         for bucket in &wanted {
             match owners.get(*bucket) {
                 None => return Err(BackendError::not_found(format!("bucket {bucket}"))),
@@ -402,7 +476,7 @@ impl Backend for VersityGw {
                 change = Change::Updated;
             }
         }
-        for (bucket, owner) in &owners {
+        for (bucket, owner) in owners.iter() {
             if owner == user && !wanted.contains(bucket.as_str()) {
                 // Handing the bucket back to the admin account is how a grant is removed.
                 self.change_owner(bucket, &self.config.access_key).await?;
@@ -419,13 +493,15 @@ impl Backend for VersityGw {
     async fn delete_user(&self, name: &str) -> Result<()> {
         // Buckets keep their owner's name after the account goes: hand them back first, so a
         // later account of the same name does not inherit them.
-        for (bucket, owner) in self.bucket_owners().await? {
+        // Listed now, not from the snapshot: a bucket missed here would stay with the name.
+        for (bucket, owner) in self.list_bucket_owners().await? {
             if owner == name {
                 self.change_owner(&bucket, &self.config.access_key).await?;
             }
         }
         // 200 even when the account does not exist.
         self.admin(&format!("/delete-user?access={}", encode(name)), Vec::new(), &format!("user {name}")).await?;
+        self.account_changed(name, false);
         self.delete_marker(name).await
     }
 }
@@ -467,7 +543,9 @@ impl CompatStore for VersityGw {
             user_id: Some(account.user_id),
             group_id: Some(account.group_id),
         })?;
-        self.admin("/create-user", body, &format!("user {}", account.access_key)).await.map(|_| ())
+        self.admin("/create-user", body, &format!("user {}", account.access_key)).await?;
+        self.account_changed(&account.access_key, true);
+        Ok(())
     }
 
     async fn update_account(&self, account: &CompatAccount, _differs: &[&'static str]) -> Result<()> {
@@ -486,12 +564,15 @@ impl CompatStore for VersityGw {
     }
 
     async fn create_bucket(&self, bucket: &str) -> Result<()> {
-        s3ops::create_bucket(&self.s3, BACKEND, bucket, false).await
+        s3ops::create_bucket(&self.s3, BACKEND, bucket, false).await?;
+        self.owner_changed(bucket, Some(&self.config.access_key));
+        Ok(())
     }
 
     async fn bucket_owner(&self, bucket: &str) -> Result<Option<String>> {
         // A bucket the admin account holds (just created, or handed back) has no user owner.
-        Ok(self.bucket_owners().await?.remove(bucket).filter(|o| !o.is_empty() && *o != self.config.access_key))
+        let owners = self.bucket_owners(&[bucket]).await?;
+        Ok(owners.get(bucket).filter(|o| !o.is_empty() && **o != self.config.access_key).cloned())
     }
 
     async fn change_bucket_owner(&self, bucket: &str, owner: &str, _previous: Option<&str>) -> Result<()> {
