@@ -474,24 +474,16 @@ pub async fn ensure_tagged_bucket(
 ) -> Result<Change> {
     let name = spec.name.as_str();
     let what = format!("bucket {name}");
-    if !bucket_exists(s3, backend, name).await? {
-        // LocationConstraint outside us-east-1 comes from the client's region.
-        create_bucket(s3, backend, name, spec.object_lock).await?;
-        // Without its marker the bucket would be foreign to us from now on: if tagging fails,
-        // remove the bucket we just made (still empty) and report the failure.
-        if let Err(e) = put_tags(s3, backend, name, &spec.owner, &spec.tags).await {
-            let _ = delete_bucket(s3, backend, name).await;
-            return Err(e);
+    // One read answers both questions: the tags of a bucket that exists, or NoSuchBucket. A
+    // converged resync costs this read (and the versioning read when versioning is asked for).
+    let (current_owner, current_tags) = match get_tags(s3, backend, name).await {
+        Ok(tags) => tags,
+        Err(BackendError::NotFound { .. }) => {
+            create_tagged_bucket(s3, backend, spec).await?;
+            return Ok(Change::Created);
         }
-        // Object lock turns versioning on by itself, and it cannot be suspended then.
-        if let Some(wanted) = spec.versioning
-            && !(wanted == Versioning::Enabled && spec.object_lock)
-        {
-            put_versioning(s3, backend, name, wanted).await?;
-        }
-        return Ok(Change::Created);
-    }
-    let (current_owner, current_tags) = get_tags(s3, backend, name).await?;
+        Err(e) => return Err(e),
+    };
     let adopting = Owner::check_claim(&what, &current_owner, &spec.owner, adopt)?;
     let mut change = Change::Unchanged;
     if adopting || current_tags != spec.tags {
@@ -511,6 +503,26 @@ pub async fn ensure_tagged_bucket(
         });
     }
     Ok(change)
+}
+
+/// Creates the bucket with its ownership tags and versioning.
+async fn create_tagged_bucket(s3: &Client, backend: &'static str, spec: &BucketSpec) -> Result<()> {
+    let name = spec.name.as_str();
+    // LocationConstraint outside us-east-1 comes from the client's region.
+    create_bucket(s3, backend, name, spec.object_lock).await?;
+    // Without its marker the bucket would be foreign to us from now on: if tagging fails,
+    // remove the bucket we just made (still empty) and report the failure.
+    if let Err(e) = put_tags(s3, backend, name, &spec.owner, &spec.tags).await {
+        let _ = delete_bucket(s3, backend, name).await;
+        return Err(e);
+    }
+    // Object lock turns versioning on by itself, and it cannot be suspended then.
+    if let Some(wanted) = spec.versioning
+        && !(wanted == Versioning::Enabled && spec.object_lock)
+    {
+        put_versioning(s3, backend, name, wanted).await?;
+    }
+    Ok(())
 }
 
 /// Deletes a bucket of a versioning store: without `force` a bucket holding any version or

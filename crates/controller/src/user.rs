@@ -257,25 +257,36 @@ async fn apply(obj: &S3User, ctx: &Context) -> Result<Action> {
     }
 
     let spec = UserSpec { name: user.clone(), owner: owner_of(obj) };
-    let created = match ctx.backend.ensure_user(&spec, ctx.may_adopt(&namespace)).await {
-        Ok(change) => change == Change::Created,
+    let described = match ctx.backend.describe_user(&user).await {
+        Ok(d) => d,
         Err(e) => return backend_failed(obj, ctx, &user, e).await,
     };
-    if created {
-        let recreated = obj.status.as_ref().is_some_and(|s| s.user_name.as_deref() == Some(user.as_str()));
-        let (reason, note) = if recreated {
-            ("Recreated", format!("user {user} was missing on the store and has been created again"))
-        } else {
-            ("Created", format!("user {user} created"))
-        };
-        ctx.event(obj, false, reason, note).await;
-    }
-    let info = match ctx.backend.describe_user(&user).await {
-        Ok(Some(info)) => info,
-        Ok(None) => return Err(BackendError::not_found(format!("user {user} right after ensuring it")).into()),
-        Err(e) => return backend_failed(obj, ctx, &user, e).await,
+    // A user already on the store with this object's claim needs nothing from ensure_user: a
+    // converged resync reads the user once and writes nothing.
+    let (info, created) = match described {
+        Some(info) if info.owner.as_ref().is_some_and(|o| o.same_claim(&spec.owner)) => (info, false),
+        _ => {
+            let created = match ctx.backend.ensure_user(&spec, ctx.may_adopt(&namespace)).await {
+                Ok(change) => change == Change::Created,
+                Err(e) => return backend_failed(obj, ctx, &user, e).await,
+            };
+            if created {
+                let recreated = obj.status.as_ref().is_some_and(|s| s.user_name.as_deref() == Some(user.as_str()));
+                let (reason, note) = if recreated {
+                    ("Recreated", format!("user {user} was missing on the store and has been created again"))
+                } else {
+                    ("Created", format!("user {user} created"))
+                };
+                ctx.event(obj, false, reason, note).await;
+            }
+            match ctx.backend.describe_user(&user).await {
+                Ok(Some(info)) => (info, created),
+                Ok(None) => return Err(BackendError::not_found(format!("user {user} right after ensuring it")).into()),
+                Err(e) => return backend_failed(obj, ctx, &user, e).await,
+            }
+        }
     };
-    // Grants are written only when the store's differ: a converged resync reads the user once.
+    // Grants are written only when the store's differ.
     let mut have = info.grants.clone();
     have.sort();
     if have != grants
