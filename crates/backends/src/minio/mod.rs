@@ -8,6 +8,15 @@
 
 pub mod madmin;
 
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use reqwest::Method;
@@ -23,6 +32,7 @@ use crate::{
         Permission, Quota, UserInfo, UserSpec,
     },
     policy, s3ops,
+    snapshot::Snapshot,
 };
 
 const BACKEND: &str = "minio";
@@ -61,6 +71,22 @@ pub struct Minio {
     http: reqwest::Client,
     markers: MarkerStore,
     config: MinioConfig,
+    // Every key list MinIO sends is madmin-encrypted, and each decryption is an Argon2id
+    // derivation (64 MiB, tens of ms of CPU). One bulk list of every user's keys, shared by the
+    // reconciles of a burst, replaces one list per user.
+    keys: Arc<Snapshot<BTreeMap<String, Vec<String>>>>,
+    // Set when the server has no bulk list (before 2024): then keys are listed per user.
+    no_bulk_keys: Arc<AtomicBool>,
+}
+
+/// How long one bulk key list serves other reconciles (see [`Minio`]).
+const KEYS_SNAPSHOT_TTL: Duration = Duration::from_secs(5);
+
+/// One user's entry in the reply of `list-access-keys-bulk`.
+#[derive(Deserialize)]
+struct UserAccessKeys {
+    #[serde(rename = "serviceAccounts", default)]
+    service_accounts: Option<Vec<ServiceAccountEntry>>,
 }
 
 /// A reply of the admin API, before its status is judged.
@@ -282,7 +308,14 @@ impl Minio {
         let s3 = s3ops::client(&config.endpoint, &config.region, &config.access_key, &config.secret_key);
         let http = http::client(BACKEND)?;
         let markers = MarkerStore::new(s3.clone(), BACKEND, config.marker_bucket.clone());
-        Ok(Self { s3, http, markers, config })
+        Ok(Self {
+            s3,
+            http,
+            markers,
+            config,
+            keys: Arc::new(Snapshot::new(KEYS_SNAPSHOT_TTL)),
+            no_bulk_keys: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     /// The bucket that holds the users' ownership markers.
@@ -401,6 +434,70 @@ impl Minio {
         Ok(keys)
     }
 
+    /// Every user's service accounts in one call (one decryption); `None` when the server
+    /// has no bulk list.
+    async fn all_service_accounts(&self) -> Result<Option<BTreeMap<String, Vec<String>>>> {
+        let what = "service accounts of every user";
+        let answer = self
+            .send(Method::GET, "/list-access-keys-bulk?all=true&listType=svcacc-only", Vec::new(), None, what)
+            .await?;
+        // Servers before the bulk list answer an unknown admin path with 400 or 404.
+        if answer.status == 404 || answer.status == 400 {
+            return Ok(None);
+        }
+        let body = answer.into_result("list-access-keys-bulk", what)?;
+        let plain = self.decrypt(body, "list-access-keys-bulk").await?;
+        let users: BTreeMap<String, UserAccessKeys> = parse_json(&plain, "list-access-keys-bulk")?;
+        Ok(Some(
+            users
+                .into_iter()
+                .map(|(user, entry)| {
+                    let mut keys: Vec<String> = entry
+                        .service_accounts
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(ServiceAccountEntry::into_key)
+                        .collect();
+                    keys.sort();
+                    (user, keys)
+                })
+                .collect(),
+        ))
+    }
+
+    /// The user's service accounts from the shared bulk snapshot (patched by the operator's
+    /// own key changes), or listed for the user alone on servers without the bulk list.
+    async fn shared_service_accounts(&self, user: &str) -> Result<Vec<String>> {
+        if !self.no_bulk_keys.load(Ordering::Relaxed) {
+            let all = self
+                .keys
+                .get(|| async {
+                    self.all_service_accounts()
+                        .await?
+                        .ok_or(BackendError::Unsupported { backend: BACKEND, feature: "list-access-keys-bulk" })
+                })
+                .await;
+            match all {
+                Ok(all) => return Ok(all.get(user).cloned().unwrap_or_default()),
+                Err(BackendError::Unsupported { .. }) => self.no_bulk_keys.store(true, Ordering::Relaxed),
+                Err(e) => return Err(e),
+            }
+        }
+        self.service_accounts(user).await
+    }
+
+    /// Records a key the operator added (`true`) or removed in the shared snapshot.
+    fn key_changed(&self, user: &str, key: &str, exists: bool) {
+        self.keys.patch(|all| {
+            let keys = all.entry(user.to_string()).or_default();
+            keys.retain(|k| k != key);
+            if exists {
+                keys.push(key.to_string());
+                keys.sort();
+            }
+        });
+    }
+
     async fn delete_service_account(&self, user: &str, access_key: &str) -> Result<()> {
         let what = format!("key {access_key} of user {user}");
         let answer = self
@@ -412,10 +509,11 @@ impl Minio {
                 &what,
             )
             .await?;
-        if answer.status == 404 {
-            return Ok(());
+        if answer.status != 404 {
+            answer.into_result("delete-service-account", &what)?;
         }
-        answer.into_result("delete-service-account", &what).map(|_| ())
+        self.key_changed(user, access_key, false);
+        Ok(())
     }
 
     /// The canned policy document `name`, or `None` when there is no such policy.
@@ -621,7 +719,7 @@ impl Backend for Minio {
     async fn describe_user(&self, name: &str) -> Result<Option<UserInfo>> {
         let Some(info) = self.user_info(name).await? else { return Ok(None) };
         let owner = self.read_marker(name).await?;
-        let access_key_ids = self.service_accounts(name).await?;
+        let access_key_ids = self.shared_service_accounts(name).await?;
         let grants = self.grants(name, &info).await?;
         Ok(Some(UserInfo { name: name.to_string(), owner, access_key_ids, grants }))
     }
@@ -683,6 +781,7 @@ impl Backend for Minio {
         let reply = self.admin(Method::PUT, "/add-service-account", body, &format!("user {user}")).await?;
         let plain = self.decrypt(reply, "add-service-account").await?;
         let reply: AddServiceAccountReply = parse_json(&plain, "add-service-account")?;
+        self.key_changed(user, &reply.credentials.access_key, true);
         Ok(Credentials {
             access_key_id: reply.credentials.access_key,
             secret_access_key: SecretString::new(reply.credentials.secret_key),
