@@ -225,6 +225,22 @@ async fn versitygw_snapshot(store: &Store) -> Result<Snapshot> {
     })
 }
 
+/// A policy document with every list sorted: MinIO builds its own policies' action lists from
+/// Go maps, so their order changes from one reply to the next while nothing changed.
+fn canonical(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Array(items) => {
+            let mut items: Vec<serde_json::Value> = items.into_iter().map(canonical).collect();
+            items.sort_by_cached_key(serde_json::Value::to_string);
+            serde_json::Value::Array(items)
+        }
+        serde_json::Value::Object(map) => {
+            serde_json::Value::Object(map.into_iter().map(|(k, v)| (k, canonical(v))).collect())
+        }
+        other => other,
+    }
+}
+
 #[derive(Deserialize)]
 struct MinioUser {
     #[serde(rename = "policyName", default)]
@@ -255,6 +271,6 @@ async fn minio_snapshot(store: &Store) -> Result<Snapshot> {
             })
             .collect(),
         buckets: buckets.buckets().iter().filter_map(|b| b.name().map(|n| (n.to_string(), String::new()))).collect(),
-        policies: policies.into_iter().map(|(k, v)| (k, v.to_string())).collect(),
+        policies: policies.into_iter().map(|(k, v)| (k, canonical(v).to_string())).collect(),
     })
 }
