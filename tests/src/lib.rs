@@ -7,11 +7,13 @@ pub mod chart;
 pub mod compat;
 pub mod conformance;
 pub mod control_plane;
+pub mod inspect;
 pub mod operator;
 pub mod peers;
 pub mod process;
 pub mod rollout;
 pub mod stores;
+pub mod wait;
 
 use std::path::PathBuf;
 

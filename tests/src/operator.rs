@@ -151,6 +151,11 @@ impl Operator {
         s3op_controller::store::connect(&config).await.map_err(|e| anyhow!("{e}"))
     }
 
+    /// True while its task runs: a reconcile that panicked, or a fatal error, ends it.
+    pub fn is_running(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// The text of `/metrics`.
     pub async fn metrics(&self) -> Result<String> {
         let r = reqwest::get(format!("{}/metrics", self.metrics_url)).await?;

@@ -85,8 +85,17 @@ impl MarkerStore {
         &self.bucket
     }
 
-    fn key(kind: MarkerKind, name: &str) -> String {
-        format!("{}/{name}", kind.prefix())
+    /// The marker's object key. A name must stay one plain path segment: `a/../users/x` would
+    /// be stored by a store that resolves paths (VersityGW's posix backend) as `users/x`,
+    /// another object's ownership marker.
+    fn key(kind: MarkerKind, name: &str) -> Result<String> {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(BackendError::InvalidInput(format!(
+                "{}: a marker name must not be empty, contain '/' or be '.' or '..'",
+                Self::what(kind, name)
+            )));
+        }
+        Ok(format!("{}/{name}", kind.prefix()))
     }
 
     fn what(kind: MarkerKind, name: &str) -> String {
@@ -96,7 +105,7 @@ impl MarkerStore {
     /// The claim of a marker, with one HEAD; `None` when there is no marker (or no bucket yet).
     pub async fn owner(&self, kind: MarkerKind, name: &str) -> Result<Option<Owner>> {
         let what = Self::what(kind, name);
-        match self.s3.head_object().bucket(&self.bucket).key(Self::key(kind, name)).send().await {
+        match self.s3.head_object().bucket(&self.bucket).key(Self::key(kind, name)?).send().await {
             Ok(out) => Ok(owner_from_meta(out.metadata())),
             // HEAD answers carry no error code: a 404 is a missing key or a missing bucket.
             Err(e) => match s3ops::map_error(self.backend, "HeadObject", &what, e) {
@@ -109,7 +118,7 @@ impl MarkerStore {
     /// The whole marker, claim and body; `None` when there is none.
     pub async fn read(&self, kind: MarkerKind, name: &str) -> Result<Option<Marker>> {
         let what = Self::what(kind, name);
-        match self.s3.get_object().bucket(&self.bucket).key(Self::key(kind, name)).send().await {
+        match self.s3.get_object().bucket(&self.bucket).key(Self::key(kind, name)?).send().await {
             Ok(out) => {
                 let owner = owner_from_meta(out.metadata());
                 let body = out.body.collect().await.map_err(|e| BackendError::Unavailable {
@@ -141,7 +150,7 @@ impl MarkerStore {
         Fut: Future<Output = Result<()>>,
     {
         let what = Self::what(kind, name);
-        let key = Self::key(kind, name);
+        let key = Self::key(kind, name)?;
         let put = || {
             self.s3
                 .put_object()
@@ -209,7 +218,7 @@ impl MarkerStore {
     /// Removes the marker; one already gone is success.
     pub async fn delete(&self, kind: MarkerKind, name: &str) -> Result<()> {
         let what = Self::what(kind, name);
-        match self.s3.delete_object().bucket(&self.bucket).key(Self::key(kind, name)).send().await {
+        match self.s3.delete_object().bucket(&self.bucket).key(Self::key(kind, name)?).send().await {
             Ok(_) => Ok(()),
             Err(e) => match s3ops::map_error(self.backend, "DeleteObject", &what, e) {
                 BackendError::NotFound { .. } => Ok(()),
@@ -247,7 +256,16 @@ mod tests {
         let partial = HashMap::from([("namespace".to_string(), "ns".to_string())]);
         assert_eq!(owner_from_meta(Some(&partial)), None);
         assert_eq!(owner_from_meta(None), None);
-        assert_eq!(MarkerStore::key(MarkerKind::Bucket, "b"), "buckets/b");
-        assert_eq!(MarkerStore::key(MarkerKind::User, "u"), "users/u");
+        assert_eq!(MarkerStore::key(MarkerKind::Bucket, "b").unwrap(), "buckets/b");
+        assert_eq!(MarkerStore::key(MarkerKind::User, "u").unwrap(), "users/u");
+        assert_eq!(MarkerStore::key(MarkerKind::CompatAccount, "a..b").unwrap(), "compat-accounts/a..b");
+    }
+
+    #[test]
+    fn a_marker_name_cannot_walk_to_another_marker() {
+        for name in ["../users/victim", "x/../../users/victim", "a/b", "..", ".", ""] {
+            let err = MarkerStore::key(MarkerKind::CompatAccount, name).unwrap_err();
+            assert!(matches!(err, BackendError::InvalidInput(_)), "{name}: {err:?}");
+        }
     }
 }

@@ -98,6 +98,26 @@ impl Debug for Context {
     }
 }
 
+/// The longest note the API server accepts on an events.k8s.io/v1 Event: a longer one is
+/// refused whole (HTTP 422), and the event with it.
+pub const EVENT_NOTE_LIMIT: usize = 1024;
+
+/// Marks a note cut to [`EVENT_NOTE_LIMIT`].
+const CUT_MARK: &str = " …(cut)";
+
+/// `note` as the API server will store it: at most [`EVENT_NOTE_LIMIT`] bytes, cut at a
+/// character boundary and marked, so a message that echoes a long value still arrives.
+pub fn fit_note(note: String) -> String {
+    if note.len() <= EVENT_NOTE_LIMIT {
+        return note;
+    }
+    let mut end = EVENT_NOTE_LIMIT - CUT_MARK.len();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{CUT_MARK}", &note[..end])
+}
+
 /// First retry delay after an error.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Longest retry delay.
@@ -159,7 +179,7 @@ impl Context {
         let ev = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.to_string(),
-            note: Some(note),
+            note: Some(fit_note(note)),
             action: "Reconcile".to_string(),
             secondary: None,
         };
@@ -235,6 +255,22 @@ fn jitter(d: Duration, spread: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_notes_are_cut_to_what_the_api_server_stores() {
+        assert_eq!(fit_note("short".into()), "short");
+        let exact = "x".repeat(EVENT_NOTE_LIMIT);
+        assert_eq!(fit_note(exact.clone()), exact);
+        let long = fit_note(format!("endpoint {}", "e".repeat(900_000)));
+        assert!(long.len() <= EVENT_NOTE_LIMIT && long.starts_with("endpoint eee") && long.ends_with(CUT_MARK));
+        // Multi-byte characters across the cut: never split one.
+        for pad in 0..4 {
+            let note = format!("{}{}", "a".repeat(pad), "😀".repeat(400));
+            let cut = fit_note(note);
+            assert!(cut.len() <= EVENT_NOTE_LIMIT, "{pad}: {}", cut.len());
+            assert!(cut.trim_end_matches(CUT_MARK).chars().skip(pad).all(|c| c == '😀'), "{pad}");
+        }
+    }
 
     #[test]
     fn jitter_stays_in_its_band() {

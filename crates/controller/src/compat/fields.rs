@@ -131,13 +131,28 @@ fn key_text(field: &'static str, value: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// An access key also names the account's claim marker on the store (`compat-accounts/<key>`),
+/// where a `/` makes a path: `../users/<name>` would land on an S3User's ownership marker on a
+/// store that resolves object paths (VersityGW's posix backend does). No store's generated
+/// keys contain one, and SigV4 splits its credential scope on `/`.
+fn access_key_text(value: &str) -> Result<(), FieldError> {
+    key_text(ACCESS_KEY_KEYS[0], value)?;
+    if value.contains('/') || value == "." || value == ".." {
+        return Err(FieldError::Invalid(
+            ACCESS_KEY_KEYS[0],
+            "'/' is not allowed, nor an access key of only '.' or '..'".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Reads a Secret's fields, checking each one.
 pub fn parse(secret: &Secret) -> Result<Request, FieldError> {
     let values = values(secret);
     let bucket = required(&values, BUCKET_KEYS)?;
     validate_bucket_name(bucket).map_err(|e| FieldError::Invalid(BUCKET_KEYS[0], e.to_string()))?;
     let access_key = required(&values, ACCESS_KEY_KEYS)?;
-    key_text(ACCESS_KEY_KEYS[0], access_key)?;
+    access_key_text(access_key)?;
     let secret_key = required(&values, SECRET_KEY_KEYS)?;
     key_text(SECRET_KEY_KEYS[0], secret_key)?;
     let role = text(&values, ROLE_KEYS)?.filter(|s| !s.is_empty()).unwrap_or(DEFAULT_ROLE);
@@ -156,6 +171,25 @@ pub fn parse(secret: &Secret) -> Result<Request, FieldError> {
         },
         endpoint,
     })
+}
+
+/// Most characters of a Secret's endpoint an event shows.
+const SHOWN_ENDPOINT_MAX: usize = 120;
+
+/// A Secret's endpoint as an event may show it: without the credentials a URL can carry in
+/// its user-info part, quoted with control and invisible characters escaped (a newline or a
+/// right-to-left override cannot forge the rest of the line), at most [`SHOWN_ENDPOINT_MAX`]
+/// characters. Something that is not a URL is described, not echoed.
+pub fn shown_endpoint(endpoint: &str) -> String {
+    let Ok(mut url) = url::Url::parse(endpoint.trim()) else {
+        return format!("(not a URL, {} bytes)", endpoint.len());
+    };
+    // Either call fails only for URLs that cannot have user-info, which then have none.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    let text = url.as_str();
+    let shown: String = text.chars().take(SHOWN_ENDPOINT_MAX).collect();
+    if shown.len() < text.len() { format!("{shown:?}…") } else { format!("{shown:?}") }
 }
 
 /// Scheme, host and port (the scheme's default when absent) and the path without trailing
@@ -315,6 +349,15 @@ mod tests {
             assert_eq!(err.field(), field, "{err}");
             assert!(!err.to_string().contains("hunter2"), "{err}");
         }
+        for path in ["../users/victim", "a/b", "..", "."] {
+            let s = secret(&[("bucket-name", "bbb"), ("access-key", path), ("secret-key", "hunter2")], &[]);
+            let err = parse(&s).unwrap_err();
+            assert_eq!(err.field(), "access-key", "{path}: {err}");
+            assert!(!err.to_string().contains("victim") && !err.to_string().contains("hunter2"), "{err}");
+        }
+        // Dots elsewhere, and every other printable character, are still fine.
+        let dotted = secret(&[("bucket-name", "bbb"), ("access-key", "a..b<&>'\"]]>"), ("secret-key", "s")], &[]);
+        assert_eq!(parse(&dotted).unwrap().account.access_key, "a..b<&>'\"]]>");
         let mut binary = secret(&[("bucket-name", "bbb"), ("access-key", "AK")], &[]);
         binary.data.as_mut().unwrap().insert("secret-key".into(), ByteString(vec![0xff, 0xfe, 0x00]));
         assert_eq!(parse(&binary).unwrap_err(), FieldError::NotUtf8("secret-key"));
@@ -332,6 +375,19 @@ mod tests {
         }
         assert!(!enabled(None, key));
         assert!(!enabled(Some(&BTreeMap::from([("other".to_string(), "true".to_string())])), key));
+    }
+
+    #[test]
+    fn endpoints_are_shown_without_credentials_or_control_characters() {
+        assert_eq!(shown_endpoint("http://other-store:7070"), "\"http://other-store:7070/\"");
+        let with_creds = shown_endpoint("http://AKIA:hunter2@other-store:7070/");
+        assert!(!with_creds.contains("hunter2") && !with_creds.contains("AKIA"), "{with_creds}");
+        assert!(with_creds.contains("other-store:7070"), "{with_creds}");
+        assert_eq!(shown_endpoint("not a url\n\u{202E}hunter2"), "(not a URL, 20 bytes)");
+        let rtl = shown_endpoint("http://evil.example/\u{202E}gnp.exe");
+        assert!(!rtl.contains('\u{202E}'), "{rtl}");
+        let long = shown_endpoint(&format!("http://{}.example", "e".repeat(900_000)));
+        assert!(long.len() < 200 && long.ends_with('…'), "{long}");
     }
 
     #[test]

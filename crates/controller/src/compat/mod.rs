@@ -151,7 +151,8 @@ async fn handle(secret: &Secret, key: &str, compat: &Compat) -> Result<Action> {
         && !fields::same_endpoint(theirs, ours)
     {
         let note = format!(
-            "skipped: the Secret is for endpoint {theirs}, this operator manages {ours} (ENFORCE_ENDPOINT_CHECK=true)"
+            "skipped: the Secret is for endpoint {}, this operator manages {ours} (ENFORCE_ENDPOINT_CHECK=true)",
+            fields::shown_endpoint(theirs)
         );
         ctx.event_on(&secret.object_ref(&()), KIND, false, "EndpointMismatch", note).await;
         return Ok(Action::await_change());
