@@ -474,15 +474,18 @@ pub async fn ensure_tagged_bucket(
 ) -> Result<Change> {
     let name = spec.name.as_str();
     let what = format!("bucket {name}");
-    // One read answers both questions: the tags of a bucket that exists, or NoSuchBucket. A
-    // converged resync costs this read (and the versioning read when versioning is asked for).
-    let (current_owner, current_tags) = match get_tags(s3, backend, name).await {
-        Ok(tags) => tags,
-        Err(BackendError::NotFound { .. }) => {
-            create_tagged_bucket(s3, backend, spec).await?;
-            return Ok(Change::Created);
-        }
+    // A converged resync costs one read (and the versioning read when versioning is asked
+    // for): the tags of a bucket that exists answer both questions. No tags at all leaves
+    // existence open (MinIO answers NoSuchTagSet for a missing bucket too), so HEAD decides.
+    let tags = match get_tags(s3, backend, name).await {
+        Ok((None, tags)) if tags.is_empty() => bucket_exists(s3, backend, name).await?.then_some((None, tags)),
+        Ok(tags) => Some(tags),
+        Err(BackendError::NotFound { .. }) => None,
         Err(e) => return Err(e),
+    };
+    let Some((current_owner, current_tags)) = tags else {
+        create_tagged_bucket(s3, backend, spec).await?;
+        return Ok(Change::Created);
     };
     let adopting = Owner::check_claim(&what, &current_owner, &spec.owner, adopt)?;
     let mut change = Change::Unchanged;
