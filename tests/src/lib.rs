@@ -2,6 +2,7 @@
 //! real peers on loopback (a Kubernetes control plane and the object stores) and stops them
 //! when it is dropped or the process exits.
 
+pub mod bench;
 pub mod binary;
 pub mod chart;
 pub mod compat;

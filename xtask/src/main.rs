@@ -1,5 +1,6 @@
 //! Developer commands: `cargo xtask <command>`. Run `cargo xtask help` for the list.
 
+mod bench;
 mod ci;
 mod crdgen;
 mod demo;
@@ -16,6 +17,9 @@ commands:
   render [--check]   write deploy/operator.yaml (the Helm chart rendered by the pinned helm); --check fails if stale
   ci                 the full test command: fmt, clippy, crdgen --check, render --check, tests
   peers [--list]     install the pinned test peers (kube-apiserver, etcd, stores, moto) into the cache
+  bench [--quick] [--large] [--stores S,…] [--n N,…]
+                     figures: rollout time against a no-Kubernetes floor, steady state, memory,
+                     start-up, compatibility mode; writes target/bench/bench.{md,json} (--help: all options)
   demo               run the operator on a local control plane and VersityGW, with deploy/examples applied
   help               this text";
 
@@ -31,6 +35,7 @@ fn main() -> std::process::ExitCode {
         "ci" => ci::run(rest),
         "peers" => peers::run(rest),
         "demo" => demo::run(rest),
+        "bench" => bench::run(rest),
         "help" | "--help" | "-h" => {
             println!("{HELP}");
             Ok(())

@@ -17,7 +17,7 @@ use s3op_api::{
 use s3op_backends::{BackendError, BucketDeletion, BucketSpec, Change, Owner, Quota};
 
 use crate::{
-    context::{Context, Error, Result},
+    context::{Context, Error, Result, finalizer_write},
     status::{Readiness, transitions, with_ready},
 };
 
@@ -27,14 +27,21 @@ pub const KIND: &str = "S3Bucket";
 /// Reconciles one S3Bucket.
 pub async fn reconcile(obj: Arc<S3Bucket>, ctx: Arc<Context>) -> Result<Action> {
     let api: Api<S3Bucket> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    finalizer(&api, FINALIZER, obj, |event| async {
+    let finalizer_patch = finalizer_write(obj.as_ref());
+    let result = finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             FinalizerEvent::Apply(b) => apply(&b, &ctx).await,
             FinalizerEvent::Cleanup(b) => cleanup(&b, &ctx).await,
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if result.is_ok()
+        && let Some(write) = finalizer_patch
+    {
+        ctx.metrics.api_write(KIND, write);
+    }
+    result
 }
 
 /// The claim an S3Bucket makes on the store.

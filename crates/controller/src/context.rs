@@ -19,12 +19,15 @@ use kube::{
         reflector::Store,
     },
 };
-use s3op_api::{FIELD_MANAGER, S3Bucket};
+use s3op_api::{FIELD_MANAGER, FINALIZER, S3Bucket};
 use s3op_backends::{Backend, BackendError};
 use serde::{Serialize, de::DeserializeOwned};
 use thiserror::Error;
 
-use crate::{config::Config, metrics::Metrics};
+use crate::{
+    config::Config,
+    metrics::{API_WRITE_FINALIZER_ADD, API_WRITE_FINALIZER_REMOVE, Metrics},
+};
 
 /// Why a reconcile must be tried again. Permanent problems are not errors: they are written to
 /// status and the reconcile waits for a change (or the next resync).
@@ -247,6 +250,18 @@ impl WithStatus for s3op_api::S3User {
     }
 }
 
+/// The finalizer patch kube's `finalizer` helper makes for `obj` when the reconcile succeeds:
+/// it adds the finalizer to a live object lacking it, and removes it from a deleted object once
+/// cleanup succeeded. Read before the call, counted after it (the helper does not say).
+pub fn finalizer_write<K: Resource>(obj: &K) -> Option<&'static str> {
+    let has = obj.finalizers().iter().any(|f| f == FINALIZER);
+    match (has, obj.meta().deletion_timestamp.is_some()) {
+        (false, false) => Some(API_WRITE_FINALIZER_ADD),
+        (true, true) => Some(API_WRITE_FINALIZER_REMOVE),
+        _ => None,
+    }
+}
+
 /// `d` scaled by a random factor in [1 - spread, 1 + spread].
 fn jitter(d: Duration, spread: f64) -> Duration {
     d.mul_f64(1.0 - spread + 2.0 * spread * fastrand::f64())
@@ -270,6 +285,19 @@ mod tests {
             assert!(cut.len() <= EVENT_NOTE_LIMIT, "{pad}: {}", cut.len());
             assert!(cut.trim_end_matches(CUT_MARK).chars().skip(pad).all(|c| c == '😀'), "{pad}");
         }
+    }
+
+    #[test]
+    fn finalizer_writes_are_foreseen() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let mut b = S3Bucket::new("b", s3op_api::S3BucketSpec::default());
+        assert_eq!(finalizer_write(&b), Some(API_WRITE_FINALIZER_ADD), "a new object gets the finalizer");
+        b.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
+        assert_eq!(finalizer_write(&b), None, "a converged object writes no finalizer");
+        b.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        assert_eq!(finalizer_write(&b), Some(API_WRITE_FINALIZER_REMOVE), "cleanup removes it");
+        b.metadata.finalizers = Some(vec!["someone-else".to_string()]);
+        assert_eq!(finalizer_write(&b), None, "another finalizer is not ours to remove");
     }
 
     #[test]

@@ -31,6 +31,15 @@ pub(crate) fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
 
+/// `write` label of a status subresource write.
+pub const API_WRITE_STATUS: &str = "status";
+/// `write` label of a server-side apply of an S3User's credentials Secret.
+pub const API_WRITE_SECRET: &str = "secret";
+/// `write` label of the patch adding the operator's finalizer.
+pub const API_WRITE_FINALIZER_ADD: &str = "finalizer_add";
+/// `write` label of the patch removing the operator's finalizer.
+pub const API_WRITE_FINALIZER_REMOVE: &str = "finalizer_remove";
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -48,6 +57,12 @@ struct KindOutcomeLabels {
 struct KindReasonLabels {
     kind: &'static str,
     reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindWriteLabels {
+    kind: &'static str,
+    write: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -72,12 +87,14 @@ pub struct Metrics {
     reconcile_duration: HistogramFamily<KindLabels>,
     reconcile_errors: Family<KindReasonLabels, Counter>,
     status_writes: Family<KindLabels, Counter>,
+    api_writes: Family<KindWriteLabels, Counter>,
     events: Family<KindReasonLabels, Counter>,
     backend_requests: HistogramFamily<BackendRequestLabels>,
     backend_writes: Family<BackendOperationLabels, Counter>,
     // Families cannot be summed without knowing every label set, so the totals the tests
     // assert on are kept beside them.
     status_writes_sum: AtomicU64,
+    api_writes_sum: AtomicU64,
     backend_writes_sum: AtomicU64,
 }
 
@@ -86,6 +103,7 @@ impl fmt::Debug for Metrics {
         // The registry's debug output is every series; the totals are enough to recognise it.
         f.debug_struct("Metrics")
             .field("status_writes", &self.status_writes())
+            .field("api_writes", &self.api_writes())
             .field("backend_writes", &self.backend_writes())
             .finish_non_exhaustive()
     }
@@ -124,6 +142,12 @@ impl Metrics {
         );
         let status_writes = Family::<KindLabels, Counter>::default();
         registry.register("s3op_status_writes", "Status subresource writes, by kind", status_writes.clone());
+        let api_writes = Family::<KindWriteLabels, Counter>::default();
+        registry.register(
+            "s3op_api_writes",
+            "Writes to the Kubernetes API (status, credentials Secret, finalizer), by the kind of object reconciled and what was written; events are counted in s3op_events",
+            api_writes.clone(),
+        );
         let events = Family::<KindReasonLabels, Counter>::default();
         registry.register("s3op_events", "Kubernetes events published, by kind and reason", events.clone());
         let backend_requests =
@@ -157,10 +181,12 @@ impl Metrics {
             reconcile_duration,
             reconcile_errors,
             status_writes,
+            api_writes,
             events,
             backend_requests,
             backend_writes,
             status_writes_sum: AtomicU64::new(0),
+            api_writes_sum: AtomicU64::new(0),
             backend_writes_sum: AtomicU64::new(0),
         })
     }
@@ -181,10 +207,24 @@ impl Metrics {
         self.reconcile_errors.get_or_create(&KindReasonLabels { kind, reason }).inc();
     }
 
-    /// Records one write of a `kind` object's status.
+    /// Records one write of a `kind` object's status (also counted as an API write).
     pub fn status_write(&self, kind: &'static str) {
         self.status_writes.get_or_create(&KindLabels { kind }).inc();
         self.status_writes_sum.fetch_add(1, Ordering::Relaxed);
+        self.api_write(kind, API_WRITE_STATUS);
+    }
+
+    /// Records one write to the Kubernetes API made while reconciling a `kind` object:
+    /// [`API_WRITE_STATUS`], [`API_WRITE_SECRET`], [`API_WRITE_FINALIZER_ADD`] or
+    /// [`API_WRITE_FINALIZER_REMOVE`]. Events are not API writes here: see `event_published`.
+    pub fn api_write(&self, kind: &'static str, write: &'static str) {
+        self.api_writes.get_or_create(&KindWriteLabels { kind, write }).inc();
+        self.api_writes_sum.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// API writes so far, all kinds and writes together.
+    pub fn api_writes(&self) -> u64 {
+        self.api_writes_sum.load(Ordering::Relaxed)
     }
 
     /// Status writes so far, all kinds together.
@@ -248,7 +288,10 @@ mod tests {
         m.event_published("S3User", "KeyRotated");
         m.backend_request("memory", "ensure_bucket", "ok", Duration::from_millis(1));
         m.backend_write("memory", "ensure_bucket");
+        m.api_write("S3User", API_WRITE_SECRET);
+        m.api_write("S3Bucket", API_WRITE_FINALIZER_ADD);
         assert_eq!(m.status_writes(), 2);
+        assert_eq!(m.api_writes(), 4, "status writes are API writes too");
         assert_eq!(m.backend_writes(), 1);
 
         let text = m.encode();
@@ -258,6 +301,9 @@ mod tests {
             "s3op_reconcile_duration_seconds_bucket{le=\"0.005\",kind=\"S3Bucket\"} 1",
             "s3op_reconcile_errors_total{kind=\"S3Bucket\",reason=\"BackendUnavailable\"} 1",
             "s3op_status_writes_total{kind=\"S3User\"} 1",
+            "s3op_api_writes_total{kind=\"S3User\",write=\"status\"} 1",
+            "s3op_api_writes_total{kind=\"S3User\",write=\"secret\"} 1",
+            "s3op_api_writes_total{kind=\"S3Bucket\",write=\"finalizer_add\"} 1",
             "s3op_events_total{kind=\"S3User\",reason=\"KeyRotated\"} 1",
             "s3op_backend_request_duration_seconds_count{backend=\"memory\",operation=\"ensure_bucket\",outcome=\"ok\"} 1",
             "s3op_backend_writes_total{backend=\"memory\",operation=\"ensure_bucket\"} 1",

@@ -27,7 +27,8 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     bucket::readiness_of,
-    context::{Context, Error, Result},
+    context::{Context, Error, Result, finalizer_write},
+    metrics::API_WRITE_SECRET,
     status::{Readiness, is_ready, transitions, with_ready},
 };
 
@@ -41,14 +42,21 @@ pub const CREDENTIALS_HASH_ANNOTATION: &str = "s3-resource-operator.io/credentia
 /// Reconciles one S3User.
 pub async fn reconcile(obj: Arc<S3User>, ctx: Arc<Context>) -> Result<Action> {
     let api: Api<S3User> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    finalizer(&api, FINALIZER, obj, |event| async {
+    let finalizer_patch = finalizer_write(obj.as_ref());
+    let result = finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             FinalizerEvent::Apply(u) => apply(&u, &ctx).await,
             FinalizerEvent::Cleanup(u) => cleanup(&u, &ctx).await,
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if result.is_ok()
+        && let Some(write) = finalizer_patch
+    {
+        ctx.metrics.api_write(KIND, write);
+    }
+    result
 }
 
 /// The claim an S3User makes on the store.
@@ -223,6 +231,7 @@ async fn write_secret(ctx: &Context, secret: &Secret) -> Result<()> {
     body["apiVersion"] = "v1".into();
     body["kind"] = "Secret".into();
     api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    ctx.metrics.api_write(KIND, API_WRITE_SECRET);
     Ok(())
 }
 

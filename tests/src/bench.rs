@@ -1,0 +1,844 @@
+//! `cargo xtask bench`: figures, not pass/fail. For each store and rollout size N, a fresh
+//! operator process (the release binary, configured by environment as a cluster runs it) rolls
+//! out N S3Bucket + S3User pairs on a fresh store; the same backend calls are also made
+//! directly, with no Kubernetes, on another fresh store of the same kind (the floor); then the
+//! converged operator is watched for two resync intervals. Compatibility mode and start-up
+//! with existing objects are measured too. Writes `bench.md` and `bench.json`.
+//!
+//! Both the operator and the floor reach their store through a [`proxy::CountingProxy`], so
+//! the store requests behind each `Backend` call are counted as well.
+
+pub mod metrics;
+pub mod proxy;
+pub mod report;
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Parser;
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ObjectMeta, PostParams},
+    runtime::{WatchStreamExt, watcher},
+};
+use s3op_api::{DEFAULT_COMPAT_ANNOTATION, S3Bucket, S3User, naming::default_user_name};
+use s3op_backends::{Backend, BucketSpec, Grant, Owner, Permission, UserSpec, compat::provision};
+use s3op_controller::config::Cli;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::{
+    binary::{OperatorProcess, operator_binary, store_env},
+    compat::{account, random_access_key, random_secret},
+    control_plane::ControlPlane,
+    rollout::Rollout,
+    stores::{Store, StoreKind, unique_name},
+};
+use metrics::{Scrape, Window};
+use proxy::{CountingProxy, Counts};
+
+/// Rollout size that adds the 10,000-pair memory figure (`--large`).
+pub const LARGE_N: usize = 10_000;
+
+/// Requests in flight while creating objects in the API server: enough that creating is never
+/// what the operator waits for.
+const APPLY_CONCURRENCY: usize = 32;
+
+/// Extra wait after two resync intervals: the jitter (±10%) and a reconcile in flight.
+const STEADY_SLACK: Duration = Duration::from_secs(5);
+
+/// Time after convergence for the reconciles that the last status and Secret writes trigger.
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// Options of the bench driver (`cargo xtask bench [OPTIONS]` passes them through).
+#[derive(Debug, Clone, Parser, Serialize)]
+#[command(
+    name = "bench",
+    about = "Figures for s3-resource-operator: rollout time against a floor, steady state, memory, start-up, compatibility mode"
+)]
+pub struct Options {
+    /// A fast check: N=100 on VersityGW only (compatibility mode with 100 Secrets).
+    #[arg(long)]
+    pub quick: bool,
+    /// Also roll out 10,000 pairs, for the memory figure.
+    #[arg(long)]
+    pub large: bool,
+    /// Stores to measure, comma-separated: versitygw, minio, garage, aws. Default: all four.
+    #[arg(long, value_delimiter = ',')]
+    pub stores: Vec<String>,
+    /// Rollout sizes, comma-separated. Default: 100,1000.
+    #[arg(long, value_delimiter = ',')]
+    pub n: Vec<usize>,
+    /// Annotated Secrets for the compatibility-mode figure on VersityGW (0 skips it).
+    /// Default: 1000 (100 with --quick).
+    #[arg(long)]
+    pub compat: Option<usize>,
+    /// The operator's RESYNC_INTERVAL in seconds; steady state lasts two of them.
+    #[arg(long, default_value_t = 20)]
+    pub resync_secs: u64,
+    /// The operator's RECONCILE_CONCURRENCY (per controller); the floor uses as many per kind.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Where bench.md, bench.json and the operator logs go. Default: <target dir>/bench.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// What a run measures, resolved from [`Options`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Stores, in order.
+    #[serde(serialize_with = "store_names")]
+    pub stores: Vec<StoreKind>,
+    /// Rollout sizes, ascending.
+    pub sizes: Vec<usize>,
+    /// Compatibility Secrets (0: not measured).
+    pub compat: usize,
+    /// The rollout size after which start-up is measured (the largest up to 1,000).
+    pub startup_n: Option<usize>,
+    /// Resync interval given to the operator.
+    pub resync: Duration,
+    /// Reconcile concurrency of each controller, and of each step of the floor.
+    pub concurrency: usize,
+}
+
+impl Options {
+    /// Parses the driver's arguments (without the program name); `None` once `--help` or
+    /// `--version` was printed.
+    pub fn from_args(args: &[String]) -> Result<Option<Options>> {
+        match Options::try_parse_from(std::iter::once("bench".to_string()).chain(args.iter().cloned())) {
+            Ok(o) => Ok(Some(o)),
+            Err(e) if !e.use_stderr() => {
+                print!("{e}");
+                Ok(None)
+            }
+            Err(e) => bail!("{e}"),
+        }
+    }
+
+    /// Resolves defaults and names.
+    pub fn plan(&self) -> Result<Plan> {
+        let stores = if !self.stores.is_empty() {
+            self.stores.iter().map(|s| parse_store(s)).collect::<Result<Vec<_>>>()?
+        } else if self.quick {
+            vec![StoreKind::Versitygw]
+        } else {
+            StoreKind::ALL.to_vec()
+        };
+        let mut sizes = if !self.n.is_empty() {
+            self.n.clone()
+        } else if self.quick {
+            vec![100]
+        } else {
+            vec![100, 1000]
+        };
+        if self.large {
+            sizes.push(LARGE_N);
+        }
+        sizes.sort_unstable();
+        sizes.dedup();
+        if sizes.contains(&0) {
+            bail!("--n: a rollout needs at least one pair");
+        }
+        let compat = if stores.contains(&StoreKind::Versitygw) {
+            self.compat.unwrap_or(if self.quick { 100 } else { 1000 })
+        } else {
+            0
+        };
+        let startup_n = sizes.iter().copied().filter(|&n| n <= 1000).max();
+        if self.concurrency == 0 || self.resync_secs == 0 {
+            bail!("--concurrency and --resync-secs must be at least 1");
+        }
+        Ok(Plan {
+            stores,
+            sizes,
+            compat,
+            startup_n,
+            resync: Duration::from_secs(self.resync_secs),
+            concurrency: self.concurrency,
+        })
+    }
+
+    /// Peers `cargo xtask peers --only` must install for this run.
+    pub fn peers(&self) -> Result<Vec<&'static str>> {
+        let mut peers = vec!["kubernetes", "etcd"];
+        for kind in self.plan()?.stores {
+            peers.push(match kind {
+                StoreKind::Versitygw => "versitygw",
+                StoreKind::Minio => "minio",
+                StoreKind::Garage => "garage",
+                StoreKind::Moto => "moto",
+            });
+        }
+        Ok(peers)
+    }
+
+    /// The output folder.
+    pub fn out_dir(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| target_dir().join("bench"))
+    }
+}
+
+/// The workspace's cargo target directory (`CARGO_TARGET_DIR` or `target/`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate::workspace_root().join("target"))
+}
+
+fn store_names<S: serde::Serializer>(kinds: &[StoreKind], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(kinds.iter().map(|k| backend_name(*k)))
+}
+
+fn parse_store(s: &str) -> Result<StoreKind> {
+    Ok(match s.trim().to_ascii_lowercase().as_str() {
+        "versitygw" => StoreKind::Versitygw,
+        "minio" => StoreKind::Minio,
+        "garage" => StoreKind::Garage,
+        "aws" | "moto" => StoreKind::Moto,
+        other => bail!("--stores: unknown store {other:?} (versitygw, minio, garage, aws)"),
+    })
+}
+
+/// The operator's name for a store kind (moto stands in for aws).
+fn backend_name(kind: StoreKind) -> &'static str {
+    match kind {
+        StoreKind::Moto => "aws",
+        other => other.as_str(),
+    }
+}
+
+/// One rollout of N pairs on one store.
+#[derive(Debug, Clone, Serialize)]
+pub struct CrdRun {
+    /// Backend name (aws for moto).
+    pub store: String,
+    /// Pairs.
+    pub n: usize,
+    /// Fresh operator, empty namespace: spawn to `/readyz` 200.
+    pub startup_empty_s: f64,
+    /// RSS before anything was applied.
+    pub idle_rss_mib: f64,
+    /// First create until every S3Bucket and S3User is Ready.
+    pub rollout_s: f64,
+    /// Time the creates alone took (they overlap the rollout).
+    pub apply_s: f64,
+    /// The same backend calls made directly, same concurrency, fresh store.
+    pub floor_s: f64,
+    /// Store requests the floor made, by operation.
+    pub floor_requests: Counts,
+    /// RSS when everything was Ready.
+    pub converged_rss_mib: f64,
+    /// What the operator did from first create until all Ready.
+    pub rollout: Window,
+    /// What the converged operator did over two resync intervals.
+    pub steady: Window,
+    /// RSS after the steady-state window.
+    pub steady_rss_mib: f64,
+    /// A new operator process started with these N pairs present.
+    pub restart: Option<Restart>,
+}
+
+impl CrdRun {
+    /// Rollout time over floor time.
+    pub fn ratio(&self) -> f64 {
+        self.rollout_s / self.floor_s.max(1e-9)
+    }
+}
+
+/// A new operator process with converged objects present.
+#[derive(Debug, Clone, Serialize)]
+pub struct Restart {
+    /// Spawn to `/readyz` 200.
+    pub ready_s: f64,
+    /// Spawn until every object was reconciled once.
+    pub first_pass_s: f64,
+    /// RSS after the first pass.
+    pub rss_mib: f64,
+    /// What the first pass did (it should write nothing).
+    pub first_pass: Window,
+}
+
+/// Compatibility mode: annotated Secrets on VersityGW.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompatRun {
+    /// Secrets.
+    pub n: usize,
+    /// RSS before the Secrets were created.
+    pub idle_rss_mib: f64,
+    /// First create until every Secret was processed (`s3_operator_secrets_processed_total`).
+    pub processed_s: f64,
+    /// `provision` called directly, same concurrency, fresh store.
+    pub floor_s: f64,
+    /// Store requests the floor made, by operation.
+    pub floor_requests: Counts,
+    /// RSS once all were processed.
+    pub rss_mib: f64,
+    /// What the operator did meanwhile.
+    pub window: Window,
+}
+
+impl CompatRun {
+    /// Operator time over floor time.
+    pub fn ratio(&self) -> f64 {
+        self.processed_s / self.floor_s.max(1e-9)
+    }
+}
+
+/// Everything one bench run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// What was asked.
+    pub plan: Plan,
+    /// CPUs and memory of this machine.
+    pub machine: String,
+    /// One entry per store and N, in order.
+    pub crd: Vec<CrdRun>,
+    /// The compatibility-mode figure.
+    pub compat: Option<CompatRun>,
+    /// Parts that failed, with why; the rest of the run went on.
+    pub failures: Vec<String>,
+    /// Each part, in order: name, wall time, and the machine's 1-minute load average when it
+    /// started (other work on the machine skews the figures).
+    pub parts: Vec<(String, f64, f64)>,
+    /// Wall time of the whole run.
+    pub took_s: f64,
+}
+
+/// Runs the bench, writing `bench.md` and `bench.json` into the output folder after every part
+/// (a run cut short keeps what it measured); returns the report.
+pub async fn run(opts: &Options) -> Result<Report> {
+    let started = Instant::now();
+    let plan = opts.plan()?;
+    let out = opts.out_dir();
+    std::fs::create_dir_all(out.join("logs")).with_context(|| format!("creating {}", out.display()))?;
+    let binary = operator_binary("release")?;
+    println!("bench: {plan:?}\noperator: {}\noutput: {}", binary.display(), out.display());
+    let mut report = Report {
+        plan: plan.clone(),
+        machine: machine(),
+        crd: Vec::new(),
+        compat: None,
+        failures: Vec::new(),
+        parts: Vec::new(),
+        took_s: 0.0,
+    };
+    let cp = ControlPlane::start().await?;
+    let client = cp.client().await?;
+    let bench = Bench { cp: &cp, client, binary, plan: plan.clone(), logs: out.join("logs") };
+
+    for &kind in &plan.stores {
+        for &n in &plan.sizes {
+            let part = format!("{} N={n}", backend_name(kind));
+            println!("\n== {part}");
+            let (t, load) = (Instant::now(), load_average());
+            match bench.crd(kind, n, plan.startup_n == Some(n)).await {
+                Ok(r) => report.crd.push(r),
+                Err(e) => {
+                    eprintln!("{part} failed: {e:#}");
+                    report.failures.push(format!("{part}: {e:#}"));
+                }
+            }
+            report.parts.push((part, t.elapsed().as_secs_f64(), load));
+            report.took_s = started.elapsed().as_secs_f64();
+            report::write(&report, &out)?;
+        }
+    }
+    if plan.compat > 0 {
+        let part = format!("compatibility mode, {} Secrets", plan.compat);
+        println!("\n== {part}");
+        let (t, load) = (Instant::now(), load_average());
+        match bench.compat(plan.compat).await {
+            Ok(r) => report.compat = Some(r),
+            Err(e) => {
+                eprintln!("{part} failed: {e:#}");
+                report.failures.push(format!("{part}: {e:#}"));
+            }
+        }
+        report.parts.push((part, t.elapsed().as_secs_f64(), load));
+    }
+    report.took_s = started.elapsed().as_secs_f64();
+    report::write(&report, &out)?;
+    Ok(report)
+}
+
+/// The 1-minute load average.
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_string())))
+        .unwrap_or_default();
+    format!("{cpus} CPUs, {mem} memory")
+}
+
+struct Bench<'a> {
+    cp: &'a ControlPlane,
+    client: Client,
+    binary: PathBuf,
+    plan: Plan,
+    logs: PathBuf,
+}
+
+/// A store behind a counting proxy, with the operator's environment pointed at the proxy.
+struct Proxied {
+    // Held so the store runs as long as its proxies; dropped (stopped) with them.
+    _store: Store,
+    s3: CountingProxy,
+    admin: Option<CountingProxy>,
+    env: Vec<(String, String)>,
+}
+
+impl Proxied {
+    async fn start(kind: StoreKind) -> Result<Proxied> {
+        let store = match kind {
+            // Signatures and IAM policies checked on every call, as AWS does.
+            StoreKind::Moto => Store::start_moto_enforcing().await?,
+            other => Store::start(other).await?,
+        };
+        let mut env = store_env(&store);
+        let markers: Vec<String> = env.iter().filter(|(k, _)| k == "MARKER_BUCKET").map(|(_, v)| v.clone()).collect();
+        let s3 = CountingProxy::start(store.endpoint(), markers.clone()).await?;
+        let admin = match store.garage_admin_endpoint() {
+            Some(endpoint) => Some(CountingProxy::start(endpoint, markers).await?),
+            None => None,
+        };
+        for (k, v) in &mut env {
+            match k.as_str() {
+                "S3_ENDPOINT_URL" => *v = s3.url().to_string(),
+                "GARAGE_ADMIN_ENDPOINT" => {
+                    if let Some(a) = &admin {
+                        *v = a.url().to_string();
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(Proxied { _store: store, s3, admin, env })
+    }
+
+    /// Store requests so far, S3 and admin API together.
+    fn requests(&self) -> Counts {
+        let mut all = self.s3.snapshot();
+        if let Some(admin) = &self.admin {
+            for (k, v) in admin.snapshot() {
+                *all.entry(k).or_default() += v;
+            }
+        }
+        all
+    }
+
+    /// A backend configured as the operator's (same flags, through the proxy), unmetered.
+    async fn backend(&self) -> Result<Arc<dyn Backend>> {
+        let flag = |env: &str| -> Option<(String, String)> {
+            let value = self.env.iter().find(|(k, _)| k == env)?.1.clone();
+            let flag = match env {
+                "BACKEND_NAME" => "--backend",
+                "S3_ENDPOINT_URL" => "--s3-endpoint-url",
+                "S3_REGION" => "--s3-region",
+                "S3_ACCESS_KEY" => "--s3-access-key",
+                "S3_SECRET_KEY" => "--s3-secret-key",
+                "MARKER_BUCKET" => "--marker-bucket",
+                "GARAGE_ADMIN_ENDPOINT" => "--garage-admin-endpoint",
+                "GARAGE_ADMIN_TOKEN" => "--garage-admin-token",
+                _ => return None,
+            };
+            Some((flag.to_string(), value))
+        };
+        let mut argv = vec!["s3-resource-operator".to_string()];
+        for env in [
+            "BACKEND_NAME",
+            "S3_ENDPOINT_URL",
+            "S3_REGION",
+            "S3_ACCESS_KEY",
+            "S3_SECRET_KEY",
+            "MARKER_BUCKET",
+            "GARAGE_ADMIN_ENDPOINT",
+            "GARAGE_ADMIN_TOKEN",
+        ] {
+            if let Some((f, v)) = flag(env) {
+                argv.extend([f, v]);
+            }
+        }
+        let config = Cli::try_parse_from(&argv)
+            .map_err(|e| anyhow!("backend flags: {e}"))?
+            .into_config()
+            .map_err(|e| anyhow!("backend configuration: {e}"))?;
+        s3op_controller::store::connect(&config).await.map_err(|e| anyhow!("{e}"))
+    }
+}
+
+impl Bench<'_> {
+    fn operator_env(&self, proxied: &Proxied, namespace: &str, crd: bool) -> Vec<(String, String)> {
+        let mut env = proxied.env.clone();
+        env.extend(
+            [
+                ("LOG_LEVEL", "warn".to_string()),
+                ("WATCH_NAMESPACE", namespace.to_string()),
+                ("CRD_MODE", crd.to_string()),
+                ("COMPAT_MODE", (!crd).to_string()),
+                ("RESYNC_INTERVAL", format!("{}s", self.plan.resync.as_secs())),
+                ("RECONCILE_CONCURRENCY", self.plan.concurrency.to_string()),
+            ]
+            .map(|(k, v)| (k.to_string(), v)),
+        );
+        env
+    }
+
+    async fn spawn(&self, env: Vec<(String, String)>, log: &str) -> Result<(OperatorProcess, f64)> {
+        let log = self.logs.join(log);
+        let mut op = OperatorProcess::spawn(&self.binary, self.cp.kubeconfig(), env, &log)?;
+        let ready = op.wait_ready(Duration::from_secs(60)).await?.as_secs_f64();
+        Ok((op, ready))
+    }
+
+    async fn crd(&self, kind: StoreKind, n: usize, restart: bool) -> Result<CrdRun> {
+        let name = backend_name(kind);
+        let concurrency = self.plan.concurrency;
+
+        // The floor first, on a store of its own.
+        let (floor_s, floor_requests) = {
+            let proxied = Proxied::start(kind).await?;
+            let backend = proxied.backend().await?;
+            let floor = floor_crd(backend, n, concurrency).await.context("floor")?;
+            (floor.as_secs_f64(), proxied.requests())
+        };
+        println!("floor: {n} pairs in {floor_s:.2}s ({:.1} pairs/s)", n as f64 / floor_s);
+
+        let proxied = Proxied::start(kind).await?;
+        let namespace = self.cp.namespace(&format!("bench-{name}-{n}")).await?;
+        let env = self.operator_env(&proxied, &namespace, true);
+        let (mut op, startup_empty_s) = self.spawn(env.clone(), &format!("operator-{name}-{n}.log")).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let idle_rss_mib = op.rss_mib()?;
+
+        let rollout = Rollout::new(&namespace, n);
+        let before = Scrape::take(&op, &proxied).await?;
+        let started = Instant::now();
+        let timeout = Duration::from_secs(600) + Duration::from_millis(300) * u32::try_from(n).unwrap_or(u32::MAX);
+        let (applied, ready) = tokio::join!(
+            rollout.apply(&self.client, APPLY_CONCURRENCY),
+            wait_all_ready(&self.client, &rollout, timeout)
+        );
+        let apply_s = applied.context("creating the pairs")?.as_secs_f64();
+        if let Err(e) = ready {
+            bail!("{e:#}\noperator log:\n{}", op.log_tail(20));
+        }
+        let rollout_s = started.elapsed().as_secs_f64();
+        let converged_rss_mib = op.rss_mib()?;
+        let converged = Scrape::take(&op, &proxied).await?;
+        let rollout_window = Window::between(&before, &converged);
+        println!(
+            "operator: {n} pairs Ready in {rollout_s:.2}s ({:.1} pairs/s, {:.2}x the floor); RSS {idle_rss_mib:.1} MiB idle, {converged_rss_mib:.1} MiB converged",
+            n as f64 / rollout_s,
+            rollout_s / floor_s
+        );
+
+        tokio::time::sleep(SETTLE).await;
+        let steady_before = Scrape::take(&op, &proxied).await?;
+        let wait = self.plan.resync.mul_f64(2.2) + STEADY_SLACK;
+        println!("steady state: watching for {:.0}s (two resync intervals and slack)", wait.as_secs_f64());
+        tokio::time::sleep(wait).await;
+        let steady_after = Scrape::take(&op, &proxied).await?;
+        let steady = Window::between(&steady_before, &steady_after);
+        let steady_rss_mib = op.rss_mib()?;
+        println!("{}", report::steady_line(&steady, n));
+
+        let restart = if restart {
+            op.terminate(Duration::from_secs(30)).await?;
+            let r = self.restart(&proxied, env, name, n).await?;
+            println!(
+                "restart with {n} pairs: /readyz in {:.2}s, every object reconciled in {:.2}s, RSS {:.1} MiB",
+                r.ready_s, r.first_pass_s, r.rss_mib
+            );
+            Some(r)
+        } else {
+            drop(op);
+            None
+        };
+
+        Ok(CrdRun {
+            store: name.to_string(),
+            n,
+            startup_empty_s,
+            idle_rss_mib,
+            rollout_s,
+            apply_s,
+            floor_s,
+            floor_requests,
+            converged_rss_mib,
+            rollout: rollout_window,
+            steady,
+            steady_rss_mib,
+            restart,
+        })
+    }
+
+    async fn restart(&self, proxied: &Proxied, env: Vec<(String, String)>, name: &str, n: usize) -> Result<Restart> {
+        let log = self.logs.join(format!("operator-{name}-{n}-restart.log"));
+        let mut op = OperatorProcess::spawn(&self.binary, self.cp.kubeconfig(), env, &log)?;
+        let before = proxied.requests();
+        let ready_s = op.wait_ready(Duration::from_secs(120)).await?.as_secs_f64();
+        let spawned = Instant::now() - Duration::from_secs_f64(ready_s);
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let n_f = n as f64;
+        let after = loop {
+            let s = Scrape::take(&op, proxied).await?;
+            let done = s.sum_where("s3op_reconciles_total", "kind=\"S3Bucket\"") >= n_f
+                && s.sum_where("s3op_reconciles_total", "kind=\"S3User\"") >= n_f;
+            if done {
+                break s;
+            }
+            if Instant::now() > deadline {
+                bail!("the restarted operator did not reconcile all {n} pairs within 10 minutes");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let first_pass_s = spawned.elapsed().as_secs_f64();
+        let empty = Scrape { series: BTreeMap::new(), requests: before, at: spawned, cpu_s: 0.0 };
+        Ok(Restart { ready_s, first_pass_s, rss_mib: op.rss_mib()?, first_pass: Window::between(&empty, &after) })
+    }
+
+    async fn compat(&self, n: usize) -> Result<CompatRun> {
+        let concurrency = self.plan.concurrency;
+        let (floor_s, floor_requests) = {
+            let proxied = Proxied::start(StoreKind::Versitygw).await?;
+            let backend = proxied.backend().await?;
+            let floor = floor_compat(backend.as_ref(), n, concurrency).await.context("compat floor")?;
+            (floor.as_secs_f64(), proxied.requests())
+        };
+        println!("floor: {n} compatibility Secrets provisioned in {floor_s:.2}s");
+
+        let proxied = Proxied::start(StoreKind::Versitygw).await?;
+        let namespace = self.cp.namespace("bench-compat").await?;
+        let env = self.operator_env(&proxied, &namespace, false);
+        let (op, _) = self.spawn(env, "operator-compat.log").await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let idle_rss_mib = op.rss_mib()?;
+        let before = Scrape::take(&op, &proxied).await?;
+        let started = Instant::now();
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+        let prefix = unique_name("c");
+        let create = stream::iter(0..n)
+            .map(|i| {
+                let secrets = secrets.clone();
+                let secret = compat_secret(i, &prefix);
+                async move { secrets.create(&PostParams::default(), &secret).await.map(|_| ()) }
+            })
+            .buffer_unordered(APPLY_CONCURRENCY)
+            .try_collect::<Vec<()>>();
+        let processed = async {
+            let deadline = Instant::now() + Duration::from_secs(600) + Duration::from_millis(300) * (n as u32);
+            loop {
+                let s = Scrape::take(&op, &proxied).await?;
+                if s.sum("s3_operator_secrets_processed_total") >= n as f64 {
+                    return Ok::<Scrape, anyhow::Error>(s);
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "{} of {n} Secrets processed, {} errors\noperator log:\n{}",
+                        s.sum("s3_operator_secrets_processed_total"),
+                        s.sum("s3_operator_errors_total"),
+                        op.log_tail(20)
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        let (created, processed) = tokio::join!(create, processed);
+        created.context("creating the Secrets")?;
+        let after = processed?;
+        let processed_s = started.elapsed().as_secs_f64();
+        let rss_mib = op.rss_mib()?;
+        println!(
+            "operator: {n} Secrets processed in {processed_s:.2}s ({:.2}x the floor), RSS {rss_mib:.1} MiB",
+            processed_s / floor_s
+        );
+        Ok(CompatRun {
+            n,
+            idle_rss_mib,
+            processed_s,
+            floor_s,
+            floor_requests,
+            rss_mib,
+            window: Window::between(&before, &after),
+        })
+    }
+}
+
+/// Secret `i` of the compatibility figure: a fresh bucket and account.
+fn compat_secret(i: usize, prefix: &str) -> Secret {
+    let data = BTreeMap::from([
+        ("bucket-name".to_string(), format!("{prefix}-{i}")),
+        ("access-key".to_string(), random_access_key()),
+        ("secret-key".to_string(), random_secret()),
+    ]);
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(format!("s{i}")),
+            annotations: Some(BTreeMap::from([(DEFAULT_COMPAT_ANNOTATION.to_string(), "true".to_string())])),
+            ..ObjectMeta::default()
+        },
+        string_data: Some(data),
+        ..Secret::default()
+    }
+}
+
+/// Waits, through watches, until all of the rollout's S3Buckets and S3Users are Ready.
+async fn wait_all_ready(client: &Client, rollout: &Rollout, timeout: Duration) -> Result<()> {
+    fn ready(conditions: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>) -> bool {
+        conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    }
+    let buckets: Api<S3Bucket> = Api::namespaced(client.clone(), &rollout.namespace);
+    let users: Api<S3User> = Api::namespaced(client.clone(), &rollout.namespace);
+    let b = watcher(buckets, watcher::Config::default())
+        .applied_objects()
+        .map_ok(|o| (true, o.name_any(), ready(o.status.as_ref().map(|s| &s.conditions))))
+        .boxed();
+    let u = watcher(users, watcher::Config::default())
+        .applied_objects()
+        .map_ok(|o| (false, o.name_any(), ready(o.status.as_ref().map(|s| &s.conditions))))
+        .boxed();
+    let mut events = stream::select(b, u);
+    let (mut ready_buckets, mut ready_users) = (HashSet::new(), HashSet::new());
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, events.next()).await {
+            Err(_) => {
+                let p = rollout.progress(client).await?;
+                bail!(
+                    "{} of {} buckets and {} users Ready after {timeout:?}; reasons: {:?}",
+                    p.buckets_ready,
+                    rollout.n,
+                    p.users_ready,
+                    p.reasons
+                );
+            }
+            Ok(None) => bail!("the watch ended"),
+            // The watcher retries by itself; a failed request is no reason to stop.
+            Ok(Some(Err(_))) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Ok(Some(Ok((is_bucket, name, is_ready)))) => {
+                let set = if is_bucket { &mut ready_buckets } else { &mut ready_users };
+                if is_ready {
+                    set.insert(name);
+                } else {
+                    set.remove(&name);
+                }
+                if ready_buckets.len() >= rollout.n && ready_users.len() >= rollout.n {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// The floor of a rollout: for each pair, the backend calls a converging reconcile makes (see
+/// `bucket::apply` and `user::apply` in the controller), in the same order, with `concurrency`
+/// buckets and `concurrency` users in flight, as the operator's two controllers have. A user
+/// starts once its bucket exists, as the operator's waits for its bucket to be Ready.
+pub async fn floor_crd(backend: Arc<dyn Backend>, n: usize, concurrency: usize) -> Result<Duration> {
+    let namespace = unique_name("floor");
+    let prefix = unique_name("f");
+    let bucket_slots = Arc::new(Semaphore::new(concurrency));
+    let user_slots = Arc::new(Semaphore::new(concurrency));
+    // The operator checks the store once at start-up; so does the floor, before timing.
+    backend.health().await?;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (backend, bucket_slots, user_slots) = (backend.clone(), bucket_slots.clone(), user_slots.clone());
+        let (namespace, bucket) = (namespace.clone(), format!("{prefix}-{i}"));
+        tasks.spawn(async move {
+            let owner = |name: String| Owner { namespace: namespace.clone(), name, uid: crate::compat::random_hex(32) };
+            {
+                let _slot = bucket_slots.acquire().await?;
+                let spec = BucketSpec {
+                    name: bucket.clone(),
+                    owner: owner(format!("b{i}")),
+                    versioning: None,
+                    object_lock: false,
+                    tags: BTreeMap::new(),
+                    quota: None,
+                };
+                backend.ensure_bucket(&spec, false).await?;
+            }
+            let _slot = user_slots.acquire().await?;
+            let user = default_user_name(&namespace, &format!("u{i}")).map_err(|e| anyhow!("{e}"))?;
+            // As the reconciler: read the user, ensure it (it is new), read it again, then
+            // write the grants it lacks.
+            backend.describe_user(&user).await?;
+            backend.ensure_user(&UserSpec { name: user.clone(), owner: owner(format!("u{i}")) }, false).await?;
+            let info =
+                backend.describe_user(&user).await?.with_context(|| format!("user {user} right after ensuring it"))?;
+            backend.set_grants(&user, &[Grant { bucket, permission: Permission::ReadWrite }]).await?;
+            let multiple_keys = backend.capabilities().multiple_keys;
+            if multiple_keys {
+                for id in &info.access_key_ids {
+                    backend.delete_key(&user, id).await?;
+                }
+            }
+            let creds = backend.create_key(&user, None).await?;
+            if multiple_keys {
+                for id in info.access_key_ids.iter().filter(|id| **id != creds.access_key_id) {
+                    backend.delete_key(&user, id).await?;
+                }
+            }
+            Ok::<(), anyhow::Error>(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.context("a floor task panicked")??;
+    }
+    Ok(started.elapsed())
+}
+
+/// The floor of compatibility mode: `provision` (what the Secret reconciler calls after
+/// reading the Secret) for `n` fresh accounts and buckets, `concurrency` at a time.
+pub async fn floor_compat(backend: &dyn Backend, n: usize, concurrency: usize) -> Result<Duration> {
+    let store = backend.compat()?;
+    let namespace = unique_name("floor");
+    let prefix = unique_name("fc");
+    backend.health().await?;
+    let started = Instant::now();
+    stream::iter(0..n)
+        .map(|i| {
+            let claimant =
+                Owner { namespace: namespace.clone(), name: format!("s{i}"), uid: crate::compat::random_hex(32) };
+            let bucket = format!("{prefix}-{i}");
+            async move {
+                provision(store, &claimant, &account(&random_access_key(), &random_secret()), &bucket).await?;
+                Ok::<(), anyhow::Error>(())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(started.elapsed())
+}
+
+/// Writes the report files and prints the Markdown; the entry point of the `bench` binary.
+pub async fn main(opts: Options) -> Result<()> {
+    let out = opts.out_dir();
+    let report = tokio::select! {
+        r = run(&opts) => r?,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted; what was measured so far is in {}", out.display()),
+    };
+    println!("\n{}", report::markdown(&report));
+    println!("written: {} and {}", out.join("bench.md").display(), out.join("bench.json").display());
+    if !report.failures.is_empty() {
+        bail!("{} part(s) failed: {}", report.failures.len(), report.failures.join("; "));
+    }
+    Ok(())
+}
