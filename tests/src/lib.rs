@@ -7,6 +7,7 @@ pub mod chart;
 pub mod compat;
 pub mod conformance;
 pub mod control_plane;
+pub mod inventory;
 pub mod operator;
 pub mod peers;
 pub mod process;

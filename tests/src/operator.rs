@@ -107,6 +107,17 @@ impl Operator {
         self.args.clone()
     }
 
+    /// The bucket where it keeps its ownership markers (`--marker-bucket`).
+    pub fn marker_bucket(&self) -> Option<&str> {
+        self.args.iter().skip_while(|a| *a != "--marker-bucket").nth(1).map(String::as_str)
+    }
+
+    /// True while the operator task runs: it has neither returned nor panicked (a test that
+    /// says "without a restart" checks this).
+    pub fn is_running(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     async fn wait_ready(&self) -> Result<()> {
         let http = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
