@@ -416,12 +416,10 @@ pub async fn audit_namespace(client: &Client, namespace: &str, store: &Store, ma
     };
     diff(&mut problems, "policy", &expected_policies, &inventory.policies);
 
-    // Ownership markers: one per user; Garage also marks buckets (the others tag them).
+    // Ownership markers: one per user and one per bucket (written before it is created).
     if uses_markers {
         let mut expected_markers: BTreeSet<String> = expected_users.iter().map(|u| format!("users/{u}")).collect();
-        if kind == StoreKind::Garage {
-            expected_markers.extend(bucket_names.values().map(|b| format!("buckets/{b}")));
-        }
+        expected_markers.extend(bucket_names.values().map(|b| format!("buckets/{b}")));
         diff(&mut problems, "marker", &expected_markers, &inventory.markers);
     }
 
@@ -444,7 +442,12 @@ pub async fn audit_namespace(client: &Client, namespace: &str, store: &Store, ma
     if !problems.is_empty() {
         let total = problems.len();
         problems.truncate(40);
-        bail!("{total} difference(s) between namespace {namespace} and the {kind} store:\n{}", problems.join("\n"));
+        let not_ready =
+            describe_not_ready(client, namespace).await.unwrap_or_else(|e| format!("(not described: {e:#})"));
+        bail!(
+            "{total} difference(s) between namespace {namespace} and the {kind} store:\n{}\nobjects not Ready:\n{not_ready}",
+            problems.join("\n")
+        );
     }
     Ok(Audit { buckets: s3buckets.len(), users: s3users.len(), key_checks, inventory })
 }
@@ -499,4 +502,104 @@ fn sdk_text(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// A report on every S3Bucket and S3User of `namespace` that is not Ready: its metadata
+/// (uid, generation, finalizers, who wrote it), status, and the events about it; for the
+/// failure message of a test that waited in vain.
+pub async fn describe_not_ready(client: &Client, namespace: &str) -> Result<String> {
+    use k8s_openapi::api::core::v1::Event;
+    use kube::{Resource, api::ListParams};
+
+    fn summary<K: Resource>(obj: &K, status: String) -> String {
+        let m = obj.meta();
+        let managers: Vec<String> = m
+            .managed_fields
+            .iter()
+            .flatten()
+            .map(|f| {
+                format!(
+                    "{}/{}{}",
+                    f.manager.as_deref().unwrap_or("?"),
+                    f.operation.as_deref().unwrap_or("?"),
+                    f.subresource.as_deref().map(|s| format!("/{s}")).unwrap_or_default()
+                )
+            })
+            .collect();
+        format!(
+            "uid {} generation {:?} resourceVersion {:?} finalizers {:?} deleting {} written by {managers:?}\n  status {status}",
+            m.uid.as_deref().unwrap_or("?"),
+            m.generation,
+            m.resource_version,
+            m.finalizers,
+            m.deletion_timestamp.is_some()
+        )
+    }
+    let ready = |c: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| {
+        c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+    };
+    let mut out = Vec::new();
+    for b in list_all(&Api::<S3Bucket>::namespaced(client.clone(), namespace)).await? {
+        if !ready(&b.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default()) {
+            out.push((
+                format!("S3Bucket {}", b.metadata.name.clone().unwrap_or_default()),
+                summary(&b, format!("{:?}", b.status)),
+            ));
+        }
+    }
+    for u in list_all(&Api::<S3User>::namespaced(client.clone(), namespace)).await? {
+        if !ready(&u.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default()) {
+            out.push((
+                format!("S3User {}", u.metadata.name.clone().unwrap_or_default()),
+                summary(&u, format!("{:?}", u.status)),
+            ));
+        }
+    }
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let mut text = String::new();
+    for (what, summary) in out {
+        let name = what.split(' ').nth(1).unwrap_or_default().to_string();
+        let lp = ListParams::default().fields(&format!("involvedObject.name={name}"));
+        let notes: Vec<String> = events
+            .list(&lp)
+            .await
+            .map(|l| {
+                l.items
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "{} {} x{}: {}",
+                            e.type_.as_deref().unwrap_or("?"),
+                            e.reason.as_deref().unwrap_or("?"),
+                            e.count.unwrap_or(1),
+                            e.message.as_deref().unwrap_or("")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_else(|e| vec![format!("(events not listed: {e})")]);
+        text.push_str(&format!("{what}: {summary}\n  events {notes:?}\n"));
+    }
+    Ok(text)
+}
+
+/// The events of `namespace` with `reason` (e.g. `Recreated`), as "kind/name: message".
+pub async fn events_with_reason(client: &Client, namespace: &str, reason: &str) -> Result<Vec<String>> {
+    use k8s_openapi::api::core::v1::Event;
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let lp = kube::api::ListParams::default().fields(&format!("reason={reason}"));
+    Ok(events
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .map(|e| {
+            format!(
+                "{}/{}: {}",
+                e.involved_object.kind.unwrap_or_default(),
+                e.involved_object.name.unwrap_or_default(),
+                e.message.unwrap_or_default()
+            )
+        })
+        .collect())
 }
