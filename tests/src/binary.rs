@@ -183,6 +183,11 @@ impl OperatorProcess {
         Ok(kib / 1024.0)
     }
 
+    /// The value of `key` in the environment it is started with (e.g. `MARKER_BUCKET`).
+    pub fn env_var(&self, key: &str) -> Option<&str> {
+        self.env.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
     /// Base URL of its HTTP server (`/metrics`, `/readyz`, `/healthz`).
     pub fn base_url(&self) -> &str {
         &self.base

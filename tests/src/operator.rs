@@ -107,6 +107,17 @@ impl Operator {
         self.args.clone()
     }
 
+    /// The bucket where it keeps its ownership markers (`--marker-bucket`).
+    pub fn marker_bucket(&self) -> Option<&str> {
+        self.args.iter().skip_while(|a| *a != "--marker-bucket").nth(1).map(String::as_str)
+    }
+
+    /// True while the operator task runs: it has neither returned nor panicked (a test that
+    /// says "without a restart" checks this).
+    pub fn is_running(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     async fn wait_ready(&self) -> Result<()> {
         let http = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -149,11 +160,6 @@ impl Operator {
             .into_config()
             .map_err(|e| anyhow!("operator configuration: {e}"))?;
         s3op_controller::store::connect(&config).await.map_err(|e| anyhow!("{e}"))
-    }
-
-    /// True while its task runs: a reconcile that panicked, or a fatal error, ends it.
-    pub fn is_running(&self) -> bool {
-        self.task.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     /// The text of `/metrics`.

@@ -384,6 +384,27 @@ impl Store {
         aws_sdk_iam::Client::from_conf(config)
     }
 
+    /// One SigV4-signed call (service `s3`, the administrator's key) to the admin API that
+    /// VersityGW and MinIO serve on their S3 endpoint, e.g. `("PATCH", "/list-users", vec![])`
+    /// or `("GET", "/minio/admin/v3/list-users", vec![])`. Returns the status and the raw reply
+    /// (MinIO encrypts some replies: see `s3op_backends::minio::madmin`); only a failure to
+    /// reach the store is an error.
+    pub async fn signed_admin_call(&self, method: &str, path_and_query: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>)> {
+        let url = format!("{}{path_and_query}", self.endpoint);
+        let secret = s3op_backends::SecretString::new(&self.secret_key);
+        let headers = s3op_backends::http::sigv4_headers(method, &url, &body, self.region(), &self.access_key, &secret)
+            .map_err(|e| anyhow!("signing {method} {path_and_query}: {e}"))?;
+        let method: reqwest::Method = method.parse().with_context(|| format!("HTTP method {method}"))?;
+        let mut req = http_client()?.request(method.clone(), &url);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let resp = req.body(body).send().await.with_context(|| format!("{method} {url}"))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.with_context(|| format!("reading the reply to {method} {url}"))?;
+        Ok((status, bytes.to_vec()))
+    }
+
     /// One call to Garage's admin API v2, e.g. `(POST, "/v2/CreateBucket", Some(&json))` or
     /// `(GET, "/v2/GetBucketInfo?globalAlias=b", None)`. Returns the JSON reply (Null when the
     /// reply is empty) and fails on a non-2xx status with the reply's text.

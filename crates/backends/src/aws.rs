@@ -448,7 +448,7 @@ impl Backend for Aws {
     }
 
     async fn ensure_bucket(&self, spec: &BucketSpec, adopt: bool) -> Result<Change> {
-        let change = s3ops::ensure_tagged_bucket(&self.s3, BACKEND, spec, adopt, self).await?;
+        let change = s3ops::ensure_tagged_bucket(&self.s3, BACKEND, spec, adopt, self, None).await?;
         if spec.quota.is_some() {
             return Err(BackendError::Unsupported { backend: BACKEND, feature: "quota" });
         }
@@ -456,7 +456,7 @@ impl Backend for Aws {
     }
 
     async fn delete_bucket(&self, name: &str, force: bool) -> Result<BucketDeletion> {
-        s3ops::delete_bucket_checked(&self.s3, BACKEND, name, force, COUNT_LIMIT).await
+        s3ops::delete_bucket_checked(&self.s3, BACKEND, name, force, COUNT_LIMIT, None).await
     }
 
     async fn describe_user(&self, name: &str) -> Result<Option<UserInfo>> {

@@ -18,6 +18,7 @@ use aws_sdk_s3::{
 
 use crate::{
     BackendError, Result, SecretString,
+    markers::{MarkerKind, MarkerStore},
     model::{BucketDeletion, BucketInfo, BucketSpec, Change, Owner, Versioning},
 };
 
@@ -465,29 +466,46 @@ pub async fn describe_tagged_bucket(
 /// Creates the bucket with its ownership tags, or checks the claim of the one there (see
 /// [`Owner::check_claim`]), then converges tags and versioning; object lock is refused on an
 /// existing bucket that lacks it. Quotas are the caller's (stores differ).
+///
+/// Creating and tagging are two calls, so a creation can be cut between them (the operator
+/// killed, the store stopped): the bucket then exists without its tags and would look made
+/// outside the operator for ever. Where the store keeps `claims` (marker objects), the claim
+/// is recorded as `buckets/<name>` before the bucket is created, and an untagged, empty bucket
+/// whose marker names this claim is taken as that interrupted creation and tagged. The marker
+/// stays until [`delete_bucket_checked`] removes the bucket.
 pub async fn ensure_tagged_bucket(
     s3: &Client,
     backend: &'static str,
     spec: &BucketSpec,
     adopt: bool,
     versioning: &dyn VersioningSource,
+    claims: Option<&MarkerStore>,
 ) -> Result<Change> {
     let name = spec.name.as_str();
     let what = format!("bucket {name}");
     // A converged resync costs one read (and the versioning read when versioning is asked
     // for): the tags of a bucket that exists answer both questions. No tags at all leaves
     // existence open (MinIO answers NoSuchTagSet for a missing bucket too), so HEAD decides.
-    let tags = match get_tags(s3, backend, name).await {
+    let existing = match get_tags(s3, backend, name).await {
         Ok((None, tags)) if tags.is_empty() => bucket_exists(s3, backend, name).await?.then_some((None, tags)),
         Ok(tags) => Some(tags),
         Err(BackendError::NotFound { .. }) => None,
         Err(e) => return Err(e),
     };
-    let Some((current_owner, current_tags)) = tags else {
-        create_tagged_bucket(s3, backend, spec).await?;
-        return Ok(Change::Created);
+    let (current_owner, current_tags) = match existing {
+        Some(tags) => tags,
+        None => {
+            if create_claimed_bucket(s3, backend, spec, claims).await? {
+                return Ok(Change::Created);
+            }
+            // An earlier attempt's bucket under our claim: judged below like any that exists.
+            get_tags(s3, backend, name).await?
+        }
     };
-    let adopting = Owner::check_claim(&what, &current_owner, &spec.owner, adopt)?;
+    let adopting = match claims {
+        Some(claims) if current_owner.is_none() && interrupted_creation(s3, backend, claims, spec).await? => true,
+        _ => Owner::check_claim(&what, &current_owner, &spec.owner, adopt)?,
+    };
     let mut change = Change::Unchanged;
     if adopting || current_tags != spec.tags {
         put_tags(s3, backend, name, &spec.owner, &spec.tags).await?;
@@ -508,24 +526,74 @@ pub async fn ensure_tagged_bucket(
     Ok(change)
 }
 
-/// Creates the bucket with its ownership tags and versioning.
-async fn create_tagged_bucket(s3: &Client, backend: &'static str, spec: &BucketSpec) -> Result<()> {
+/// Creates the bucket with its ownership tags and versioning, its claim recorded first where
+/// the store keeps `claims`. False when the bucket turned out to exist under our own earlier
+/// claim (an interrupted creation), for the caller to judge.
+async fn create_claimed_bucket(
+    s3: &Client,
+    backend: &'static str,
+    spec: &BucketSpec,
+    claims: Option<&MarkerStore>,
+) -> Result<bool> {
     let name = spec.name.as_str();
+    let what = format!("bucket {name}");
+    let mut wrote_claim = false;
+    if let Some(claims) = claims {
+        // A marker without a bucket (removed behind our back) still names its claim.
+        match claims.owner(MarkerKind::Bucket, name).await? {
+            Some(o) if !o.same_claim(&spec.owner) => {
+                return Err(BackendError::NotOwned { what, detail: format!("claimed by {o}") });
+            }
+            Some(_) => {}
+            None => {
+                claims.write(MarkerKind::Bucket, name, &spec.owner, Vec::new(), || claims.create_bucket()).await?;
+                wrote_claim = true;
+            }
+        }
+    }
     // LocationConstraint outside us-east-1 comes from the client's region.
-    create_bucket(s3, backend, name, spec.object_lock).await?;
-    // Without its marker the bucket would be foreign to us from now on: if tagging fails,
-    // remove the bucket we just made (still empty) and report the failure.
-    if let Err(e) = put_tags(s3, backend, name, &spec.owner, &spec.tags).await {
-        let _ = delete_bucket(s3, backend, name).await;
-        return Err(e);
+    match create_bucket(s3, backend, name, spec.object_lock).await {
+        Ok(()) => {
+            // Without its tags the bucket would be foreign to us from now on: if tagging
+            // fails, remove the bucket we just made (still empty) and report the failure.
+            if let Err(e) = put_tags(s3, backend, name, &spec.owner, &spec.tags).await {
+                let _ = delete_bucket(s3, backend, name).await;
+                return Err(e);
+            }
+            // Object lock turns versioning on by itself, and it cannot be suspended then.
+            if let Some(wanted) = spec.versioning
+                && !(wanted == Versioning::Enabled && spec.object_lock)
+            {
+                put_versioning(s3, backend, name, wanted).await?;
+            }
+            Ok(true)
+        }
+        Err(BackendError::Conflict { .. }) if wrote_claim => {
+            // Someone else created it between our check and our create: not ours, and the
+            // marker must not say it is.
+            if let Some(claims) = claims {
+                claims.delete(MarkerKind::Bucket, name).await?;
+            }
+            Err(BackendError::NotOwned { what, detail: "created outside the operator".into() })
+        }
+        // Our claim was there before this attempt, so the bucket may be an earlier attempt's
+        // that the existence check did not see: the caller judges it like any that exists.
+        Err(BackendError::Conflict { .. }) if claims.is_some() => Ok(false),
+        Err(e) => Err(e),
     }
-    // Object lock turns versioning on by itself, and it cannot be suspended then.
-    if let Some(wanted) = spec.versioning
-        && !(wanted == Versioning::Enabled && spec.object_lock)
-    {
-        put_versioning(s3, backend, name, wanted).await?;
-    }
-    Ok(())
+}
+
+/// True when an untagged bucket is our own creation cut before its tags were written: its
+/// marker names this claim and nobody has written to it (only an administrator could have,
+/// since no user is granted a bucket before it is tagged).
+async fn interrupted_creation(
+    s3: &Client,
+    backend: &'static str,
+    claims: &MarkerStore,
+    spec: &BucketSpec,
+) -> Result<bool> {
+    let ours = claims.owner(MarkerKind::Bucket, &spec.name).await?.is_some_and(|o| o.same_claim(&spec.owner));
+    Ok(ours && count_objects(s3, backend, &spec.name, 1).await? == 0)
 }
 
 /// Deletes a bucket of a versioning store: without `force` a bucket holding any version or
@@ -536,19 +604,26 @@ pub async fn delete_bucket_checked(
     name: &str,
     force: bool,
     limit: u64,
+    claims: Option<&MarkerStore>,
 ) -> Result<BucketDeletion> {
-    if !bucket_exists(s3, backend, name).await? {
-        return Ok(BucketDeletion::AlreadyGone);
-    }
-    if force {
-        empty_bucket(s3, backend, name).await?;
-    } else {
-        let objects = count_objects(s3, backend, name, limit).await?;
-        if objects > 0 {
-            return Ok(BucketDeletion::NotEmpty { objects });
+    let deletion = if bucket_exists(s3, backend, name).await? {
+        if force {
+            empty_bucket(s3, backend, name).await?;
+        } else {
+            let objects = count_objects(s3, backend, name, limit).await?;
+            if objects > 0 {
+                return Ok(BucketDeletion::NotEmpty { objects });
+            }
         }
+        delete_bucket(s3, backend, name).await?
+    } else {
+        BucketDeletion::AlreadyGone
+    };
+    // The claim recorded at creation (see ensure_tagged_bucket) goes with the bucket.
+    if let Some(claims) = claims {
+        claims.delete(MarkerKind::Bucket, name).await?;
     }
-    delete_bucket(s3, backend, name).await
+    Ok(deletion)
 }
 
 #[cfg(test)]

@@ -42,8 +42,8 @@ pub struct VersityGwConfig {
     pub access_key: String,
     /// Its secret key.
     pub secret_key: SecretString,
-    /// Bucket holding one marker object per user the operator created (see the comment on
-    /// [`VersityGw`]); created on first use, owned by the admin account.
+    /// Bucket holding one marker object per user and bucket the operator created (see the
+    /// comment on [`VersityGw`]); created on first use, owned by the admin account.
     pub marker_bucket: String,
 }
 
@@ -54,6 +54,8 @@ pub struct VersityGwConfig {
 // bucket owned by the admin account, whose metadata holds namespace, name and uid. Only admins
 // can write there. An account without that object was made outside the operator and is
 // `NotOwned` unless adopted; an account removed behind our back is simply created again.
+// Buckets carry their marker as tags; a `buckets/<name>` object written before a bucket is
+// created lets a creation cut before its tags be recognised (see s3ops).
 #[derive(Debug, Clone)]
 pub struct VersityGw {
     s3: Client,
@@ -340,6 +342,7 @@ impl Backend for VersityGw {
             spec,
             adopt,
             &s3ops::SdkVersioning { s3: &self.s3, backend: BACKEND },
+            Some(&self.markers),
         )
         .await?;
         if change == Change::Created {
@@ -353,7 +356,8 @@ impl Backend for VersityGw {
     }
 
     async fn delete_bucket(&self, name: &str, force: bool) -> Result<BucketDeletion> {
-        let deletion = s3ops::delete_bucket_checked(&self.s3, BACKEND, name, force, COUNT_LIMIT).await?;
+        let deletion =
+            s3ops::delete_bucket_checked(&self.s3, BACKEND, name, force, COUNT_LIMIT, Some(&self.markers)).await?;
         if deletion == BucketDeletion::Deleted {
             self.owner_changed(name, None);
         }

@@ -280,7 +280,12 @@ async fn apply(obj: &S3User, ctx: &Context) -> Result<Action> {
                 Err(e) => return backend_failed(obj, ctx, &user, e).await,
             };
             if created {
-                let recreated = obj.status.as_ref().is_some_and(|s| s.user_name.as_deref() == Some(user.as_str()));
+                // Status names the user as soon as the S3User waits for its buckets, before the
+                // user exists; only a key issued earlier proves the user was there once.
+                let recreated = obj
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.user_name.as_deref() == Some(user.as_str()) && s.access_key_id.is_some());
                 let (reason, note) = if recreated {
                     ("Recreated", format!("user {user} was missing on the store and has been created again"))
                 } else {

@@ -54,8 +54,8 @@ pub struct MinioConfig {
     pub access_key: String,
     /// Its secret key; also the password of the admin API's payload encryption.
     pub secret_key: SecretString,
-    /// Bucket holding one marker object per user the operator created (see [`Minio`]);
-    /// created on first use, readable and writable by administrators only.
+    /// Bucket holding one marker object per user and bucket the operator created (see
+    /// [`Minio`]); created on first use, readable and writable by administrators only.
     pub marker_bucket: String,
 }
 
@@ -64,7 +64,8 @@ pub struct MinioConfig {
 // anyone allowed to create users. So, as for VersityGW, the operator writes, before it creates
 // a user, an object `users/<name>` in an admin-only bucket whose metadata holds namespace, name
 // and uid. A user without that object was made outside the operator and is `NotOwned` unless
-// adopted. Buckets carry their marker as tags.
+// adopted. Buckets carry their marker as tags; a `buckets/<name>` object written before a
+// bucket is created lets a creation cut before its tags be recognised (see s3ops).
 #[derive(Debug, Clone)]
 pub struct Minio {
     s3: Client,
@@ -703,6 +704,7 @@ impl Backend for Minio {
             spec,
             adopt,
             &s3ops::SdkVersioning { s3: &self.s3, backend: BACKEND },
+            Some(&self.markers),
         )
         .await?;
         let change = change.and(self.converge_quota(&spec.name, spec.quota).await?);
@@ -713,7 +715,7 @@ impl Backend for Minio {
     }
 
     async fn delete_bucket(&self, name: &str, force: bool) -> Result<BucketDeletion> {
-        s3ops::delete_bucket_checked(&self.s3, BACKEND, name, force, COUNT_LIMIT).await
+        s3ops::delete_bucket_checked(&self.s3, BACKEND, name, force, COUNT_LIMIT, Some(&self.markers)).await
     }
 
     async fn describe_user(&self, name: &str) -> Result<Option<UserInfo>> {
