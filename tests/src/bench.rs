@@ -80,9 +80,14 @@ pub struct Options {
     /// Default: 1000 (100 with --quick).
     #[arg(long)]
     pub compat: Option<usize>,
-    /// The operator's RESYNC_INTERVAL in seconds; steady state lasts two of them.
+    /// RESYNC_INTERVAL (seconds) of the operator whose steady state is measured; the window
+    /// lasts two of them.
     #[arg(long, default_value_t = 20)]
     pub resync_secs: u64,
+    /// RESYNC_INTERVAL (seconds) while rolling out: the operator's default, so resyncs of
+    /// early objects do not compete with the rollout (at N=1,000 a 20 s resync does).
+    #[arg(long, default_value_t = 300)]
+    pub rollout_resync_secs: u64,
     /// The operator's RECONCILE_CONCURRENCY (per controller); the floor uses as many per kind.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
@@ -101,9 +106,9 @@ pub struct Plan {
     pub sizes: Vec<usize>,
     /// Compatibility Secrets (0: not measured).
     pub compat: usize,
-    /// The rollout size after which start-up is measured (the largest up to 1,000).
-    pub startup_n: Option<usize>,
-    /// Resync interval given to the operator.
+    /// Resync interval of the operator that rolls out (and of compatibility mode).
+    pub rollout_resync: Duration,
+    /// Resync interval of the operator whose steady state is measured.
     pub resync: Duration,
     /// Reconcile concurrency of each controller, and of each step of the floor.
     pub concurrency: usize,
@@ -152,15 +157,14 @@ impl Options {
         } else {
             0
         };
-        let startup_n = sizes.iter().copied().filter(|&n| n <= 1000).max();
-        if self.concurrency == 0 || self.resync_secs == 0 {
-            bail!("--concurrency and --resync-secs must be at least 1");
+        if self.concurrency == 0 || self.resync_secs == 0 || self.rollout_resync_secs == 0 {
+            bail!("--concurrency, --resync-secs and --rollout-resync-secs must be at least 1");
         }
         Ok(Plan {
             stores,
             sizes,
             compat,
-            startup_n,
+            rollout_resync: Duration::from_secs(self.rollout_resync_secs),
             resync: Duration::from_secs(self.resync_secs),
             concurrency: self.concurrency,
         })
@@ -236,12 +240,12 @@ pub struct CrdRun {
     pub converged_rss_mib: f64,
     /// What the operator did from first create until all Ready.
     pub rollout: Window,
-    /// What the converged operator did over two resync intervals.
+    /// A new operator process (short resync) started with the N converged pairs present.
+    pub restart: Restart,
+    /// What that process did over two resync intervals after its first pass.
     pub steady: Window,
     /// RSS after the steady-state window.
     pub steady_rss_mib: f64,
-    /// A new operator process started with these N pairs present.
-    pub restart: Option<Restart>,
 }
 
 impl CrdRun {
@@ -337,7 +341,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
             let part = format!("{} N={n}", backend_name(kind));
             println!("\n== {part}");
             let (t, load) = (Instant::now(), load_average());
-            match bench.crd(kind, n, plan.startup_n == Some(n)).await {
+            match bench.crd(kind, n).await {
                 Ok(r) => report.crd.push(r),
                 Err(e) => {
                     eprintln!("{part} failed: {e:#}");
@@ -481,7 +485,7 @@ impl Proxied {
 }
 
 impl Bench<'_> {
-    fn operator_env(&self, proxied: &Proxied, namespace: &str, crd: bool) -> Vec<(String, String)> {
+    fn operator_env(&self, proxied: &Proxied, namespace: &str, crd: bool, resync: Duration) -> Vec<(String, String)> {
         let mut env = proxied.env.clone();
         env.extend(
             [
@@ -489,7 +493,7 @@ impl Bench<'_> {
                 ("WATCH_NAMESPACE", namespace.to_string()),
                 ("CRD_MODE", crd.to_string()),
                 ("COMPAT_MODE", (!crd).to_string()),
-                ("RESYNC_INTERVAL", format!("{}s", self.plan.resync.as_secs())),
+                ("RESYNC_INTERVAL", format!("{}s", resync.as_secs())),
                 ("RECONCILE_CONCURRENCY", self.plan.concurrency.to_string()),
             ]
             .map(|(k, v)| (k.to_string(), v)),
@@ -504,7 +508,7 @@ impl Bench<'_> {
         Ok((op, ready))
     }
 
-    async fn crd(&self, kind: StoreKind, n: usize, restart: bool) -> Result<CrdRun> {
+    async fn crd(&self, kind: StoreKind, n: usize) -> Result<CrdRun> {
         let name = backend_name(kind);
         let concurrency = self.plan.concurrency;
 
@@ -519,22 +523,24 @@ impl Bench<'_> {
 
         let proxied = Proxied::start(kind).await?;
         let namespace = self.cp.namespace(&format!("bench-{name}-{n}")).await?;
-        let env = self.operator_env(&proxied, &namespace, true);
-        let (mut op, startup_empty_s) = self.spawn(env.clone(), &format!("operator-{name}-{n}.log")).await?;
+        let env = self.operator_env(&proxied, &namespace, true, self.plan.rollout_resync);
+        let (mut op, startup_empty_s) = self.spawn(env, &format!("operator-{name}-{n}.log")).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let idle_rss_mib = op.rss_mib()?;
 
         let rollout = Rollout::new(&namespace, n);
         let before = Scrape::take(&op, &proxied).await?;
         let started = Instant::now();
-        let timeout = Duration::from_secs(600) + Duration::from_millis(300) * u32::try_from(n).unwrap_or(u32::MAX);
+        let timeout = Duration::from_secs(300) + Duration::from_millis(300) * u32::try_from(n).unwrap_or(u32::MAX);
         let (applied, ready) = tokio::join!(
             rollout.apply(&self.client, APPLY_CONCURRENCY),
             wait_all_ready(&self.client, &rollout, timeout)
         );
         let apply_s = applied.context("creating the pairs")?.as_secs_f64();
         if let Err(e) = ready {
-            bail!("{e:#}\noperator log:\n{}", op.log_tail(20));
+            let dump = self.logs.join(format!("failed-{name}-{n}.metrics"));
+            let _ = std::fs::write(&dump, op.metrics().await.unwrap_or_default());
+            bail!("{e:#}\nthe operator's metrics: {}\noperator log:\n{}", dump.display(), op.log_tail(20));
         }
         let rollout_s = started.elapsed().as_secs_f64();
         let converged_rss_mib = op.rss_mib()?;
@@ -545,7 +551,16 @@ impl Bench<'_> {
             n as f64 / rollout_s,
             rollout_s / floor_s
         );
+        op.terminate(Duration::from_secs(30)).await?;
 
+        // Steady state in a new process with the short resync interval, once its first pass
+        // (which is the start-up figure with N pairs present) is over.
+        let env = self.operator_env(&proxied, &namespace, true, self.plan.resync);
+        let (op, restart) = self.restart(&proxied, env, name, n).await?;
+        println!(
+            "new process with {n} pairs: /readyz in {:.2}s, every object reconciled in {:.2}s, RSS {:.1} MiB",
+            restart.ready_s, restart.first_pass_s, restart.rss_mib
+        );
         tokio::time::sleep(SETTLE).await;
         let steady_before = Scrape::take(&op, &proxied).await?;
         let wait = self.plan.resync.mul_f64(2.2) + STEADY_SLACK;
@@ -555,19 +570,6 @@ impl Bench<'_> {
         let steady = Window::between(&steady_before, &steady_after);
         let steady_rss_mib = op.rss_mib()?;
         println!("{}", report::steady_line(&steady, n));
-
-        let restart = if restart {
-            op.terminate(Duration::from_secs(30)).await?;
-            let r = self.restart(&proxied, env, name, n).await?;
-            println!(
-                "restart with {n} pairs: /readyz in {:.2}s, every object reconciled in {:.2}s, RSS {:.1} MiB",
-                r.ready_s, r.first_pass_s, r.rss_mib
-            );
-            Some(r)
-        } else {
-            drop(op);
-            None
-        };
 
         Ok(CrdRun {
             store: name.to_string(),
@@ -580,16 +582,23 @@ impl Bench<'_> {
             floor_requests,
             converged_rss_mib,
             rollout: rollout_window,
+            restart,
             steady,
             steady_rss_mib,
-            restart,
         })
     }
 
-    async fn restart(&self, proxied: &Proxied, env: Vec<(String, String)>, name: &str, n: usize) -> Result<Restart> {
-        let log = self.logs.join(format!("operator-{name}-{n}-restart.log"));
-        let mut op = OperatorProcess::spawn(&self.binary, self.cp.kubeconfig(), env, &log)?;
+    /// Starts a new operator on the converged pairs and waits for its first pass over them.
+    async fn restart(
+        &self,
+        proxied: &Proxied,
+        env: Vec<(String, String)>,
+        name: &str,
+        n: usize,
+    ) -> Result<(OperatorProcess, Restart)> {
+        let log = self.logs.join(format!("operator-{name}-{n}-steady.log"));
         let before = proxied.requests();
+        let mut op = OperatorProcess::spawn(&self.binary, self.cp.kubeconfig(), env, &log)?;
         let ready_s = op.wait_ready(Duration::from_secs(120)).await?.as_secs_f64();
         let spawned = Instant::now() - Duration::from_secs_f64(ready_s);
         let deadline = Instant::now() + Duration::from_secs(600);
@@ -602,13 +611,15 @@ impl Bench<'_> {
                 break s;
             }
             if Instant::now() > deadline {
-                bail!("the restarted operator did not reconcile all {n} pairs within 10 minutes");
+                bail!("the new operator process did not reconcile all {n} pairs within 10 minutes");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let first_pass_s = spawned.elapsed().as_secs_f64();
         let empty = Scrape { series: BTreeMap::new(), requests: before, at: spawned, cpu_s: 0.0 };
-        Ok(Restart { ready_s, first_pass_s, rss_mib: op.rss_mib()?, first_pass: Window::between(&empty, &after) })
+        let restart =
+            Restart { ready_s, first_pass_s, rss_mib: op.rss_mib()?, first_pass: Window::between(&empty, &after) };
+        Ok((op, restart))
     }
 
     async fn compat(&self, n: usize) -> Result<CompatRun> {
@@ -623,7 +634,7 @@ impl Bench<'_> {
 
         let proxied = Proxied::start(StoreKind::Versitygw).await?;
         let namespace = self.cp.namespace("bench-compat").await?;
-        let env = self.operator_env(&proxied, &namespace, false);
+        let env = self.operator_env(&proxied, &namespace, false, self.plan.rollout_resync);
         let (op, _) = self.spawn(env, "operator-compat.log").await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let idle_rss_mib = op.rss_mib()?;
