@@ -140,6 +140,23 @@ current-context: {user}
     )
 }
 
+/// Waits until kube-apiserver answers `/readyz` with "ok", failing fast with its log if it exits.
+async fn wait_apiserver_ready(apiserver: &mut Process, client: &Client) -> Result<()> {
+    wait_for(
+        "kube-apiserver /readyz",
+        APISERVER_READY_TIMEOUT,
+        || apiserver.check_alive(),
+        || {
+            let client = client.clone();
+            async move {
+                let req = http_get("/readyz")?;
+                Ok(client.request_text(req).await.is_ok_and(|t| t.trim() == "ok"))
+            }
+        },
+    )
+    .await
+}
+
 /// A kube client from a kubeconfig file.
 pub async fn client_from_kubeconfig(path: &Path) -> Result<Client> {
     let kubeconfig = Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
@@ -233,19 +250,7 @@ impl ControlPlane {
         let unprivileged_kubeconfig =
             write("unprivileged.kubeconfig", &kubeconfig_yaml(&url, &pki.ca_pem, "nobody", &pki.nobody))?;
         let client = client_from_kubeconfig(&admin_kubeconfig).await?;
-        wait_for(
-            "kube-apiserver /readyz",
-            APISERVER_READY_TIMEOUT,
-            || apiserver.check_alive(),
-            || {
-                let client = client.clone();
-                async move {
-                    let req = http_get("/readyz")?;
-                    Ok(client.request_text(req).await.is_ok_and(|t| t.trim() == "ok"))
-                }
-            },
-        )
-        .await?;
+        wait_apiserver_ready(&mut apiserver, &client).await?;
         let namespaces: Api<Namespace> = Api::all(client.clone());
         wait_for(
             "the default namespace",
@@ -315,20 +320,7 @@ impl ControlPlane {
         tokio::time::sleep(down).await;
         self.apiserver.start()?;
         let client = client_from_kubeconfig(&self.admin_kubeconfig).await?;
-        let apiserver = &mut self.apiserver;
-        wait_for(
-            "kube-apiserver /readyz after a restart",
-            APISERVER_READY_TIMEOUT,
-            || apiserver.check_alive(),
-            || {
-                let client = client.clone();
-                async move {
-                    let req = http_get("/readyz")?;
-                    Ok(client.request_text(req).await.is_ok_and(|t| t.trim() == "ok"))
-                }
-            },
-        )
-        .await
+        wait_apiserver_ready(&mut self.apiserver, &client).await
     }
 
     /// HTTPS URL of kube-apiserver.

@@ -160,37 +160,37 @@ async fn ok_body(store: &Store, method: &str, url: &str) -> Result<Vec<u8>> {
 }
 
 #[derive(Deserialize, Default)]
-struct VgwUsers {
+pub(crate) struct VgwUsers {
     #[serde(rename = "Accounts", default)]
-    accounts: Vec<VgwAccount>,
+    pub(crate) accounts: Vec<VgwAccount>,
 }
 
 #[derive(Deserialize)]
-struct VgwAccount {
+pub(crate) struct VgwAccount {
     #[serde(rename = "Access")]
-    access: String,
+    pub(crate) access: String,
     #[serde(rename = "Secret", default)]
-    secret: String,
+    pub(crate) secret: String,
     #[serde(rename = "Role", default)]
-    role: String,
+    pub(crate) role: String,
     #[serde(rename = "UserID", default)]
-    user_id: u32,
+    pub(crate) user_id: u32,
     #[serde(rename = "GroupID", default)]
-    group_id: u32,
+    pub(crate) group_id: u32,
 }
 
 #[derive(Deserialize, Default)]
-struct VgwBuckets {
+pub(crate) struct VgwBuckets {
     #[serde(rename = "Buckets", default)]
-    buckets: Vec<VgwBucket>,
+    pub(crate) buckets: Vec<VgwBucket>,
 }
 
 #[derive(Deserialize)]
-struct VgwBucket {
+pub(crate) struct VgwBucket {
     #[serde(rename = "Name")]
-    name: String,
+    pub(crate) name: String,
     #[serde(rename = "Owner", default)]
-    owner: String,
+    pub(crate) owner: String,
 }
 
 fn xml<T: for<'de> Deserialize<'de> + Default>(body: &[u8], what: &str) -> Result<T> {

@@ -21,6 +21,7 @@ use s3op_api::{Permission, S3Bucket, S3User, secret_keys};
 use serde::Deserialize;
 
 use crate::{
+    inspect::{VgwBuckets, VgwUsers},
     rollout::list_all,
     stores::{Store, StoreKind},
 };
@@ -61,30 +62,6 @@ struct MinioServiceAccounts {
 struct MinioServiceAccount {
     #[serde(rename = "accessKey")]
     access_key: String,
-}
-
-#[derive(Deserialize, Default)]
-struct VgwUsers {
-    #[serde(rename = "Accounts", default)]
-    accounts: Vec<VgwAccount>,
-}
-
-#[derive(Deserialize)]
-struct VgwAccount {
-    #[serde(rename = "Access")]
-    access: String,
-}
-
-#[derive(Deserialize, Default)]
-struct VgwBuckets {
-    #[serde(rename = "Buckets", default)]
-    buckets: Vec<VgwBucket>,
-}
-
-#[derive(Deserialize)]
-struct VgwBucket {
-    #[serde(rename = "Name")]
-    name: String,
 }
 
 #[derive(Deserialize)]
