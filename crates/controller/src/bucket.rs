@@ -18,7 +18,7 @@ use s3op_backends::{BackendError, BucketDeletion, BucketSpec, Change, Owner, Quo
 
 use crate::{
     context::{Context, Error, Result, finalizer_write},
-    status::{Readiness, transitions, with_ready},
+    status::{Readiness, with_ready},
 };
 
 /// Kind name, for metrics and logs.
@@ -135,7 +135,7 @@ fn endpoint(ctx: &Context) -> String {
 /// Writes status for `readiness`, with a Warning event when it turns into a problem.
 async fn report(obj: &S3Bucket, ctx: &Context, bucket: Option<&str>, readiness: &Readiness) -> Result<()> {
     let previous = obj.status.clone().unwrap_or_default();
-    if !readiness.ready && transitions(&previous.conditions, readiness) {
+    if readiness.warns_after(&previous.conditions) {
         ctx.event(obj, true, readiness.reason.as_str(), readiness.message.clone()).await;
     }
     let generation = obj.metadata.generation;

@@ -14,4 +14,5 @@ pub mod run;
 pub mod status;
 pub mod store;
 pub mod telemetry;
+pub mod triggers;
 pub mod user;

@@ -32,7 +32,7 @@ use crate::{
     leader,
     metered::MeteredBackend,
     metrics::Metrics,
-    store, user,
+    store, triggers, user,
 };
 
 /// Runs the operator until `shutdown` completes, then lets in-flight reconciles finish.
@@ -103,10 +103,17 @@ pub async fn run(
     let wc = watcher::Config::default().any_semantic();
     let controller_config = controller::Config::default().concurrency(config.concurrency);
 
-    let buckets = Controller::new(scoped::<S3Bucket>(&client, &config), wc.clone())
-        .with_config(controller_config.clone())
-        .graceful_shutdown_on(stopped());
-    let bucket_store = buckets.store();
+    // The users' trigger is a subscription to the buckets' store (see triggers.rs). Its buffer
+    // only holds object references; a full buffer makes the bucket watch wait, never drops.
+    let (bucket_store, bucket_writer) = reflector::store_shared::<S3Bucket>(1024);
+    let bucket_updates =
+        bucket_writer.subscribe().ok_or_else(|| anyhow::anyhow!("the S3Bucket store cannot be subscribed to"))?;
+    let buckets = Controller::for_stream(
+        triggers::spec_changes(scoped::<S3Bucket>(&client, &config), wc.clone(), bucket_writer),
+        bucket_store.clone(),
+    )
+    .with_config(controller_config.clone())
+    .graceful_shutdown_on(stopped());
     let ctx = Arc::new(Context::new(
         client.clone(),
         backend,
@@ -118,24 +125,27 @@ pub async fn run(
 
     let mut work: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     if config.crd_mode {
-        let users = Controller::new(scoped::<S3User>(&client, &config), wc.clone()).with_config(controller_config);
-        let user_store = users.store();
+        let (user_store, user_writer) = reflector::store::<S3User>();
         let secrets_wc = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
         let users_for_bucket = user_store.clone();
-        let users = users
-            .owns(scoped::<Secret>(&client, &config), secrets_wc)
-            // A user waits for its buckets: wake it when one of them changes.
-            .watches(scoped::<S3Bucket>(&client, &config), wc, move |b: S3Bucket| {
-                let namespace = b.namespace();
-                let name = b.name_any();
-                users_for_bucket
-                    .state()
-                    .into_iter()
-                    .filter(|u| u.namespace() == namespace && u.spec.access.iter().any(|a| a.bucket == name))
-                    .map(|u| ObjectRef::from_obj(u.as_ref()))
-                    .collect::<Vec<_>>()
-            })
-            .graceful_shutdown_on(stopped());
+        let users = Controller::for_stream(
+            triggers::spec_changes(scoped::<S3User>(&client, &config), wc, user_writer),
+            user_store.clone(),
+        )
+        .with_config(controller_config)
+        .owns(scoped::<Secret>(&client, &config), secrets_wc)
+        // A user waits for its buckets: wake it when one of them turns usable or goes.
+        .watches_shared_stream(triggers::bucket_usability_changes(bucket_updates), move |b: Arc<S3Bucket>| {
+            let namespace = b.namespace();
+            let name = b.name_any();
+            users_for_bucket
+                .state()
+                .into_iter()
+                .filter(|u| u.namespace() == namespace && u.spec.access.iter().any(|a| a.bucket == name))
+                .map(|u| ObjectRef::from_obj(u.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(stopped());
 
         tokio::spawn(mark_synced(bucket_store.clone(), readiness.clone(), bucket::KIND));
         tokio::spawn(mark_synced(user_store.clone(), readiness.clone(), user::KIND));

@@ -16,17 +16,31 @@ pub struct Readiness {
     pub reason: ConditionReason,
     /// For humans; never a secret.
     pub message: String,
+    /// Whether turning into this state deserves a Warning event. A wait that is part of normal
+    /// convergence (a user whose new bucket is still being created) is shown in status only:
+    /// a Warning for every user of a fresh rollout would bury the real problems.
+    pub warn: bool,
 }
 
 impl Readiness {
     /// Ready, reason `Available`.
     pub fn available(message: impl Into<String>) -> Self {
-        Self { ready: true, reason: ConditionReason::Available, message: message.into() }
+        Self { ready: true, reason: ConditionReason::Available, message: message.into(), warn: false }
     }
 
-    /// Not ready, for `reason`.
+    /// Not ready, for `reason`; a Warning event marks the change.
     pub fn not_ready(reason: ConditionReason, message: impl Into<String>) -> Self {
-        Self { ready: false, reason, message: message.into() }
+        Self { ready: false, reason, message: message.into(), warn: true }
+    }
+
+    /// Not ready yet, for `reason`, as expected while things converge: status only, no event.
+    pub fn pending(reason: ConditionReason, message: impl Into<String>) -> Self {
+        Self { ready: false, reason, message: message.into(), warn: false }
+    }
+
+    /// True when moving from `previous` to this state deserves a Warning event.
+    pub fn warns_after(&self, previous: &[Condition]) -> bool {
+        self.warn && transitions(previous, self)
     }
 }
 

@@ -29,7 +29,7 @@ use crate::{
     bucket::readiness_of,
     context::{Context, Error, Result, finalizer_write},
     metrics::API_WRITE_SECRET,
-    status::{Readiness, is_ready, transitions, with_ready},
+    status::{Readiness, is_ready, ready_condition, with_ready},
 };
 
 /// Kind name, for metrics and logs.
@@ -100,12 +100,22 @@ fn credentials_in(secret: &Secret) -> Option<Credentials> {
         .then(|| Credentials { access_key_id, secret_access_key: SecretString::new(secret_key) })
 }
 
-/// The grants the S3User asks for, resolved through the S3Buckets of its namespace; or the
-/// list of buckets it is waiting for.
-fn resolve_grants(obj: &S3User, ctx: &Context) -> Result<Vec<Grant>, Vec<String>> {
+/// Buckets an S3User cannot be granted yet, and whether that is only a matter of time.
+#[derive(Debug, PartialEq, Eq)]
+struct Waiting {
+    /// One entry per bucket, naming it and why it is not usable.
+    buckets: Vec<String>,
+    /// Every one of them exists and has not been reconciled yet: the expected wait of a fresh
+    /// rollout, shown in status without a Warning event.
+    only_new: bool,
+}
+
+/// The grants the S3User asks for, resolved through the S3Buckets of its namespace; or what
+/// it is waiting for.
+fn resolve_grants(obj: &S3User, ctx: &Context) -> Result<Vec<Grant>, Waiting> {
     let namespace = obj.namespace().unwrap_or_default();
     let mut grants = Vec::new();
-    let mut waiting = Vec::new();
+    let mut waiting = Waiting { buckets: Vec::new(), only_new: true };
     for access in &obj.spec.access {
         let found = ctx.buckets.get(&ObjectRef::<S3Bucket>::new(&access.bucket).within(&namespace));
         let ready_name = found.as_ref().and_then(|b| {
@@ -123,11 +133,19 @@ fn resolve_grants(obj: &S3User, ctx: &Context) -> Result<Vec<Grant>, Vec<String>
                     Permission::ReadOnly => s3op_backends::Permission::ReadOnly,
                 },
             }),
-            (Some(_), None) => waiting.push(format!("{} (not Ready)", access.bucket)),
-            (None, None) => waiting.push(format!("{} (no such S3Bucket in {namespace})", access.bucket)),
+            (Some(b), None) => {
+                let new = b.meta().deletion_timestamp.is_none()
+                    && b.status.as_ref().is_none_or(|s| ready_condition(&s.conditions).is_none());
+                waiting.only_new &= new;
+                waiting.buckets.push(format!("{} (not Ready)", access.bucket));
+            }
+            (None, None) => {
+                waiting.only_new = false;
+                waiting.buckets.push(format!("{} (no such S3Bucket in {namespace})", access.bucket));
+            }
         }
     }
-    if !waiting.is_empty() {
+    if !waiting.buckets.is_empty() {
         return Err(waiting);
     }
     grants.sort();
@@ -143,7 +161,7 @@ async fn report(
     readiness: &Readiness,
 ) -> Result<()> {
     let previous = obj.status.clone().unwrap_or_default();
-    if !readiness.ready && transitions(&previous.conditions, readiness) {
+    if readiness.warns_after(&previous.conditions) {
         ctx.event(obj, true, readiness.reason.as_str(), readiness.message.clone()).await;
     }
     let generation = obj.metadata.generation;
@@ -246,9 +264,13 @@ async fn apply(obj: &S3User, ctx: &Context) -> Result<Action> {
     let grants = match resolve_grants(obj, ctx) {
         Ok(g) => g,
         Err(waiting) => {
-            let message = format!("waiting for S3Bucket {}", waiting.join(", "));
-            report(obj, ctx, Some(&user), None, &Readiness::not_ready(ConditionReason::BucketNotReady, message))
-                .await?;
+            let message = format!("waiting for S3Bucket {}", waiting.buckets.join(", "));
+            let readiness = if waiting.only_new {
+                Readiness::pending(ConditionReason::BucketNotReady, message)
+            } else {
+                Readiness::not_ready(ConditionReason::BucketNotReady, message)
+            };
+            report(obj, ctx, Some(&user), None, &readiness).await?;
             // The S3Bucket watch wakes this object when one of them changes.
             return Ok(ctx.resync());
         }

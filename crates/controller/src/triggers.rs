@@ -1,0 +1,148 @@
+//! What wakes a reconcile. Every write the operator makes (status, finalizer, Secret) comes
+//! back through the watches; waking an object for each of them made a rollout reconcile every
+//! pair about seven times. Only the changes a reconcile acts on wake it now, and the periodic
+//! resync catches anything else.
+
+use std::{collections::HashMap, sync::Arc};
+
+use futures::{Stream, StreamExt};
+use kube::{
+    Api, Resource,
+    runtime::{
+        Predicate, WatchStreamExt, predicates,
+        reflector::{self, ObjectRef, store::Writer},
+        watcher,
+    },
+};
+use s3op_api::S3Bucket;
+use serde::de::DeserializeOwned;
+
+use crate::status::ready_condition;
+
+/// Objects of `api`, kept in `writer`'s store, yielded when their spec (generation, which
+/// deletion also bumps) or finalizers change. Status writes change neither. Finalizers are
+/// watched because kube's finalizer helper ends the reconcile that adds ours and waits for the
+/// watch to bring the object back.
+pub fn spec_changes<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: Writer<K>,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let events = watcher(api, config).default_backoff();
+    reflector::reflector(writer, events)
+        .applied_objects()
+        .predicate_filter(predicates::generation.combine(predicates::finalizers), Default::default())
+}
+
+/// What an S3User needs to know of a bucket it is granted: whether the bucket was reconciled
+/// at all (a user waits quietly for a new bucket but warns about a failed one), whether it is
+/// Ready, and the store's name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Usability {
+    reconciled: bool,
+    ready: bool,
+    name: Option<String>,
+}
+
+fn usability(bucket: &S3Bucket) -> Usability {
+    let status = bucket.status.as_ref();
+    let ready = status.and_then(|s| ready_condition(&s.conditions));
+    Usability {
+        reconciled: ready.is_some(),
+        ready: ready.is_some_and(|c| c.status == "True"),
+        name: status.and_then(|s| s.bucket_name.clone()),
+    }
+}
+
+/// The S3Buckets of `updates` whose usability for a user changed, or that are being deleted.
+/// A bucket's other writes (its finalizer, a new status message) would wake its users for
+/// nothing.
+///
+/// `updates` must come from the store the user reconciler reads (a subscription to it), so a
+/// user woken by a bucket turning Ready also reads it as Ready; a second watch could lag.
+pub fn bucket_usability_changes(
+    updates: impl Stream<Item = Arc<S3Bucket>> + Send + 'static,
+) -> impl Stream<Item = Arc<S3Bucket>> + Send + 'static {
+    let mut seen: HashMap<ObjectRef<S3Bucket>, Usability> = HashMap::new();
+    updates.filter(move |bucket| {
+        let key = ObjectRef::from_obj(bucket.as_ref());
+        let changed = if bucket.metadata.deletion_timestamp.is_some() {
+            // Forgetting it keeps the map bounded; a deleted bucket's few last updates pass.
+            seen.remove(&key);
+            true
+        } else {
+            let now = usability(bucket);
+            seen.insert(key, now.clone()) != Some(now)
+        };
+        futures::future::ready(changed)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{Readiness, with_ready};
+    use s3op_api::{S3BucketSpec, S3BucketStatus};
+
+    fn bucket(name: &str, ready: Option<bool>) -> Arc<S3Bucket> {
+        let mut b = S3Bucket::new(name, S3BucketSpec::default());
+        b.metadata.namespace = Some("ns".into());
+        b.status = ready.map(|r| {
+            let readiness = if r {
+                Readiness::available("ok")
+            } else {
+                Readiness::not_ready(s3op_api::ConditionReason::BackendUnavailable, "down")
+            };
+            S3BucketStatus {
+                bucket_name: Some(name.to_string()),
+                conditions: with_ready(&[], &readiness, Some(1)),
+                ..S3BucketStatus::default()
+            }
+        });
+        Arc::new(b)
+    }
+
+    #[tokio::test]
+    async fn only_usability_changes_pass() {
+        let mut deleting = (*bucket("a", Some(true))).clone();
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
+        let updates = vec![
+            bucket("a", None),        // new: passes
+            bucket("a", None),        // finalizer added: same usability
+            bucket("b", None),        // another bucket: passes
+            bucket("a", Some(true)),  // Ready: passes
+            bucket("a", Some(true)),  // new message only
+            bucket("a", Some(false)), // not Ready any more: passes
+            Arc::new(deleting.clone()),
+            Arc::new(deleting),
+            bucket("c", None),
+            bucket("c", Some(false)), // refused before it was ever Ready: passes
+        ];
+        let passed: Vec<(String, bool, bool)> = bucket_usability_changes(futures::stream::iter(updates))
+            .map(|b| {
+                let u = usability(&b);
+                (b.metadata.name.clone().unwrap_or_default(), u.reconciled, u.ready)
+            })
+            .collect()
+            .await;
+        let a = |reconciled, ready| ("a".to_string(), reconciled, ready);
+        let c = |reconciled, ready| ("c".to_string(), reconciled, ready);
+        assert_eq!(
+            passed,
+            vec![
+                a(false, false),
+                ("b".to_string(), false, false),
+                a(true, true),
+                a(true, false),
+                a(true, true),
+                a(true, true),
+                c(false, false),
+                c(true, false)
+            ]
+        );
+    }
+}
