@@ -106,6 +106,16 @@ mod tests {
     }
 
     #[test]
+    fn a_pending_wait_is_quiet_and_its_failure_warns() {
+        let waiting = Readiness::pending(ConditionReason::Creating, "waiting for S3Bucket a (not Ready)");
+        assert!(!waiting.warns_after(&[]), "a new object's expected wait raises no event");
+        let shown = with_ready(&[], &waiting, Some(1));
+        let failed = Readiness::not_ready(ConditionReason::BucketNotReady, "waiting for S3Bucket a (not Ready)");
+        assert!(failed.warns_after(&shown), "the wait turning into a problem warns");
+        assert!(!failed.warns_after(&with_ready(&[], &failed, Some(1))), "once");
+    }
+
+    #[test]
     fn transitions_are_status_or_reason_changes() {
         let ready = with_ready(&[], &Readiness::available("ok"), Some(1));
         assert!(!transitions(&ready, &Readiness::available("other message")));

@@ -31,11 +31,24 @@ pub fn spec_changes<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
-    let events = watcher(api, config).default_backoff();
+    let events = watcher(api, config).default_backoff().modify(slim);
     reflector::reflector(writer, events)
         .applied_objects()
         .predicate_filter(predicates::generation.combine(predicates::finalizers), Default::default())
 }
+
+/// Drops what no reconcile reads before an object enters the store: managed fields (one entry
+/// per writer, the operator's status writes included) and kubectl's last-applied annotation (a
+/// second copy of the whole object). Together they are most of a stored object's size.
+fn slim<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+    if let Some(a) = obj.meta_mut().annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+}
+
+/// kubectl's client-side apply record.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// What an S3User needs to know of a bucket it is granted: whether the bucket was reconciled
 /// at all (a user waits quietly for a new bucket but warns about a failed one), whether it is

@@ -265,8 +265,10 @@ async fn apply(obj: &S3User, ctx: &Context) -> Result<Action> {
         Ok(g) => g,
         Err(waiting) => {
             let message = format!("waiting for S3Bucket {}", waiting.buckets.join(", "));
+            // A wait for new buckets reads `Creating`, not `BucketNotReady`: a bucket that then
+            // fails moves the reason on, and that move is what raises the Warning event.
             let readiness = if waiting.only_new {
-                Readiness::pending(ConditionReason::BucketNotReady, message)
+                Readiness::pending(ConditionReason::Creating, message)
             } else {
                 Readiness::not_ready(ConditionReason::BucketNotReady, message)
             };
