@@ -457,8 +457,26 @@ impl Garage {
         self.ensure_operator_access(&info, &what).await.map(|_| ())
     }
 
+    /// Runs a marker read. A refusal means our key may not use the marker bucket yet: most
+    /// often it is brand new and another reconcile is between its CreateBucket and the grant
+    /// (`ensure_marker_bucket` makes two calls). Make the bucket usable and read once more;
+    /// reported as Forbidden, the first reconciles of a rollout waited for the resync.
+    async fn read_marker<T, F, Fut>(&self, read: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        match read().await {
+            Err(BackendError::Forbidden(_)) => {
+                self.ensure_marker_bucket().await?;
+                read().await
+            }
+            other => other,
+        }
+    }
+
     async fn read_bucket_marker(&self, bucket: &str) -> Result<Option<Owner>> {
-        self.markers.owner(MarkerKind::Bucket, bucket).await
+        self.read_marker(|| self.markers.owner(MarkerKind::Bucket, bucket)).await
     }
 
     async fn write_bucket_marker(&self, bucket: &str, owner: &Owner) -> Result<()> {
@@ -467,7 +485,7 @@ impl Garage {
     }
 
     async fn read_user_marker(&self, user: &str) -> Result<Option<UserMarker>> {
-        let marker = self.markers.read(MarkerKind::User, user).await?;
+        let marker = self.read_marker(|| self.markers.read(MarkerKind::User, user)).await?;
         Ok(marker.and_then(|m| m.owner.map(|owner| UserMarker { owner, grants: decode_grants(&m.body) })))
     }
 
@@ -1043,7 +1061,7 @@ impl CompatStore for Garage {
     }
 
     async fn claim(&self, kind: ClaimKind, name: &str) -> Result<Option<Owner>> {
-        self.markers.claim(kind, name).await
+        self.read_marker(|| self.markers.claim(kind, name)).await
     }
 
     async fn write_claim(&self, kind: ClaimKind, name: &str, owner: &Owner) -> Result<()> {
