@@ -240,6 +240,9 @@ pub struct CrdRun {
     pub converged_rss_mib: f64,
     /// What the operator did from first create until all Ready.
     pub rollout: Window,
+    /// CPU seconds the other processes on the machine used during the rollout: where the time
+    /// beyond the floor goes on a machine the peers share.
+    pub rollout_peer_cpu_s: BTreeMap<String, f64>,
     /// A new operator process (short resync) started with the N converged pairs present.
     pub restart: Restart,
     /// What that process did over two resync intervals after its first pass.
@@ -399,7 +402,7 @@ struct Bench<'a> {
 /// A store behind a counting proxy, with the operator's environment pointed at the proxy.
 struct Proxied {
     // Held so the store runs as long as its proxies; dropped (stopped) with them.
-    _store: Store,
+    store: Store,
     s3: CountingProxy,
     admin: Option<CountingProxy>,
     env: Vec<(String, String)>,
@@ -430,7 +433,7 @@ impl Proxied {
                 _ => {}
             }
         }
-        Ok(Proxied { _store: store, s3, admin, env })
+        Ok(Proxied { store, s3, admin, env })
     }
 
     /// Store requests so far, S3 and admin API together.
@@ -489,7 +492,8 @@ impl Bench<'_> {
         let mut env = proxied.env.clone();
         env.extend(
             [
-                ("LOG_LEVEL", "warn".to_string()),
+                // S3OP_BENCH_LOG_LEVEL=debug explains a slow run, at some cost to its figures.
+                ("LOG_LEVEL", std::env::var("S3OP_BENCH_LOG_LEVEL").unwrap_or_else(|_| "warn".to_string())),
                 ("WATCH_NAMESPACE", namespace.to_string()),
                 ("CRD_MODE", crd.to_string()),
                 ("COMPAT_MODE", (!crd).to_string()),
@@ -529,6 +533,10 @@ impl Bench<'_> {
         let idle_rss_mib = op.rss_mib()?;
 
         let rollout = Rollout::new(&namespace, n);
+        let mut peers: Vec<(String, u32)> = self.cp.pids().into_iter().map(|(p, pid)| (p.to_string(), pid)).collect();
+        peers.extend(proxied.store.pid().map(|pid| (name.to_string(), pid)));
+        peers.push(("bench driver".to_string(), std::process::id()));
+        let peer_cpu_before = metrics::cpu_of(&peers);
         let before = Scrape::take(&op, &proxied).await?;
         let started = Instant::now();
         let timeout = Duration::from_secs(300) + Duration::from_millis(300) * u32::try_from(n).unwrap_or(u32::MAX);
@@ -546,6 +554,13 @@ impl Bench<'_> {
         let converged_rss_mib = op.rss_mib()?;
         let converged = Scrape::take(&op, &proxied).await?;
         let rollout_window = Window::between(&before, &converged);
+        let rollout_peer_cpu_s = metrics::cpu_of(&peers)
+            .into_iter()
+            .map(|(p, s)| {
+                let spent = s - peer_cpu_before.get(&p).copied().unwrap_or(0.0);
+                (p, spent)
+            })
+            .collect();
         println!(
             "operator: {n} pairs Ready in {rollout_s:.2}s ({:.1} pairs/s, {:.2}x the floor); RSS {idle_rss_mib:.1} MiB idle, {converged_rss_mib:.1} MiB converged",
             n as f64 / rollout_s,
@@ -582,6 +597,7 @@ impl Bench<'_> {
             floor_requests,
             converged_rss_mib,
             rollout: rollout_window,
+            rollout_peer_cpu_s,
             restart,
             steady,
             steady_rss_mib,

@@ -338,6 +338,14 @@ impl ControlPlane {
         &self.unprivileged_kubeconfig
     }
 
+    /// Process ids of kube-apiserver and etcd, to account for their CPU.
+    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+        [("kube-apiserver", &self.apiserver), ("etcd", &self.etcd)]
+            .into_iter()
+            .filter_map(|(name, p)| Some((name, p.pid()?)))
+            .collect()
+    }
+
     /// Directory holding the control plane's files and logs.
     pub fn dir(&self) -> &Path {
         self.dir.path()

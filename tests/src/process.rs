@@ -169,6 +169,11 @@ impl Process {
         }
     }
 
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Path of the log file.
     pub fn log_path(&self) -> &Path {
         &self.log

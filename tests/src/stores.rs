@@ -276,6 +276,11 @@ impl Store {
         self.dir.path()
     }
 
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     /// The server's log file (stdout and stderr, appended to across restarts).
     pub fn log_path(&self) -> &Path {
         self.process.log_path()

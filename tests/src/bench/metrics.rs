@@ -48,6 +48,11 @@ impl Scrape {
     }
 }
 
+/// CPU seconds each named process has used so far; a process that is gone counts 0.
+pub fn cpu_of(processes: &[(String, u32)]) -> BTreeMap<String, f64> {
+    processes.iter().map(|(name, pid)| (name.clone(), cpu_seconds(*pid).unwrap_or(0.0))).collect()
+}
+
 /// CPU time (user + system) process `pid` has used, from `/proc/<pid>/stat`.
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;

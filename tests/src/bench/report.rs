@@ -189,6 +189,9 @@ fn store_table(out: &mut String, runs: &[&CrdRun]) {
         row("rollout: API writes per pair", &|r| fmt2(r.rollout.api_writes_total() / r.n as f64)),
         row("rollout: events per pair", &|r| fmt2(r.rollout.events_total() / r.n as f64)),
         row("rollout: operator CPU (s)", &|r| fmt2(r.rollout.operator_cpu_s)),
+        row("rollout: CPU of the other processes (s)", &|r| {
+            r.rollout_peer_cpu_s.iter().map(|(p, s)| format!("{p} {s:.1}")).collect::<Vec<_>>().join(", ")
+        }),
         row("rollout: failed reconciles", &|r| format!("{:.0}", r.rollout.reconcile_errors_total())),
         row("new process with the N pairs present: spawn → /readyz (s)", &restart(|x| fmt2(x.ready_s))),
         row("new process: spawn → every object reconciled once (s)", &restart(|x| fmt2(x.first_pass_s))),
