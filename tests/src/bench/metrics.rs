@@ -48,9 +48,35 @@ impl Scrape {
     }
 }
 
-/// CPU seconds each named process has used so far; a process that is gone counts 0.
+/// CPU seconds each named process and its descendants have used so far (a peer runs under a
+/// watchdog shell, so the server is the pid's child); a process that is gone counts 0.
 pub fn cpu_of(processes: &[(String, u32)]) -> BTreeMap<String, f64> {
-    processes.iter().map(|(name, pid)| (name.clone(), cpu_seconds(*pid).unwrap_or(0.0))).collect()
+    let parents = parent_pids();
+    processes
+        .iter()
+        .map(|(name, pid)| {
+            let mut tree = vec![*pid];
+            let mut i = 0;
+            while let Some(&p) = tree.get(i) {
+                tree.extend(parents.iter().filter(|(_, parent)| **parent == p).map(|(child, _)| *child));
+                i += 1;
+            }
+            (name.clone(), tree.iter().map(|p| cpu_seconds(*p).unwrap_or(0.0)).sum())
+        })
+        .collect()
+}
+
+/// Every live process's parent, from `/proc/<pid>/stat`.
+fn parent_pids() -> BTreeMap<u32, u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return BTreeMap::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // State, then the parent's pid, after the parenthesised command name.
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect()
 }
 
 /// CPU time (user + system) process `pid` has used, from `/proc/<pid>/stat`.
@@ -275,5 +301,24 @@ s3op_events_total{kind=\"S3User\",reason=\"Created\"} 1\n\
         let me = cpu_seconds(std::process::id()).unwrap();
         assert!(me >= 0.0, "{me}");
         assert_eq!(before.sum_where("s3op_reconciles_total", "kind=\"S3Bucket\""), 10.0);
+    }
+
+    #[test]
+    fn cpu_of_counts_what_runs_under_a_wrapper() {
+        // The wrapper itself only waits; the busy loop is its child, as a peer under the watchdog.
+        let busy = "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; sleep 5";
+        let mut wrapper =
+            std::process::Command::new("bash").args(["-c", &format!("bash -c '{busy}' & wait")]).spawn().unwrap();
+        let named = vec![("peer".to_string(), wrapper.id())];
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        let mut seen = 0.0;
+        while Instant::now() < deadline && seen < 0.05 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            seen = cpu_of(&named)["peer"];
+        }
+        let _ = std::process::Command::new("pkill").args(["-P", &wrapper.id().to_string()]).status();
+        let _ = wrapper.kill();
+        let _ = wrapper.wait();
+        assert!(seen >= 0.05, "the child's CPU is counted: {seen}");
     }
 }
