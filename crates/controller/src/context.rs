@@ -92,6 +92,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// S3Buckets as the bucket controller sees them: users resolve their grants here.
     pub buckets: Store<S3Bucket>,
+    /// Credentials Secrets just written by the operator, whose watch events wake nobody.
+    pub own_secret_writes: Arc<crate::triggers::OwnWrites>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -135,8 +137,18 @@ impl Context {
         recorder: Recorder,
         metrics: Arc<Metrics>,
         buckets: Store<S3Bucket>,
+        own_secret_writes: Arc<crate::triggers::OwnWrites>,
     ) -> Self {
-        Self { client, backend, config, recorder, metrics, buckets, failures: Mutex::new(HashMap::new()) }
+        Self {
+            client,
+            backend,
+            config,
+            recorder,
+            metrics,
+            buckets,
+            own_secret_writes,
+            failures: Mutex::new(HashMap::new()),
+        }
     }
 
     /// When to look again at a converged object: the resync interval, jittered by ±10% so

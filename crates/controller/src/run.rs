@@ -114,6 +114,7 @@ pub async fn run(
     )
     .with_config(controller_config.clone())
     .graceful_shutdown_on(stopped());
+    let own_secret_writes = Arc::new(triggers::OwnWrites::default());
     let ctx = Arc::new(Context::new(
         client.clone(),
         backend,
@@ -121,6 +122,7 @@ pub async fn run(
         recorder,
         metrics.clone(),
         bucket_store.clone(),
+        own_secret_writes.clone(),
     ));
 
     let mut work: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
@@ -133,7 +135,7 @@ pub async fn run(
             user_store.clone(),
         )
         .with_config(controller_config)
-        .owns(scoped::<Secret>(&client, &config), secrets_wc)
+        .owns_stream(triggers::secret_changes(scoped::<Secret>(&client, &config), secrets_wc, own_secret_writes))
         // A user waits for its buckets: wake it when one of them turns usable or goes.
         .watches_shared_stream(triggers::bucket_usability_changes(bucket_updates), move |b: Arc<S3Bucket>| {
             let namespace = b.namespace();

@@ -248,7 +248,12 @@ async fn write_secret(ctx: &Context, secret: &Secret) -> Result<()> {
     let mut body = serde_json::to_value(secret).map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
     body["apiVersion"] = "v1".into();
     body["kind"] = "Secret".into();
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    let written = api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    ctx.own_secret_writes.record(
+        secret.metadata.namespace.as_deref().unwrap_or_default(),
+        &name,
+        written.metadata.resource_version,
+    );
     ctx.metrics.api_write(KIND, API_WRITE_SECRET);
     Ok(())
 }
@@ -261,6 +266,10 @@ async fn apply(obj: &S3User, ctx: &Context) -> Result<Action> {
             return Ok(ctx.resync());
         }
     };
+    // Until the S3Bucket store holds its first full list, every granted bucket would look
+    // missing and a converged user would warn BucketNotReady for nothing (a restart with 1,000
+    // Garage pairs did so for 17 users). Only a dropped store, at shutdown, ends the wait early.
+    let _ = crate::run::wait_synced(&ctx.buckets).await;
     let grants = match resolve_grants(obj, ctx) {
         Ok(g) => g,
         Err(waiting) => {
