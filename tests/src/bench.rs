@@ -535,8 +535,9 @@ impl Bench<'_> {
         let rollout = Rollout::new(&namespace, n);
         let mut peers: Vec<(String, u32)> = self.cp.pids().into_iter().map(|(p, pid)| (p.to_string(), pid)).collect();
         peers.extend(proxied.store.pid().map(|pid| (name.to_string(), pid)));
-        peers.push(("bench driver".to_string(), std::process::id()));
         let peer_cpu_before = metrics::cpu_of(&peers);
+        // Its own process only: every peer and the operator are its descendants.
+        let driver_cpu_before = metrics::cpu_seconds(std::process::id()).unwrap_or(0.0);
         let before = Scrape::take(&op, &proxied).await?;
         let started = Instant::now();
         let timeout = Duration::from_secs(300) + Duration::from_millis(300) * u32::try_from(n).unwrap_or(u32::MAX);
@@ -554,13 +555,17 @@ impl Bench<'_> {
         let converged_rss_mib = op.rss_mib()?;
         let converged = Scrape::take(&op, &proxied).await?;
         let rollout_window = Window::between(&before, &converged);
-        let rollout_peer_cpu_s = metrics::cpu_of(&peers)
+        let mut rollout_peer_cpu_s: BTreeMap<String, f64> = metrics::cpu_of(&peers)
             .into_iter()
             .map(|(p, s)| {
                 let spent = s - peer_cpu_before.get(&p).copied().unwrap_or(0.0);
                 (p, spent)
             })
             .collect();
+        rollout_peer_cpu_s.insert(
+            "bench driver".to_string(),
+            metrics::cpu_seconds(std::process::id()).unwrap_or(0.0) - driver_cpu_before,
+        );
         println!(
             "operator: {n} pairs Ready in {rollout_s:.2}s ({:.1} pairs/s, {:.2}x the floor); RSS {idle_rss_mib:.1} MiB idle, {converged_rss_mib:.1} MiB converged",
             n as f64 / rollout_s,
