@@ -46,8 +46,13 @@ where
 /// second copy of the whole object). Together they are most of a stored object's size.
 fn slim<K: Resource>(obj: &mut K) {
     obj.meta_mut().managed_fields = None;
-    if let Some(a) = obj.meta_mut().annotations.as_mut() {
+    let meta = obj.meta_mut();
+    if let Some(a) = meta.annotations.as_mut() {
         a.remove(LAST_APPLIED);
+        // An emptied map still holds its node.
+        if a.is_empty() {
+            meta.annotations = None;
+        }
     }
 }
 
@@ -81,6 +86,13 @@ impl OwnWrites {
         }
         own
     }
+
+    /// Forgets a deleted Secret: a write whose watch event never came (a later write overtook
+    /// it) would otherwise stay remembered for ever.
+    fn forget(&self, secret: &Secret) {
+        let key = (secret.namespace().unwrap_or_default(), secret.name_any());
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+    }
 }
 
 /// Credentials Secrets worth waking their S3User for: deleted, or changed by anyone but the
@@ -93,7 +105,10 @@ pub fn secret_changes(
     watcher(api, config).default_backoff().try_filter_map(move |event| {
         let wake = match event {
             watcher::Event::Apply(s) | watcher::Event::InitApply(s) if !own.is_own(&s) => Some(s),
-            watcher::Event::Delete(s) => Some(s),
+            watcher::Event::Delete(s) => {
+                own.forget(&s);
+                Some(s)
+            }
             _ => None,
         };
         futures::future::ready(Ok(wake))
@@ -182,6 +197,9 @@ mod tests {
         own.record("ns", "creds", Some("7".into()));
         s.metadata.resource_version = Some("8".into());
         assert!(!own.is_own(&s), "someone else's later write");
+        assert_eq!(own.0.lock().unwrap().len(), 1, "our overtaken write is still remembered");
+        own.forget(&s);
+        assert!(own.0.lock().unwrap().is_empty(), "a deleted Secret is forgotten");
     }
 
     #[tokio::test]
