@@ -204,3 +204,64 @@ async fn owner_reference_children_are_garbage_collected() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// The operator's event publisher against the real API server: a repeat within six minutes
+/// continues the first event as a series, anything else is an event of its own, and a repeat
+/// of an event the server no longer has starts a new one.
+#[tokio::test]
+async fn repeated_events_become_one_series() {
+    use k8s_openapi::api::{core::v1::ObjectReference, events::v1::Event};
+    use s3op_controller::events::Publisher;
+
+    let cp = cp();
+    let ns = cp.namespace("events-series").await.unwrap();
+    let client = cp.client().await.unwrap();
+    let subject =
+        ConfigMap { metadata: ObjectMeta { name: Some("subject".into()), ..Default::default() }, ..Default::default() };
+    let subject =
+        Api::<ConfigMap>::namespaced(client.clone(), &ns).create(&PostParams::default(), &subject).await.unwrap();
+    let reference = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("ConfigMap".into()),
+        name: subject.metadata.name.clone(),
+        namespace: Some(ns.clone()),
+        uid: subject.metadata.uid.clone(),
+        ..Default::default()
+    };
+    let publisher = Publisher::new(client.clone(), "s3-resource-operator-test", None);
+    for _ in 0..3 {
+        publisher.publish(&reference, true, "Flapping", "the same note".into()).await.unwrap();
+    }
+    publisher.publish(&reference, false, "Flapping", "another note".into()).await.unwrap();
+
+    let events: Api<Event> = Api::namespaced(client, &ns);
+    let flapping = || async {
+        let mut list: Vec<Event> = events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("Flapping"))
+            .collect();
+        list.sort_by_key(|e| e.note.clone());
+        list
+    };
+    let list = flapping().await;
+    assert_eq!(list.len(), 2, "one series and one single event: {list:#?}");
+    let (other, series) = (&list[0], &list[1]);
+    assert_eq!(series.note.as_deref(), Some("the same note"));
+    assert_eq!(series.type_.as_deref(), Some("Warning"));
+    assert_eq!(series.series.as_ref().map(|s| s.count), Some(3), "{series:#?}");
+    assert_eq!(series.reporting_controller.as_deref(), Some("s3-resource-operator-test"));
+    assert_eq!(series.regarding.as_ref().and_then(|r| r.uid.clone()), subject.metadata.uid);
+    assert_eq!((other.type_.as_deref(), other.series.as_ref()), (Some("Normal"), None));
+
+    // Gone from the server (its event TTL, or someone deleted it): the repeat is a new event.
+    events.delete(series.metadata.name.as_deref().unwrap(), &DeleteParams::default()).await.unwrap();
+    publisher.publish(&reference, true, "Flapping", "the same note".into()).await.unwrap();
+    let list = flapping().await;
+    assert_eq!(list.len(), 2, "{list:#?}");
+    assert_ne!(list[1].metadata.name, series.metadata.name);
+    assert_eq!((list[1].note.as_deref(), list[1].series.as_ref()), (Some("the same note"), None));
+}

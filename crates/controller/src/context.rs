@@ -1,5 +1,5 @@
 //! What every reconcile shares: the Kubernetes client, the backend, the configuration, the
-//! event recorder, metrics, per-object backoff, and the error type reconciles return.
+//! event publisher, metrics, per-object backoff, and the error type reconciles return.
 
 use std::{
     collections::HashMap,
@@ -12,12 +12,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::{
-        controller::Action,
-        events::{Event, EventType, Recorder},
-        finalizer,
-        reflector::Store,
-    },
+    runtime::{controller::Action, finalizer, reflector::Store},
 };
 use s3op_api::{FIELD_MANAGER, FINALIZER, S3Bucket};
 use s3op_backends::{Backend, BackendError};
@@ -87,7 +82,7 @@ pub struct Context {
     /// Operator configuration.
     pub config: Arc<Config>,
     /// Publishes Kubernetes events.
-    pub recorder: Recorder,
+    pub events: Arc<crate::events::Publisher>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// S3Buckets as the bucket controller sees them: users resolve their grants here.
@@ -103,26 +98,6 @@ impl Debug for Context {
     }
 }
 
-/// The longest note the API server accepts on an events.k8s.io/v1 Event: a longer one is
-/// refused whole (HTTP 422), and the event with it.
-pub const EVENT_NOTE_LIMIT: usize = 1024;
-
-/// Marks a note cut to [`EVENT_NOTE_LIMIT`].
-const CUT_MARK: &str = " …(cut)";
-
-/// `note` as the API server will store it: at most [`EVENT_NOTE_LIMIT`] bytes, cut at a
-/// character boundary and marked, so a message that echoes a long value still arrives.
-pub fn fit_note(note: String) -> String {
-    if note.len() <= EVENT_NOTE_LIMIT {
-        return note;
-    }
-    let mut end = EVENT_NOTE_LIMIT - CUT_MARK.len();
-    while !note.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}{CUT_MARK}", &note[..end])
-}
-
 /// First retry delay after an error.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Longest retry delay.
@@ -134,7 +109,7 @@ impl Context {
         client: Client,
         backend: Arc<dyn Backend>,
         config: Arc<Config>,
-        recorder: Recorder,
+        events: Arc<crate::events::Publisher>,
         metrics: Arc<Metrics>,
         buckets: Store<S3Bucket>,
         own_secret_writes: Arc<crate::triggers::OwnWrites>,
@@ -143,7 +118,7 @@ impl Context {
             client,
             backend,
             config,
-            recorder,
+            events,
             metrics,
             buckets,
             own_secret_writes,
@@ -191,14 +166,7 @@ impl Context {
         reason: &'static str,
         note: String,
     ) {
-        let ev = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
-            reason: reason.to_string(),
-            note: Some(fit_note(note)),
-            action: "Reconcile".to_string(),
-            secondary: None,
-        };
-        match self.recorder.publish(&ev, reference).await {
+        match self.events.publish(reference, warning, reason, note).await {
             Ok(()) => self.metrics.event_published(kind, reason),
             Err(e) => tracing::warn!(error = %e, reason, "could not publish an event"),
         }
@@ -284,22 +252,6 @@ fn jitter(d: Duration, spread: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn long_notes_are_cut_to_what_the_api_server_stores() {
-        assert_eq!(fit_note("short".into()), "short");
-        let exact = "x".repeat(EVENT_NOTE_LIMIT);
-        assert_eq!(fit_note(exact.clone()), exact);
-        let long = fit_note(format!("endpoint {}", "e".repeat(900_000)));
-        assert!(long.len() <= EVENT_NOTE_LIMIT && long.starts_with("endpoint eee") && long.ends_with(CUT_MARK));
-        // Multi-byte characters across the cut: never split one.
-        for pad in 0..4 {
-            let note = format!("{}{}", "a".repeat(pad), "😀".repeat(400));
-            let cut = fit_note(note);
-            assert!(cut.len() <= EVENT_NOTE_LIMIT, "{pad}: {}", cut.len());
-            assert!(cut.trim_end_matches(CUT_MARK).chars().skip(pad).all(|c| c == '😀'), "{pad}");
-        }
-    }
 
     #[test]
     fn finalizer_writes_are_foreseen() {

@@ -6,6 +6,7 @@ pub mod bucket;
 pub mod compat;
 pub mod config;
 pub mod context;
+pub mod events;
 pub mod http;
 pub mod leader;
 pub mod metered;

@@ -13,7 +13,6 @@ use kube::{
     runtime::{
         Controller,
         controller::{self, Action},
-        events::{Recorder, Reporter},
         reflector::{self, ObjectRef, Store},
         watcher,
     },
@@ -97,8 +96,7 @@ pub async fn run(
     metrics.set_leader(true);
     readiness.expect(&kinds);
 
-    let reporter = Reporter { controller: "s3-resource-operator".into(), instance: std::env::var("POD_NAME").ok() };
-    let recorder = Recorder::new(client.clone(), reporter);
+    let events = crate::events::Publisher::new(client.clone(), "s3-resource-operator", std::env::var("POD_NAME").ok());
     let config = Arc::new(config);
     let wc = watcher::Config::default().any_semantic();
     let controller_config = controller::Config::default().concurrency(config.concurrency);
@@ -119,7 +117,7 @@ pub async fn run(
         client.clone(),
         backend,
         config.clone(),
-        recorder,
+        events,
         metrics.clone(),
         bucket_store.clone(),
         own_secret_writes.clone(),
