@@ -32,6 +32,9 @@ fn per(x: f64, n: f64) -> f64 {
     if n > 0.0 { x / n } else { 0.0 }
 }
 
+/// A figure the run did not measure (`--no-floor`).
+const SKIPPED: &str = "—";
+
 fn fmt2(x: f64) -> String {
     format!("{x:.2}")
 }
@@ -167,8 +170,10 @@ fn store_table(out: &mut String, runs: &[&CrdRun]) {
         row("RSS idle (MiB)", &|r| format!("{:.1}", r.idle_rss_mib)),
         row("rollout: first create → all Ready (s)", &|r| fmt2(r.rollout_s)),
         row("rollout: pairs/s", &|r| format!("{:.1}", r.n as f64 / r.rollout_s)),
-        row("floor: same backend calls, no Kubernetes (s)", &|r| fmt2(r.floor_s)),
-        row("**operator / floor** (target ≤ 1.5 at N=1000)", &|r| format!("**{:.2}**", r.ratio())),
+        row("floor: same backend calls, no Kubernetes (s)", &|r| r.floor_s.map_or_else(|| SKIPPED.into(), fmt2)),
+        row("**operator / floor** (target ≤ 1.5 at N=1000)", &|r| {
+            r.ratio().map_or_else(|| SKIPPED.into(), |x| format!("**{x:.2}**"))
+        }),
         row("RSS all Ready (MiB)", &|r| format!("{:.1}", r.converged_rss_mib)),
         row("rollout: reconciles per pair (S3Bucket + S3User)", &|r| {
             let n = r.n as f64;
@@ -180,11 +185,11 @@ fn store_table(out: &mut String, runs: &[&CrdRun]) {
         }),
         row("rollout: store requests per pair, operator / floor", &|r| {
             let n = r.n as f64;
-            format!(
-                "{:.1} / {:.1}",
-                r.rollout.store_requests_total() / n,
-                r.floor_requests.values().sum::<u64>() as f64 / n
-            )
+            let floor = match r.floor_s {
+                Some(_) => format!("{:.1}", r.floor_requests.values().sum::<u64>() as f64 / n),
+                None => SKIPPED.into(),
+            };
+            format!("{:.1} / {floor}", r.rollout.store_requests_total() / n)
         }),
         row("rollout: API writes per pair", &|r| fmt2(r.rollout.api_writes_total() / r.n as f64)),
         row("rollout: events per pair", &|r| fmt2(r.rollout.events_total() / r.n as f64)),
@@ -316,11 +321,13 @@ fn targets(out: &mut String, report: &Report) {
     for r in &report.crd {
         let s = &r.store;
         if r.n == 1000 {
-            lines.push(format!(
-                "- {s}: operator / floor at N=1000 = {:.2} (≤ {TARGET_RATIO}): {}",
-                r.ratio(),
-                mark(r.ratio() <= TARGET_RATIO)
-            ));
+            lines.push(match r.ratio() {
+                Some(ratio) => format!(
+                    "- {s}: operator / floor at N=1000 = {ratio:.2} (≤ {TARGET_RATIO}): {}",
+                    mark(ratio <= TARGET_RATIO)
+                ),
+                None => format!("- {s}: operator / floor at N=1000: not measured (--no-floor)"),
+            });
             lines.push(format!(
                 "- {s}: RSS with 1,000 pairs = {:.1} MiB (≤ {TARGET_1000_MIB}): {}",
                 r.converged_rss_mib,
