@@ -305,8 +305,11 @@ fn rollout_requests_table(out: &mut String, store: &str, runs: &[&CrdRun]) {
                     .map(|r| {
                         let n = r.n as f64;
                         let op = r.rollout.store_requests.get(k).copied().unwrap_or(0) as f64;
-                        let fl = r.floor_requests.get(k).copied().unwrap_or(0) as f64;
-                        format!("{} / {}", fmt2(op / n), fmt2(fl / n))
+                        let fl = match r.floor_s {
+                            Some(_) => fmt2(r.floor_requests.get(k).copied().unwrap_or(0) as f64 / n),
+                            None => SKIPPED.into(),
+                        };
+                        format!("{} / {fl}", fmt2(op / n))
                     })
                     .collect(),
             )
