@@ -45,8 +45,8 @@ where
 /// per writer, the operator's status writes included) and kubectl's last-applied annotation (a
 /// second copy of the whole object). Together they are most of a stored object's size.
 fn slim<K: Resource>(obj: &mut K) {
-    obj.meta_mut().managed_fields = None;
     let meta = obj.meta_mut();
+    meta.managed_fields = None;
     if let Some(a) = meta.annotations.as_mut() {
         a.remove(LAST_APPLIED);
         // An emptied map still holds its node.
