@@ -59,7 +59,6 @@ pub fn fit_note(note: String) -> String {
 /// An event published recently: what continuing it as a series needs.
 #[derive(Debug)]
 struct Recent {
-    namespace: String,
     name: String,
     count: i32,
     at: Instant,
@@ -108,19 +107,20 @@ impl Publisher {
         let type_ = if warning { "Warning" } else { "Normal" };
         let note = fit_note(note);
         let key = key(regarding, type_, reason, &note);
+        let namespace = regarding.namespace.as_deref().unwrap_or("default");
+        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
         let repeat = self
             .recent()
             .get(&key)
             .filter(|r| r.at.elapsed() < SERIES_WINDOW)
-            .map(|r| (r.namespace.clone(), r.name.clone(), r.count.saturating_add(1)));
+            .map(|r| (r.name.clone(), r.count.saturating_add(1)));
         let now = Timestamp::now();
-        if let Some((namespace, name, count)) = repeat {
+        if let Some((name, count)) = repeat {
             let series = EventSeries { count, last_observed_time: MicroTime(now) };
             let patch = serde_json::json!({ "series": series });
-            let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
             match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
                 Ok(_) => {
-                    self.remember(key, Recent { namespace, name, count, at: Instant::now() });
+                    self.remember(key, Recent { name, count, at: Instant::now() });
                     return Ok(());
                 }
                 // Expired on the server (its event TTL) or deleted: start a new one.
@@ -128,10 +128,13 @@ impl Publisher {
                 Err(e) => return Err(e),
             }
         }
-        let namespace = regarding.namespace.clone().unwrap_or_else(|| "default".to_string());
         let name = format!("{}.{:x}", regarding.name.as_deref().unwrap_or(&self.controller), now.as_nanosecond());
         let event = Event {
-            metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(namespace.clone()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(namespace.to_string()),
+                ..Default::default()
+            },
             event_time: Some(MicroTime(now)),
             action: Some(ACTION.to_string()),
             reason: Some(reason.to_string()),
@@ -142,9 +145,8 @@ impl Publisher {
             reporting_instance: Some(self.instance.clone()),
             ..Default::default()
         };
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         api.create(&PostParams::default(), &event).await?;
-        self.remember(key, Recent { namespace, name, count: 1, at: Instant::now() });
+        self.remember(key, Recent { name, count: 1, at: Instant::now() });
         Ok(())
     }
 
@@ -252,7 +254,7 @@ mod tests {
             let mut k = [0u8; 16];
             k[..4].copy_from_slice(&i.to_le_bytes());
             let at = if i < 990 { old } else { Instant::now() };
-            p.remember(k, Recent { namespace: "ns".into(), name: format!("e{i}"), count: 1, at });
+            p.remember(k, Recent { name: format!("e{i}"), count: 1, at });
         }
         p.prune();
         assert_eq!(p.remembered(), 10, "only the last six minutes stay");
