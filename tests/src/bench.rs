@@ -803,7 +803,7 @@ pub async fn floor_crd(backend: Arc<dyn Backend>, n: usize, concurrency: usize) 
         let (backend, bucket_slots, user_slots) = (backend.clone(), bucket_slots.clone(), user_slots.clone());
         let (namespace, bucket) = (namespace.clone(), format!("{prefix}-{i}"));
         tasks.spawn(async move {
-            let owner = |name: String| Owner { namespace: namespace.clone(), name, uid: crate::compat::random_hex(32) };
+            let owner = |name: String| Owner::s3bucket(namespace.clone(), name, crate::compat::random_hex(32));
             {
                 let _slot = bucket_slots.acquire().await?;
                 let spec = BucketSpec {
@@ -856,11 +856,10 @@ pub async fn floor_compat(backend: &dyn Backend, n: usize, concurrency: usize) -
     let started = Instant::now();
     stream::iter(0..n)
         .map(|i| {
-            let claimant =
-                Owner { namespace: namespace.clone(), name: format!("s{i}"), uid: crate::compat::random_hex(32) };
+            let claimant = Owner::secret(namespace.clone(), format!("s{i}"), crate::compat::random_hex(32));
             let bucket = format!("{prefix}-{i}");
             async move {
-                provision(store, &claimant, &account(&random_access_key(), &random_secret()), &bucket).await?;
+                provision(store, &claimant, &account(&random_access_key(), &random_secret()), &bucket, false).await?;
                 Ok::<(), anyhow::Error>(())
             }
         })

@@ -16,7 +16,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use s3op_backends::{
     BackendError, BackendKind, BucketSpec, Change, CompatAccount, CompatStore, Credentials, Owner, SecretString,
     UserSpec,
-    compat::{AccountState, ClaimKind, provision},
+    compat::{AccountState, provision},
+    ledger::Subject,
 };
 
 use crate::{conformance::Probe, stores::unique_name};
@@ -58,7 +59,7 @@ pub fn account(access_key: &str, secret_key: &str) -> CompatAccount {
 }
 
 fn secret_owner(namespace: &str, name: &str) -> Owner {
-    Owner { namespace: namespace.into(), name: name.into(), uid: format!("uid-{namespace}-{name}") }
+    Owner::secret(namespace, name, format!("uid-{namespace}-{name}"))
 }
 
 fn creds(access_key: &str, secret_key: &str) -> Credentials {
@@ -118,7 +119,7 @@ pub async fn compat_suite(store: &dyn CompatStore, probe: &Probe<'_>, prefix: &s
     let sk1 = random_secret();
 
     // A new account and bucket: the Secret's own keys can use the bucket.
-    let out = provision(store, &app, &account(&ak1, &sk1), &bucket).await.unwrap();
+    let out = provision(store, &app, &account(&ak1, &sk1), &bucket, false).await.unwrap();
     assert!(out.user_created && out.bucket_created, "{prefix}: first provision: {out:?}");
     // VersityGW's buckets always have an owner: the admin account that created it.
     let admin = match probe {
@@ -132,12 +133,12 @@ pub async fn compat_suite(store: &dyn CompatStore, probe: &Probe<'_>, prefix: &s
     read_write(probe, &ak1, &sk1, &bucket).await.unwrap_or_else(|e| panic!("{prefix}: the Secret's keys: {e}"));
 
     // Converged: nothing to write.
-    let out = provision(store, &app, &account(&ak1, &sk1), &bucket).await.unwrap();
+    let out = provision(store, &app, &account(&ak1, &sk1), &bucket, false).await.unwrap();
     assert!(out.unchanged(), "{prefix}: second provision: {out:?}");
 
     // A changed secret key.
     let sk2 = random_secret();
-    let changed = provision(store, &app, &account(&ak1, &sk2), &bucket).await;
+    let changed = provision(store, &app, &account(&ak1, &sk2), &bucket, false).await;
     let current = if garage {
         // Garage cannot change a key's secret: refused, saying what to do instead.
         match &changed {
@@ -154,7 +155,7 @@ pub async fn compat_suite(store: &dyn CompatStore, probe: &Probe<'_>, prefix: &s
         assert_eq!(out.owner_changed, None, "{prefix}: {out:?}");
         assert!(!keys_work(probe, &ak1, &sk1).await, "{prefix}: the old secret still works");
         read_write(probe, &ak1, &sk2, &bucket).await.unwrap_or_else(|e| panic!("{prefix}: the new secret: {e}"));
-        let out = provision(store, &app, &account(&ak1, &sk2), &bucket).await.unwrap();
+        let out = provision(store, &app, &account(&ak1, &sk2), &bucket, false).await.unwrap();
         assert!(out.unchanged(), "{prefix}: after the secret change: {out:?}");
         sk2.clone()
     };
@@ -162,20 +163,20 @@ pub async fn compat_suite(store: &dyn CompatStore, probe: &Probe<'_>, prefix: &s
     // A changed access key: a new account, and the bucket moves to it.
     let ak2 = random_access_key();
     let sk3 = random_secret();
-    let out = provision(store, &app, &account(&ak2, &sk3), &bucket).await.unwrap();
+    let out = provision(store, &app, &account(&ak2, &sk3), &bucket, false).await.unwrap();
     assert!(out.user_created && !out.bucket_created, "{prefix}: new access key: {out:?}");
     assert_eq!(out.owner_changed, Some(Some(ak1.clone())), "{prefix}: the bucket moves from the old key");
     read_write(probe, &ak2, &sk3, &bucket).await.unwrap_or_else(|e| panic!("{prefix}: the new keys: {e}"));
     assert!(!can_write(probe, &ak1, &current, &bucket).await, "{prefix}: the old keys can still write");
     assert!(keys_work(probe, &ak1, &current).await, "{prefix}: the old account is left in place");
     assert_eq!(store.account(&account(&ak1, &current)).await.unwrap(), AccountState::Matches, "{prefix}");
-    let out = provision(store, &app, &account(&ak2, &sk3), &bucket).await.unwrap();
+    let out = provision(store, &app, &account(&ak2, &sk3), &bucket, false).await.unwrap();
     assert!(out.unchanged(), "{prefix}: after the move: {out:?}");
 
     // Drift: the bucket handed back to the old account behind the operator's back is repaired.
     store.change_bucket_owner(&bucket, &ak1, Some(&ak2)).await.unwrap();
     assert_eq!(store.bucket_owner(&bucket).await.unwrap(), Some(ak1.clone()), "{prefix}: drift made");
-    let out = provision(store, &app, &account(&ak2, &sk3), &bucket).await.unwrap();
+    let out = provision(store, &app, &account(&ak2, &sk3), &bucket, false).await.unwrap();
     assert_eq!(out.owner_changed, Some(Some(ak1.clone())), "{prefix}: drift repaired: {out:?}");
     read_write(probe, &ak2, &sk3, &bucket).await.unwrap_or_else(|e| panic!("{prefix}: after the repair: {e}"));
     assert!(!can_write(probe, &ak1, &current, &bucket).await, "{prefix}: the old keys can write after the repair");
@@ -183,15 +184,15 @@ pub async fn compat_suite(store: &dyn CompatStore, probe: &Probe<'_>, prefix: &s
     // Another namespace names the same bucket, or the same access key: refused, nothing changes.
     let intruder = secret_owner(&team_b, "intruder");
     let ak3 = random_access_key();
-    let taken = provision(store, &intruder, &account(&ak3, &random_secret()), &bucket).await;
+    let taken = provision(store, &intruder, &account(&ak3, &random_secret()), &bucket, false).await;
     assert!(is_not_owned(&taken, &team_a), "{prefix}: another namespace's bucket: {taken:?}");
     let elsewhere = unique_name(&format!("{prefix}-elsewhere"));
-    let reset = provision(store, &intruder, &account(&ak2, &random_secret()), &elsewhere).await;
+    let reset = provision(store, &intruder, &account(&ak2, &random_secret()), &elsewhere, false).await;
     assert!(is_not_owned(&reset, &team_a), "{prefix}: another namespace's access key: {reset:?}");
     assert_eq!(store.account(&account(&ak3, "unused-secret-0123")).await.unwrap(), AccountState::Missing, "{prefix}");
     assert!(!store.bucket_exists(&elsewhere).await.unwrap(), "{prefix}: a refused Secret made a bucket");
-    assert_eq!(store.claim(ClaimKind::Account, &ak3).await.unwrap(), None, "{prefix}: a refused Secret left a claim");
-    assert_eq!(store.claim(ClaimKind::Bucket, &elsewhere).await.unwrap(), None, "{prefix}");
+    assert_eq!(store.holder(Subject::User, &ak3).await.unwrap(), None, "{prefix}: a refused Secret left a claim");
+    assert_eq!(store.holder(Subject::Bucket, &elsewhere).await.unwrap(), None, "{prefix}");
     assert_eq!(store.bucket_owner(&bucket).await.unwrap(), Some(ak2.clone()), "{prefix}: the owner moved");
     read_write(probe, &ak2, &sk3, &bucket).await.unwrap_or_else(|e| panic!("{prefix}: after the refusals: {e}"));
 
@@ -199,7 +200,7 @@ pub async fn compat_suite(store: &dyn CompatStore, probe: &Probe<'_>, prefix: &s
     let managed = unique_name(&format!("{prefix}-managed"));
     let spec = BucketSpec {
         name: managed.clone(),
-        owner: secret_owner(&team_a, "bucket-resource"),
+        owner: Owner::s3bucket(&team_a, "bucket-resource", "uid-bucket-resource"),
         versioning: None,
         object_lock: false,
         tags: Default::default(),
@@ -207,16 +208,17 @@ pub async fn compat_suite(store: &dyn CompatStore, probe: &Probe<'_>, prefix: &s
     };
     assert_eq!(store.ensure_bucket(&spec, false).await.unwrap(), Change::Created, "{prefix}");
     let ak4 = random_access_key();
-    let refused = provision(store, &app, &account(&ak4, &random_secret()), &managed).await;
+    let refused = provision(store, &app, &account(&ak4, &random_secret()), &managed, false).await;
     assert!(is_not_owned(&refused, "S3Bucket"), "{prefix}: a bucket an S3Bucket manages: {refused:?}");
     assert_eq!(store.account(&account(&ak4, "unused-secret-0123")).await.unwrap(), AccountState::Missing, "{prefix}");
-    assert_eq!(store.claim(ClaimKind::Bucket, &managed).await.unwrap(), None, "{prefix}");
+    assert_eq!(store.holder(Subject::Bucket, &managed).await.unwrap(), None, "{prefix}");
 
     let user = random_access_key();
-    let user_spec = UserSpec { name: user.clone(), owner: secret_owner(&team_a, "user-resource") };
+    let user_spec =
+        UserSpec { name: user.clone(), owner: Owner::s3user(&team_a, "user-resource", "uid-user-resource") };
     assert_eq!(store.ensure_user(&user_spec, false).await.unwrap(), Change::Created, "{prefix}");
     let other_bucket = unique_name(&format!("{prefix}-other"));
-    let refused = provision(store, &app, &account(&user, &random_secret()), &other_bucket).await;
+    let refused = provision(store, &app, &account(&user, &random_secret()), &other_bucket, false).await;
     assert!(is_not_owned(&refused, "S3User"), "{prefix}: an access key an S3User manages: {refused:?}");
     assert!(!store.bucket_exists(&other_bucket).await.unwrap(), "{prefix}");
 
@@ -225,7 +227,8 @@ pub async fn compat_suite(store: &dyn CompatStore, probe: &Probe<'_>, prefix: &s
     if let Probe::Store(_) = probe {
         let key = store.create_key(&user, None).await.unwrap();
         let taken =
-            provision(store, &app, &account(&key.access_key_id, key.secret_access_key.expose()), &other_bucket).await;
+            provision(store, &app, &account(&key.access_key_id, key.secret_access_key.expose()), &other_bucket, false)
+                .await;
         assert!(matches!(taken, Err(BackendError::NotOwned { .. })), "{prefix}: an S3User's key: {taken:?}");
         assert!(!store.bucket_exists(&other_bucket).await.unwrap(), "{prefix}");
     }
@@ -236,7 +239,7 @@ pub async fn compat_suite(store: &dyn CompatStore, probe: &Probe<'_>, prefix: &s
 pub async fn marker_bucket_is_refused(store: &dyn CompatStore, marker_bucket: &str, prefix: &str) {
     let app = secret_owner(&unique_name(&format!("{prefix}-team")), "app");
     let ak = random_access_key();
-    let refused = provision(store, &app, &account(&ak, &random_secret()), marker_bucket).await;
+    let refused = provision(store, &app, &account(&ak, &random_secret()), marker_bucket, false).await;
     assert!(is_not_owned(&refused, "marker bucket"), "{prefix}: the marker bucket: {refused:?}");
     assert_eq!(store.account(&account(&ak, "unused-secret-0123")).await.unwrap(), AccountState::Missing, "{prefix}");
 }

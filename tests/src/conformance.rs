@@ -284,7 +284,7 @@ async fn signed_admin_call(store: &Store, method: &str, path: &str, body: Vec<u8
 }
 
 fn owner(name: &str) -> Owner {
-    Owner { namespace: "conformance".into(), name: name.into(), uid: format!("uid-{name}") }
+    Owner::s3bucket("conformance", name, format!("uid-{name}"))
 }
 
 /// A bucket spec with user tags where the store supports them.

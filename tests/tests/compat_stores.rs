@@ -76,12 +76,12 @@ async fn garage_compat() {
 
     // A key deleted behind the operator's back can never be imported again: said plainly,
     // and not retried for ever.
-    let app = Owner { namespace: unique_name("garage-team"), name: "app".into(), uid: "uid-app".into() };
+    let app = Owner::secret(unique_name("garage-team"), "app", "uid-app");
     let (ak, sk) = (random_access_key(), random_secret());
     let bucket = unique_name("garage-deleted-key");
-    provision(&b, &app, &account(&ak, &sk), &bucket).await.unwrap();
+    provision(&b, &app, &account(&ak, &sk), &bucket, false).await.unwrap();
     store.garage_admin_call(reqwest::Method::POST, &format!("/v2/DeleteKey?id={ak}"), None).await.unwrap();
-    let err = provision(&b, &app, &account(&ak, &sk), &bucket).await.unwrap_err();
+    let err = provision(&b, &app, &account(&ak, &sk), &bucket, false).await.unwrap_err();
     assert!(matches!(err, BackendError::InvalidInput(ref m) if m.contains("deleted") && m.contains("S3User")), "{err}");
     assert!(!err.is_retryable() && !err.to_string().contains(&sk), "{err}");
 }

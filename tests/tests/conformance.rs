@@ -114,7 +114,7 @@ async fn garage_first_calls_racing_for_the_marker_bucket_all_succeed() {
         let b = &b;
         async move {
             let name = unique_name(&format!("race{i}"));
-            let owner = Owner { namespace: "conformance".into(), name: name.clone(), uid: format!("uid-{name}") };
+            let owner = Owner::s3bucket("conformance", name.clone(), format!("uid-{name}"));
             if i % 2 == 0 {
                 b.ensure_user(&UserSpec { name: name.clone(), owner }, false).await?;
                 b.describe_user(&name).await.map(|u| u.is_some())

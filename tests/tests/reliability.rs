@@ -286,7 +286,7 @@ async fn interrupted_creation_is_taken_up_again(kind: StoreKind) {
     use aws_sdk_s3::primitives::ByteStream;
     use s3op_backends::{
         Backend, BackendError, BucketDeletion, BucketSpec, Change, Owner, SecretString,
-        markers::{MarkerKind, MarkerStore},
+        ledger::{Ledger, Subject},
         minio::{Minio, MinioConfig},
         versitygw::{VersityGw, VersityGwConfig},
     };
@@ -314,8 +314,8 @@ async fn interrupted_creation_is_taken_up_again(kind: StoreKind) {
         other => panic!("{other} keeps no bucket markers in S3"),
     };
     let s3 = store.s3_client();
-    let markers = MarkerStore::new(s3.clone(), kind.as_str(), marker_bucket.clone());
-    let owner = |name: &str| Owner { namespace: "reliability".into(), name: name.into(), uid: format!("uid-{name}") };
+    let markers = Ledger::new(s3.clone(), kind.as_str(), marker_bucket.clone(), false);
+    let owner = |name: &str| Owner::s3bucket("reliability", name, format!("uid-{name}"));
     let spec = |bucket: &str, claim: &str| BucketSpec {
         name: bucket.to_string(),
         owner: owner(claim),
@@ -328,10 +328,7 @@ async fn interrupted_creation_is_taken_up_again(kind: StoreKind) {
     let cut = |bucket: String, claim: &'static str| {
         let (markers, s3) = (markers.clone(), s3.clone());
         async move {
-            markers
-                .write(MarkerKind::Bucket, &bucket, &owner(claim), Vec::new(), || markers.create_bucket())
-                .await
-                .unwrap();
+            markers.claim(Subject::Bucket, &bucket, &owner(claim), || markers.create_bucket()).await.unwrap();
             s3.create_bucket().bucket(&bucket).send().await.unwrap();
         }
     };
@@ -360,7 +357,7 @@ async fn interrupted_creation_is_taken_up_again(kind: StoreKind) {
 
     // The claim goes with the bucket.
     assert_eq!(backend.delete_bucket(&resumed, false).await.unwrap(), BucketDeletion::Deleted);
-    assert_eq!(markers.owner(MarkerKind::Bucket, &resumed).await.unwrap(), None, "{kind}: claim left behind");
+    assert_eq!(markers.holder(Subject::Bucket, &resumed).await.unwrap(), None, "{kind}: claim left behind");
 }
 
 #[tokio::test]

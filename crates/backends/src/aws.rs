@@ -21,9 +21,10 @@ use serde_json::Value;
 
 use crate::{
     Backend, BackendError, Result, SecretString, http,
+    ledger::Subject,
     model::{
-        BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner, UserInfo,
-        UserSpec, Versioning,
+        BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, ClaimantKind, Credentials, Grant,
+        Owner, UserInfo, UserSpec, Versioning,
     },
     policy, s3ops,
 };
@@ -185,7 +186,7 @@ impl Aws {
                 _ => break,
             }
         }
-        Ok(Some(s3ops::split_tags(tags).0))
+        Ok(Some(user_claim(tags)))
     }
 
     async fn tag_user(&self, name: &str, owner: &Owner) -> Result<()> {
@@ -307,6 +308,11 @@ fn partition(region: &str) -> &'static str {
     }
 }
 
+/// An IAM user's claim, from its tags: the bucket tags' layout, naming an S3User.
+fn user_claim(tags: impl IntoIterator<Item = (String, String)>) -> Option<Owner> {
+    s3ops::split_tags(tags).0.map(|o| Owner { kind: ClaimantKind::S3User, ..o })
+}
+
 /// The three IAM tags of the ownership marker.
 fn marker_tags(owner: &Owner) -> Result<Vec<Tag>> {
     s3ops::merge_tags(owner, &BTreeMap::new())
@@ -415,6 +421,18 @@ impl Backend for Aws {
             backend: BACKEND,
             feature: "access keys chosen by a compatibility Secret (IAM generates its own keys; create an S3User, which writes the generated keys to a Secret)",
         })
+    }
+
+    async fn holder(&self, subject: Subject, name: &str) -> Result<Option<Owner>> {
+        // On AWS the claim is the tags of the bucket or IAM user itself.
+        match subject {
+            Subject::Bucket => match s3ops::get_tags(&self.s3, BACKEND, name).await {
+                Ok((owner, _)) => Ok(owner),
+                Err(BackendError::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            },
+            Subject::User => Ok(self.user_owner(name).await?.flatten()),
+        }
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -651,10 +669,10 @@ mod tests {
 
     #[test]
     fn marker_tags_are_the_ownership_tags() {
-        let owner = Owner { namespace: "ns".into(), name: "u".into(), uid: "1".into() };
+        let owner = Owner::s3user("ns", "u", "1");
         let tags = marker_tags(&owner).unwrap();
-        let (read, rest) = s3ops::split_tags(tags.iter().map(|t| (t.key().to_string(), t.value().to_string())));
-        assert_eq!(read, Some(owner));
-        assert!(rest.is_empty());
+        let pairs = || tags.iter().map(|t| (t.key().to_string(), t.value().to_string()));
+        assert_eq!(user_claim(pairs()), Some(owner));
+        assert!(s3ops::split_tags(pairs()).1.is_empty());
     }
 }

@@ -6,8 +6,9 @@ use async_trait::async_trait;
 use crate::{
     compat::CompatStore,
     error::Result,
+    ledger::Subject,
     model::{
-        BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, UserInfo,
+        BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner, UserInfo,
         UserSpec,
     },
 };
@@ -58,6 +59,10 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Deletes the user with its keys and grants; a user already gone is success.
     async fn delete_user(&self, name: &str) -> Result<()>;
+
+    /// Who holds the bucket or user name in the store's ownership ledger (see
+    /// [`crate::ledger`]), or `None`: one cheap read, asked before a grant is written.
+    async fn holder(&self, subject: Subject, name: &str) -> Result<Option<Owner>>;
 
     /// The store as compatibility mode uses it (accounts with keys chosen by a Secret's
     /// author), or `Unsupported` saying why this store cannot do that.

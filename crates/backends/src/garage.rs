@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
     Backend, BackendError, Result, SecretString,
-    compat::{AccountState, ClaimKind, CompatAccount, CompatStore},
+    compat::{AccountState, CompatAccount, CompatStore},
     http::{self, encode},
-    markers::{MarkerKind, MarkerStore},
+    ledger::{Ledger, Subject},
     model::{
         BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner,
         Permission, Quota, UserInfo, UserSpec, Versioning,
@@ -25,6 +25,10 @@ use crate::{
 };
 
 const BACKEND: &str = "garage";
+
+/// Whether Garage honours `If-None-Match: *` on PutObject (see [`Ledger::new`]): not assumed,
+/// so a claim is read back after it is written.
+const GARAGE_ATOMIC: bool = false;
 
 /// Objects counted before a bucket is reported non-empty (the count is only informative).
 const COUNT_LIMIT: u64 = 1000;
@@ -69,7 +73,7 @@ pub struct GarageConfig {
 pub struct Garage {
     s3: Client,
     http: reqwest::Client,
-    markers: MarkerStore,
+    markers: Ledger,
     config: GarageConfig,
 }
 
@@ -198,6 +202,16 @@ struct KeyDetails {
     expired: bool,
     #[serde(default)]
     buckets: Vec<KeyBucket>,
+    #[serde(default)]
+    permissions: KeyPermissions,
+}
+
+/// A key's own rights, beyond its buckets.
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+struct KeyPermissions {
+    #[serde(default)]
+    create_bucket: bool,
 }
 
 #[derive(Deserialize, Debug)]
@@ -330,7 +344,7 @@ impl Garage {
     pub fn new(config: GarageConfig) -> Result<Self> {
         let s3 = s3ops::client(&config.endpoint, &config.region, &config.access_key, &config.secret_key);
         let http = http::client(BACKEND)?;
-        let markers = MarkerStore::new(s3.clone(), BACKEND, config.marker_bucket.clone());
+        let markers = Ledger::new(s3.clone(), BACKEND, config.marker_bucket.clone(), GARAGE_ATOMIC);
         Ok(Self { s3, http, markers, config })
     }
 
@@ -476,22 +490,25 @@ impl Garage {
     }
 
     async fn read_bucket_marker(&self, bucket: &str) -> Result<Option<Owner>> {
-        self.read_marker(|| self.markers.owner(MarkerKind::Bucket, bucket)).await
+        self.read_marker(|| self.markers.holder(Subject::Bucket, bucket)).await
     }
 
-    async fn write_bucket_marker(&self, bucket: &str, owner: &Owner) -> Result<()> {
+    /// Claims a name in the ledger; see [`Ledger::claim`].
+    async fn claim_marker(&self, subject: Subject, name: &str, owner: &Owner) -> Result<bool> {
         // No marker bucket yet, or our key is not allowed on it: fix that and retry.
-        self.markers.write(MarkerKind::Bucket, bucket, owner, Vec::new(), || self.ensure_marker_bucket()).await
+        self.read_marker(|| self.markers.holder(subject, name)).await?;
+        self.markers.claim(subject, name, owner, || self.ensure_marker_bucket()).await
     }
 
     async fn read_user_marker(&self, user: &str) -> Result<Option<UserMarker>> {
-        let marker = self.read_marker(|| self.markers.read(MarkerKind::User, user)).await?;
+        let marker = self.read_marker(|| self.markers.read(Subject::User, user)).await?;
         Ok(marker.and_then(|m| m.owner.map(|owner| UserMarker { owner, grants: decode_grants(&m.body) })))
     }
 
+    /// Rewrites the grants a user's claim records; the caller holds the claim.
     async fn write_user_marker(&self, user: &str, marker: &UserMarker) -> Result<()> {
         let body = encode_grants(&marker.grants)?;
-        self.markers.write(MarkerKind::User, user, &marker.owner, body, || self.ensure_marker_bucket()).await
+        self.markers.record(Subject::User, user, &marker.owner, body, || self.ensure_marker_bucket()).await
     }
 
     // ---- keys ----
@@ -654,7 +671,7 @@ impl Backend for Garage {
                 let marker = self.read_bucket_marker(name).await?;
                 let mut change = Change::Unchanged;
                 if Owner::check_claim(&what, &marker, &spec.owner, adopt)? {
-                    self.write_bucket_marker(name, &spec.owner).await?;
+                    self.claim_marker(Subject::Bucket, name, &spec.owner).await?;
                     change = Change::Updated;
                 }
                 if !info.global_aliases.iter().any(|a| a == name) {
@@ -676,17 +693,9 @@ impl Backend for Garage {
                 change
             }
             None => {
-                // A marker without a bucket (removed behind our back) still names its claim.
-                let marker = self.read_bucket_marker(name).await?;
-                if let Some(o) = &marker
-                    && !o.same_claim(&spec.owner)
-                {
-                    return Err(BackendError::NotOwned { what, detail: format!("claimed by {o}") });
-                }
-                // Marker first: a bucket without one would look foreign for ever.
-                if marker.is_none() {
-                    self.write_bucket_marker(name, &spec.owner).await?;
-                }
+                // A claim without a bucket (removed behind our back) still names its holder;
+                // the claim comes first, so a bucket without one would look foreign for ever.
+                let claimed = self.claim_marker(Subject::Bucket, name, &spec.owner).await?;
                 // The operator's key gets its access in the same call (as a local alias of
                 // the same name, which points at the same bucket): one admin call saved.
                 let body = serde_json::json!({
@@ -697,8 +706,8 @@ impl Backend for Garage {
                     Ok(text) => parse::<BucketDetails>(&text, "CreateBucket")?,
                     Err(BackendError::Conflict { .. }) => {
                         // Someone else created it between our read and our create: not ours.
-                        if marker.is_none() {
-                            self.markers.delete(MarkerKind::Bucket, name).await?;
+                        if claimed {
+                            self.markers.release_own(Subject::Bucket, name, &spec.owner).await?;
                         }
                         return Err(BackendError::NotOwned { what, detail: "created outside the operator".into() });
                     }
@@ -732,7 +741,7 @@ impl Backend for Garage {
         let what = format!("bucket {name}");
         let Some(info) = self.find_bucket(name).await? else {
             // A marker left by an earlier attempt that failed after the bucket went.
-            self.markers.delete(MarkerKind::Bucket, name).await?;
+            self.markers.release(Subject::Bucket, name).await?;
             return Ok(BucketDeletion::AlreadyGone);
         };
         self.ensure_operator_access(&info, &what).await?;
@@ -748,7 +757,7 @@ impl Backend for Garage {
         {
             Ok(_) => {}
             Err(BackendError::NotFound { .. }) => {
-                self.markers.delete(MarkerKind::Bucket, name).await?;
+                self.markers.release(Subject::Bucket, name).await?;
                 return Ok(BucketDeletion::AlreadyGone);
             }
             // Written to meanwhile.
@@ -758,7 +767,7 @@ impl Backend for Garage {
             }
             Err(e) => return Err(e),
         }
-        self.markers.delete(MarkerKind::Bucket, name).await?;
+        self.markers.release(Subject::Bucket, name).await?;
         Ok(BucketDeletion::Deleted)
     }
 
@@ -789,7 +798,8 @@ impl Backend for Garage {
         if foreign {
             Owner::check_claim(&what, &None, &spec.owner, adopt)?;
         }
-        self.write_user_marker(name, &UserMarker { owner: spec.owner.clone(), grants: Vec::new() }).await?;
+        // An empty body records no grants yet.
+        self.claim_marker(Subject::User, name, &spec.owner).await?;
         Ok(if foreign { Change::Updated } else { Change::Created })
     }
 
@@ -908,12 +918,16 @@ impl Backend for Garage {
         Ok(self)
     }
 
+    async fn holder(&self, subject: Subject, name: &str) -> Result<Option<Owner>> {
+        self.read_marker(|| self.markers.holder(subject, name)).await
+    }
+
     async fn delete_user(&self, name: &str) -> Result<()> {
         // Deleting a key also removes its permissions on every bucket.
         for key in self.user_keys(name).await? {
             self.delete_key_by_id(&key.access_key_id).await?;
         }
-        self.markers.delete(MarkerKind::User, name).await
+        self.markers.release(Subject::User, name).await
     }
 }
 
@@ -1060,13 +1074,16 @@ impl CompatStore for Garage {
         Ok(())
     }
 
-    async fn claim(&self, kind: ClaimKind, name: &str) -> Result<Option<Owner>> {
-        self.read_marker(|| self.markers.claim(kind, name)).await
+    async fn privileged(&self, access_key: &str) -> Result<Option<String>> {
+        match self.key_info(access_key, false).await {
+            Ok(k) if k.permissions.create_bucket => Ok(Some("may create buckets".into())),
+            Ok(_) | Err(BackendError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
-    async fn write_claim(&self, kind: ClaimKind, name: &str, owner: &Owner) -> Result<()> {
-        // No marker bucket yet, or our key is not allowed on it: fix that and retry.
-        self.markers.write_claim(kind, name, owner, || self.ensure_marker_bucket()).await
+    async fn claim(&self, subject: Subject, name: &str, owner: &Owner) -> Result<bool> {
+        self.claim_marker(subject, name, owner).await
     }
 }
 
@@ -1182,6 +1199,7 @@ mod tests {
             name: "u".into(),
             secret_access_key: None,
             expired: false,
+            permissions: KeyPermissions::default(),
             buckets: vec![
                 KeyBucket { id: "1".into(), global_aliases: vec!["z".into()], permissions: ro },
                 KeyBucket { id: "2".into(), global_aliases: vec!["y".into()], permissions: rw },

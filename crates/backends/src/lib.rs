@@ -7,7 +7,7 @@ pub mod compat;
 pub mod error;
 pub mod garage;
 pub mod http;
-pub mod markers;
+pub mod ledger;
 pub mod memory;
 pub mod minio;
 pub mod model;

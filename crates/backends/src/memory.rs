@@ -14,7 +14,8 @@ use async_trait::async_trait;
 
 use crate::{
     Backend, BackendError, Result, SecretString,
-    compat::{AccountState, ClaimKind, CompatAccount, CompatStore},
+    compat::{AccountState, CompatAccount, CompatStore},
+    ledger::{Subject, judge, refuse_taken},
     model::{
         BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner, UserInfo,
         UserSpec,
@@ -46,7 +47,9 @@ struct State {
     users: BTreeMap<String, MemUser>,
     next_key: u64,
     accounts: BTreeMap<String, CompatAccount>,
-    claims: BTreeMap<(&'static str, String), Owner>,
+    /// The ownership ledger: compatibility claims, and CRD claims of names whose bucket or
+    /// user is gone (the owner fields above hold the rest).
+    claims: BTreeMap<(Subject, String), Owner>,
     compat_calls: Vec<String>,
 }
 
@@ -153,8 +156,24 @@ impl MemoryBackend {
         Ok(s)
     }
 
-    fn claim_key(kind: ClaimKind, name: &str) -> (&'static str, String) {
-        (kind.noun(), name.to_string())
+    /// The ledger's holder of a name: a recorded claim, else the bucket's or user's owner.
+    fn holder_in(s: &State, subject: Subject, name: &str) -> Option<Owner> {
+        s.claims.get(&(subject, name.to_string())).cloned().or_else(|| match subject {
+            Subject::Bucket => s.buckets.get(name).and_then(|b| b.owner.clone()),
+            Subject::User => s.users.get(name).and_then(|u| u.owner.clone()),
+        })
+    }
+
+    /// Creates an account outside the operator, as an administrator would (`role` as given).
+    pub fn create_foreign_account(&self, access_key: &str, secret: &str, role: &str) {
+        let account = CompatAccount {
+            access_key: access_key.to_string(),
+            secret_key: SecretString::from(secret),
+            role: role.to_string(),
+            user_id: 0,
+            group_id: 0,
+        };
+        self.lock().accounts.insert(access_key.to_string(), account);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -221,7 +240,9 @@ impl Backend for MemoryBackend {
     async fn ensure_bucket(&self, spec: &BucketSpec, adopt: bool) -> Result<Change> {
         let mut s = self.read()?;
         let what = format!("bucket {}", spec.name);
+        let held = Self::holder_in(&s, Subject::Bucket, &spec.name);
         let Some(b) = s.buckets.get_mut(&spec.name) else {
+            refuse_taken(Subject::Bucket, &spec.name, &judge(held.as_ref(), &spec.owner))?;
             s.buckets.insert(
                 spec.name.clone(),
                 MemBucket {
@@ -238,7 +259,7 @@ impl Backend for MemoryBackend {
             self.wrote();
             return Ok(Change::Created);
         };
-        let mut changed = Owner::check_claim(&what, &b.owner, &spec.owner, adopt)?;
+        let mut changed = Owner::check_claim(&what, &held, &spec.owner, adopt)?;
         if changed {
             b.owner = Some(spec.owner.clone());
         }
@@ -283,6 +304,11 @@ impl Backend for MemoryBackend {
         Ok(BucketDeletion::Deleted)
     }
 
+    async fn holder(&self, subject: Subject, name: &str) -> Result<Option<Owner>> {
+        let s = self.read()?;
+        Ok(Self::holder_in(&s, subject, name))
+    }
+
     async fn describe_user(&self, name: &str) -> Result<Option<UserInfo>> {
         let s = self.read()?;
         Ok(s.users.get(name).map(|u| UserInfo {
@@ -295,8 +321,10 @@ impl Backend for MemoryBackend {
 
     async fn ensure_user(&self, spec: &UserSpec, adopt: bool) -> Result<Change> {
         let mut s = self.read()?;
+        let held = Self::holder_in(&s, Subject::User, &spec.name);
         let change = match s.users.get_mut(&spec.name) {
             None => {
+                refuse_taken(Subject::User, &spec.name, &judge(held.as_ref(), &spec.owner))?;
                 s.users.insert(
                     spec.name.clone(),
                     MemUser { owner: Some(spec.owner.clone()), keys: BTreeMap::new(), grants: BTreeSet::new() },
@@ -304,7 +332,7 @@ impl Backend for MemoryBackend {
                 Change::Created
             }
             Some(u) => {
-                if Owner::check_claim(&format!("user {}", spec.name), &u.owner, &spec.owner, adopt)? {
+                if Owner::check_claim(&format!("user {}", spec.name), &held, &spec.owner, adopt)? {
                     u.owner = Some(spec.owner.clone());
                     Change::Updated
                 } else {
@@ -453,16 +481,22 @@ impl CompatStore for MemoryBackend {
         Ok(())
     }
 
-    async fn claim(&self, kind: ClaimKind, name: &str) -> Result<Option<Owner>> {
-        let s = self.compat_read(format!("claim {kind} {name}"))?;
-        Ok(s.claims.get(&Self::claim_key(kind, name)).cloned())
+    async fn privileged(&self, access_key: &str) -> Result<Option<String>> {
+        let s = self.compat_read(format!("privileged {access_key}"))?;
+        Ok(s.accounts.get(access_key).filter(|a| a.role != "user").map(|a| format!("role {}", a.role)))
     }
 
-    async fn write_claim(&self, kind: ClaimKind, name: &str, owner: &Owner) -> Result<()> {
-        let mut s = self.compat_read(format!("write_claim {kind} {name}"))?;
-        s.claims.insert(Self::claim_key(kind, name), owner.clone());
+    async fn claim(&self, subject: Subject, name: &str, owner: &Owner) -> Result<bool> {
+        let mut s = self.compat_read(format!("claim {} {name}", subject.noun()))?;
+        let verdict = judge(Self::holder_in(&s, subject, name).as_ref(), owner);
+        refuse_taken(subject, name, &verdict)?;
+        if verdict == crate::ledger::Verdict::Ours {
+            return Ok(false);
+        }
+        s.claims.insert((subject, name.to_string()), owner.clone());
+        drop(s);
         self.wrote();
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -472,7 +506,7 @@ mod tests {
     use crate::model::{Permission, Versioning};
 
     fn owner(ns: &str, name: &str) -> Owner {
-        Owner { namespace: ns.into(), name: name.into(), uid: format!("uid-{ns}-{name}") }
+        Owner::s3bucket(ns, name, format!("uid-{ns}-{name}"))
     }
 
     fn bucket(name: &str, o: Owner) -> BucketSpec {

@@ -39,10 +39,42 @@ impl fmt::Display for BackendKind {
     }
 }
 
-/// The Kubernetes object a bucket or user was created for, recorded on the store as an
-/// ownership marker so the operator never takes over what is not its own.
+/// What kind of object holds a claim in the ownership ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClaimantKind {
+    /// An S3Bucket custom resource.
+    S3Bucket,
+    /// An S3User custom resource.
+    S3User,
+    /// A compatibility-mode Secret.
+    Secret,
+    /// A kind this version does not know (written by a newer one): never shared, never taken.
+    Unknown,
+}
+
+impl ClaimantKind {
+    /// The Kubernetes kind, as recorded in the ledger and shown in messages.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ClaimantKind::S3Bucket => "S3Bucket",
+            ClaimantKind::S3User => "S3User",
+            ClaimantKind::Secret => "Secret",
+            ClaimantKind::Unknown => "Unknown",
+        }
+    }
+
+    /// The kind named by `s`, exactly as [`ClaimantKind::as_str`] writes it.
+    pub fn parse(s: &str) -> Option<Self> {
+        [ClaimantKind::S3Bucket, ClaimantKind::S3User, ClaimantKind::Secret].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// The Kubernetes object a bucket or user was claimed for, recorded on the store (in the
+/// ownership ledger, see [`crate::ledger`]) so the operator never takes over what is not its own.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Owner {
+    /// Kind of the claiming object.
+    pub kind: ClaimantKind,
     /// Namespace of the owning object.
     pub namespace: String,
     /// Name of the owning object.
@@ -52,24 +84,40 @@ pub struct Owner {
 }
 
 impl Owner {
-    /// Same claim: namespace and name agree. The uid is informative only, so an object that
-    /// was deleted with Retain and applied again gets its bucket back.
-    pub fn same_claim(&self, other: &Owner) -> bool {
-        self.namespace == other.namespace && self.name == other.name
+    /// A claim of an S3Bucket.
+    pub fn s3bucket(namespace: impl Into<String>, name: impl Into<String>, uid: impl Into<String>) -> Self {
+        Owner { kind: ClaimantKind::S3Bucket, namespace: namespace.into(), name: name.into(), uid: uid.into() }
     }
-}
 
-impl Owner {
-    /// Decides whether `wanted` may use a bucket or user whose marker is `current`: `Ok(false)`
-    /// when it is already its claim, `Ok(true)` when the marker must be written (adoption of
+    /// A claim of an S3User.
+    pub fn s3user(namespace: impl Into<String>, name: impl Into<String>, uid: impl Into<String>) -> Self {
+        Owner { kind: ClaimantKind::S3User, namespace: namespace.into(), name: name.into(), uid: uid.into() }
+    }
+
+    /// A claim of a compatibility Secret.
+    pub fn secret(namespace: impl Into<String>, name: impl Into<String>, uid: impl Into<String>) -> Self {
+        Owner { kind: ClaimantKind::Secret, namespace: namespace.into(), name: name.into(), uid: uid.into() }
+    }
+
+    /// Same claim: kind, namespace and name agree. The uid is informative only, so an object
+    /// that was deleted with Retain and applied again gets its bucket back.
+    pub fn same_claim(&self, other: &Owner) -> bool {
+        self.kind == other.kind && self.namespace == other.namespace && self.name == other.name
+    }
+
+    /// Decides whether `wanted` may use a bucket or user whose claim is `current`: `Ok(false)`
+    /// when it is already its claim, `Ok(true)` when the claim must be written (adoption of
     /// something made outside the operator, only if `adopt`), and `NotOwned` otherwise.
-    /// Another object's claim is never overridden, whatever `adopt` says.
+    /// Another object's claim is never overridden, whatever `adopt` says (see
+    /// [`crate::ledger::judge`]).
     pub fn check_claim(what: &str, current: &Option<Owner>, wanted: &Owner, adopt: bool) -> crate::Result<bool> {
-        match current {
-            Some(o) if o.same_claim(wanted) => Ok(false),
-            Some(o) => Err(BackendError::NotOwned { what: what.to_string(), detail: format!("claimed by {o}") }),
-            None if adopt => Ok(true),
-            None => {
+        match crate::ledger::judge(current.as_ref(), wanted) {
+            crate::ledger::Verdict::Ours => Ok(false),
+            crate::ledger::Verdict::Taken(o) => {
+                Err(BackendError::NotOwned { what: what.to_string(), detail: format!("claimed by {o}") })
+            }
+            crate::ledger::Verdict::Free if adopt => Ok(true),
+            crate::ledger::Verdict::Free => {
                 Err(BackendError::NotOwned { what: what.to_string(), detail: "created outside the operator".into() })
             }
         }
@@ -78,7 +126,7 @@ impl Owner {
 
 impl fmt::Display for Owner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
+        write!(f, "{} {}/{}", self.kind.as_str(), self.namespace, self.name)
     }
 }
 

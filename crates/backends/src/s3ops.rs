@@ -18,7 +18,7 @@ use aws_sdk_s3::{
 
 use crate::{
     BackendError, Result, SecretString,
-    markers::{MarkerKind, MarkerStore},
+    ledger::{Ledger, Subject, Verdict, judge, refuse_taken},
     model::{BucketDeletion, BucketInfo, BucketSpec, Change, Owner, Versioning},
 };
 
@@ -197,7 +197,7 @@ pub fn split_tags(tags: impl IntoIterator<Item = (String, String)>) -> (Option<O
         }
     }
     let owner = match (namespace, name) {
-        (Some(namespace), Some(name)) => Some(Owner { namespace, name, uid: uid.unwrap_or_default() }),
+        (Some(namespace), Some(name)) => Some(Owner::s3bucket(namespace, name, uid.unwrap_or_default())),
         _ => None,
     };
     (owner, user)
@@ -479,7 +479,7 @@ pub async fn ensure_tagged_bucket(
     spec: &BucketSpec,
     adopt: bool,
     versioning: &dyn VersioningSource,
-    claims: Option<&MarkerStore>,
+    claims: Option<&Ledger>,
 ) -> Result<Change> {
     let name = spec.name.as_str();
     let what = format!("bucket {name}");
@@ -502,8 +502,11 @@ pub async fn ensure_tagged_bucket(
             get_tags(s3, backend, name).await?
         }
     };
+    // Tags naming this claim answer a converged resync without reading the ledger.
     let adopting = match claims {
-        Some(claims) if current_owner.is_none() && interrupted_creation(s3, backend, claims, spec).await? => true,
+        Some(claims) if !current_owner.as_ref().is_some_and(|o| o.same_claim(&spec.owner)) => {
+            judge_existing(s3, backend, claims, spec, &current_owner, adopt).await?
+        }
         _ => Owner::check_claim(&what, &current_owner, &spec.owner, adopt)?,
     };
     let mut change = Change::Unchanged;
@@ -533,24 +536,15 @@ async fn create_claimed_bucket(
     s3: &Client,
     backend: &'static str,
     spec: &BucketSpec,
-    claims: Option<&MarkerStore>,
+    claims: Option<&Ledger>,
 ) -> Result<bool> {
     let name = spec.name.as_str();
     let what = format!("bucket {name}");
-    let mut wrote_claim = false;
-    if let Some(claims) = claims {
-        // A marker without a bucket (removed behind our back) still names its claim.
-        match claims.owner(MarkerKind::Bucket, name).await? {
-            Some(o) if !o.same_claim(&spec.owner) => {
-                return Err(BackendError::NotOwned { what, detail: format!("claimed by {o}") });
-            }
-            Some(_) => {}
-            None => {
-                claims.write(MarkerKind::Bucket, name, &spec.owner, Vec::new(), || claims.create_bucket()).await?;
-                wrote_claim = true;
-            }
-        }
-    }
+    // A claim without a bucket (removed behind our back) still names its holder.
+    let wrote_claim = match claims {
+        Some(claims) => claims.claim(Subject::Bucket, name, &spec.owner, || claims.create_bucket()).await?,
+        None => false,
+    };
     // LocationConstraint outside us-east-1 comes from the client's region.
     match create_bucket(s3, backend, name, spec.object_lock).await {
         Ok(()) => {
@@ -570,9 +564,9 @@ async fn create_claimed_bucket(
         }
         Err(BackendError::Conflict { .. }) if wrote_claim => {
             // Someone else created it between our check and our create: not ours, and the
-            // marker must not say it is.
+            // ledger must not say it is.
             if let Some(claims) = claims {
-                claims.delete(MarkerKind::Bucket, name).await?;
+                claims.release_own(Subject::Bucket, name, &spec.owner).await?;
             }
             Err(BackendError::NotOwned { what, detail: "created outside the operator".into() })
         }
@@ -583,17 +577,35 @@ async fn create_claimed_bucket(
     }
 }
 
-/// True when an untagged bucket is our own creation cut before its tags were written: its
-/// marker names this claim and nobody has written to it (only an administrator could have,
-/// since no user is granted a bucket before it is tagged).
-async fn interrupted_creation(
+/// Judges an existing bucket whose tags do not name `spec.owner`, by the ledger: `Ok(true)`
+/// when its tags must be (re)written. The ledger's claim wins over tags (a user owning a bucket
+/// may edit its tags on some stores). Held by us and untagged: our own creation cut before its
+/// tags, taken up only while nobody has written to it (only an administrator could have, since
+/// no user is granted a bucket before it is tagged). Free: the tags decide, with adoption.
+async fn judge_existing(
     s3: &Client,
     backend: &'static str,
-    claims: &MarkerStore,
+    claims: &Ledger,
     spec: &BucketSpec,
+    tagged: &Option<Owner>,
+    adopt: bool,
 ) -> Result<bool> {
-    let ours = claims.owner(MarkerKind::Bucket, &spec.name).await?.is_some_and(|o| o.same_claim(&spec.owner));
-    Ok(ours && count_objects(s3, backend, &spec.name, 1).await? == 0)
+    let name = spec.name.as_str();
+    let what = format!("bucket {name}");
+    let verdict = judge(claims.holder(Subject::Bucket, name).await?.as_ref(), &spec.owner);
+    refuse_taken(Subject::Bucket, name, &verdict)?;
+    match verdict {
+        Verdict::Ours if tagged.is_some() => Ok(true),
+        Verdict::Ours if count_objects(s3, backend, name, 1).await? == 0 => Ok(true),
+        Verdict::Ours => Err(BackendError::NotOwned { what, detail: "created outside the operator".into() }),
+        _ => {
+            let adopting = Owner::check_claim(&what, tagged, &spec.owner, adopt)?;
+            if adopting {
+                claims.claim(Subject::Bucket, name, &spec.owner, || claims.create_bucket()).await?;
+            }
+            Ok(adopting)
+        }
+    }
 }
 
 /// Deletes a bucket of a versioning store: without `force` a bucket holding any version or
@@ -604,7 +616,7 @@ pub async fn delete_bucket_checked(
     name: &str,
     force: bool,
     limit: u64,
-    claims: Option<&MarkerStore>,
+    claims: Option<&Ledger>,
 ) -> Result<BucketDeletion> {
     let deletion = if bucket_exists(s3, backend, name).await? {
         if force {
@@ -621,7 +633,7 @@ pub async fn delete_bucket_checked(
     };
     // The claim recorded at creation (see ensure_tagged_bucket) goes with the bucket.
     if let Some(claims) = claims {
-        claims.delete(MarkerKind::Bucket, name).await?;
+        claims.release(Subject::Bucket, name).await?;
     }
     Ok(deletion)
 }
@@ -633,7 +645,7 @@ mod tests {
 
     #[test]
     fn marker_tags_round_trip_and_cannot_be_forged() {
-        let owner = Owner { namespace: "ns".into(), name: "b".into(), uid: "u-1".into() };
+        let owner = Owner::s3bucket("ns", "b", "u-1");
         let mut tags = BTreeMap::from([("team".to_string(), "payments".to_string())]);
         tags.insert(TAG_NAMESPACE.to_string(), "evil".to_string());
         let all = merge_tags(&owner, &tags);

@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Backend, BackendError, Result, SecretString,
-    compat::{AccountState, ClaimKind, CompatAccount, CompatStore},
+    compat::{AccountState, CompatAccount, CompatStore},
     http::{self, encode},
-    markers::{MarkerKind, MarkerStore},
+    ledger::{Ledger, Subject},
     model::{
         BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner,
         Permission, UserInfo, UserSpec,
@@ -60,7 +60,7 @@ pub struct VersityGwConfig {
 pub struct VersityGw {
     s3: Client,
     http: reqwest::Client,
-    markers: MarkerStore,
+    markers: Ledger,
     config: VersityGwConfig,
     // The gateway answers "does this account exist" and "who owns this bucket" only with a
     // list of everything: shared snapshots keep a resync of N objects at a few lists, not N.
@@ -155,7 +155,7 @@ impl VersityGw {
     pub fn new(config: VersityGwConfig) -> Result<Self> {
         let s3 = s3ops::client(&config.endpoint, &config.region, &config.access_key, &config.secret_key);
         let http = http::client(BACKEND)?;
-        let markers = MarkerStore::new(s3.clone(), BACKEND, config.marker_bucket.clone());
+        let markers = Ledger::new(s3.clone(), BACKEND, config.marker_bucket.clone(), true);
         Ok(Self {
             s3,
             http,
@@ -273,16 +273,20 @@ impl VersityGw {
     }
 
     async fn read_marker(&self, user: &str) -> Result<Option<Owner>> {
-        self.markers.owner(MarkerKind::User, user).await
+        self.markers.holder(Subject::User, user).await
     }
 
-    async fn write_marker(&self, user: &str, owner: &Owner) -> Result<()> {
-        // The first marker ever makes the marker bucket, owned by the admin account.
-        self.markers.write(MarkerKind::User, user, owner, Vec::new(), || self.markers.create_bucket()).await
+    /// Claims the user (or compatibility account) name in the ledger; see [`Ledger::claim`].
+    async fn claim_marker(&self, subject: Subject, name: &str, owner: &Owner) -> Result<bool> {
+        // The first claim ever makes the ledger's bucket, owned by the admin account.
+        self.markers.claim(subject, name, owner, || self.markers.create_bucket()).await
     }
 
-    async fn delete_marker(&self, user: &str) -> Result<()> {
-        self.markers.delete(MarkerKind::User, user).await
+    /// Why an existing account is privileged: any role but `user`.
+    async fn account_privilege(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.accounts().await?.into_iter().find(|a| a.access == name).and_then(|a| {
+            (a.role != "user").then(|| format!("role {}", if a.role.is_empty() { "unset" } else { a.role.as_str() }))
+        }))
     }
 }
 
@@ -389,21 +393,18 @@ impl Backend for VersityGw {
         let marker = self.read_marker(name).await?;
         if self.account_exists(name).await? {
             if Owner::check_claim(&what, &marker, &spec.owner, adopt)? {
-                self.write_marker(name, &spec.owner).await?;
+                // Adoption never reaches a privileged account.
+                if let Some(why) = self.account_privilege(name).await? {
+                    return Err(BackendError::NotOwned { what, detail: format!("a privileged account ({why})") });
+                }
+                self.claim_marker(Subject::User, name, &spec.owner).await?;
                 return Ok(Change::Updated);
             }
             return Ok(Change::Unchanged);
         }
-        // A marker without an account (deleted behind our back) still names the claim.
-        if let Some(o) = &marker
-            && !o.same_claim(&spec.owner)
-        {
-            return Err(BackendError::NotOwned { what, detail: format!("claimed by {o}") });
-        }
-        // Marker first: an account without a marker would look foreign for ever.
-        if marker.is_none() {
-            self.write_marker(name, &spec.owner).await?;
-        }
+        // A claim without an account (deleted behind our back) still names its holder; the
+        // claim comes first, so an account without one would look foreign for ever.
+        let claimed = self.claim_marker(Subject::User, name, &spec.owner).await?;
         // The account needs a secret; this one is kept nowhere, so the user has no usable
         // key until create_key sets one.
         let secret = http::generate_secret(BACKEND)?;
@@ -416,8 +417,8 @@ impl Backend for VersityGw {
             }
             Err(BackendError::Conflict { .. }) => {
                 // Someone else created it between our list and create: not ours.
-                if marker.is_none() {
-                    self.delete_marker(name).await?;
+                if claimed {
+                    self.markers.release_own(Subject::User, name, &spec.owner).await?;
                 }
                 Err(BackendError::NotOwned { what, detail: "created outside the operator".into() })
             }
@@ -494,6 +495,10 @@ impl Backend for VersityGw {
         Ok(self)
     }
 
+    async fn holder(&self, subject: Subject, name: &str) -> Result<Option<Owner>> {
+        self.markers.holder(subject, name).await
+    }
+
     async fn delete_user(&self, name: &str) -> Result<()> {
         // Buckets keep their owner's name after the account goes: hand them back first, so a
         // later account of the same name does not inherit them.
@@ -506,7 +511,7 @@ impl Backend for VersityGw {
         // 200 even when the account does not exist.
         self.admin(&format!("/delete-user?access={}", encode(name)), Vec::new(), &format!("user {name}")).await?;
         self.account_changed(name, false);
-        self.delete_marker(name).await
+        self.markers.release(Subject::User, name).await
     }
 }
 
@@ -584,12 +589,12 @@ impl CompatStore for VersityGw {
         self.change_owner(bucket, owner).await
     }
 
-    async fn claim(&self, kind: ClaimKind, name: &str) -> Result<Option<Owner>> {
-        self.markers.claim(kind, name).await
+    async fn privileged(&self, access_key: &str) -> Result<Option<String>> {
+        self.account_privilege(access_key).await
     }
 
-    async fn write_claim(&self, kind: ClaimKind, name: &str, owner: &Owner) -> Result<()> {
-        self.markers.write_claim(kind, name, owner, || self.markers.create_bucket()).await
+    async fn claim(&self, subject: Subject, name: &str, owner: &Owner) -> Result<bool> {
+        self.claim_marker(subject, name, owner).await
     }
 }
 

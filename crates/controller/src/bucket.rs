@@ -8,6 +8,7 @@ use kube::{
     runtime::{
         controller::Action,
         finalizer::{Event as FinalizerEvent, finalizer},
+        reflector::ObjectRef,
     },
 };
 use s3op_api::{
@@ -46,7 +47,7 @@ pub async fn reconcile(obj: Arc<S3Bucket>, ctx: Arc<Context>) -> Result<Action> 
 
 /// The claim an S3Bucket makes on the store.
 pub fn owner_of(obj: &S3Bucket) -> Owner {
-    Owner { namespace: obj.namespace().unwrap_or_default(), name: obj.name_any(), uid: obj.uid().unwrap_or_default() }
+    Owner::s3bucket(obj.namespace().unwrap_or_default(), obj.name_any(), obj.uid().unwrap_or_default())
 }
 
 /// The bucket name an S3Bucket asks for: `spec.bucketName` or the default, checked against the
@@ -173,6 +174,8 @@ async fn apply(obj: &S3Bucket, ctx: &Context) -> Result<Action> {
             if change == Change::Created {
                 let existed = obj.status.as_ref().is_some_and(|s| s.bucket_name.as_deref() == Some(spec.name.as_str()));
                 let (reason, note) = if existed {
+                    // Closed only at shutdown, when nobody needs the users woken any more.
+                    let _ = ctx.recreated_buckets.unbounded_send(ObjectRef::from_obj(obj));
                     ("Recreated", format!("bucket {} was missing on the store and has been created again", spec.name))
                 } else {
                     ("Created", format!("bucket {} created", spec.name))
@@ -262,7 +265,7 @@ mod tests {
         };
         let d = desired(&obj(spec)).unwrap();
         assert_eq!(d.name, "team-a-backups", "default name is <namespace>-<name>");
-        assert_eq!(d.owner, Owner { namespace: "team-a".into(), name: "backups".into(), uid: "uid-1".into() });
+        assert_eq!(d.owner, Owner::s3bucket("team-a", "backups", "uid-1"));
         assert_eq!(d.versioning, Some(s3op_backends::Versioning::Enabled));
         assert_eq!(d.quota, Some(Quota { max_size_bytes: Some(10 << 30), max_objects: Some(5) }));
         assert_eq!(d.tags.get("team").map(String::as_str), Some("payments"));

@@ -89,6 +89,9 @@ pub struct Context {
     pub buckets: Store<S3Bucket>,
     /// Credentials Secrets just written by the operator, whose watch events wake nobody.
     pub own_secret_writes: Arc<crate::triggers::OwnWrites>,
+    /// S3Buckets whose bucket was created again on the store (removed behind the operator's
+    /// back): their users are reconciled at once, so their grants come back in the same pass.
+    pub recreated_buckets: futures::channel::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<S3Bucket>>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -104,7 +107,8 @@ const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
 
 impl Context {
-    /// A context; `buckets` is the bucket controller's store.
+    /// A context; `buckets` is the bucket controller's store. Also returns the receiving end
+    /// of [`Context::recreated_buckets`].
     pub fn new(
         client: Client,
         backend: Arc<dyn Backend>,
@@ -113,8 +117,9 @@ impl Context {
         metrics: Arc<Metrics>,
         buckets: Store<S3Bucket>,
         own_secret_writes: Arc<crate::triggers::OwnWrites>,
-    ) -> Self {
-        Self {
+    ) -> (Self, futures::channel::mpsc::UnboundedReceiver<kube::runtime::reflector::ObjectRef<S3Bucket>>) {
+        let (recreated_buckets, recreated) = futures::channel::mpsc::unbounded();
+        let ctx = Self {
             client,
             backend,
             config,
@@ -122,8 +127,10 @@ impl Context {
             metrics,
             buckets,
             own_secret_writes,
+            recreated_buckets,
             failures: Mutex::new(HashMap::new()),
-        }
+        };
+        (ctx, recreated)
     }
 
     /// When to look again at a converged object: the resync interval, jittered by ±10% so

@@ -6,8 +6,7 @@ use std::{future::Future, sync::Arc, time::Instant};
 use async_trait::async_trait;
 use s3op_backends::{
     Backend, BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, CompatAccount, CompatStore,
-    Credentials, Grant, Owner, Result, UserInfo, UserSpec,
-    compat::{AccountState, ClaimKind},
+    Credentials, Grant, Owner, Result, UserInfo, UserSpec, compat::AccountState, ledger::Subject,
 };
 
 use crate::metrics::Metrics;
@@ -106,6 +105,10 @@ impl Backend for MeteredBackend {
     fn compat(&self) -> Result<&dyn CompatStore> {
         self.inner.compat().map(|_| self as &dyn CompatStore)
     }
+
+    async fn holder(&self, subject: Subject, name: &str) -> Result<Option<Owner>> {
+        self.call("holder", self.inner.holder(subject, name), |_| false).await
+    }
 }
 
 /// Compatibility calls are metered like the others, under `compat_*` operation names.
@@ -144,12 +147,12 @@ impl CompatStore for MeteredBackend {
         self.call("compat_change_bucket_owner", inner.change_bucket_owner(bucket, owner, previous), |_| true).await
     }
 
-    async fn claim(&self, kind: ClaimKind, name: &str) -> Result<Option<Owner>> {
-        self.call("compat_claim", self.inner.compat()?.claim(kind, name), |_| false).await
+    async fn privileged(&self, access_key: &str) -> Result<Option<String>> {
+        self.call("compat_privileged", self.inner.compat()?.privileged(access_key), |_| false).await
     }
 
-    async fn write_claim(&self, kind: ClaimKind, name: &str, owner: &Owner) -> Result<()> {
-        self.call("compat_write_claim", self.inner.compat()?.write_claim(kind, name, owner), |_| true).await
+    async fn claim(&self, subject: Subject, name: &str, owner: &Owner) -> Result<bool> {
+        self.call("compat_claim", self.inner.compat()?.claim(subject, name, owner), |claimed| *claimed).await
     }
 }
 
@@ -164,7 +167,7 @@ mod tests {
     fn spec() -> BucketSpec {
         BucketSpec {
             name: "b1".into(),
-            owner: Owner { namespace: "ns".into(), name: "b1".into(), uid: "u1".into() },
+            owner: Owner::s3bucket("ns", "b1", "u1"),
             versioning: None,
             object_lock: false,
             tags: BTreeMap::new(),

@@ -113,7 +113,7 @@ pub async fn run(
     .with_config(controller_config.clone())
     .graceful_shutdown_on(stopped());
     let own_secret_writes = Arc::new(triggers::OwnWrites::default());
-    let ctx = Arc::new(Context::new(
+    let (ctx, recreated_rx) = Context::new(
         client.clone(),
         backend,
         config.clone(),
@@ -121,13 +121,15 @@ pub async fn run(
         metrics.clone(),
         bucket_store.clone(),
         own_secret_writes.clone(),
-    ));
+    );
+    let ctx = Arc::new(ctx);
 
     let mut work: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     if config.crd_mode {
         let (user_store, user_writer) = reflector::store::<S3User>();
         let secrets_wc = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
         let users_for_bucket = user_store.clone();
+        let users_of_recreated = user_store.clone();
         let users = Controller::for_stream(
             triggers::spec_changes(scoped::<S3User>(&client, &config), wc, user_writer),
             user_store.clone(),
@@ -145,6 +147,17 @@ pub async fn run(
                 .map(|u| ObjectRef::from_obj(u.as_ref()))
                 .collect::<Vec<_>>()
         })
+        // A bucket made again on the store has lost its grants there (VersityGW hands it to the
+        // admin account): its users put them back now, not at their next resync.
+        .reconcile_on(recreated_rx.flat_map(move |b: ObjectRef<S3Bucket>| {
+            let users = users_of_recreated
+                .state()
+                .into_iter()
+                .filter(|u| u.namespace() == b.namespace && u.spec.access.iter().any(|a| a.bucket == b.name))
+                .map(|u| ObjectRef::from_obj(u.as_ref()))
+                .collect::<Vec<_>>();
+            futures::stream::iter(users)
+        }))
         .graceful_shutdown_on(stopped());
 
         tokio::spawn(mark_synced(bucket_store.clone(), readiness.clone(), bucket::KIND));

@@ -54,6 +54,13 @@ pub fn is_ready(conditions: &[Condition]) -> bool {
     ready_condition(conditions).is_some_and(|c| c.status == "True")
 }
 
+/// True when `conditions` say Ready=True for `generation`: a Ready condition left from an
+/// earlier spec (or written by hand without the generation) does not count.
+pub fn is_ready_at(conditions: &[Condition], generation: Option<i64>) -> bool {
+    ready_condition(conditions)
+        .is_some_and(|c| c.status == "True" && generation.is_some_and(|g| c.observed_generation == Some(g)))
+}
+
 /// The conditions to write: `previous` with Ready replaced by `readiness`, keeping its
 /// `lastTransitionTime` unless the status flips.
 pub fn with_ready(previous: &[Condition], readiness: &Readiness, generation: Option<i64>) -> Vec<Condition> {

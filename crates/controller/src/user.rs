@@ -22,14 +22,14 @@ use s3op_api::{
     ConditionReason, FIELD_MANAGER, FINALIZER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Permission, S3Bucket, S3User,
     S3UserStatus, naming::default_user_name, secret_keys, validate_user_name,
 };
-use s3op_backends::{BackendError, Change, Credentials, Grant, Owner, SecretString, UserSpec};
+use s3op_backends::{BackendError, Change, Credentials, Grant, Owner, SecretString, UserSpec, ledger::Subject};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    bucket::readiness_of,
+    bucket::{bucket_name_of, readiness_of},
     context::{Context, Error, Result, finalizer_write},
     metrics::API_WRITE_SECRET,
-    status::{Readiness, is_ready, ready_condition, with_ready},
+    status::{Readiness, is_ready_at, ready_condition, with_ready},
 };
 
 /// Kind name, for metrics and logs.
@@ -61,7 +61,7 @@ pub async fn reconcile(obj: Arc<S3User>, ctx: Arc<Context>) -> Result<Action> {
 
 /// The claim an S3User makes on the store.
 pub fn owner_of(obj: &S3User) -> Owner {
-    Owner { namespace: obj.namespace().unwrap_or_default(), name: obj.name_any(), uid: obj.uid().unwrap_or_default() }
+    Owner::s3user(obj.namespace().unwrap_or_default(), obj.name_any(), obj.uid().unwrap_or_default())
 }
 
 /// The user name on the store: `spec.userName` or the default, checked.
@@ -110,9 +110,12 @@ struct Waiting {
     only_new: bool,
 }
 
-/// The grants the S3User asks for, resolved through the S3Buckets of its namespace; or what
-/// it is waiting for.
-fn resolve_grants(obj: &S3User, ctx: &Context) -> Result<Vec<Grant>, Waiting> {
+/// The grants the S3User asks for, resolved through the S3Buckets of its namespace, each with
+/// the S3Bucket it comes from; or what it is waiting for. The bucket name comes from the
+/// S3Bucket's spec, never its status (which a tenant allowed to write status could forge), and
+/// a bucket counts only when Ready for its current generation. The ledger has the last word
+/// before a grant is written (see `verify_grants`).
+fn resolve_grants(obj: &S3User, ctx: &Context) -> Result<Vec<(String, Grant)>, Waiting> {
     let namespace = obj.namespace().unwrap_or_default();
     let mut grants = Vec::new();
     let mut waiting = Waiting { buckets: Vec::new(), only_new: true };
@@ -120,19 +123,22 @@ fn resolve_grants(obj: &S3User, ctx: &Context) -> Result<Vec<Grant>, Waiting> {
         let found = ctx.buckets.get(&ObjectRef::<S3Bucket>::new(&access.bucket).within(&namespace));
         let ready_name = found.as_ref().and_then(|b| {
             let status = b.status.as_ref()?;
-            if b.meta().deletion_timestamp.is_some() || !is_ready(&status.conditions) {
+            if b.meta().deletion_timestamp.is_some() || !is_ready_at(&status.conditions, b.metadata.generation) {
                 return None;
             }
-            status.bucket_name.clone()
+            bucket_name_of(b).ok()
         });
         match (found, ready_name) {
-            (_, Some(bucket)) => grants.push(Grant {
-                bucket,
-                permission: match access.permission {
-                    Permission::ReadWrite => s3op_backends::Permission::ReadWrite,
-                    Permission::ReadOnly => s3op_backends::Permission::ReadOnly,
+            (_, Some(bucket)) => grants.push((
+                access.bucket.clone(),
+                Grant {
+                    bucket,
+                    permission: match access.permission {
+                        Permission::ReadWrite => s3op_backends::Permission::ReadWrite,
+                        Permission::ReadOnly => s3op_backends::Permission::ReadOnly,
+                    },
                 },
-            }),
+            )),
             (Some(b), None) => {
                 let new = b.meta().deletion_timestamp.is_none()
                     && b.status.as_ref().is_none_or(|s| ready_condition(&s.conditions).is_none());
@@ -148,8 +154,31 @@ fn resolve_grants(obj: &S3User, ctx: &Context) -> Result<Vec<Grant>, Waiting> {
     if !waiting.buckets.is_empty() {
         return Err(waiting);
     }
-    grants.sort();
+    grants.sort_by(|a, b| a.1.cmp(&b.1));
     Ok(grants)
+}
+
+/// Refuses a grant on a bucket the ledger does not give to the named S3Bucket of the user's
+/// namespace: whatever any status says, a user is only ever granted its own namespace's buckets.
+async fn verify_grants(ctx: &Context, namespace: &str, grants: &[(String, Grant)]) -> Result<(), BackendError> {
+    for (s3bucket, grant) in grants {
+        let mut holder = ctx.backend.holder(Subject::Bucket, &grant.bucket).await?;
+        if holder.is_none() {
+            // Buckets made before the ledger recorded buckets carry their claim only as tags.
+            holder = ctx.backend.describe_bucket(&grant.bucket).await?.and_then(|b| b.owner);
+        }
+        let wanted = Owner::s3bucket(namespace, s3bucket.as_str(), "");
+        if !holder.as_ref().is_some_and(|h| h.same_claim(&wanted)) {
+            return Err(BackendError::NotOwned {
+                what: format!("bucket {}", grant.bucket),
+                detail: format!(
+                    "not held by {wanted} in the ownership ledger ({}), so it is granted to nobody through it",
+                    holder.map_or_else(|| "no claim".to_string(), |h| format!("claimed by {h}"))
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Writes status for `readiness`, with a Warning event when it turns into a problem.
@@ -270,7 +299,7 @@ async fn apply(obj: &S3User, ctx: &Context) -> Result<Action> {
     // missing and a converged user would warn BucketNotReady for nothing (a restart with 1,000
     // Garage pairs did so for 17 users). Only a dropped store, at shutdown, ends the wait early.
     let _ = crate::run::wait_synced(&ctx.buckets).await;
-    let grants = match resolve_grants(obj, ctx) {
+    let resolved = match resolve_grants(obj, ctx) {
         Ok(g) => g,
         Err(waiting) => {
             let message = format!("waiting for S3Bucket {}", waiting.buckets.join(", "));
@@ -286,6 +315,7 @@ async fn apply(obj: &S3User, ctx: &Context) -> Result<Action> {
             return Ok(ctx.resync());
         }
     };
+    let grants: Vec<Grant> = resolved.iter().map(|(_, g)| g.clone()).collect();
     let namespace = obj.namespace().unwrap_or_default();
     let secret_name = secret_name_of(obj);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -336,10 +366,14 @@ async fn apply(obj: &S3User, ctx: &Context) -> Result<Action> {
     // Grants are written only when the store's differ.
     let mut have = info.grants.clone();
     have.sort();
-    if have != grants
-        && let Err(e) = ctx.backend.set_grants(&user, &grants).await
-    {
-        return backend_failed(obj, ctx, &user, e).await;
+    if have != grants {
+        let written = match verify_grants(ctx, &namespace, &resolved).await {
+            Ok(()) => ctx.backend.set_grants(&user, &grants).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            return backend_failed(obj, ctx, &user, e).await;
+        }
     }
 
     // Keep the Secret's key while it is intact and the store still has it; a re-created user

@@ -24,9 +24,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
     Backend, BackendError, Result, SecretString,
-    compat::{AccountState, ClaimKind, CompatAccount, CompatStore},
+    compat::{AccountState, CompatAccount, CompatStore},
     http::{self, encode},
-    markers::{MarkerKind, MarkerStore},
+    ledger::{Ledger, Subject},
     model::{
         BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner,
         Permission, Quota, UserInfo, UserSpec,
@@ -70,7 +70,7 @@ pub struct MinioConfig {
 pub struct Minio {
     s3: Client,
     http: reqwest::Client,
-    markers: MarkerStore,
+    markers: Ledger,
     config: MinioConfig,
     // Every key list MinIO sends is madmin-encrypted, and each decryption is an Argon2id
     // derivation (64 MiB, tens of ms of CPU). One bulk list of every user's keys, shared by the
@@ -249,8 +249,11 @@ fn policy_name(user: &str) -> String {
 // and bucket names never hold an underscore (Kubernetes and S3 naming), so the two sets of
 // policy names cannot meet.
 fn compat_policy_name(bucket: &str) -> String {
-    format!("s3op_compat_{bucket}")
+    format!("{COMPAT_POLICY_PREFIX}{bucket}")
 }
+
+/// What every compatibility policy's name starts with.
+const COMPAT_POLICY_PREFIX: &str = "s3op_compat_";
 
 /// Reply of `idp/builtin/policy-entities` (encrypted): who each asked policy is attached to.
 #[derive(Deserialize, Default)]
@@ -308,7 +311,7 @@ impl Minio {
     pub fn new(config: MinioConfig) -> Result<Self> {
         let s3 = s3ops::client(&config.endpoint, &config.region, &config.access_key, &config.secret_key);
         let http = http::client(BACKEND)?;
-        let markers = MarkerStore::new(s3.clone(), BACKEND, config.marker_bucket.clone());
+        let markers = Ledger::new(s3.clone(), BACKEND, config.marker_bucket.clone(), true);
         Ok(Self {
             s3,
             http,
@@ -599,16 +602,24 @@ impl Minio {
     }
 
     async fn read_marker(&self, user: &str) -> Result<Option<Owner>> {
-        self.markers.owner(MarkerKind::User, user).await
+        self.markers.holder(Subject::User, user).await
     }
 
-    async fn write_marker(&self, user: &str, owner: &Owner) -> Result<()> {
-        // The first marker ever makes the marker bucket, owned by the admin account.
-        self.markers.write(MarkerKind::User, user, owner, Vec::new(), || self.markers.create_bucket()).await
+    /// Claims the user (or compatibility account) name in the ledger; see [`Ledger::claim`].
+    async fn claim_marker(&self, subject: Subject, name: &str, owner: &Owner) -> Result<bool> {
+        // The first claim ever makes the ledger's bucket, owned by the admin account.
+        self.markers.claim(subject, name, owner, || self.markers.create_bucket()).await
     }
 
-    async fn delete_marker(&self, user: &str) -> Result<()> {
-        self.markers.delete(MarkerKind::User, user).await
+    /// Why an existing user is privileged: it holds a policy the operator did not write.
+    async fn user_privilege(&self, user: &str) -> Result<Option<String>> {
+        let Some(info) = self.user_info(user).await? else { return Ok(None) };
+        let ours = policy_name(user);
+        Ok(info
+            .policies()
+            .into_iter()
+            .find(|p| *p != ours && !p.starts_with(COMPAT_POLICY_PREFIX))
+            .map(|p| format!("holds policy {p}, not written by this operator")))
     }
 
     /// The users a canned policy is attached to (none when the policy does not exist).
@@ -735,21 +746,18 @@ impl Backend for Minio {
         let marker = self.read_marker(name).await?;
         if self.user_info(name).await?.is_some() {
             if Owner::check_claim(&what, &marker, &spec.owner, adopt)? {
-                self.write_marker(name, &spec.owner).await?;
+                // Adoption never reaches a privileged user.
+                if let Some(why) = self.user_privilege(name).await? {
+                    return Err(BackendError::NotOwned { what, detail: format!("a privileged user ({why})") });
+                }
+                self.claim_marker(Subject::User, name, &spec.owner).await?;
                 return Ok(Change::Updated);
             }
             return Ok(Change::Unchanged);
         }
-        // A marker without a user (deleted behind our back) still names the claim.
-        if let Some(o) = &marker
-            && !o.same_claim(&spec.owner)
-        {
-            return Err(BackendError::NotOwned { what, detail: format!("claimed by {o}") });
-        }
-        // Marker first: a user without a marker would look foreign for ever.
-        if marker.is_none() {
-            self.write_marker(name, &spec.owner).await?;
-        }
+        // A claim without a user (deleted behind our back) still names its holder; the claim
+        // comes first, so a user without one would look foreign for ever.
+        self.claim_marker(Subject::User, name, &spec.owner).await?;
         // The user's own secret is kept nowhere: applications get service accounts.
         let secret = http::generate_secret(BACKEND)?;
         self.add_user(name, &secret).await?;
@@ -845,6 +853,10 @@ impl Backend for Minio {
         Ok(self)
     }
 
+    async fn holder(&self, subject: Subject, name: &str) -> Result<Option<Owner>> {
+        self.markers.holder(subject, name).await
+    }
+
     async fn delete_user(&self, name: &str) -> Result<()> {
         for key in self.service_accounts(name).await? {
             self.delete_service_account(name, &key).await?;
@@ -863,7 +875,7 @@ impl Backend for Minio {
         if !(answer.status == 404 || answer.code() == "XMinioAdminNoSuchUser") {
             answer.into_result("remove-user", &what)?;
         }
-        self.delete_marker(name).await
+        self.markers.release(Subject::User, name).await
     }
 }
 
@@ -951,12 +963,12 @@ impl CompatStore for Minio {
         Ok(())
     }
 
-    async fn claim(&self, kind: ClaimKind, name: &str) -> Result<Option<Owner>> {
-        self.markers.claim(kind, name).await
+    async fn privileged(&self, access_key: &str) -> Result<Option<String>> {
+        self.user_privilege(access_key).await
     }
 
-    async fn write_claim(&self, kind: ClaimKind, name: &str, owner: &Owner) -> Result<()> {
-        self.markers.write_claim(kind, name, owner, || self.markers.create_bucket()).await
+    async fn claim(&self, subject: Subject, name: &str, owner: &Owner) -> Result<bool> {
+        self.claim_marker(subject, name, owner).await
     }
 }
 

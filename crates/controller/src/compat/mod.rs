@@ -158,7 +158,9 @@ async fn handle(secret: &Secret, key: &str, compat: &Compat) -> Result<Action> {
         return Ok(Action::await_change());
     }
     let role = &request.account.role;
-    if !config.compat_allowed_roles.iter().any(|r| r.trim().eq_ignore_ascii_case(role)) {
+    // Compared exactly: the store takes roles as written, so `Admin` or ` user` must not slip
+    // through as something the allow-list did not name.
+    if !config.compat_allowed_roles.iter().any(|r| r == role) {
         let allowed = config.compat_allowed_roles.join(",");
         warn(
             "RoleRefused",
@@ -174,12 +176,17 @@ async fn handle(secret: &Secret, key: &str, compat: &Compat) -> Result<Action> {
             return Ok(ctx.resync());
         }
     };
-    let claimant = Owner {
-        namespace: secret.namespace().unwrap_or_default(),
-        name: secret.name_any(),
-        uid: secret.uid().unwrap_or_default(),
-    };
-    match s3op_backends::compat::provision(store, &claimant, &request.account, &request.bucket).await {
+    let claimant =
+        Owner::secret(secret.namespace().unwrap_or_default(), secret.name_any(), secret.uid().unwrap_or_default());
+    match s3op_backends::compat::provision(
+        store,
+        &claimant,
+        &request.account,
+        &request.bucket,
+        ctx.may_adopt(&claimant.namespace),
+    )
+    .await
+    {
         Ok(outcome) => {
             record(compat, &outcome);
             compat.legacy.secrets_processed.inc();
