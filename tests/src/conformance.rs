@@ -18,7 +18,7 @@ use aws_sdk_s3::{
 };
 use s3op_backends::{
     Backend, BackendError, BucketDeletion, BucketSpec, Capabilities, Change, Credentials, Grant, Owner, Permission,
-    Quota, UserSpec, Versioning, memory::MemoryBackend,
+    Quota, UserSpec, Versioning, ledger::Subject, memory::MemoryBackend,
 };
 
 use crate::stores::{Store, StoreKind, unique_name};
@@ -294,7 +294,7 @@ fn bucket_spec(name: &str, caps: &Capabilities, versioning: Option<Versioning>) 
 }
 
 fn user_spec(name: &str) -> UserSpec {
-    UserSpec { name: name.into(), owner: owner(name) }
+    UserSpec { name: name.into(), owner: Owner::s3user("conformance", name, format!("uid-{name}")) }
 }
 
 fn rw(bucket: &str) -> Grant {
@@ -333,7 +333,7 @@ pub async fn suite(b: &dyn Backend, probe: &Probe<'_>, prefix: &str) {
     let user = unique_name(&format!("{prefix}-user"));
     assert_eq!(b.ensure_user(&user_spec(&user), false).await.unwrap(), Change::Created, "{kind}");
     assert_eq!(b.ensure_user(&user_spec(&user), false).await.unwrap(), Change::Unchanged, "{kind}: second ensure_user");
-    assert_eq!(b.describe_user(&user).await.unwrap().unwrap().owner, Some(owner(&user)));
+    assert_eq!(b.describe_user(&user).await.unwrap().unwrap().owner, Some(user_spec(&user).owner));
 
     // A ReadWrite grant gives access to that bucket and no other.
     let key1 = b.create_key(&user, None).await.unwrap();
@@ -506,7 +506,10 @@ async fn foreign(b: &dyn Backend, probe: &Probe<'_>, caps: &Capabilities, prefix
     assert!(matches!(err, BackendError::NotOwned { .. }), "{kind}: {err}");
     assert_eq!(b.ensure_user(&user_spec(&their_user), true).await.unwrap(), Change::Updated, "{kind}: adopt user");
     assert_eq!(b.ensure_user(&user_spec(&their_user), false).await.unwrap(), Change::Unchanged, "{kind}");
-    let rival = UserSpec { owner: Owner { namespace: "rival".into(), ..owner(&their_user) }, ..user_spec(&their_user) };
+    let rival = UserSpec {
+        owner: Owner { namespace: "rival".into(), ..user_spec(&their_user).owner },
+        ..user_spec(&their_user)
+    };
     let err = b.ensure_user(&rival, true).await.unwrap_err();
     assert!(matches!(err, BackendError::NotOwned { .. }), "{kind}: adopt never overrides a user's claim: {err}");
     b.delete_user(&their_user).await.unwrap();
@@ -570,4 +573,81 @@ pub async fn outage_is_retryable_and_fast(store: &mut Store, b: &dyn Backend) {
     assert!(bucket_elapsed < Duration::from_secs(30) && user_elapsed < Duration::from_secs(30), "{kind}: too slow");
     store.restart().await.unwrap();
     b.health().await.unwrap();
+}
+
+/// One claimant's attempt in [`claims_race`]: a Secret claims through compatibility mode, an
+/// S3Bucket or S3User through `ensure_*`.
+async fn race_claim(b: &dyn Backend, subject: Subject, name: &str, owner: Owner) -> Result<(), BackendError> {
+    if owner.kind == s3op_backends::ClaimantKind::Secret {
+        return b.compat()?.claim(subject, name, &owner).await.map(|_| ());
+    }
+    match subject {
+        Subject::Bucket => {
+            let spec = BucketSpec {
+                name: name.to_string(),
+                owner,
+                versioning: None,
+                object_lock: false,
+                tags: Default::default(),
+                quota: None,
+            };
+            b.ensure_bucket(&spec, false).await.map(|_| ())
+        }
+        Subject::User => b.ensure_user(&UserSpec { name: name.to_string(), owner }, false).await.map(|_| ()),
+    }
+}
+
+/// Two namespaces racing for one new name, `rounds` times at once, through every pair of
+/// paths that claim: S3Bucket vs S3Bucket and S3Bucket vs compatibility Secret for buckets,
+/// S3User vs S3User and S3User vs Secret for users (Secrets where the store has compatibility
+/// mode). Each race ends with exactly one holder, the one whose call succeeded, and a bucket
+/// made by the CRD path is tagged for the holder.
+pub async fn claims_race(b: &dyn Backend, prefix: &str, rounds: usize) {
+    let kind = b.kind();
+    let compat = b.compat().is_ok();
+    let round = |i: usize| async move {
+        let name = unique_name(&format!("{prefix}-race{i}"));
+        let user = format!("{name}-u");
+        let a_bucket = Owner::s3bucket("race-a", format!("b{i}"), format!("uid-a{i}"));
+        let a_user = Owner::s3user("race-a", format!("u{i}"), format!("uid-a{i}"));
+        let (b_bucket, b_user) = if compat && i % 2 == 1 {
+            (Owner::secret("race-b", "s", "uid-s"), Owner::secret("race-b", "s", "uid-s"))
+        } else {
+            (
+                Owner::s3bucket("race-b", format!("b{i}"), format!("uid-b{i}")),
+                Owner::s3user("race-b", format!("u{i}"), format!("uid-b{i}")),
+            )
+        };
+        let (ra, rb) = tokio::join!(
+            race_claim(b, Subject::Bucket, &name, a_bucket.clone()),
+            race_claim(b, Subject::Bucket, &name, b_bucket.clone())
+        );
+        let (ua, ub) = tokio::join!(
+            race_claim(b, Subject::User, &user, a_user.clone()),
+            race_claim(b, Subject::User, &user, b_user.clone())
+        );
+        [(Subject::Bucket, name, ra, a_bucket, rb, b_bucket), (Subject::User, user, ua, a_user, ub, b_user)]
+    };
+    for races in futures::future::join_all((0..rounds).map(round)).await {
+        for (subject, name, ra, a, rb, bo) in races {
+            let winner = match (&ra, &rb) {
+                (Ok(()), Err(BackendError::NotOwned { .. })) => a,
+                (Err(BackendError::NotOwned { .. }), Ok(())) => bo,
+                other => panic!("{kind}: {name}: exactly one claimant must win: {other:?}"),
+            };
+            let holder = b.holder(subject, &name).await.unwrap();
+            assert!(
+                holder.as_ref().is_some_and(|h| h.same_claim(&winner)),
+                "{kind}: {name}: held by {holder:?}, won by {winner}"
+            );
+            if subject == Subject::Bucket
+                && let Some(info) = b.describe_bucket(&name).await.unwrap()
+            {
+                assert!(
+                    info.owner.is_none_or(|o| o.same_claim(&winner)),
+                    "{kind}: {name}: the bucket is tagged for another claimant than {winner}"
+                );
+            }
+        }
+    }
 }

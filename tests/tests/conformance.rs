@@ -12,7 +12,7 @@ use s3op_backends::{
     versitygw::{VersityGw, VersityGwConfig},
 };
 use s3op_tests::{
-    conformance::{Probe, latencies, outage_is_retryable_and_fast, suite},
+    conformance::{Probe, claims_race, latencies, outage_is_retryable_and_fast, suite},
     stores::{Store, StoreKind, unique_name},
 };
 
@@ -24,6 +24,7 @@ async fn start(kind: StoreKind) -> Store {
 async fn memory_conforms() {
     let m = MemoryBackend::new();
     suite(&m, &Probe::Memory(&m), "mem").await;
+    claims_race(&m, "mem", 20).await;
     m.set_down(true);
     let err = m.health().await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
@@ -46,6 +47,7 @@ async fn versitygw_conforms() {
     let b = versitygw(&store);
     suite(&b, &Probe::Store(&store), "vgw").await;
     latencies(&b, "vgw").await;
+    claims_race(&b, "vgw", 20).await;
 }
 
 #[tokio::test]
@@ -72,6 +74,7 @@ async fn minio_conforms() {
     let b = minio(&store);
     suite(&b, &Probe::Store(&store), "minio").await;
     latencies(&b, "minio").await;
+    claims_race(&b, "minio", 20).await;
 }
 
 #[tokio::test]
@@ -100,6 +103,7 @@ async fn garage_conforms() {
     let b = garage(&store);
     suite(&b, &Probe::Store(&store), "garage").await;
     latencies(&b, "garage").await;
+    claims_race(&b, "garage", 20).await;
 }
 
 /// A fresh store's first calls race to create the marker bucket. Garage grants our key on it
@@ -163,6 +167,7 @@ async fn aws_conforms() {
     let b = aws(&store).await;
     suite(&b, &Probe::Store(&store), "aws").await;
     latencies(&b, "aws").await;
+    claims_race(&b, "aws", 20).await;
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::{
     Backend, BackendError, Result, SecretString, http,
-    ledger::Subject,
+    ledger::{ClaimLocks, Subject},
     model::{
         BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, ClaimantKind, Credentials, Grant,
         Owner, UserInfo, UserSpec, Versioning,
@@ -67,6 +67,10 @@ pub struct Aws {
     region: String,
     credentials: Option<SharedCredentialsProvider>,
     http: reqwest::Client,
+    // CreateBucket in us-east-1 answers 200 for a bucket the account already owns, so two
+    // S3Buckets racing for one name would both "create" it and the later tags would win: the
+    // operator's own claims of one name are serialised instead (as the ledger's are).
+    claiming: ClaimLocks,
 }
 
 impl Aws {
@@ -119,6 +123,7 @@ impl Aws {
             credentials: sdk.credentials_provider(),
             region,
             http: http::client(BACKEND)?,
+            claiming: ClaimLocks::default(),
         })
     }
 
@@ -466,7 +471,10 @@ impl Backend for Aws {
     }
 
     async fn ensure_bucket(&self, spec: &BucketSpec, adopt: bool) -> Result<Change> {
-        let change = s3ops::ensure_tagged_bucket(&self.s3, BACKEND, spec, adopt, self, None).await?;
+        let change = {
+            let _one_at_a_time = self.claiming.lock(Subject::Bucket, &spec.name).await;
+            s3ops::ensure_tagged_bucket(&self.s3, BACKEND, spec, adopt, self, None).await?
+        };
         if spec.quota.is_some() {
             return Err(BackendError::Unsupported { backend: BACKEND, feature: "quota" });
         }

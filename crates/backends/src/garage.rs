@@ -26,8 +26,8 @@ use crate::{
 
 const BACKEND: &str = "garage";
 
-/// Whether Garage honours `If-None-Match: *` on PutObject (see [`Ledger::new`]): not assumed,
-/// so a claim is read back after it is written.
+/// Garage 2.5 ignores `If-None-Match: *` on PutObject (measured: four concurrent conditional
+/// writes of one key all succeed), so a claim is read back after it is written.
 const GARAGE_ATOMIC: bool = false;
 
 /// Objects counted before a bucket is reported non-empty (the count is only informative).
@@ -496,8 +496,7 @@ impl Garage {
     /// Claims a name in the ledger; see [`Ledger::claim`].
     async fn claim_marker(&self, subject: Subject, name: &str, owner: &Owner) -> Result<bool> {
         // No marker bucket yet, or our key is not allowed on it: fix that and retry.
-        self.read_marker(|| self.markers.holder(subject, name)).await?;
-        self.markers.claim(subject, name, owner, || self.ensure_marker_bucket()).await
+        self.read_marker(|| self.markers.claim(subject, name, owner, || self.ensure_marker_bucket())).await
     }
 
     async fn read_user_marker(&self, user: &str) -> Result<Option<UserMarker>> {

@@ -9,9 +9,15 @@
 //! (`users/…` or `buckets/…`) with the claim (kind of claimant, namespace, name, uid, time) in
 //! its user metadata and an optional body for what the store cannot record itself.
 //!
-//! The rules are [`judge`] (pure, unit-tested); [`Ledger::claim`] applies them with one
-//! conditional write (`If-None-Match: *`), so two claimants racing for a free name end with
-//! exactly one holder, and the loser has written nothing it would have to undo.
+//! The rules are [`judge`] (pure, unit-tested); [`Ledger::claim`] applies them so that two
+//! claimants racing for a free name end with exactly one holder, and the loser has written
+//! nothing it would have to undo. Claims made by one operator process are serialised per name
+//! (every request of every namespace goes through the leader). Across processes (two
+//! operators pointed at one store, a leader hand-over) the write is conditional
+//! (`If-None-Match: *`) where the store makes that atomic (MinIO, AWS); VersityGW 1.7 checks
+//! the condition but not atomically, and Garage 2.5 ignores it (both measured here), so there
+//! the claim is read back after it is written and whoever reads another's claim refuses before
+//! any other write.
 
 use std::{
     collections::HashMap,
@@ -142,13 +148,44 @@ pub struct Ledger {
     // read back after it was written, and the loser of a race refuses before any other write.
     atomic: bool,
     migrated: Arc<OnceCell<()>>,
+    claiming: ClaimLocks,
+}
+
+/// Locks that serialise the claims of one process per name (see the module's doc), also for
+/// stores whose claims are not ledger records (AWS buckets carry theirs as tags).
+#[derive(Clone, Debug)]
+pub struct ClaimLocks(Arc<[tokio::sync::Mutex<()>; CLAIM_STRIPES]>);
+
+/// Claims are rare (a new name), so a few stripes serialise them cheaply.
+const CLAIM_STRIPES: usize = 64;
+
+impl Default for ClaimLocks {
+    fn default() -> Self {
+        ClaimLocks(Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))))
+    }
+}
+
+impl ClaimLocks {
+    /// Waits until no other claim of this process is in progress for `name`.
+    pub async fn lock(&self, subject: Subject, name: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one((subject, name));
+        self.0[(hash % CLAIM_STRIPES as u64) as usize].lock().await
+    }
 }
 
 impl Ledger {
     /// The ledger in `bucket`, read and written with `s3` (the operator's own credentials).
     /// `atomic`: the store honours conditional writes (see [`Ledger::claim`]).
     pub fn new(s3: Client, backend: &'static str, bucket: impl Into<String>, atomic: bool) -> Self {
-        Self { s3, backend, bucket: bucket.into(), atomic, migrated: Arc::new(OnceCell::new()) }
+        Self {
+            s3,
+            backend,
+            bucket: bucket.into(),
+            atomic,
+            migrated: Arc::new(OnceCell::new()),
+            claiming: ClaimLocks::default(),
+        }
     }
 
     /// The bucket holding the ledger.
@@ -236,6 +273,7 @@ impl Ledger {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<()>>,
     {
+        let _one_at_a_time = self.claiming.lock(subject, name).await;
         let verdict = judge(self.holder(subject, name).await?.as_ref(), owner);
         refuse_taken(subject, name, &verdict)?;
         if verdict == Verdict::Ours {
