@@ -211,7 +211,11 @@ pub async fn compat_suite(store: &dyn CompatStore, probe: &Probe<'_>, prefix: &s
     let refused = provision(store, &app, &account(&ak4, &random_secret()), &managed, false).await;
     assert!(is_not_owned(&refused, "S3Bucket"), "{prefix}: a bucket an S3Bucket manages: {refused:?}");
     assert_eq!(store.account(&account(&ak4, "unused-secret-0123")).await.unwrap(), AccountState::Missing, "{prefix}");
-    assert_eq!(store.holder(Subject::Bucket, &managed).await.unwrap(), None, "{prefix}");
+    assert_eq!(
+        store.holder(Subject::Bucket, &managed).await.unwrap(),
+        Some(spec.owner.clone()),
+        "{prefix}: still the S3Bucket's"
+    );
 
     let user = random_access_key();
     let user_spec =
