@@ -841,7 +841,7 @@ async fn injection_cases(client: &Client, ns: &str, store: &Store, op: &Operator
             inj.case
         );
         assert_eq!(view.bucket_owner(&bucket).await.unwrap().as_deref(), Some(inj.access_key.as_str()));
-        let want_markers = vec![format!("compat-accounts/{}", inj.access_key), format!("compat-buckets/{bucket}")];
+        let want_markers = vec![format!("buckets/{bucket}"), format!("users/{}", inj.access_key)];
         let mut want_markers = want_markers;
         want_markers.sort();
         assert_eq!(markers_after, want_markers, "{}: markers", inj.case);
