@@ -64,6 +64,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// [`crate::ledger`]), or `None`: one cheap read, asked before a grant is written.
     async fn holder(&self, subject: Subject, name: &str) -> Result<Option<Owner>>;
 
+    /// Releases `owner`'s claim on a bucket or user name whose object is gone from the store
+    /// (deleted behind the operator's back, or never created), so the name is free again.
+    /// Someone else's claim is left alone. Stores whose claims live on the object itself (AWS
+    /// tags) have nothing left to release.
+    async fn release_claim(&self, subject: Subject, name: &str, owner: &Owner) -> Result<()> {
+        let _ = (subject, name, owner);
+        Ok(())
+    }
+
     /// The store as compatibility mode uses it (accounts with keys chosen by a Secret's
     /// author), or `Unsupported` saying why this store cannot do that.
     fn compat(&self) -> Result<&dyn CompatStore>;

@@ -917,6 +917,10 @@ impl Backend for Garage {
         Ok(self)
     }
 
+    async fn release_claim(&self, subject: Subject, name: &str, owner: &Owner) -> Result<()> {
+        self.read_marker(|| self.markers.release_held(subject, name, owner)).await
+    }
+
     async fn holder(&self, subject: Subject, name: &str) -> Result<Option<Owner>> {
         self.read_marker(|| self.markers.holder(subject, name)).await
     }

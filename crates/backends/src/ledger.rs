@@ -414,6 +414,16 @@ impl Ledger {
         }
     }
 
+    /// Releases `owner`'s claim on a name whose bucket or user is gone (deleted, or never
+    /// created); someone else's claim is left alone.
+    pub async fn release_held(&self, subject: Subject, name: &str, owner: &Owner) -> Result<()> {
+        let _one_at_a_time = self.claiming.lock(subject, name).await;
+        match self.holder(subject, name).await? {
+            Some(h) if h.same_claim(owner) => self.release(subject, name).await,
+            _ => Ok(()),
+        }
+    }
+
     /// Releases a claim this call made a moment ago and must undo, only while it is still
     /// `owner`'s (on a store without conditional writes a racing claimant may hold it now).
     pub async fn release_own(&self, subject: Subject, name: &str, owner: &Owner) -> Result<()> {

@@ -304,6 +304,16 @@ impl Backend for MemoryBackend {
         Ok(BucketDeletion::Deleted)
     }
 
+    async fn release_claim(&self, subject: Subject, name: &str, owner: &Owner) -> Result<()> {
+        let mut s = self.read()?;
+        if s.claims.get(&(subject, name.to_string())).is_some_and(|h| h.same_claim(owner)) {
+            s.claims.remove(&(subject, name.to_string()));
+            drop(s);
+            self.wrote();
+        }
+        Ok(())
+    }
+
     async fn holder(&self, subject: Subject, name: &str) -> Result<Option<Owner>> {
         let s = self.read()?;
         Ok(Self::holder_in(&s, subject, name))

@@ -497,6 +497,10 @@ impl Backend for VersityGw {
         Ok(self)
     }
 
+    async fn release_claim(&self, subject: Subject, name: &str, owner: &Owner) -> Result<()> {
+        self.markers.release_held(subject, name, owner).await
+    }
+
     async fn holder(&self, subject: Subject, name: &str) -> Result<Option<Owner>> {
         self.markers.holder(subject, name).await
     }

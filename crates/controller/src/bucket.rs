@@ -15,7 +15,7 @@ use s3op_api::{
     ConditionReason, DeletionPolicy, FINALIZER, RESERVED_TAG_PREFIX, S3Bucket, S3BucketStatus, Versioning,
     naming::default_bucket_name, quantity::quantity_bytes, validate_bucket_name,
 };
-use s3op_backends::{BackendError, BucketDeletion, BucketSpec, Change, Owner, Quota};
+use s3op_backends::{BackendError, BucketDeletion, BucketSpec, Change, Owner, Quota, ledger::Subject};
 
 use crate::{
     context::{Context, Error, Result, finalizer_write},
@@ -206,7 +206,11 @@ async fn cleanup(obj: &S3Bucket, ctx: &Context) -> Result<Action> {
     }
     // Only a bucket carrying this object's claim is deleted: never one we merely tried to take.
     match ctx.backend.describe_bucket(&spec.name).await? {
-        None => return Ok(Action::await_change()),
+        None => {
+            // Gone already (or never made): the name is free again.
+            ctx.backend.release_claim(Subject::Bucket, &spec.name, &spec.owner).await?;
+            return Ok(Action::await_change());
+        }
         Some(info) if info.owner.as_ref().is_some_and(|o| o.same_claim(&spec.owner)) => {}
         Some(_) => {
             let note = format!("bucket {} is not this object's to delete; it was left in place", spec.name);

@@ -106,6 +106,10 @@ impl Backend for MeteredBackend {
         self.inner.compat().map(|_| self as &dyn CompatStore)
     }
 
+    async fn release_claim(&self, subject: Subject, name: &str, owner: &Owner) -> Result<()> {
+        self.call("release_claim", self.inner.release_claim(subject, name, owner), |_| true).await
+    }
+
     async fn holder(&self, subject: Subject, name: &str) -> Result<Option<Owner>> {
         self.call("holder", self.inner.holder(subject, name), |_| false).await
     }

@@ -435,7 +435,8 @@ async fn cleanup(obj: &S3User, ctx: &Context) -> Result<Action> {
     };
     let owner = owner_of(obj);
     match ctx.backend.describe_user(&user).await? {
-        None => {}
+        // Gone already (or never made): the name is free again.
+        None => ctx.backend.release_claim(Subject::User, &user, &owner).await?,
         Some(info) if info.owner.as_ref().is_some_and(|o| o.same_claim(&owner)) => {
             ctx.backend.delete_user(&user).await?;
             ctx.event(obj, false, "Deleted", format!("user {user} and its keys deleted")).await;
