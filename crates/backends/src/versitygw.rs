@@ -155,9 +155,9 @@ impl VersityGw {
     pub fn new(config: VersityGwConfig) -> Result<Self> {
         let s3 = s3ops::client(&config.endpoint, &config.region, &config.access_key, &config.secret_key);
         let http = http::client(BACKEND)?;
-        let markers = // VersityGW 1.7 refuses a second conditional write, but two at once may both succeed
+        // VersityGW 1.7 refuses a second conditional write, but two at once may both succeed
         // (measured): not atomic, so claims are read back.
-        Ledger::new(s3.clone(), BACKEND, config.marker_bucket.clone(), false);
+        let markers = Ledger::new(s3.clone(), BACKEND, config.marker_bucket.clone(), false);
         Ok(Self {
             s3,
             http,
