@@ -269,6 +269,55 @@ impl Probe<'_> {
     }
 }
 
+impl Probe<'_> {
+    /// A privileged user made by an administrator with the store's own tools: VersityGW role
+    /// `admin`, a MinIO user holding the built-in `readwrite` policy, a Garage key that may
+    /// create buckets, an IAM user with an inline policy of its own. `None` for the fake.
+    pub async fn privileged_user(&self, name: &str) -> Option<()> {
+        let Probe::Store(store) = self else { return None };
+        match store.kind() {
+            StoreKind::Versitygw => {
+                let body = format!(
+                    "<Account><Access>{name}</Access><Secret>bosssecret0123456789</Secret><Role>admin</Role></Account>"
+                );
+                assert_eq!(signed_admin_call(store, "PATCH", "/create-user", body.into_bytes()).await, 201);
+            }
+            StoreKind::Minio => {
+                self.foreign_user(name).await;
+                let path = format!(
+                    "/minio/admin/v3/set-user-or-group-policy?policyName=readwrite&userOrGroup={}&isGroup=false",
+                    s3op_backends::http::encode(name)
+                );
+                let status = signed_admin_call(store, "PUT", &path, Vec::new()).await;
+                assert_eq!(status, 200, "attaching readwrite with MinIO's admin API");
+            }
+            StoreKind::Garage => {
+                let body = serde_json::json!({"name": name});
+                let key = store.garage_admin_call(reqwest::Method::POST, "/v2/CreateKey", Some(&body)).await.unwrap();
+                let id = key["accessKeyId"].as_str().unwrap().to_string();
+                let allow = serde_json::json!({"allow": {"createBucket": true}});
+                let path = format!("/v2/UpdateKey?id={id}");
+                store.garage_admin_call(reqwest::Method::POST, &path, Some(&allow)).await.unwrap();
+            }
+            StoreKind::Moto => {
+                self.foreign_user(name).await;
+                let doc = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+                store
+                    .iam_client()
+                    .put_user_policy()
+                    .user_name(name)
+                    .policy_name("admin")
+                    .policy_document(doc)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_err("PutUserPolicy", &e))
+                    .unwrap();
+            }
+        }
+        Some(())
+    }
+}
+
 /// A SigV4-signed admin call made directly, as an administrator outside the operator.
 async fn signed_admin_call(store: &Store, method: &str, path: &str, body: Vec<u8>) -> u16 {
     let url = format!("{}{path}", store.endpoint());
@@ -513,6 +562,17 @@ async fn foreign(b: &dyn Backend, probe: &Probe<'_>, caps: &Capabilities, prefix
     let err = b.ensure_user(&rival, true).await.unwrap_err();
     assert!(matches!(err, BackendError::NotOwned { .. }), "{kind}: adopt never overrides a user's claim: {err}");
     b.delete_user(&their_user).await.unwrap();
+
+    // A privileged identity is never adopted, whatever the configuration says.
+    let boss = unique_name(&format!("{prefix}-boss"));
+    if probe.privileged_user(&boss).await.is_some() {
+        let err = b.ensure_user(&user_spec(&boss), true).await.unwrap_err();
+        assert!(
+            matches!(err, BackendError::NotOwned { ref detail, .. } if detail.contains("privileged")),
+            "{kind}: a privileged user adopted: {err}"
+        );
+        assert_eq!(b.describe_user(&boss).await.unwrap().and_then(|u| u.owner), None, "{kind}: no claim on it");
+    }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

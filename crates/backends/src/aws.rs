@@ -274,9 +274,40 @@ impl Aws {
         }
     }
 
-    /// Converges a user that exists: writes the marker when adopting.
+    /// Why an IAM user is privileged: it holds a policy or group the operator did not give it
+    /// (the operator's own identity among them, whatever its name).
+    async fn user_privilege(&self, name: &str) -> Result<Option<String>> {
+        let what = format!("user {name}");
+        if let Some(other) = self.inline_policy_names(name).await?.into_iter().find(|p| p != POLICY_NAME) {
+            return Ok(Some(format!("inline policy {other}")));
+        }
+        let attached = self
+            .iam
+            .list_attached_user_policies()
+            .user_name(name)
+            .send()
+            .await
+            .map_err(|e| map_iam_error("ListAttachedUserPolicies", &what, e))?;
+        if let Some(p) = attached.attached_policies().first() {
+            return Ok(Some(format!("attached policy {}", p.policy_name().unwrap_or("?"))));
+        }
+        let groups = self
+            .iam
+            .list_groups_for_user()
+            .user_name(name)
+            .send()
+            .await
+            .map_err(|e| map_iam_error("ListGroupsForUser", &what, e))?;
+        Ok(groups.groups().first().map(|g| format!("member of group {}", g.group_name())))
+    }
+
+    /// Converges a user that exists: writes the marker when adopting (never a privileged one).
     async fn claim_existing(&self, spec: &UserSpec, current: &Option<Owner>, adopt: bool) -> Result<Change> {
-        if Owner::check_claim(&format!("user {}", spec.name), current, &spec.owner, adopt)? {
+        let what = format!("user {}", spec.name);
+        if Owner::check_claim(&what, current, &spec.owner, adopt)? {
+            if let Some(why) = self.user_privilege(&spec.name).await? {
+                return Err(BackendError::NotOwned { what, detail: format!("a privileged user ({why})") });
+            }
             self.tag_user(&spec.name, &spec.owner).await?;
             return Ok(Change::Updated);
         }

@@ -793,9 +793,14 @@ impl Backend for Garage {
             return Ok(Change::Unchanged);
         }
         // No marker: keys of that name were made outside the operator.
-        let foreign = !self.user_keys(name).await?.is_empty();
+        let keys = self.user_keys(name).await?;
+        let foreign = !keys.is_empty();
         if foreign {
             Owner::check_claim(&what, &None, &spec.owner, adopt)?;
+            // Adoption never reaches a key that may create buckets.
+            if keys.iter().any(|k| k.permissions.create_bucket) {
+                return Err(BackendError::NotOwned { what, detail: "a privileged key (may create buckets)".into() });
+            }
         }
         // An empty body records no grants yet.
         self.claim_marker(Subject::User, name, &spec.owner).await?;
