@@ -623,3 +623,39 @@ async fn leader_election_one_acts_and_the_other_takes_over() {
     assert_eq!(second.metric_sum("s3op_leader").await.unwrap(), 1.0);
     second.stop().await.unwrap();
 }
+
+/// A bucket deleted behind the operator's back and made again gives its users their access back
+/// in the same pass, not at their next resync: on VersityGW a recreated bucket belongs to the
+/// admin account until the user's grant is written again. The resync is far longer than the
+/// test, and the bucket is woken by a spec change, so only the bucket's wake can reach the user.
+#[tokio::test]
+async fn versitygw_recreated_bucket_gives_its_users_access_back_at_once() {
+    let store = start(StoreKind::Versitygw).await;
+    let ns = cp().namespace("recreate").await.unwrap();
+    let client = cp().client().await.unwrap();
+    let op = Operator::start(client.clone(), &store, &ns, "600s", &[]).await.unwrap();
+    let buckets: Api<S3Bucket> = Api::namespaced(client.clone(), &ns);
+    let users: Api<S3User> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let pp = PostParams::default();
+    buckets.create(&pp, &bucket("data", DeletionPolicy::Retain)).await.unwrap();
+    users.create(&pp, &user("app", &[("data", Permission::ReadWrite)])).await.unwrap();
+    let data = wait_ready(&buckets, "data").await.status.unwrap().bucket_name.unwrap();
+    let app = wait_ready(&users, "app").await.status.unwrap();
+    let s3 = app_client(&secrets.get(app.secret_name.as_deref().unwrap()).await.unwrap());
+    assert!(put(&s3, &data, "before.txt").await, "the user's key writes to its bucket");
+
+    empty(&store, &data).await;
+    store.s3_client().delete_bucket().bucket(&data).send().await.unwrap();
+    let touch = serde_json::json!({"spec": {"tags": {"touched": "yes"}}});
+    buckets.patch("data", &PatchParams::default(), &Patch::Merge(&touch)).await.unwrap();
+    wait_until("the deleted bucket is recreated", || bucket_exists(&store, &data)).await;
+    let started = Instant::now();
+    wait_until("access to the recreated bucket", || {
+        let (s3, data) = (s3.clone(), data.clone());
+        async move { put(&s3, &data, "after.txt").await }
+    })
+    .await;
+    eprintln!("access back {:?} after the bucket was recreated (resync 600 s)", started.elapsed());
+    op.stop().await.unwrap();
+}

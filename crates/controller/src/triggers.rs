@@ -127,7 +127,11 @@ struct Usability {
 
 fn usability(bucket: &S3Bucket) -> Usability {
     let status = bucket.status.as_ref();
-    let ready = status.and_then(|s| ready_condition(&s.conditions));
+    // Only a Ready condition for the current spec counts (users require it), so an edited
+    // bucket wakes its users once more when its status catches up.
+    let ready = status
+        .and_then(|s| ready_condition(&s.conditions))
+        .filter(|c| c.observed_generation == bucket.metadata.generation);
     Usability {
         reconciled: ready.is_some(),
         ready: ready.is_some_and(|c| c.status == "True"),
@@ -168,6 +172,7 @@ mod tests {
     fn bucket(name: &str, ready: Option<bool>) -> Arc<S3Bucket> {
         let mut b = S3Bucket::new(name, S3BucketSpec::default());
         b.metadata.namespace = Some("ns".into());
+        b.metadata.generation = Some(1);
         b.status = ready.map(|r| {
             let readiness = if r {
                 Readiness::available("ok")
@@ -207,6 +212,17 @@ mod tests {
         let mut deleting = (*bucket("a", Some(true))).clone();
         deleting.metadata.deletion_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
+        let mut edited = (*bucket("a", Some(true))).clone();
+        edited.metadata.generation = Some(2);
+        let edited = Arc::new(edited);
+        let bucket2 = |name: &str| {
+            let mut b = (*bucket(name, Some(true))).clone();
+            b.metadata.generation = Some(2);
+            if let Some(s) = b.status.as_mut() {
+                s.conditions = with_ready(&[], &Readiness::available("ok"), Some(2));
+            }
+            Arc::new(b)
+        };
         let updates = vec![
             bucket("a", None),        // new: passes
             bucket("a", None),        // finalizer added: same usability
@@ -214,6 +230,10 @@ mod tests {
             bucket("a", Some(true)),  // Ready: passes
             bucket("a", Some(true)),  // new message only
             bucket("a", Some(false)), // not Ready any more: passes
+            bucket("a", Some(true)),  // Ready again: passes
+            edited.clone(),           // spec edited, status not caught up: passes
+            edited,                   // the same
+            bucket2("a"),             // Ready for the edited spec: passes
             Arc::new(deleting.clone()),
             Arc::new(deleting),
             bucket("c", None),
@@ -235,6 +255,9 @@ mod tests {
                 ("b".to_string(), false, false),
                 a(true, true),
                 a(true, false),
+                a(true, true),
+                a(false, false),
+                a(true, true),
                 a(true, true),
                 a(true, true),
                 c(false, false),

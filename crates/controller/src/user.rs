@@ -105,8 +105,8 @@ fn credentials_in(secret: &Secret) -> Option<Credentials> {
 struct Waiting {
     /// One entry per bucket, naming it and why it is not usable.
     buckets: Vec<String>,
-    /// Every one of them exists and has not been reconciled yet: the expected wait of a fresh
-    /// rollout, shown in status without a Warning event.
+    /// Every one of them exists and has not been reconciled yet for its current spec (new, or
+    /// just edited): the expected wait of a fresh rollout, shown in status without a Warning event.
     only_new: bool,
 }
 
@@ -141,7 +141,9 @@ fn resolve_grants(obj: &S3User, ctx: &Context) -> Result<Vec<(String, Grant)>, W
             )),
             (Some(b), None) => {
                 let new = b.meta().deletion_timestamp.is_none()
-                    && b.status.as_ref().is_none_or(|s| ready_condition(&s.conditions).is_none());
+                    && b.status.as_ref().is_none_or(|s| {
+                        ready_condition(&s.conditions).is_none_or(|c| c.observed_generation != b.metadata.generation)
+                    });
                 waiting.only_new &= new;
                 waiting.buckets.push(format!("{} (not Ready)", access.bucket));
             }
