@@ -451,6 +451,24 @@ impl Garage {
 
     // ---- markers ----
 
+    /// CreateBucket with a global alias. The operator's key gets its access in the same call, as
+    /// a local alias of the same name (one admin call saved), unless the key still holds that
+    /// alias: Garage keeps it after the bucket is deleted with the admin API, and then refuses
+    /// the call ("Local alias already exists"); the bucket is made with its global alias alone
+    /// and the caller's `ensure_operator_access` grants the key.
+    async fn create_with_access(&self, name: &str, what: &str) -> Result<String> {
+        let body = serde_json::json!({
+            "globalAlias": name,
+            "localAlias": { "accessKeyId": self.config.access_key, "alias": name, "allow": Perm::FULL },
+        });
+        match self.post("/v2/CreateBucket", &body, what).await {
+            Err(BackendError::InvalidInput(m)) if m.contains("Local alias already exists") => {
+                self.post("/v2/CreateBucket", &serde_json::json!({ "globalAlias": name }), what).await
+            }
+            other => other,
+        }
+    }
+
     /// Creates the marker bucket if missing and lets the operator's key use it.
     async fn ensure_marker_bucket(&self) -> Result<()> {
         let name = self.config.marker_bucket.as_str();
@@ -695,13 +713,7 @@ impl Backend for Garage {
                 // A claim without a bucket (removed behind our back) still names its holder;
                 // the claim comes first, so a bucket without one would look foreign for ever.
                 let claimed = self.claim_marker(Subject::Bucket, name, &spec.owner).await?;
-                // The operator's key gets its access in the same call (as a local alias of
-                // the same name, which points at the same bucket): one admin call saved.
-                let body = serde_json::json!({
-                    "globalAlias": name,
-                    "localAlias": { "accessKeyId": self.config.access_key, "alias": name, "allow": Perm::FULL },
-                });
-                let created = match self.post("/v2/CreateBucket", &body, &what).await {
+                let created = match self.create_with_access(name, &what).await {
                     Ok(text) => parse::<BucketDetails>(&text, "CreateBucket")?,
                     Err(BackendError::Conflict { .. }) => {
                         // Someone else created it between our read and our create: not ours.
@@ -973,9 +985,13 @@ impl CompatStore for Garage {
             Err(BackendError::NotFound { .. }) => return Ok(AccountState::Missing),
             Err(e) => return Err(e),
         };
-        // Compatibility keys are named after their id: another name is a key made for
-        // something else (an S3User's key is named after the user), not this Secret's to take.
-        if key.name != wanted.access_key {
+        // Compatibility keys are named after their id. A key named after a user the ledger
+        // knows is that user's (an S3User's keys are named after it), never this Secret's to
+        // take; one made by hand under another name is judged like any account, by proof.
+        if key.name != wanted.access_key
+            && !key.name.is_empty()
+            && self.holder(Subject::User, &key.name).await?.is_some()
+        {
             return Err(BackendError::NotOwned {
                 what: format!("access key {}", wanted.access_key),
                 detail: format!(
@@ -1042,12 +1058,7 @@ impl CompatStore for Garage {
     async fn create_bucket(&self, bucket: &str) -> Result<()> {
         self.markers.refuse_own_bucket(bucket)?;
         let what = format!("bucket {bucket}");
-        // As ensure_bucket: a global alias, and the operator's key allowed in the same call.
-        let body = serde_json::json!({
-            "globalAlias": bucket,
-            "localAlias": { "accessKeyId": self.config.access_key, "alias": bucket, "allow": Perm::FULL },
-        });
-        let created: BucketDetails = parse(&self.post("/v2/CreateBucket", &body, &what).await?, "CreateBucket")?;
+        let created = parse::<BucketDetails>(&self.create_with_access(bucket, &what).await?, "CreateBucket")?;
         self.ensure_operator_access(&created, &what).await.map(|_| ())
     }
 
