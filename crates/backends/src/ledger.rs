@@ -279,29 +279,21 @@ impl Ledger {
         if verdict == Verdict::Ours {
             return Ok(false);
         }
-        self.create(subject, name, owner, Vec::new(), prepare).await
+        self.create(subject, name, owner, prepare).await
     }
 
     /// Writes a new record unless one exists; see [`Ledger::claim`].
-    pub async fn create<F, Fut>(
-        &self,
-        subject: Subject,
-        name: &str,
-        owner: &Owner,
-        body: Vec<u8>,
-        prepare: F,
-    ) -> Result<bool>
+    async fn create<F, Fut>(&self, subject: Subject, name: &str, owner: &Owner, prepare: F) -> Result<bool>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<()>>,
     {
-        match self.put(subject, name, owner, body, true, prepare).await {
+        match self.put(subject, name, owner, Vec::new(), true, prepare).await {
             Ok(()) => {}
             Err(PutError::Failed(e)) => return Err(e),
             Err(PutError::Lost) => {
                 // Someone claimed it between our read and our write: judge their claim.
-                let holder = self.head(subject, name).await?;
-                let verdict = judge(holder.as_ref(), owner);
+                let verdict = judge(self.head(subject, name).await?.as_ref(), owner);
                 refuse_taken(subject, name, &verdict)?;
                 return Ok(false);
             }
@@ -309,9 +301,15 @@ impl Ledger {
         if !self.atomic {
             // This store may have let a racing claimant overwrite us (or we them): whoever
             // reads back another's claim refuses now, before any other write.
-            let holder = self.head(subject, name).await?;
-            if !holder.as_ref().is_some_and(|h| h.same_claim(owner) && h.uid == owner.uid) {
-                refuse_taken(subject, name, &Verdict::Taken(holder.unwrap_or_else(|| owner.clone())))?;
+            match self.head(subject, name).await? {
+                Some(h) if h.same_claim(owner) && h.uid == owner.uid => {}
+                Some(h) => refuse_taken(subject, name, &Verdict::Taken(h))?,
+                None => {
+                    return Err(BackendError::Conflict {
+                        what: Self::what(subject, name),
+                        detail: "the claim was removed while it was being written".into(),
+                    });
+                }
             }
         }
         Ok(true)
