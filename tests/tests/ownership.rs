@@ -120,7 +120,8 @@ struct Env {
 /// A tenant namespace with its own operator (sharing the store and the marker bucket).
 struct Tenant {
     ns: String,
-    op: Operator,
+    /// `None` only while [`Tenant::restart`] swaps it.
+    op: Option<Operator>,
     client: Client,
     buckets: Api<S3Bucket>,
     users: Api<S3User>,
@@ -163,7 +164,7 @@ impl Env {
             secrets: Api::namespaced(self.client.clone(), &ns),
             client: self.client.clone(),
             ns,
-            op,
+            op: Some(op),
         }
     }
 
@@ -242,6 +243,15 @@ enum Claim {
 }
 
 impl Tenant {
+    /// Stops the tenant's operator and starts a new process with the same arguments. Claims
+    /// live on the store, so a restart between two steps must change no outcome.
+    async fn restart(&mut self) {
+        let old = self.op.take().unwrap();
+        let args = old.args();
+        old.stop().await.unwrap();
+        self.op = Some(Operator::start_with(self.client.clone(), args).await.unwrap());
+    }
+
     async fn create_bucket(&self, name: &str, bucket_name: &str) {
         self.buckets.create(&PostParams::default(), &s3bucket(name, bucket_name)).await.unwrap();
     }
@@ -309,7 +319,8 @@ impl Tenant {
     async fn expect_quiet_convergence(&self, name: &str) {
         wait_until(&format!("Secret {}/{name} handled", self.ns), TIMEOUT, || async {
             !self.warnings(name).await.is_empty()
-                || self.op.metric_sum("s3_operator_secrets_processed_total").await.unwrap_or(0.0) >= 1.0
+                || self.op.as_ref().unwrap().metric_sum("s3_operator_secrets_processed_total").await.unwrap_or(0.0)
+                    >= 1.0
         })
         .await
         .unwrap();
@@ -749,7 +760,7 @@ async fn bucket_with_data_made_by_hand_is_not_taken_over() {
 
 async fn stale_claim(kind: StoreKind) {
     let env = Env::new(kind).await;
-    let (a, b) = env.tenants("a", "b").await;
+    let (mut a, mut b) = env.tenants("a", "b").await;
     let store = &env.store;
     let x = unique_name("own-stale");
     let legacy = Keys::fresh();
@@ -764,6 +775,8 @@ async fn stale_claim(kind: StoreKind) {
     admin_delete_bucket(store, &x).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(!bucket_exists_s3(store, &x).await, "an opted-out Secret's bucket came back");
+    // Restarted between the steps: the claims are on the store, so nothing may change.
+    tokio::join!(a.restart(), b.restart());
 
     // A asks for the name, with a user that may write to it.
     a.create_bucket("shared", &x).await;
@@ -771,6 +784,7 @@ async fn stale_claim(kind: StoreKind) {
     match a.bucket_claim("shared").await {
         Claim::Refused => {
             eprintln!("{kind}: stale claim: B's claim stands, A's S3Bucket is refused");
+            tokio::join!(a.restart(), b.restart());
             b.set_enabled("legacy", true).await;
             if let Err(e) =
                 wait_until("B's key writes its bucket again", TIMEOUT, || can_write(store, &legacy, &x)).await
@@ -886,7 +900,7 @@ async fn honest_migration_with_proof_of_possession_converges_quietly() {
 
 async fn crd_and_compat(kind: StoreKind) {
     let env = Env::new(kind).await;
-    let (a, b) = env.tenants("a", "b").await;
+    let (mut a, mut b) = env.tenants("a", "b").await;
     let store = &env.store;
 
     // (a) B's Secret first; then A's S3Bucket names its bucket and A's S3User its access key.
@@ -915,6 +929,8 @@ async fn crd_and_compat(kind: StoreKind) {
     let keys = a.user_keys("writer").await;
     let user_name = a.users.get("writer").await.unwrap().status.and_then(|s| s.user_name).unwrap();
     assert!(put(store, &keys, &y, "a-data.txt", PRECIOUS).await, "A's key cannot write its bucket");
+    // Restarted between the steps: the claims are on the store, so nothing may change.
+    tokio::join!(a.restart(), b.restart());
     let before = view(&env).await;
     let grab_bucket = Keys::fresh();
     b.create_secret("grab-bucket", &y, &grab_bucket).await;
