@@ -214,11 +214,17 @@ pub async fn provision(
     if bucket_verdict == Verdict::Free && exists {
         may_take_bucket(bucket, store.bucket_owner(bucket).await?.as_deref(), access_key, proven, adopt)?;
     }
-    if account_verdict == Verdict::Free {
-        store.claim(Subject::User, access_key, claimant).await?;
-    }
-    if bucket_verdict == Verdict::Free {
-        store.claim(Subject::Bucket, bucket, claimant).await?;
+    let claimed_account = account_verdict == Verdict::Free && store.claim(Subject::User, access_key, claimant).await?;
+    if bucket_verdict == Verdict::Free
+        && let Err(e) = store.claim(Subject::Bucket, bucket, claimant).await
+    {
+        // Lost the bucket to a racing claimant: leave no claim behind for an account this
+        // Secret will not use. (Should the release fail, the claim stays this Secret's and
+        // harms nobody else.)
+        if claimed_account {
+            let _ = store.release_claim(Subject::User, access_key, claimant).await;
+        }
+        return Err(e);
     }
 
     let mut outcome = Outcome::default();
