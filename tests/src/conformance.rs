@@ -711,3 +711,26 @@ pub async fn claims_race(b: &dyn Backend, prefix: &str, rounds: usize) {
         }
     }
 }
+
+/// Adoption, allowed or not, never reaches what the operator itself stands on: its marker
+/// bucket (whoever held it could forge every claim) and its own admin identity.
+pub async fn adoption_never_reaches_the_operator(b: &dyn Backend, marker_bucket: &str, operator_key: &str) {
+    let kind = b.kind();
+    b.health().await.unwrap();
+    let spec = BucketSpec {
+        name: marker_bucket.to_string(),
+        owner: owner("grab-markers"),
+        versioning: None,
+        object_lock: false,
+        tags: Default::default(),
+        quota: None,
+    };
+    let err = b.ensure_bucket(&spec, true).await.unwrap_err();
+    assert!(matches!(err, BackendError::NotOwned { .. }), "{kind}: the marker bucket adopted: {err}");
+    let err = b.ensure_user(&user_spec(operator_key), true).await.unwrap_err();
+    assert!(matches!(err, BackendError::NotOwned { .. }), "{kind}: the operator's own key adopted: {err}");
+    if let Ok(compat) = b.compat() {
+        let err = compat.claim(Subject::Bucket, marker_bucket, &Owner::secret("grab", "s", "u")).await.unwrap_err();
+        assert!(matches!(err, BackendError::NotOwned { .. }), "{kind}: the marker bucket claimed: {err}");
+    }
+}

@@ -12,7 +12,9 @@ use s3op_backends::{
     versitygw::{VersityGw, VersityGwConfig},
 };
 use s3op_tests::{
-    conformance::{Probe, claims_race, latencies, outage_is_retryable_and_fast, suite},
+    conformance::{
+        Probe, adoption_never_reaches_the_operator, claims_race, latencies, outage_is_retryable_and_fast, suite,
+    },
     stores::{Store, StoreKind, unique_name},
 };
 
@@ -48,6 +50,7 @@ async fn versitygw_conforms() {
     suite(&b, &Probe::Store(&store), "vgw").await;
     latencies(&b, "vgw").await;
     claims_race(&b, "vgw", 20).await;
+    adoption_never_reaches_the_operator(&b, b.marker_bucket(), store.admin_access_key()).await;
 }
 
 #[tokio::test]
@@ -75,6 +78,7 @@ async fn minio_conforms() {
     suite(&b, &Probe::Store(&store), "minio").await;
     latencies(&b, "minio").await;
     claims_race(&b, "minio", 20).await;
+    adoption_never_reaches_the_operator(&b, b.marker_bucket(), store.admin_access_key()).await;
 }
 
 #[tokio::test]
@@ -104,6 +108,7 @@ async fn garage_conforms() {
     suite(&b, &Probe::Store(&store), "garage").await;
     latencies(&b, "garage").await;
     claims_race(&b, "garage", 20).await;
+    adoption_never_reaches_the_operator(&b, b.marker_bucket(), store.admin_access_key()).await;
 }
 
 /// A fresh store's first calls race to create the marker bucket. Garage grants our key on it

@@ -800,6 +800,11 @@ impl Backend for Garage {
     async fn ensure_user(&self, spec: &UserSpec, adopt: bool) -> Result<Change> {
         let name = spec.name.as_str();
         let what = format!("user {name}");
+        if name == self.config.access_key {
+            // A user's keys are named after it, so this would not reach the operator's key; but
+            // a user so named would pass for the operator's identity wherever it is shown.
+            return Err(BackendError::NotOwned { what, detail: "the operator's own admin key".into() });
+        }
         if let Some(marker) = self.read_user_marker(name).await? {
             Owner::check_claim(&what, &Some(marker.owner), &spec.owner, adopt)?;
             return Ok(Change::Unchanged);

@@ -158,9 +158,7 @@ async fn handle(secret: &Secret, key: &str, compat: &Compat) -> Result<Action> {
         return Ok(Action::await_change());
     }
     let role = &request.account.role;
-    // Compared exactly: the store takes roles as written, so `Admin` or ` user` must not slip
-    // through as something the allow-list did not name.
-    if !config.compat_allowed_roles.iter().any(|r| r == role) {
+    if !role_allowed(&config.compat_allowed_roles, role) {
         let allowed = config.compat_allowed_roles.join(",");
         warn(
             "RoleRefused",
@@ -209,6 +207,12 @@ async fn handle(secret: &Secret, key: &str, compat: &Compat) -> Result<Action> {
             Ok(ctx.resync())
         }
     }
+}
+
+/// True when `role` is on the allow-list. Compared exactly: the store takes roles as written,
+/// so `Admin` or `USER` must not slip through as something the list did not name.
+fn role_allowed(allowed: &[String], role: &str) -> bool {
+    allowed.iter().any(|r| r == role)
 }
 
 fn record(compat: &Compat, outcome: &Outcome) {
@@ -338,6 +342,15 @@ mod tests {
             Some(Event::Init) => "init".into(),
             Some(Event::InitDone) => "init-done".into(),
             None => "dropped".into(),
+        }
+    }
+
+    #[test]
+    fn roles_are_compared_exactly() {
+        let allowed = vec!["user".to_string(), "userplus".to_string()];
+        assert!(role_allowed(&allowed, "user") && role_allowed(&allowed, "userplus"));
+        for role in ["User", "USER", "Userplus", "admin", "Admin", "user ", "useR"] {
+            assert!(!role_allowed(&allowed, role), "{role:?}");
         }
     }
 
