@@ -392,8 +392,9 @@ impl Backend for VersityGw {
         if name == self.config.access_key {
             return Err(BackendError::NotOwned { what, detail: "the operator's own admin account".into() });
         }
-        let marker = self.read_marker(name).await?;
+        // A new name is judged by the claim itself (one read under the ledger's lock).
         if self.account_exists(name).await? {
+            let marker = self.read_marker(name).await?;
             if Owner::check_claim(&what, &marker, &spec.owner, adopt)? {
                 // Adoption never reaches a privileged account.
                 if let Some(why) = self.account_privilege(name).await? {

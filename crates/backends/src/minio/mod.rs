@@ -743,8 +743,9 @@ impl Backend for Minio {
         if name == self.config.access_key {
             return Err(BackendError::NotOwned { what, detail: "the operator's own admin account".into() });
         }
-        let marker = self.read_marker(name).await?;
+        // A new name is judged by the claim itself (one read under the ledger's lock).
         if self.user_info(name).await?.is_some() {
+            let marker = self.read_marker(name).await?;
             if Owner::check_claim(&what, &marker, &spec.owner, adopt)? {
                 // Adoption never reaches a privileged user.
                 if let Some(why) = self.user_privilege(name).await? {
