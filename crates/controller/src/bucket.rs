@@ -204,14 +204,17 @@ async fn cleanup(obj: &S3Bucket, ctx: &Context) -> Result<Action> {
     if obj.spec.deletion_policy == DeletionPolicy::Retain {
         return Ok(Action::await_change());
     }
-    // Only a bucket carrying this object's claim is deleted: never one we merely tried to take.
+    // Only a bucket this object holds is deleted, never one we merely tried to take: the
+    // ledger says so (its claim wins over tags, which a bucket's owner may edit on some stores),
+    // and the tags for buckets made before the ledger recorded buckets.
+    let held = ctx.backend.holder(Subject::Bucket, &spec.name).await?;
     match ctx.backend.describe_bucket(&spec.name).await? {
         None => {
             // Gone already (or never made): the name is free again.
             ctx.backend.release_claim(Subject::Bucket, &spec.name, &spec.owner).await?;
             return Ok(Action::await_change());
         }
-        Some(info) if info.owner.as_ref().is_some_and(|o| o.same_claim(&spec.owner)) => {}
+        Some(info) if held.as_ref().or(info.owner.as_ref()).is_some_and(|o| o.same_claim(&spec.owner)) => {}
         Some(_) => {
             let note = format!("bucket {} is not this object's to delete; it was left in place", spec.name);
             ctx.event(obj, true, "NotDeleted", note).await;
