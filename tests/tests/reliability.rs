@@ -286,7 +286,7 @@ async fn interrupted_creation_is_taken_up_again(kind: StoreKind) {
     use aws_sdk_s3::primitives::ByteStream;
     use s3op_backends::{
         Backend, BackendError, BucketDeletion, BucketSpec, Change, Owner, SecretString,
-        ledger::{Ledger, Subject},
+        ledger::{Conditional, Ledger, Subject},
         minio::{Minio, MinioConfig},
         versitygw::{VersityGw, VersityGwConfig},
     };
@@ -314,7 +314,7 @@ async fn interrupted_creation_is_taken_up_again(kind: StoreKind) {
         other => panic!("{other} keeps no bucket markers in S3"),
     };
     let s3 = store.s3_client();
-    let markers = Ledger::new(s3.clone(), kind.as_str(), marker_bucket.clone(), false);
+    let markers = Ledger::new(s3.clone(), kind.as_str(), marker_bucket.clone(), Conditional::Ignored);
     let owner = |name: &str| Owner::s3bucket("reliability", name, format!("uid-{name}"));
     let spec = |bucket: &str, claim: &str| BucketSpec {
         name: bucket.to_string(),

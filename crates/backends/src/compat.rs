@@ -93,9 +93,10 @@ pub trait CompatStore: Backend {
     /// the owner, but the account itself is left in place.
     async fn change_bucket_owner(&self, bucket: &str, owner: &str, previous: Option<&str>) -> Result<()>;
 
-    /// Claims the name in the store's ownership ledger (see [`crate::ledger::Ledger::claim`]):
-    /// `Ok(true)` when this call claimed it, `Ok(false)` when `owner` held it, `NotOwned` when
-    /// someone else does (also when they won a race for it a moment ago).
+    /// Claims a name the caller has just read as free in the store's ownership ledger (see
+    /// [`crate::ledger::Ledger::claim_free`]): `Ok(true)` when this call claimed it, `Ok(false)`
+    /// when `owner` holds it, `NotOwned` when someone else does (also when they won a race for
+    /// it a moment ago).
     async fn claim(&self, subject: Subject, name: &str, owner: &Owner) -> Result<bool>;
 }
 

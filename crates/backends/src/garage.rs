@@ -16,7 +16,7 @@ use crate::{
     Backend, BackendError, Result, SecretString,
     compat::{AccountState, CompatAccount, CompatStore},
     http::{self, encode},
-    ledger::{Ledger, Subject},
+    ledger::{Conditional, Ledger, Subject},
     model::{
         BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner,
         Permission, Quota, UserInfo, UserSpec, Versioning,
@@ -25,10 +25,6 @@ use crate::{
 };
 
 const BACKEND: &str = "garage";
-
-/// Garage 2.5 ignores `If-None-Match: *` on PutObject (measured: four concurrent conditional
-/// writes of one key all succeed), so a claim is read back after it is written.
-const GARAGE_ATOMIC: bool = false;
 
 /// Objects counted before a bucket is reported non-empty (the count is only informative).
 const COUNT_LIMIT: u64 = 1000;
@@ -344,7 +340,9 @@ impl Garage {
     pub fn new(config: GarageConfig) -> Result<Self> {
         let s3 = s3ops::client(&config.endpoint, &config.region, &config.access_key, &config.secret_key);
         let http = http::client(BACKEND)?;
-        let markers = Ledger::new(s3.clone(), BACKEND, config.marker_bucket.clone(), GARAGE_ATOMIC);
+        // Garage 2.5 ignores `If-None-Match: *` (measured: four concurrent conditional writes of
+        // one key all succeed).
+        let markers = Ledger::new(s3.clone(), BACKEND, config.marker_bucket.clone(), Conditional::Ignored);
         Ok(Self { s3, http, markers, config })
     }
 

@@ -14,10 +14,10 @@
 //! nothing it would have to undo. Claims made by one operator process are serialised per name
 //! (every request of every namespace goes through the leader). Across processes (two
 //! operators pointed at one store, a leader hand-over) the write is conditional
-//! (`If-None-Match: *`) where the store makes that atomic (MinIO, AWS); VersityGW 1.7 checks
-//! the condition but not atomically, and Garage 2.5 ignores it (both measured here), so there
-//! the claim is read back after it is written and whoever reads another's claim refuses before
-//! any other write.
+//! (`If-None-Match: *`), which MinIO makes atomic; VersityGW 1.7 checks the condition but not
+//! atomically, and Garage 2.5 ignores it (both measured here), so there the claim is read back
+//! after it is written and whoever reads another's claim refuses before any other write (see
+//! [`Conditional`]). AWS keeps its claims as tags on the bucket or IAM user, not here.
 
 use std::{
     collections::HashMap,
@@ -144,11 +144,21 @@ pub struct Ledger {
     s3: Client,
     backend: &'static str,
     bucket: String,
-    // Whether the store honours `If-None-Match: *` on PutObject. Where it does not, a claim is
-    // read back after it was written, and the loser of a race refuses before any other write.
-    atomic: bool,
+    conditional: Conditional,
     migrated: Arc<OnceCell<()>>,
     claiming: ClaimLocks,
+}
+
+/// How a store treats `If-None-Match: *` on PutObject, measured per store (see the module's doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conditional {
+    /// The write fails when the record exists, even for two writers at once (MinIO, AWS).
+    Atomic,
+    /// The write fails when the record existed before it, but two at once may both succeed
+    /// (VersityGW 1.7): right within one process, whose claims are serialised; read back.
+    Sequential,
+    /// The condition is not looked at (Garage 2.5): each claim reads first and reads back.
+    Ignored,
 }
 
 /// Locks that serialise the claims of one process per name (see the module's doc), also for
@@ -176,13 +186,13 @@ impl ClaimLocks {
 
 impl Ledger {
     /// The ledger in `bucket`, read and written with `s3` (the operator's own credentials).
-    /// `atomic`: the store honours conditional writes (see [`Ledger::claim`]).
-    pub fn new(s3: Client, backend: &'static str, bucket: impl Into<String>, atomic: bool) -> Self {
+    /// `conditional`: what the store makes of a conditional write.
+    pub fn new(s3: Client, backend: &'static str, bucket: impl Into<String>, conditional: Conditional) -> Self {
         Self {
             s3,
             backend,
             bucket: bucket.into(),
-            atomic,
+            conditional,
             migrated: Arc::new(OnceCell::new()),
             claiming: ClaimLocks::default(),
         }
@@ -282,6 +292,24 @@ impl Ledger {
         self.create(subject, name, owner, prepare).await
     }
 
+    /// [`Ledger::claim`] of a name the caller has just read as free: where the store refuses a
+    /// conditional write over an existing record, that write is the check (one read saved);
+    /// a record made meanwhile is judged as `claim` judges it.
+    pub async fn claim_free<F, Fut>(&self, subject: Subject, name: &str, owner: &Owner, prepare: F) -> Result<bool>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
+        if self.conditional == Conditional::Ignored {
+            return self.claim(subject, name, owner, prepare).await;
+        }
+        if subject == Subject::Bucket {
+            self.refuse_own_bucket(name)?;
+        }
+        let _one_at_a_time = self.claiming.lock(subject, name).await;
+        self.create(subject, name, owner, prepare).await
+    }
+
     /// Writes a new record unless one exists; see [`Ledger::claim`].
     async fn create<F, Fut>(&self, subject: Subject, name: &str, owner: &Owner, prepare: F) -> Result<bool>
     where
@@ -298,7 +326,7 @@ impl Ledger {
                 return Ok(false);
             }
         }
-        if !self.atomic {
+        if self.conditional != Conditional::Atomic {
             // This store may have let a racing claimant overwrite us (or we them): whoever
             // reads back another's claim refuses now, before any other write.
             match self.head(subject, name).await? {

@@ -17,7 +17,7 @@ use crate::{
     Backend, BackendError, Result, SecretString,
     compat::{AccountState, CompatAccount, CompatStore},
     http::{self, encode},
-    ledger::{Ledger, Subject},
+    ledger::{Conditional, Ledger, Subject},
     model::{
         BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner,
         Permission, UserInfo, UserSpec,
@@ -155,9 +155,7 @@ impl VersityGw {
     pub fn new(config: VersityGwConfig) -> Result<Self> {
         let s3 = s3ops::client(&config.endpoint, &config.region, &config.access_key, &config.secret_key);
         let http = http::client(BACKEND)?;
-        // VersityGW 1.7 refuses a second conditional write, but two at once may both succeed
-        // (measured): not atomic, so claims are read back.
-        let markers = Ledger::new(s3.clone(), BACKEND, config.marker_bucket.clone(), false);
+        let markers = Ledger::new(s3.clone(), BACKEND, config.marker_bucket.clone(), Conditional::Sequential);
         Ok(Self {
             s3,
             http,
@@ -601,7 +599,7 @@ impl CompatStore for VersityGw {
     }
 
     async fn claim(&self, subject: Subject, name: &str, owner: &Owner) -> Result<bool> {
-        self.claim_marker(subject, name, owner).await
+        self.markers.claim_free(subject, name, owner, || self.markers.create_bucket()).await
     }
 }
 

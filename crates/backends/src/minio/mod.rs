@@ -26,7 +26,7 @@ use crate::{
     Backend, BackendError, Result, SecretString,
     compat::{AccountState, CompatAccount, CompatStore},
     http::{self, encode},
-    ledger::{Ledger, Subject},
+    ledger::{Conditional, Ledger, Subject},
     model::{
         BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner,
         Permission, Quota, UserInfo, UserSpec,
@@ -311,7 +311,7 @@ impl Minio {
     pub fn new(config: MinioConfig) -> Result<Self> {
         let s3 = s3ops::client(&config.endpoint, &config.region, &config.access_key, &config.secret_key);
         let http = http::client(BACKEND)?;
-        let markers = Ledger::new(s3.clone(), BACKEND, config.marker_bucket.clone(), true);
+        let markers = Ledger::new(s3.clone(), BACKEND, config.marker_bucket.clone(), Conditional::Atomic);
         Ok(Self {
             s3,
             http,
@@ -973,7 +973,7 @@ impl CompatStore for Minio {
     }
 
     async fn claim(&self, subject: Subject, name: &str, owner: &Owner) -> Result<bool> {
-        self.claim_marker(subject, name, owner).await
+        self.markers.claim_free(subject, name, owner, || self.markers.create_bucket()).await
     }
 }
 
