@@ -17,7 +17,9 @@
 //! (`If-None-Match: *`), which MinIO makes atomic; VersityGW 1.7 checks the condition but not
 //! atomically, and Garage 2.5 ignores it (both measured here), so there the claim is read back
 //! after it is written and whoever reads another's claim refuses before any other write (see
-//! [`Conditional`]). AWS keeps its claims as tags on the bucket or IAM user, not here.
+//! [`Conditional`]). That narrows the window between two processes but cannot close it: a
+//! loser's write may still land over the winner's record. AWS keeps its claims as tags on the
+//! bucket or IAM user, not here.
 
 use std::{
     collections::HashMap,
