@@ -47,8 +47,8 @@ struct State {
     users: BTreeMap<String, MemUser>,
     next_key: u64,
     accounts: BTreeMap<String, CompatAccount>,
-    /// The ownership ledger: compatibility claims, and CRD claims of names whose bucket or
-    /// user is gone (the owner fields above hold the rest).
+    /// The ownership ledger's compatibility claims; CRD claims are the buckets' and users'
+    /// owner fields (see `holder_in`).
     claims: BTreeMap<(Subject, String), Owner>,
     compat_calls: Vec<String>,
 }
