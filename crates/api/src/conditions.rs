@@ -42,6 +42,9 @@ pub enum ConditionReason {
     Forbidden,
     /// The object store cannot do what the spec asks (e.g. versioning on Garage).
     Unsupported,
+    /// Something the store should hold is missing right now (e.g. a user read back right after
+    /// it was made); retried with backoff.
+    NotFound,
     /// A granted bucket does not exist yet or is not Ready.
     BucketNotReady,
     /// Cleanup is in progress.
@@ -52,7 +55,7 @@ pub enum ConditionReason {
 
 impl ConditionReason {
     /// Every reason, for tests and metric pre-registration.
-    pub const ALL: [ConditionReason; 10] = [
+    pub const ALL: [ConditionReason; 11] = [
         ConditionReason::Available,
         ConditionReason::Creating,
         ConditionReason::InvalidSpec,
@@ -60,6 +63,7 @@ impl ConditionReason {
         ConditionReason::Conflict,
         ConditionReason::Forbidden,
         ConditionReason::Unsupported,
+        ConditionReason::NotFound,
         ConditionReason::BucketNotReady,
         ConditionReason::Deleting,
         ConditionReason::DeletionBlocked,
@@ -75,10 +79,18 @@ impl ConditionReason {
             ConditionReason::Conflict => "Conflict",
             ConditionReason::Forbidden => "Forbidden",
             ConditionReason::Unsupported => "Unsupported",
+            ConditionReason::NotFound => "NotFound",
             ConditionReason::BucketNotReady => "BucketNotReady",
             ConditionReason::Deleting => "Deleting",
             ConditionReason::DeletionBlocked => "DeletionBlocked",
         }
+    }
+}
+
+impl ConditionReason {
+    /// The reason written as `s`, if it is one.
+    pub fn parse(s: &str) -> Option<ConditionReason> {
+        ConditionReason::ALL.into_iter().find(|r| r.as_str() == s)
     }
 }
 

@@ -1,5 +1,6 @@
-//! The one error type of every backend. Each error knows whether a retry can help and which
-//! condition reason it maps to, so the controller never inspects messages.
+//! The one error type of every backend. Each error knows whether a retry can help and its
+//! category, whose word is the reason conditions, events and metric labels all show, so the
+//! controller never inspects messages and maps nothing itself.
 
 use thiserror::Error;
 
@@ -60,7 +61,8 @@ pub enum BackendError {
     },
 }
 
-/// Coarse class of a [`BackendError`]: the bounded label set for metrics and events.
+/// Coarse class of a [`BackendError`]: the one bounded vocabulary of failures. Its word is the
+/// `Ready` condition's reason, the Warning event's reason and the metric label alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCategory {
     /// See [`BackendError::NotFound`].
@@ -73,23 +75,32 @@ pub enum ErrorCategory {
     Forbidden,
     /// See [`BackendError::Unsupported`].
     Unsupported,
-    /// See [`BackendError::Unavailable`].
+    /// See [`BackendError::Unavailable`] and [`BackendError::Protocol`]: both are the store
+    /// failing on its side, and the log line keeps which.
     Unavailable,
-    /// See [`BackendError::Protocol`].
-    Protocol,
 }
 
 impl ErrorCategory {
-    /// CamelCase name, usable as a condition reason or a metric label.
+    /// Every category, for tests and metric pre-registration.
+    pub const ALL: [ErrorCategory; 6] = [
+        ErrorCategory::NotFound,
+        ErrorCategory::Conflict,
+        ErrorCategory::InvalidInput,
+        ErrorCategory::Forbidden,
+        ErrorCategory::Unsupported,
+        ErrorCategory::Unavailable,
+    ];
+
+    /// The CamelCase reason: a `Ready` condition reason of the API (`s3op_api::ConditionReason`),
+    /// an event reason and a metric label.
     pub const fn as_str(self) -> &'static str {
         match self {
             ErrorCategory::NotFound => "NotFound",
             ErrorCategory::Conflict => "Conflict",
-            ErrorCategory::InvalidInput => "InvalidInput",
+            ErrorCategory::InvalidInput => "InvalidSpec",
             ErrorCategory::Forbidden => "Forbidden",
             ErrorCategory::Unsupported => "Unsupported",
             ErrorCategory::Unavailable => "BackendUnavailable",
-            ErrorCategory::Protocol => "BackendProtocolError",
         }
     }
 }
@@ -103,16 +114,24 @@ impl BackendError {
             BackendError::InvalidInput(_) => ErrorCategory::InvalidInput,
             BackendError::Forbidden(_) => ErrorCategory::Forbidden,
             BackendError::Unsupported { .. } => ErrorCategory::Unsupported,
-            BackendError::Unavailable { .. } => ErrorCategory::Unavailable,
-            BackendError::Protocol { .. } => ErrorCategory::Protocol,
+            BackendError::Unavailable { .. } | BackendError::Protocol { .. } => ErrorCategory::Unavailable,
         }
     }
 
     /// True when the same call may succeed later without any change of spec: the store was
-    /// down or overloaded, or a conflict that other work may clear (a bucket being emptied).
-    /// A protocol error is retried too: stores answer garbage while starting up.
+    /// down or overloaded, a conflict that other work may clear (a bucket being emptied), or
+    /// something missing that other work brings back (a bucket its own reconcile makes again, a
+    /// user read back right after it was made). A protocol error is retried too: stores answer
+    /// garbage while starting up. What is left needs a human: a name taken by someone else,
+    /// invalid input, refused credentials, an unsupported setting.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, BackendError::Unavailable { .. } | BackendError::Protocol { .. } | BackendError::Conflict { .. })
+        matches!(
+            self,
+            BackendError::Unavailable { .. }
+                | BackendError::Protocol { .. }
+                | BackendError::Conflict { .. }
+                | BackendError::NotFound { .. }
+        )
     }
 
     /// Shorthand for [`BackendError::NotFound`].
@@ -140,6 +159,10 @@ mod tests {
         assert!(!taken.is_retryable(), "a name taken by someone else needs a human");
         assert_eq!(taken.category(), ErrorCategory::Conflict);
         assert!(!BackendError::Forbidden("x".into()).is_retryable());
-        assert!(!BackendError::not_found("user u").is_retryable());
+        assert!(BackendError::not_found("user u").is_retryable(), "other work may bring it back");
+        let garbage = BackendError::Protocol { backend: "garage", detail: "html".into() };
+        assert_eq!(garbage.category(), ErrorCategory::Unavailable);
+        assert!(garbage.is_retryable());
+        assert_eq!(BackendError::InvalidInput("x".into()).category().as_str(), "InvalidSpec");
     }
 }

@@ -1,48 +1,44 @@
 //! The S3Bucket reconciler: validate, claim, ensure the bucket and its settings, report; on
 //! deletion honour `deletionPolicy` without ever losing data nobody asked to lose.
 
-use std::sync::Arc;
-
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
-    Api, Resource, ResourceExt,
-    runtime::{
-        controller::Action,
-        finalizer::{Event as FinalizerEvent, finalizer},
-        reflector::ObjectRef,
-    },
+    Resource, ResourceExt,
+    runtime::{controller::Action, reflector::ObjectRef},
 };
 use s3op_api::{
-    ConditionReason, DeletionPolicy, FINALIZER, RESERVED_TAG_PREFIX, S3Bucket, S3BucketStatus, Versioning,
+    ConditionReason, DeletionPolicy, RESERVED_TAG_PREFIX, S3Bucket, S3BucketStatus, Versioning,
     naming::default_bucket_name, quantity::quantity_bytes, validate_bucket_name,
 };
 use s3op_backends::{BackendError, BucketDeletion, BucketSpec, Change, Owner, Quota, ledger::Subject};
 
 use crate::{
-    context::{Context, Error, Result, finalizer_write},
-    status::{Readiness, with_ready},
+    context::{Context, Error, Result},
+    reconcile::{self, Halt, Reconciled, WithStatus},
+    status::Readiness,
 };
 
 /// Kind name, for metrics and logs.
 pub const KIND: &str = "S3Bucket";
 
-/// Reconciles one S3Bucket.
-pub async fn reconcile(obj: Arc<S3Bucket>, ctx: Arc<Context>) -> Result<Action> {
-    let api: Api<S3Bucket> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    let finalizer_patch = finalizer_write(obj.as_ref());
-    let result = finalizer(&api, FINALIZER, obj, |event| async {
-        match event {
-            FinalizerEvent::Apply(b) => apply(&b, &ctx).await,
-            FinalizerEvent::Cleanup(b) => cleanup(&b, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    if result.is_ok()
-        && let Some(write) = finalizer_patch
-    {
-        ctx.metrics.api_write(KIND, write);
+impl WithStatus for S3Bucket {
+    type Status = S3BucketStatus;
+    const KIND: &'static str = KIND;
+    fn status_ref(&self) -> Option<&S3BucketStatus> {
+        self.status.as_ref()
     }
-    result
+    fn conditions(status: &S3BucketStatus) -> &[Condition] {
+        &status.conditions
+    }
+}
+
+impl Reconciled for S3Bucket {
+    async fn apply(&self, ctx: &Context) -> Result<Action> {
+        apply(self, ctx).await
+    }
+    async fn cleanup(&self, ctx: &Context) -> Result<Action> {
+        cleanup(self, ctx).await
+    }
 }
 
 /// The claim an S3Bucket makes on the store.
@@ -114,43 +110,21 @@ fn earlier_claim(ctx: &Context, obj: &S3Bucket, bucket: &str) -> Option<String> 
         .next()
 }
 
-/// How a backend error shows in the Ready condition, and whether a retry with backoff can help.
-pub fn readiness_of(err: &BackendError) -> (Readiness, bool) {
-    let reason = match err {
-        BackendError::NotOwned { .. } | BackendError::Conflict { .. } => ConditionReason::Conflict,
-        BackendError::InvalidInput(_) => ConditionReason::InvalidSpec,
-        BackendError::Forbidden(_) => ConditionReason::Forbidden,
-        BackendError::Unsupported { .. } => ConditionReason::Unsupported,
-        BackendError::NotFound { .. } | BackendError::Unavailable { .. } | BackendError::Protocol { .. } => {
-            ConditionReason::BackendUnavailable
-        }
-    };
-    let retry = err.is_retryable() || matches!(err, BackendError::NotFound { .. });
-    (Readiness::not_ready(reason, err.to_string()), retry)
-}
-
 fn endpoint(ctx: &Context) -> String {
     ctx.config.s3_endpoint_url.clone().unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", ctx.config.region))
 }
 
-/// Writes status for `readiness`, with a Warning event when it turns into a problem.
+/// Writes status for `readiness`, naming `bucket` once one is known.
 async fn report(obj: &S3Bucket, ctx: &Context, bucket: Option<&str>, readiness: &Readiness) -> Result<()> {
-    let previous = obj.status.clone().unwrap_or_default();
-    if readiness.warns_after(&previous.conditions) {
-        ctx.event(obj, true, readiness.reason.as_str(), readiness.message.clone()).await;
-    }
     let generation = obj.metadata.generation;
     let endpoint = endpoint(ctx);
     let backend = ctx.backend.kind().as_str();
-    ctx.write_status(obj, |current| {
-        let previous = current.cloned().unwrap_or_default();
-        S3BucketStatus {
-            observed_generation: generation,
-            bucket_name: bucket.map(str::to_string).or(previous.bucket_name),
-            backend: Some(backend.to_string()),
-            endpoint: Some(endpoint.clone()),
-            conditions: with_ready(&previous.conditions, readiness, generation),
-        }
+    reconcile::report(obj, ctx, readiness, |previous, conditions| S3BucketStatus {
+        observed_generation: generation,
+        bucket_name: bucket.map(str::to_string).or(previous.bucket_name),
+        backend: Some(backend.to_string()),
+        endpoint: Some(endpoint.clone()),
+        conditions,
     })
     .await
 }
@@ -159,88 +133,95 @@ async fn apply(obj: &S3Bucket, ctx: &Context) -> Result<Action> {
     let spec = match desired(obj) {
         Ok(spec) => spec,
         Err(message) => {
-            report(obj, ctx, None, &Readiness::not_ready(ConditionReason::InvalidSpec, message)).await?;
-            return Ok(ctx.resync());
+            return Halt::Wait(Readiness::not_ready(ConditionReason::InvalidSpec, message))
+                .settle(ctx, |r| async move { report(obj, ctx, None, &r).await })
+                .await;
         }
     };
-    if let Some(first) = earlier_claim(ctx, obj, &spec.name) {
-        let message = format!("bucket {} is already claimed by S3Bucket {first}", spec.name);
-        report(obj, ctx, None, &Readiness::not_ready(ConditionReason::Conflict, message)).await?;
-        return Ok(ctx.resync());
-    }
-    let adopt = ctx.may_adopt(&spec.owner.namespace);
-    match ctx.backend.ensure_bucket(&spec, adopt).await {
-        Ok(change) => {
-            if change == Change::Created {
-                let existed = obj.status.as_ref().is_some_and(|s| s.bucket_name.as_deref() == Some(spec.name.as_str()));
-                let (reason, note) = if existed {
-                    // Closed only at shutdown, when nobody needs the users woken any more.
-                    let _ = ctx.recreated_buckets.unbounded_send(ObjectRef::from_obj(obj));
-                    ("Recreated", format!("bucket {} was missing on the store and has been created again", spec.name))
-                } else {
-                    ("Created", format!("bucket {} created", spec.name))
-                };
-                ctx.event(obj, false, reason, note).await;
-            }
+    match ensure(obj, ctx, &spec).await {
+        Ok(()) => {
             let ready = Readiness::available(format!("bucket {} is ready", spec.name));
             report(obj, ctx, Some(&spec.name), &ready).await?;
             Ok(ctx.resync())
         }
-        Err(e) => {
-            let (readiness, retry) = readiness_of(&e);
+        Err(halt) => {
             // An Unsupported setting leaves the bucket made and marked: name it in status.
-            let bucket = matches!(e, BackendError::Unsupported { .. }).then_some(spec.name.as_str());
-            report(obj, ctx, bucket, &readiness).await?;
-            if retry { Err(e.into()) } else { Ok(ctx.resync()) }
+            let made = matches!(halt, Halt::Failed(BackendError::Unsupported { .. })).then_some(spec.name.as_str());
+            halt.settle(ctx, |r| async move { report(obj, ctx, made, &r).await }).await
         }
     }
 }
 
+/// Makes the bucket exist as `spec` says, unless an older S3Bucket asked for the name first.
+async fn ensure(obj: &S3Bucket, ctx: &Context, spec: &BucketSpec) -> Result<(), Halt> {
+    if let Some(first) = earlier_claim(ctx, obj, &spec.name) {
+        let message = format!("bucket {} is already claimed by S3Bucket {first}", spec.name);
+        return Err(Halt::Wait(Readiness::not_ready(ConditionReason::Conflict, message)));
+    }
+    let adopt = ctx.may_adopt(&spec.owner.namespace);
+    if ctx.backend.ensure_bucket(spec, adopt).await? == Change::Created {
+        let existed = obj.status.as_ref().is_some_and(|s| s.bucket_name.as_deref() == Some(spec.name.as_str()));
+        let (reason, note) = if existed {
+            // Closed only at shutdown, when nobody needs the users woken any more.
+            let _ = ctx.recreated_buckets.unbounded_send(ObjectRef::from_obj(obj));
+            ("Recreated", format!("bucket {} was missing on the store and has been created again", spec.name))
+        } else {
+            ("Created", format!("bucket {} created", spec.name))
+        };
+        ctx.event(obj, false, reason, note).await;
+    }
+    Ok(())
+}
+
+/// The bucket an S3Bucket's deletion concerns: the name its spec asks for or, when that no
+/// longer validates (a rule that changed between versions), the one its status recorded. Only
+/// names and the owner matter here: a spec that stopped validating elsewhere (a tag, a quota)
+/// must not stop a deletion. The ledger still decides whether the bucket is this object's.
+fn bucket_to_clean(obj: &S3Bucket) -> Option<String> {
+    bucket_name_of(obj).ok().or_else(|| obj.status.as_ref()?.bucket_name.clone())
+}
+
 async fn cleanup(obj: &S3Bucket, ctx: &Context) -> Result<Action> {
-    let Ok(spec) = desired(obj) else {
-        // A spec that was never valid never made a bucket.
+    let Some(name) = bucket_to_clean(obj) else {
+        // A name that never validated never made a bucket.
         return Ok(Action::await_change());
     };
     if obj.spec.deletion_policy == DeletionPolicy::Retain {
         return Ok(Action::await_change());
     }
+    let owner = owner_of(obj);
     // Only a bucket this object holds is deleted, never one we merely tried to take: the
     // ledger says so (its claim wins over tags, which a bucket's owner may edit on some stores),
     // and the tags for buckets made before the ledger recorded buckets.
-    let held = ctx.backend.holder(Subject::Bucket, &spec.name).await?;
-    match ctx.backend.describe_bucket(&spec.name).await? {
+    let held = ctx.backend.holder(Subject::Bucket, &name).await?;
+    match ctx.backend.describe_bucket(&name).await? {
         None => {
             // Gone already (or never made): the name is free again.
-            ctx.backend.release_claim(Subject::Bucket, &spec.name, &spec.owner).await?;
+            ctx.backend.release_claim(Subject::Bucket, &name, &owner).await?;
             return Ok(Action::await_change());
         }
-        Some(info) if held.as_ref().or(info.owner.as_ref()).is_some_and(|o| o.same_claim(&spec.owner)) => {}
+        Some(info) if held.as_ref().or(info.owner.as_ref()).is_some_and(|o| o.same_claim(&owner)) => {}
         Some(_) => {
-            let note = format!("bucket {} is not this object's to delete; it was left in place", spec.name);
+            let note = format!("bucket {} is not this object's to delete; it was left in place", name);
             ctx.event(obj, true, "NotDeleted", note).await;
             return Ok(Action::await_change());
         }
     }
     let force = obj.spec.force_delete.unwrap_or(false);
-    match ctx.backend.delete_bucket(&spec.name, force).await? {
+    match ctx.backend.delete_bucket(&name, force).await? {
         BucketDeletion::Deleted => {
-            ctx.event(obj, false, "Deleted", format!("bucket {} deleted", spec.name)).await;
+            ctx.event(obj, false, "Deleted", format!("bucket {} deleted", name)).await;
             Ok(Action::await_change())
         }
         BucketDeletion::AlreadyGone => Ok(Action::await_change()),
         BucketDeletion::NotEmpty { objects } => {
             let message = format!(
                 "bucket {} still holds {objects}{} objects, versions or delete markers; empty it or set forceDelete: true",
-                spec.name,
+                name,
                 if objects >= 1000 { "+" } else { "" }
             );
-            report(
-                obj,
-                ctx,
-                Some(&spec.name),
-                &Readiness::not_ready(ConditionReason::DeletionBlocked, message.clone()),
-            )
-            .await?;
+            report(obj, ctx, Some(&name), &Readiness::not_ready(ConditionReason::DeletionBlocked, message.clone()))
+                .await?;
             Err(Error::Blocked(message))
         }
     }
@@ -292,16 +273,5 @@ mod tests {
             ..Default::default()
         };
         assert!(desired(&obj(quota)).unwrap_err().contains("quota.maxSize"));
-    }
-
-    #[test]
-    fn backend_errors_map_to_reasons_and_retries() {
-        let (r, retry) = readiness_of(&BackendError::Unavailable { backend: "minio", cause: "down".into() });
-        assert_eq!((r.reason, retry), (ConditionReason::BackendUnavailable, true));
-        let (r, retry) = readiness_of(&BackendError::NotOwned { what: "bucket b".into(), detail: "x".into() });
-        assert_eq!((r.reason, retry), (ConditionReason::Conflict, false));
-        let (r, retry) = readiness_of(&BackendError::Unsupported { backend: "garage", feature: "versioning" });
-        assert_eq!((r.reason, retry), (ConditionReason::Unsupported, false));
-        assert!(r.message.contains("versioning"));
     }
 }

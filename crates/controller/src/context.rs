@@ -16,12 +16,12 @@ use kube::{
 };
 use s3op_api::{FIELD_MANAGER, FINALIZER, S3Bucket};
 use s3op_backends::{Backend, BackendError};
-use serde::{Serialize, de::DeserializeOwned};
 use thiserror::Error;
 
 use crate::{
     config::Config,
     metrics::{API_WRITE_FINALIZER_ADD, API_WRITE_FINALIZER_REMOVE, Metrics},
+    reconcile::WithStatus,
 };
 
 /// Why a reconcile must be tried again. Permanent problems are not errors: they are written to
@@ -184,8 +184,7 @@ impl Context {
     /// older than the server's (another trigger queued it before our last write arrived), so a
     /// difference is checked once more against a fresh read before writing: a reconcile that
     /// changes nothing writes nothing. The read is kept even for a new object's first status:
-    /// skipping it trades a cheap read for repeated writes from stale copies (the bench saw 0.3
-    /// more writes per pair, and no faster rollout).
+    /// skipping it trades a cheap read for repeated writes from stale copies.
     pub async fn write_status<K>(&self, obj: &K, build: impl Fn(Option<&K::Status>) -> K::Status) -> Result<()>
     where
         K: WithStatus,
@@ -211,34 +210,6 @@ impl Context {
     }
 }
 
-/// A custom resource with a status the operator writes.
-pub trait WithStatus:
-    Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + Clone + DeserializeOwned + Debug
-{
-    /// The status type.
-    type Status: Serialize + PartialEq;
-    /// The kind's name, as a bounded metric label.
-    const KIND: &'static str;
-    /// The current status, if any.
-    fn status_ref(&self) -> Option<&Self::Status>;
-}
-
-impl WithStatus for S3Bucket {
-    type Status = s3op_api::S3BucketStatus;
-    const KIND: &'static str = crate::bucket::KIND;
-    fn status_ref(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
-}
-
-impl WithStatus for s3op_api::S3User {
-    type Status = s3op_api::S3UserStatus;
-    const KIND: &'static str = crate::user::KIND;
-    fn status_ref(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
-}
-
 /// The finalizer patch kube's `finalizer` helper makes for `obj` when the reconcile succeeds:
 /// it adds the finalizer to a live object lacking it, and removes it from a deleted object once
 /// cleanup succeeded. Read before the call, counted after it (the helper does not say).
@@ -248,6 +219,21 @@ pub fn finalizer_write<K: Resource>(obj: &K) -> Option<&'static str> {
         (false, false) => Some(API_WRITE_FINALIZER_ADD),
         (true, true) => Some(API_WRITE_FINALIZER_REMOVE),
         _ => None,
+    }
+}
+
+/// Waits until `store` holds its first full list; an error means its writer was dropped.
+pub async fn wait_synced<K>(store: &Store<K>) -> Result<(), kube::runtime::reflector::store::WriterDropped>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    // kube-runtime's readiness signal wakes only the last of several waiters (the controller
+    // waits on it too), so ask again now and then instead of waiting once.
+    loop {
+        if let Ok(result) = tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+            return result;
+        }
     }
 }
 

@@ -11,6 +11,7 @@ pub mod http;
 pub mod leader;
 pub mod metered;
 pub mod metrics;
+pub mod reconcile;
 pub mod run;
 pub mod status;
 pub mod store;

@@ -1,10 +1,7 @@
 //! Wires the operator: backend, metrics, HTTP endpoints, and one kube-runtime controller per
 //! kind, all stopped together by one shutdown signal.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Instant};
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
@@ -20,17 +17,17 @@ use kube::{
 use s3op_api::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, S3Bucket, S3User};
 use s3op_backends::Backend;
 use tokio::sync::watch;
-use tracing::Instrument;
 
 use crate::{
     bucket,
     compat::{self, Compat, LegacyMetrics},
     config::Config,
-    context::{Context, Error, Result, WithStatus},
+    context::{Context, wait_synced},
     http::{self, Readiness},
     leader,
     metered::MeteredBackend,
     metrics::Metrics,
+    reconcile::{error_policy, reconcile},
     store, triggers, user,
 };
 
@@ -164,13 +161,13 @@ pub async fn run(
         tokio::spawn(mark_synced(user_store.clone(), readiness.clone(), user::KIND));
         work.push(
             buckets
-                .run(reconcile_bucket, error_policy::<S3Bucket>, ctx.clone())
+                .run(reconcile::<S3Bucket>, error_policy::<S3Bucket>, ctx.clone())
                 .for_each(|r| async move { log_result(bucket::KIND, r) })
                 .boxed(),
         );
         work.push(
             users
-                .run(reconcile_user, error_policy::<S3User>, ctx.clone())
+                .run(reconcile::<S3User>, error_policy::<S3User>, ctx.clone())
                 .for_each(|r| async move { log_result(user::KIND, r) })
                 .boxed(),
         );
@@ -232,21 +229,6 @@ where
     }
 }
 
-/// Waits until `store` holds its first full list; an error means its writer was dropped.
-pub(crate) async fn wait_synced<K>(store: &Store<K>) -> Result<(), reflector::store::WriterDropped>
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    // kube-runtime's readiness signal wakes only the last of several waiters (the controller
-    // waits on it too), so ask again now and then instead of waiting once.
-    loop {
-        if let Ok(result) = tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
-            return result;
-        }
-    }
-}
-
 /// The API for `K` in the watched namespace, or in all namespaces.
 fn scoped<K>(client: &Client, config: &Config) -> Api<K>
 where
@@ -262,49 +244,4 @@ fn log_result<K: kube::Resource, E: std::fmt::Display>(kind: &str, r: Result<(Ob
     if let Err(e) = r {
         tracing::debug!(kind, error = %e, "reconcile ended with an error");
     }
-}
-
-fn key<K: ResourceExt>(kind: &str, obj: &K) -> String {
-    format!("{kind}/{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
-}
-
-async fn timed<K: ResourceExt>(
-    kind: &'static str,
-    obj: &K,
-    ctx: &Context,
-    work: impl Future<Output = Result<Action>>,
-) -> Result<Action> {
-    let started = Instant::now();
-    let span = tracing::info_span!("reconcile", kind, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
-    let result = work.instrument(span).await;
-    ctx.metrics.reconcile_finished(kind, if result.is_ok() { "ok" } else { "error" }, started.elapsed());
-    if result.is_ok() {
-        ctx.succeeded(&key(kind, obj));
-    }
-    result
-}
-
-async fn reconcile_bucket(obj: Arc<S3Bucket>, ctx: Arc<Context>) -> Result<Action> {
-    let o = obj.clone();
-    timed(bucket::KIND, o.as_ref(), &ctx, bucket::reconcile(obj, ctx.clone())).await
-}
-
-async fn reconcile_user(obj: Arc<S3User>, ctx: Arc<Context>) -> Result<Action> {
-    let o = obj.clone();
-    timed(user::KIND, o.as_ref(), &ctx, user::reconcile(obj, ctx.clone())).await
-}
-
-/// Retries with per-object exponential backoff; the error is counted and logged once here.
-fn error_policy<K: WithStatus>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
-    let kind = K::KIND;
-    if err.is_stale_cache() {
-        // A reconcile ran on a cached copy older than our own finalizer patch (another trigger
-        // queued it meanwhile); the watch brings the fresh copy in a moment. Not a failure.
-        tracing::debug!(kind, name = %obj.name_any(), "finalizer patch raced a stale cache; retrying");
-        return Action::requeue(Duration::from_millis(300));
-    }
-    ctx.metrics.reconcile_error(kind, err.reason());
-    let delay = ctx.backoff(&key(kind, obj.as_ref()));
-    tracing::warn!(kind, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), error = %err, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
 }

@@ -6,6 +6,7 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use s3op_api::{ConditionReason, ConditionType};
+use s3op_backends::{BackendError, ErrorCategory};
 
 /// What a reconcile concluded, before it becomes a condition.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,10 +39,21 @@ impl Readiness {
         Self { ready: false, reason, message: message.into(), warn: false }
     }
 
+    /// Not ready because the store failed: the error's own category is the reason.
+    pub fn of_error(err: &BackendError) -> Self {
+        Self::not_ready(reason_of(err.category()), err.to_string())
+    }
+
     /// True when moving from `previous` to this state deserves a Warning event.
     pub fn warns_after(&self, previous: &[Condition]) -> bool {
         self.warn && transitions(previous, self)
     }
+}
+
+/// The condition reason a backend error category shows as: the category's own word, which the
+/// API's reasons include (a unit test checks every one).
+pub fn reason_of(category: ErrorCategory) -> ConditionReason {
+    ConditionReason::parse(category.as_str()).unwrap_or(ConditionReason::BackendUnavailable)
 }
 
 /// The Ready condition among `conditions`.
@@ -120,6 +132,20 @@ mod tests {
         let failed = Readiness::not_ready(ConditionReason::BucketNotReady, "waiting for S3Bucket a (not Ready)");
         assert!(failed.warns_after(&shown), "the wait turning into a problem warns");
         assert!(!failed.warns_after(&with_ready(&[], &failed, Some(1))), "once");
+    }
+
+    #[test]
+    fn every_error_category_is_a_condition_reason() {
+        for category in ErrorCategory::ALL {
+            assert_eq!(reason_of(category).as_str(), category.as_str(), "{category:?}");
+        }
+        let down = Readiness::of_error(&BackendError::Unavailable { backend: "minio", cause: "down".into() });
+        assert_eq!(down.reason, ConditionReason::BackendUnavailable);
+        let taken = Readiness::of_error(&BackendError::NotOwned { what: "bucket b".into(), detail: "x".into() });
+        assert_eq!(taken.reason, ConditionReason::Conflict);
+        let unsupported = Readiness::of_error(&BackendError::Unsupported { backend: "garage", feature: "versioning" });
+        assert_eq!(unsupported.reason, ConditionReason::Unsupported);
+        assert!(unsupported.message.contains("versioning") && unsupported.warn);
     }
 
     #[test]

@@ -2,34 +2,36 @@
 //! keep one working key in a Secret the user owns, rotate when that Secret goes or is edited,
 //! and delete the user (never one that is not ours) when the S3User goes.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::collections::BTreeMap;
 
 use k8s_openapi::{
     ByteString,
     api::core::v1::Secret,
-    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+    apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, OwnerReference},
 };
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{
         controller::Action,
-        finalizer::{Event as FinalizerEvent, finalizer},
-        reflector::ObjectRef,
+        reflector::{ObjectRef, Store},
     },
 };
 use s3op_api::{
-    ConditionReason, FIELD_MANAGER, FINALIZER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Permission, S3Bucket, S3User,
-    S3UserStatus, naming::default_user_name, secret_keys, validate_user_name,
+    ConditionReason, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Permission, S3Bucket, S3User, S3UserStatus,
+    naming::default_user_name, secret_keys, validate_user_name,
 };
-use s3op_backends::{BackendError, Change, Credentials, Grant, Owner, SecretString, UserSpec, ledger::Subject};
+use s3op_backends::{
+    BackendError, Change, Credentials, Grant, Owner, SecretString, UserInfo, UserSpec, ledger::Subject,
+};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    bucket::{bucket_name_of, readiness_of},
-    context::{Context, Error, Result, finalizer_write},
+    bucket::bucket_name_of,
+    context::{Context, Error, Result, wait_synced},
     metrics::API_WRITE_SECRET,
-    status::{Readiness, is_ready_at, ready_condition, with_ready},
+    reconcile::{self, Halt, Reconciled, WithStatus},
+    status::{Readiness, is_ready_at, ready_condition},
 };
 
 /// Kind name, for metrics and logs.
@@ -39,24 +41,24 @@ pub const KIND: &str = "S3User";
 /// edited Secret is noticed (and replaced by a fresh key pair) without storing the secret twice.
 pub const CREDENTIALS_HASH_ANNOTATION: &str = "s3-resource-operator.io/credentials-sha256";
 
-/// Reconciles one S3User.
-pub async fn reconcile(obj: Arc<S3User>, ctx: Arc<Context>) -> Result<Action> {
-    let api: Api<S3User> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    let finalizer_patch = finalizer_write(obj.as_ref());
-    let result = finalizer(&api, FINALIZER, obj, |event| async {
-        match event {
-            FinalizerEvent::Apply(u) => apply(&u, &ctx).await,
-            FinalizerEvent::Cleanup(u) => cleanup(&u, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    if result.is_ok()
-        && let Some(write) = finalizer_patch
-    {
-        ctx.metrics.api_write(KIND, write);
+impl WithStatus for S3User {
+    type Status = S3UserStatus;
+    const KIND: &'static str = KIND;
+    fn status_ref(&self) -> Option<&S3UserStatus> {
+        self.status.as_ref()
     }
-    result
+    fn conditions(status: &S3UserStatus) -> &[Condition] {
+        &status.conditions
+    }
+}
+
+impl Reconciled for S3User {
+    async fn apply(&self, ctx: &Context) -> Result<Action> {
+        apply(self, ctx).await
+    }
+    async fn cleanup(&self, ctx: &Context) -> Result<Action> {
+        cleanup(self, ctx).await
+    }
 }
 
 /// The claim an S3User makes on the store.
@@ -115,12 +117,12 @@ struct Waiting {
 /// S3Bucket's spec, never its status (which a tenant allowed to write status could forge), and
 /// a bucket counts only when Ready for its current generation. The ledger has the last word
 /// before a grant is written (see `verify_grants`).
-fn resolve_grants(obj: &S3User, ctx: &Context) -> Result<Vec<(String, Grant)>, Waiting> {
+fn resolve_grants(obj: &S3User, buckets: &Store<S3Bucket>) -> Result<Vec<(String, Grant)>, Waiting> {
     let namespace = obj.namespace().unwrap_or_default();
     let mut grants = Vec::new();
     let mut waiting = Waiting { buckets: Vec::new(), only_new: true };
     for access in &obj.spec.access {
-        let found = ctx.buckets.get(&ObjectRef::<S3Bucket>::new(&access.bucket).within(&namespace));
+        let found = buckets.get(&ObjectRef::<S3Bucket>::new(&access.bucket).within(&namespace));
         let ready_name = found.as_ref().and_then(|b| {
             let status = b.status.as_ref()?;
             if b.meta().deletion_timestamp.is_some() || !is_ready_at(&status.conditions, b.metadata.generation) {
@@ -183,7 +185,7 @@ async fn verify_grants(ctx: &Context, namespace: &str, grants: &[(String, Grant)
     Ok(())
 }
 
-/// Writes status for `readiness`, with a Warning event when it turns into a problem.
+/// Writes status for `readiness`, naming the user and its key once known.
 async fn report(
     obj: &S3User,
     ctx: &Context,
@@ -191,32 +193,18 @@ async fn report(
     access_key_id: Option<&str>,
     readiness: &Readiness,
 ) -> Result<()> {
-    let previous = obj.status.clone().unwrap_or_default();
-    if readiness.warns_after(&previous.conditions) {
-        ctx.event(obj, true, readiness.reason.as_str(), readiness.message.clone()).await;
-    }
     let generation = obj.metadata.generation;
     let secret_name = secret_name_of(obj);
     let backend = ctx.backend.kind().as_str();
-    ctx.write_status(obj, |current| {
-        let previous = current.cloned().unwrap_or_default();
-        S3UserStatus {
-            observed_generation: generation,
-            user_name: user.map(str::to_string).or(previous.user_name),
-            access_key_id: access_key_id.map(str::to_string).or(previous.access_key_id),
-            secret_name: Some(secret_name.clone()),
-            backend: Some(backend.to_string()),
-            conditions: with_ready(&previous.conditions, readiness, generation),
-        }
+    reconcile::report(obj, ctx, readiness, |previous, conditions| S3UserStatus {
+        observed_generation: generation,
+        user_name: user.map(str::to_string).or(previous.user_name),
+        access_key_id: access_key_id.map(str::to_string).or(previous.access_key_id),
+        secret_name: Some(secret_name.clone()),
+        backend: Some(backend.to_string()),
+        conditions,
     })
     .await
-}
-
-/// Reports a backend error: permanent ones wait for a change, retryable ones back off.
-async fn backend_failed(obj: &S3User, ctx: &Context, user: &str, e: BackendError) -> Result<Action> {
-    let (readiness, retry) = readiness_of(&e);
-    report(obj, ctx, Some(user), None, &readiness).await?;
-    if retry { Err(e.into()) } else { Ok(ctx.resync()) }
 }
 
 /// The Secret as the operator writes it.
@@ -293,146 +281,222 @@ async fn apply(obj: &S3User, ctx: &Context) -> Result<Action> {
     let user = match user_name_of(obj) {
         Ok(u) => u,
         Err(message) => {
-            report(obj, ctx, None, None, &Readiness::not_ready(ConditionReason::InvalidSpec, message)).await?;
-            return Ok(ctx.resync());
+            return Halt::Wait(Readiness::not_ready(ConditionReason::InvalidSpec, message))
+                .settle(ctx, |r| async move { report(obj, ctx, None, None, &r).await })
+                .await;
         }
     };
-    // Until the S3Bucket store holds its first full list, every granted bucket would look
-    // missing and a converged user would warn BucketNotReady for nothing (a restart with 1,000
-    // Garage pairs did so for 17 users). Only a dropped store, at shutdown, ends the wait early.
-    let _ = crate::run::wait_synced(&ctx.buckets).await;
-    let resolved = match resolve_grants(obj, ctx) {
-        Ok(g) => g,
-        Err(waiting) => {
-            let message = format!("waiting for S3Bucket {}", waiting.buckets.join(", "));
-            // A wait for new buckets reads `Creating`, not `BucketNotReady`: a bucket that then
-            // fails moves the reason on, and that move is what raises the Warning event.
-            let readiness = if waiting.only_new {
-                Readiness::pending(ConditionReason::Creating, message)
-            } else {
-                Readiness::not_ready(ConditionReason::BucketNotReady, message)
-            };
-            report(obj, ctx, Some(&user), None, &readiness).await?;
-            // The S3Bucket watch wakes this object when one of them changes.
-            return Ok(ctx.resync());
+    match converge(obj, ctx, &user).await {
+        Ok((creds, grants)) => {
+            let message = format!("user {user} has {grants} grant(s); credentials in Secret {}", secret_name_of(obj));
+            report(obj, ctx, Some(&user), Some(&creds.access_key_id), &Readiness::available(message)).await?;
+            Ok(ctx.resync())
         }
-    };
-    let grants: Vec<Grant> = resolved.iter().map(|(_, g)| g.clone()).collect();
-    let namespace = obj.namespace().unwrap_or_default();
-    let secret_name = secret_name_of(obj);
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let existing = secrets.get_opt(&secret_name).await?;
-    if let Some(s) = &existing
-        && !owned_by(s, obj)
-    {
-        let message = format!("Secret {secret_name} exists and was not created for this S3User; it is left untouched");
-        report(obj, ctx, Some(&user), None, &Readiness::not_ready(ConditionReason::Conflict, message)).await?;
-        return Ok(ctx.resync());
+        Err(halt) => halt.settle(ctx, |r| async move { report(obj, ctx, Some(&user), None, &r).await }).await,
     }
+}
 
-    let spec = UserSpec { name: user.clone(), owner: owner_of(obj) };
-    let described = match ctx.backend.describe_user(&user).await {
-        Ok(d) => d,
-        Err(e) => return backend_failed(obj, ctx, &user, e).await,
-    };
+/// The steps of a converging S3User, in order: its buckets, its Secret, the user, its grants,
+/// its key. Returns the key the Secret holds and the number of grants.
+async fn converge(obj: &S3User, ctx: &Context, user: &str) -> Result<(Credentials, usize), Halt> {
+    let resolved = wait_for_buckets(obj, ctx).await?;
+    let grants: Vec<Grant> = resolved.iter().map(|(_, g)| g.clone()).collect();
+    let existing = own_secret(obj, ctx).await?;
+    let (info, created) = ensure_present(obj, ctx, user).await?;
+    ensure_grants(obj, ctx, user, &info, &resolved).await?;
+    let creds = ensure_key(obj, ctx, user, &info, created, existing.as_ref(), &grants).await?;
+    Ok((creds, grants.len()))
+}
+
+/// The grants, once every granted S3Bucket is Ready; otherwise the wait to show.
+async fn wait_for_buckets(obj: &S3User, ctx: &Context) -> Result<Vec<(String, Grant)>, Halt> {
+    // Until the S3Bucket store holds its first full list, every granted bucket would look
+    // missing and a converged user would warn BucketNotReady for nothing after a restart. Only
+    // a dropped store, at shutdown, ends the wait early.
+    let _ = wait_synced(&ctx.buckets).await;
+    resolve_grants(obj, &ctx.buckets).map_err(|waiting| {
+        let message = format!("waiting for S3Bucket {}", waiting.buckets.join(", "));
+        // A wait for new buckets reads `Creating`, not `BucketNotReady`: a bucket that then
+        // fails moves the reason on, and that move is what raises the Warning event. The
+        // S3Bucket watch wakes this object when one of them changes.
+        Halt::Wait(if waiting.only_new {
+            Readiness::pending(ConditionReason::Creating, message)
+        } else {
+            Readiness::not_ready(ConditionReason::BucketNotReady, message)
+        })
+    })
+}
+
+/// The credentials Secret as it is now, if any; one this S3User does not own stops it.
+async fn own_secret(obj: &S3User, ctx: &Context) -> Result<Option<Secret>, Halt> {
+    let secret_name = secret_name_of(obj);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    match secrets.get_opt(&secret_name).await? {
+        Some(s) if !owned_by(&s, obj) => {
+            let message =
+                format!("Secret {secret_name} exists and was not created for this S3User; it is left untouched");
+            Err(Halt::Wait(Readiness::not_ready(ConditionReason::Conflict, message)))
+        }
+        existing => Ok(existing),
+    }
+}
+
+/// Makes the user exist under this object's claim; returns it as the store has it, and whether
+/// it was made now.
+async fn ensure_present(obj: &S3User, ctx: &Context, user: &str) -> Result<(UserInfo, bool), Halt> {
+    let spec = UserSpec { name: user.to_string(), owner: owner_of(obj) };
     // A user already on the store with this object's claim needs nothing from ensure_user: a
     // converged resync reads the user once and writes nothing.
-    let (info, created) = match described {
-        Some(info) if info.owner.as_ref().is_some_and(|o| o.same_claim(&spec.owner)) => (info, false),
-        _ => {
-            let created = match ctx.backend.ensure_user(&spec, ctx.may_adopt(&namespace)).await {
-                Ok(change) => change == Change::Created,
-                Err(e) => return backend_failed(obj, ctx, &user, e).await,
-            };
-            if created {
-                // Status names the user as soon as the S3User waits for its buckets, before the
-                // user exists; only a key issued earlier proves the user was there once.
-                let recreated = obj
-                    .status
-                    .as_ref()
-                    .is_some_and(|s| s.user_name.as_deref() == Some(user.as_str()) && s.access_key_id.is_some());
-                let (reason, note) = if recreated {
-                    ("Recreated", format!("user {user} was missing on the store and has been created again"))
-                } else {
-                    ("Created", format!("user {user} created"))
-                };
-                ctx.event(obj, false, reason, note).await;
-            }
-            match ctx.backend.describe_user(&user).await {
-                Ok(Some(info)) => (info, created),
-                Ok(None) => return Err(BackendError::not_found(format!("user {user} right after ensuring it")).into()),
-                Err(e) => return backend_failed(obj, ctx, &user, e).await,
-            }
-        }
-    };
-    // Grants are written only when the store's differ.
+    if let Some(info) = ctx.backend.describe_user(user).await?
+        && info.owner.as_ref().is_some_and(|o| o.same_claim(&spec.owner))
+    {
+        return Ok((info, false));
+    }
+    let adopt = ctx.may_adopt(&spec.owner.namespace);
+    let created = ctx.backend.ensure_user(&spec, adopt).await? == Change::Created;
+    if created {
+        // Status names the user as soon as the S3User waits for its buckets, before the user
+        // exists; only a key issued earlier proves the user was there once.
+        let recreated =
+            obj.status.as_ref().is_some_and(|s| s.user_name.as_deref() == Some(user) && s.access_key_id.is_some());
+        let (reason, note) = if recreated {
+            ("Recreated", format!("user {user} was missing on the store and has been created again"))
+        } else {
+            ("Created", format!("user {user} created"))
+        };
+        ctx.event(obj, false, reason, note).await;
+    }
+    match ctx.backend.describe_user(user).await? {
+        Some(info) => Ok((info, created)),
+        None => Err(BackendError::not_found(format!("user {user} right after ensuring it")).into()),
+    }
+}
+
+/// Writes the grants when the store's differ, once the ledger confirms each bucket.
+async fn ensure_grants(
+    obj: &S3User,
+    ctx: &Context,
+    user: &str,
+    info: &UserInfo,
+    resolved: &[(String, Grant)],
+) -> Result<(), Halt> {
+    let grants: Vec<Grant> = resolved.iter().map(|(_, g)| g.clone()).collect();
     let mut have = info.grants.clone();
     have.sort();
     if have != grants {
-        let written = match verify_grants(ctx, &namespace, &resolved).await {
-            Ok(()) => ctx.backend.set_grants(&user, &grants).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = written {
-            return backend_failed(obj, ctx, &user, e).await;
-        }
+        verify_grants(ctx, &obj.namespace().unwrap_or_default(), resolved).await?;
+        ctx.backend.set_grants(user, &grants).await?;
     }
+    Ok(())
+}
 
-    // Keep the Secret's key while it is intact and the store still has it; a re-created user
-    // has lost every key it had.
-    let intact = existing
-        .as_ref()
-        .and_then(credentials_in)
-        .filter(|c| !created && info.access_key_ids.contains(&c.access_key_id));
-    let multiple_keys = ctx.backend.capabilities().multiple_keys;
-    let previous_key = obj.status.as_ref().and_then(|s| s.access_key_id.clone());
-    let creds = match intact {
-        Some(c) => c,
-        None => {
-            if multiple_keys {
-                // Room for the new key (AWS allows two): keep only the one apps may still use.
-                for id in info.access_key_ids.iter().filter(|id| Some(*id) != previous_key.as_ref()) {
-                    if let Err(e) = ctx.backend.delete_key(&user, id).await {
-                        return backend_failed(obj, ctx, &user, e).await;
-                    }
-                }
+/// What to do with a user's keys so that exactly one works and the Secret holds it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KeyPlan {
+    /// The Secret's key stays; `revoke` are the store's other keys.
+    Keep {
+        /// The key the Secret holds.
+        creds: Credentials,
+        /// Keys to delete.
+        revoke: Vec<String>,
+    },
+    /// A new key is issued and written to the Secret.
+    Issue {
+        /// Deleted before: room for the new key (AWS allows two per user), keeping only the
+        /// one apps may still use until the Secret changes.
+        revoke_first: Vec<String>,
+        /// Deleted once the Secret holds the new key: the one apps used until then.
+        revoke_after: Vec<String>,
+    },
+}
+
+/// Plans a user's keys. The Secret's key (`in_secret`, when intact) stays while the store
+/// still has it (`on_store`), unless the user was just made again (it lost every key). Else a
+/// new key is issued; `previous` (the key status last named) survives until the Secret holds
+/// the new one. A store with one key per user (`multiple_keys` false) replaces keys itself.
+pub fn plan_keys(
+    in_secret: Option<Credentials>,
+    on_store: &[String],
+    previous: Option<&str>,
+    recreated: bool,
+    multiple_keys: bool,
+) -> KeyPlan {
+    let others = |keep: Option<&str>| -> Vec<String> {
+        if !multiple_keys {
+            return Vec::new();
+        }
+        on_store.iter().filter(|id| Some(id.as_str()) != keep).cloned().collect()
+    };
+    match in_secret.filter(|c| !recreated && on_store.contains(&c.access_key_id)) {
+        Some(creds) => {
+            let revoke = others(Some(&creds.access_key_id));
+            KeyPlan::Keep { creds, revoke }
+        }
+        None => KeyPlan::Issue {
+            revoke_first: others(previous),
+            revoke_after: if multiple_keys {
+                previous.filter(|p| on_store.iter().any(|id| id == p)).map(str::to_string).into_iter().collect()
+            } else {
+                Vec::new()
+            },
+        },
+    }
+}
+
+/// Carries out the key plan: the Secret is written before any key its apps may still use is
+/// revoked.
+async fn ensure_key(
+    obj: &S3User,
+    ctx: &Context,
+    user: &str,
+    info: &UserInfo,
+    created: bool,
+    existing: Option<&Secret>,
+    grants: &[Grant],
+) -> Result<Credentials, Halt> {
+    let previous = obj.status.as_ref().and_then(|s| s.access_key_id.as_deref());
+    let plan = plan_keys(
+        existing.and_then(credentials_in),
+        &info.access_key_ids,
+        previous,
+        created,
+        ctx.backend.capabilities().multiple_keys,
+    );
+    let (creds, revoke_after, issued) = match plan {
+        KeyPlan::Keep { creds, revoke } => (creds, revoke, false),
+        KeyPlan::Issue { revoke_first, revoke_after } => {
+            for id in &revoke_first {
+                ctx.backend.delete_key(user, id).await?;
             }
-            let fresh = match ctx.backend.create_key(&user, None).await {
-                Ok(c) => c,
-                Err(e) => return backend_failed(obj, ctx, &user, e).await,
-            };
-            write_secret(ctx, &desired_secret(obj, ctx, &fresh, &grants)).await?;
-            if previous_key.is_some() {
-                let note = format!(
-                    "new access key {} written to Secret {secret_name}; the previous key is revoked",
-                    fresh.access_key_id
-                );
-                ctx.event(obj, false, "CredentialsRotated", note).await;
-            }
-            fresh
+            (ctx.backend.create_key(user, None).await?, revoke_after, true)
         }
     };
-    let desired = desired_secret(obj, ctx, &creds, &grants);
-    if !existing.as_ref().is_some_and(|s| secret_matches(s, &desired)) {
+    let desired = desired_secret(obj, ctx, &creds, grants);
+    if !existing.is_some_and(|s| secret_matches(s, &desired)) {
         write_secret(ctx, &desired).await?;
     }
-    // Only the Secret's key may remain: this revokes the previous key after a rotation and any
-    // key left by an interrupted one.
-    if multiple_keys {
-        for id in info.access_key_ids.iter().filter(|id| **id != creds.access_key_id) {
-            if let Err(e) = ctx.backend.delete_key(&user, id).await {
-                return backend_failed(obj, ctx, &user, e).await;
-            }
-        }
+    if issued && previous.is_some() {
+        let note = format!(
+            "new access key {} written to Secret {}; the previous key is revoked",
+            creds.access_key_id,
+            secret_name_of(obj)
+        );
+        ctx.event(obj, false, "CredentialsRotated", note).await;
     }
-    let ready =
-        Readiness::available(format!("user {user} has {} grant(s); credentials in Secret {secret_name}", grants.len()));
-    report(obj, ctx, Some(&user), Some(&creds.access_key_id), &ready).await?;
-    Ok(ctx.resync())
+    for id in &revoke_after {
+        ctx.backend.delete_key(user, id).await?;
+    }
+    Ok(creds)
+}
+
+/// The user an S3User's deletion concerns: the name its spec asks for or, when that no longer
+/// validates, the one its status recorded (the claim still decides whether it is this object's).
+fn user_to_clean(obj: &S3User) -> Option<String> {
+    user_name_of(obj).ok().or_else(|| obj.status.as_ref()?.user_name.clone())
 }
 
 async fn cleanup(obj: &S3User, ctx: &Context) -> Result<Action> {
-    let Ok(user) = user_name_of(obj) else {
+    let Some(user) = user_to_clean(obj) else {
         return Ok(Action::await_change());
     };
     let owner = owner_of(obj);
@@ -477,5 +541,53 @@ mod tests {
         }
         assert_eq!(credentials_in(&secret), None);
         assert!(!credentials_hash("AK", "s3cr3t").contains("s3cr3t"));
+    }
+
+    fn creds(id: &str) -> Credentials {
+        Credentials { access_key_id: id.into(), secret_access_key: SecretString::new("s") }
+    }
+
+    fn keys(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn an_intact_key_stays_and_is_the_only_one() {
+        let plan = plan_keys(Some(creds("A")), &keys(&["A", "B"]), Some("A"), false, true);
+        assert_eq!(plan, KeyPlan::Keep { creds: creds("A"), revoke: keys(&["B"]) }, "a stray key goes");
+        let converged = plan_keys(Some(creds("A")), &keys(&["A"]), Some("A"), false, true);
+        assert_eq!(converged, KeyPlan::Keep { creds: creds("A"), revoke: vec![] }, "a resync revokes nothing");
+        let single = plan_keys(Some(creds("A")), &keys(&["A"]), None, false, false);
+        assert_eq!(single, KeyPlan::Keep { creds: creds("A"), revoke: vec![] });
+    }
+
+    #[test]
+    fn a_lost_or_edited_secret_rotates_and_the_old_key_lives_until_the_secret_changes() {
+        // The Secret was deleted or edited: its apps keep the previous key until the new one is in.
+        let plan = plan_keys(None, &keys(&["A", "X"]), Some("A"), false, true);
+        assert_eq!(plan, KeyPlan::Issue { revoke_first: keys(&["X"]), revoke_after: keys(&["A"]) });
+        // The Secret names a key the store no longer has.
+        let plan = plan_keys(Some(creds("Z")), &keys(&["A"]), Some("A"), false, true);
+        assert_eq!(plan, KeyPlan::Issue { revoke_first: vec![], revoke_after: keys(&["A"]) });
+    }
+
+    #[test]
+    fn a_recreated_user_gets_a_new_key_even_if_the_secret_looks_intact() {
+        let plan = plan_keys(Some(creds("A")), &keys(&["A"]), Some("A"), true, true);
+        assert!(matches!(plan, KeyPlan::Issue { .. }), "{plan:?}");
+    }
+
+    #[test]
+    fn a_first_key_revokes_only_what_nobody_uses() {
+        let plan = plan_keys(None, &[], None, true, true);
+        assert_eq!(plan, KeyPlan::Issue { revoke_first: vec![], revoke_after: vec![] });
+        let leftovers = plan_keys(None, &keys(&["L1", "L2"]), None, false, true);
+        assert_eq!(leftovers, KeyPlan::Issue { revoke_first: keys(&["L1", "L2"]), revoke_after: vec![] });
+        let single = plan_keys(None, &keys(&["A"]), Some("A"), false, false);
+        assert_eq!(
+            single,
+            KeyPlan::Issue { revoke_first: vec![], revoke_after: vec![] },
+            "the store replaces keys itself"
+        );
     }
 }

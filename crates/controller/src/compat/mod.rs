@@ -16,6 +16,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::{
+    context::{Context, Error, Result},
+    reconcile,
+};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
@@ -29,11 +33,8 @@ use kube::{
         watcher::{self, watcher},
     },
 };
-use s3op_backends::{BackendError, Owner, compat::Outcome};
-use tracing::Instrument;
-
-use crate::context::{Context, Error, Result};
 pub use metrics::LegacyMetrics;
+use s3op_backends::{Owner, compat::Outcome};
 
 /// The kind label of compatibility mode in metrics and readiness.
 pub const KIND: &str = "Secret";
@@ -100,7 +101,7 @@ fn slim(mut m: SecretMeta, key: &str) -> SecretMeta {
 }
 
 fn key_of(m: &SecretMeta) -> String {
-    format!("{KIND}/{}/{}", m.namespace().unwrap_or_default(), m.name_any())
+    reconcile::key(KIND, &m.namespace().unwrap_or_default(), &m.name_any())
 }
 
 /// Handles one Secret: read it in full, check it, run the store's three steps.
@@ -109,20 +110,20 @@ pub async fn reconcile(meta: Arc<SecretMeta>, compat: Arc<Compat>) -> Result<Act
     let namespace = meta.namespace().unwrap_or_default();
     let name = meta.name_any();
     let key = key_of(&meta);
-    let started = Instant::now();
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let result = match api.get_opt(&name).await {
-        Ok(Some(s)) if fields::enabled(s.metadata.annotations.as_ref(), &ctx.config.annotation_key) => {
-            let span = tracing::info_span!("reconcile", kind = KIND, %namespace, %name);
-            let result = handle(&s, &key, &compat).instrument(span).await;
-            compat.legacy.handle_secret_duration.observe(started.elapsed().as_secs_f64());
-            result
+    let work = async {
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        match api.get_opt(&name).await? {
+            Some(s) if fields::enabled(s.metadata.annotations.as_ref(), &ctx.config.annotation_key) => {
+                let started = Instant::now();
+                let result = handle(&s, &key, &compat).await;
+                compat.legacy.handle_secret_duration.observe(started.elapsed().as_secs_f64());
+                result
+            }
+            // Gone or opted out since the event: nothing to do, and nothing to delete.
+            _ => Ok(Action::await_change()),
         }
-        // Gone or opted out since the event: nothing to do, and nothing to delete.
-        Ok(_) => Ok(Action::await_change()),
-        Err(e) => Err(e.into()),
     };
-    ctx.metrics.reconcile_finished(KIND, if result.is_ok() { "ok" } else { "error" }, started.elapsed());
+    let result = reconcile::timed(KIND, &namespace, &name, ctx, work).await;
     compat.first_pass.handled(&key);
     result
 }
@@ -170,7 +171,8 @@ async fn handle(secret: &Secret, key: &str, compat: &Compat) -> Result<Action> {
     let store = match ctx.backend.compat() {
         Ok(store) => store,
         Err(e) => {
-            warn("Unsupported", format!("the {} store cannot serve this Secret: {e}", ctx.backend.kind())).await;
+            let note = format!("the {} store cannot serve this Secret: {e}", ctx.backend.kind());
+            warn(e.category().as_str(), note).await;
             return Ok(ctx.resync());
         }
     };
@@ -197,13 +199,8 @@ async fn handle(secret: &Secret, key: &str, compat: &Compat) -> Result<Action> {
             Err(Error::Backend(e))
         }
         Err(e) => {
-            let reason = match &e {
-                BackendError::NotOwned { .. } => "ClaimRefused",
-                BackendError::Unsupported { .. } => "Unsupported",
-                BackendError::InvalidInput(_) => "InvalidSecret",
-                _ => "ProvisionFailed",
-            };
-            warn(reason, e.to_string()).await;
+            // The error's own reason, as an S3Bucket or S3User would show it in its condition.
+            warn(e.category().as_str(), e.to_string()).await;
             Ok(ctx.resync())
         }
     }
@@ -264,11 +261,7 @@ async fn announce(compat: &Compat, secret: &Secret, request: &fields::Request, o
 
 /// Retries a failing Secret with per-Secret exponential backoff.
 pub fn error_policy(meta: Arc<SecretMeta>, err: &Error, compat: Arc<Compat>) -> Action {
-    let ctx = &compat.ctx;
-    ctx.metrics.reconcile_error(KIND, err.reason());
-    let delay = ctx.backoff(&key_of(&meta));
-    tracing::warn!(kind = KIND, namespace = %meta.namespace().unwrap_or_default(), name = %meta.name_any(), error = %err, retry_in = ?delay, "compatibility Secret failed");
-    Action::requeue(delay)
+    reconcile::retry_later(&compat.ctx, KIND, &meta.namespace().unwrap_or_default(), &meta.name_any(), err)
 }
 
 /// Measures `s3_operator_sync_duration_seconds`: from start-up until every annotated Secret
@@ -290,7 +283,7 @@ impl FirstPass {
 /// Watches the first pass over `store` and records its duration once it is complete.
 pub async fn observe_first_pass(store: Store<SecretMeta>, compat: Arc<Compat>, started: Instant) {
     *compat.first_pass.handled.lock().unwrap_or_else(|p| p.into_inner()) = Some(HashSet::new());
-    if crate::run::wait_synced(&store).await.is_err() {
+    if crate::context::wait_synced(&store).await.is_err() {
         return;
     }
     let first: Vec<ObjectRef<SecretMeta>> = store.state().iter().map(|m| ObjectRef::from_obj(m.as_ref())).collect();
@@ -299,7 +292,7 @@ pub async fn observe_first_pass(store: Store<SecretMeta>, compat: Arc<Compat>, s
             let mut handled = compat.first_pass.handled.lock().unwrap_or_else(|p| p.into_inner());
             let done = handled.as_ref().is_some_and(|h| {
                 first.iter().all(|r| {
-                    let key = format!("{KIND}/{}/{}", r.namespace.as_deref().unwrap_or_default(), r.name);
+                    let key = reconcile::key(KIND, r.namespace.as_deref().unwrap_or_default(), &r.name);
                     // A Secret deleted meanwhile will never be handled: it does not hold the pass up.
                     h.contains(&key) || store.get(r).is_none()
                 })

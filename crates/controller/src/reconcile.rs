@@ -1,0 +1,192 @@
+//! What every reconcile of a custom resource shares: the finalizer, timing and metrics, the one
+//! way a state becomes status (and a Warning event), and the retry policy. Each kind says only
+//! what its `apply` and `cleanup` do.
+
+use std::{
+    fmt::Debug,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{
+    Api, Resource, ResourceExt,
+    runtime::{
+        controller::Action,
+        finalizer::{Event as FinalizerEvent, finalizer},
+    },
+};
+use s3op_api::FINALIZER;
+use s3op_backends::BackendError;
+use serde::{Serialize, de::DeserializeOwned};
+use tracing::Instrument;
+
+use crate::{
+    context::{Context, Error, Result, finalizer_write},
+    status::{Readiness, with_ready},
+};
+
+/// A custom resource with a status the operator writes.
+pub trait WithStatus:
+    Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + Clone + DeserializeOwned + Debug
+{
+    /// The status type.
+    type Status: Serialize + PartialEq + Clone + Default;
+    /// The kind's name, as a bounded metric label.
+    const KIND: &'static str;
+    /// The current status, if any.
+    fn status_ref(&self) -> Option<&Self::Status>;
+    /// The conditions held in `status`.
+    fn conditions(status: &Self::Status) -> &[Condition];
+}
+
+/// A kind reconciled with the operator's finalizer: what it converges to, and what its deletion
+/// removes from the store.
+pub trait Reconciled: WithStatus + Serialize + Send + Sync + 'static {
+    /// Makes the store match the object, reporting the outcome in its status.
+    fn apply(&self, ctx: &Context) -> impl Future<Output = Result<Action>> + Send;
+    /// Removes what the object holds on the store, as its deletion policy says; an error keeps
+    /// the finalizer (and the object) until a retry succeeds.
+    fn cleanup(&self, ctx: &Context) -> impl Future<Output = Result<Action>> + Send;
+}
+
+/// Why a reconcile stops before it converged: a state to show while waiting for a change (or
+/// the next resync), or a store error (retried when a retry can help).
+#[derive(Debug)]
+pub enum Halt {
+    /// Not Ready, for a reason status and events show; nothing to retry.
+    Wait(Readiness),
+    /// The store failed.
+    Failed(BackendError),
+    /// The Kubernetes API failed; retried.
+    Kube(Error),
+}
+
+impl From<BackendError> for Halt {
+    fn from(e: BackendError) -> Self {
+        Halt::Failed(e)
+    }
+}
+
+impl From<kube::Error> for Halt {
+    fn from(e: kube::Error) -> Self {
+        Halt::Kube(e.into())
+    }
+}
+
+impl From<Error> for Halt {
+    fn from(e: Error) -> Self {
+        Halt::Kube(e)
+    }
+}
+
+impl Halt {
+    /// Reports the halt through `report`, then waits for a change, or returns the error for a
+    /// retry with backoff.
+    pub async fn settle<F, Fut>(self, ctx: &Context, report: F) -> Result<Action>
+    where
+        F: FnOnce(Readiness) -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
+        match self {
+            Halt::Wait(readiness) => {
+                report(readiness).await?;
+                Ok(ctx.resync())
+            }
+            Halt::Failed(e) => {
+                report(Readiness::of_error(&e)).await?;
+                if e.is_retryable() { Err(e.into()) } else { Ok(ctx.resync()) }
+            }
+            Halt::Kube(e) => Err(e),
+        }
+    }
+}
+
+/// Reconciles one object of kind `K`: adds the finalizer to a live object, runs `cleanup`
+/// before letting a deleted one go, and counts and times the work.
+pub async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    let finalizer_patch = finalizer_write(obj.as_ref());
+    let work = async {
+        finalizer(&api, FINALIZER, obj, |event| async {
+            match event {
+                FinalizerEvent::Apply(o) => o.apply(&ctx).await,
+                FinalizerEvent::Cleanup(o) => o.cleanup(&ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)))
+    };
+    let result = timed(K::KIND, &namespace, &name, &ctx, work).await;
+    if result.is_ok() {
+        ctx.succeeded(&key(K::KIND, &namespace, &name));
+        if let Some(write) = finalizer_patch {
+            ctx.metrics.api_write(K::KIND, write);
+        }
+    }
+    result
+}
+
+/// Runs `work` in a span naming the object and records its duration and outcome.
+pub async fn timed(
+    kind: &'static str,
+    namespace: &str,
+    name: &str,
+    ctx: &Context,
+    work: impl Future<Output = Result<Action>>,
+) -> Result<Action> {
+    let started = Instant::now();
+    let span = tracing::info_span!("reconcile", kind, %namespace, %name);
+    let result = work.instrument(span).await;
+    ctx.metrics.reconcile_finished(kind, if result.is_ok() { "ok" } else { "error" }, started.elapsed());
+    result
+}
+
+/// The key of an object in the backoff table.
+pub fn key(kind: &str, namespace: &str, name: &str) -> String {
+    format!("{kind}/{namespace}/{name}")
+}
+
+/// Writes `obj`'s status for `readiness` (with a Warning event when it turns into a problem):
+/// `build` makes the kind's status from the current one and the new conditions.
+pub async fn report<K: WithStatus>(
+    obj: &K,
+    ctx: &Context,
+    readiness: &Readiness,
+    build: impl Fn(K::Status, Vec<Condition>) -> K::Status,
+) -> Result<()> {
+    let previous = obj.status_ref().map(K::conditions).unwrap_or_default();
+    if readiness.warns_after(previous) {
+        ctx.event(obj, true, readiness.reason.as_str(), readiness.message.clone()).await;
+    }
+    let generation = obj.meta().generation;
+    ctx.write_status(obj, |current| {
+        let current = current.cloned().unwrap_or_default();
+        let conditions = with_ready(K::conditions(&current), readiness, generation);
+        build(current, conditions)
+    })
+    .await
+}
+
+/// Retries with per-object exponential backoff; the error is counted and logged once here.
+pub fn error_policy<K: WithStatus>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    let namespace = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    if err.is_stale_cache() {
+        // A reconcile ran on a cached copy older than our own finalizer patch (another trigger
+        // queued it meanwhile); the watch brings the fresh copy in a moment. Not a failure.
+        tracing::debug!(kind = K::KIND, %name, "finalizer patch raced a stale cache; retrying");
+        return Action::requeue(Duration::from_millis(300));
+    }
+    retry_later(&ctx, K::KIND, &namespace, &name, err)
+}
+
+/// Counts and logs a failed reconcile and picks its backoff delay.
+pub fn retry_later(ctx: &Context, kind: &'static str, namespace: &str, name: &str, err: &Error) -> Action {
+    ctx.metrics.reconcile_error(kind, err.reason());
+    let delay = ctx.backoff(&key(kind, namespace, name));
+    tracing::warn!(kind, %namespace, %name, error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
