@@ -274,4 +274,57 @@ mod tests {
         };
         assert!(desired(&obj(quota)).unwrap_err().contains("quota.maxSize"));
     }
+
+    mod reconciles {
+        //! Whole S3Bucket reconciles over the in-memory store and API server.
+        use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+        use s3op_backends::Backend;
+
+        use super::*;
+        use crate::testing::TestContext;
+
+        async fn made(policy: DeletionPolicy) -> TestContext {
+            let mut t = TestContext::new();
+            let b = obj(S3BucketSpec { deletion_policy: policy, ..Default::default() });
+            t.put_bucket(&b);
+            let b = t.reconcile_bucket("team-a", "backups").await;
+            assert_eq!(b.status.unwrap().bucket_name.as_deref(), Some("team-a-backups"));
+            assert!(t.backend.describe_bucket("team-a-backups").await.unwrap().is_some());
+            t
+        }
+
+        fn delete_with_a_spec_that_no_longer_validates(t: &TestContext) {
+            t.api.edit::<S3Bucket>("team-a", "backups", |b| {
+                b.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+                b.spec.tags = BTreeMap::from([("s3-resource-operator.io/x".to_string(), TagValue("y".into()))]);
+            });
+        }
+
+        #[tokio::test]
+        async fn a_spec_that_stopped_validating_does_not_stop_a_deletion() {
+            let t = made(DeletionPolicy::Delete).await;
+            delete_with_a_spec_that_no_longer_validates(&t);
+            t.try_reconcile::<S3Bucket>("team-a", "backups").await.unwrap();
+            assert!(t.backend.describe_bucket("team-a-backups").await.unwrap().is_none());
+        }
+
+        #[tokio::test]
+        async fn retain_keeps_the_bucket_and_its_data() {
+            let t = made(DeletionPolicy::Retain).await;
+            t.backend.put_objects("team-a-backups", 3).unwrap();
+            delete_with_a_spec_that_no_longer_validates(&t);
+            t.try_reconcile::<S3Bucket>("team-a", "backups").await.unwrap();
+            assert!(t.backend.describe_bucket("team-a-backups").await.unwrap().is_some());
+        }
+
+        #[tokio::test]
+        async fn an_invalid_spec_is_reported_and_not_retried() {
+            let mut t = TestContext::new();
+            t.put_bucket(&obj(S3BucketSpec { bucket_name: Some("Bad_Name".into()), ..Default::default() }));
+            let b = t.reconcile_bucket("team-a", "backups").await;
+            let ready = crate::status::ready_condition(&b.status.unwrap().conditions).cloned().unwrap();
+            assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
+            assert!(ready.message.contains("Bad_Name"));
+        }
+    }
 }

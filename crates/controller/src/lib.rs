@@ -16,5 +16,7 @@ pub mod run;
 pub mod status;
 pub mod store;
 pub mod telemetry;
+#[cfg(test)]
+pub mod testing;
 pub mod triggers;
 pub mod user;

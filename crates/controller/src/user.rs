@@ -590,4 +590,110 @@ mod tests {
             "the store replaces keys itself"
         );
     }
+
+    mod reconciles {
+        //! Whole S3User reconciles over the in-memory store and API server.
+        use s3op_api::{BucketAccess, S3BucketSpec, S3UserSpec};
+        use s3op_backends::Backend;
+
+        use super::*;
+        use crate::testing::TestContext;
+
+        const NS: &str = "team-a";
+
+        async fn converged() -> (TestContext, S3User) {
+            let mut t = TestContext::new();
+            let mut bucket = S3Bucket::new("data", S3BucketSpec::default());
+            bucket.metadata.namespace = Some(NS.into());
+            t.put_bucket(&bucket);
+            let bucket = t.reconcile_bucket(NS, "data").await;
+            assert!(crate::status::is_ready(&bucket.status.unwrap().conditions));
+            let mut user = S3User::new(
+                "app",
+                S3UserSpec {
+                    access: vec![BucketAccess { bucket: "data".into(), permission: Permission::ReadWrite }],
+                    ..Default::default()
+                },
+            );
+            user.metadata.namespace = Some(NS.into());
+            t.api.put(&user);
+            let user = t.reconcile_user(NS, "app").await;
+            (t, user)
+        }
+
+        fn secret_key(t: &TestContext) -> (String, String) {
+            let secret = t.api.get::<Secret>(NS, "app-s3-credentials").expect("the Secret is written");
+            let creds = credentials_in(&secret).expect("the Secret is intact");
+            (creds.access_key_id, creds.secret_access_key.expose().to_string())
+        }
+
+        #[tokio::test]
+        async fn a_user_converges_and_a_resync_writes_nothing() {
+            let (t, user) = converged().await;
+            let status = user.status.unwrap();
+            let ready = crate::status::ready_condition(&status.conditions).unwrap();
+            assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Available"), "{}", ready.message);
+            let (id, secret) = secret_key(&t);
+            assert_eq!(status.access_key_id.as_deref(), Some(id.as_str()));
+            assert!(t.backend.key_works(&id, &secret), "the Secret's key works on the store");
+            let info = t.backend.describe_user("team-a-app").await.unwrap().unwrap();
+            assert_eq!(info.access_key_ids, vec![id.clone()]);
+            assert_eq!(info.grants.len(), 1);
+
+            t.api.clear_writes();
+            let store_writes = t.backend.writes();
+            t.try_reconcile::<S3User>(NS, "app").await.unwrap();
+            assert_eq!(t.api.writes(), Vec::<String>::new(), "a converged resync writes nothing to the API");
+            assert_eq!(t.backend.writes(), store_writes, "nor to the store");
+            assert_eq!(secret_key(&t).0, id);
+        }
+
+        #[tokio::test]
+        async fn a_deleted_secret_gets_a_new_key_and_the_old_one_is_revoked() {
+            let (t, _) = converged().await;
+            let (old, old_secret) = secret_key(&t);
+            t.api.remove::<Secret>(NS, "app-s3-credentials");
+            t.api.clear_writes();
+            t.try_reconcile::<S3User>(NS, "app").await.unwrap();
+            let (new, new_secret) = secret_key(&t);
+            assert_ne!(new, old);
+            assert!(t.backend.key_works(&new, &new_secret));
+            assert!(!t.backend.key_works(&old, &old_secret), "the previous key is revoked");
+            let secret_writes = t.api.writes().iter().filter(|w| w.contains("/secrets/")).count();
+            assert_eq!(secret_writes, 1, "the new key is written once: {:?}", t.api.writes());
+            assert!(t.api.writes().iter().any(|w| w.starts_with("POST") && w.contains("/events")), "an event says so");
+        }
+
+        #[tokio::test]
+        async fn an_outage_is_shown_and_retried_and_the_key_survives_it() {
+            let (t, _) = converged().await;
+            let (id, secret) = secret_key(&t);
+            t.api.edit::<S3User>(NS, "app", |u| u.metadata.generation = Some(2));
+            t.backend.set_down(true);
+            let err = t.try_reconcile::<S3User>(NS, "app").await.unwrap_err();
+            assert_eq!(err.reason(), "BackendUnavailable");
+            let user = t.api.get::<S3User>(NS, "app").unwrap();
+            let ready = crate::status::ready_condition(&user.status.unwrap().conditions).cloned().unwrap();
+            assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "BackendUnavailable"));
+            t.backend.set_down(false);
+            t.try_reconcile::<S3User>(NS, "app").await.unwrap();
+            assert_eq!(secret_key(&t).0, id, "an outage costs no key");
+            assert!(t.backend.key_works(&id, &secret));
+        }
+
+        #[tokio::test]
+        async fn a_deleted_user_goes_from_the_store_but_a_foreign_one_stays() {
+            let (t, _) = converged().await;
+            t.backend.create_foreign_user("someone-else");
+            t.api.edit::<S3User>(NS, "app", |u| {
+                u.metadata.deletion_timestamp =
+                    Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
+                // A spec that no longer validates must not stop the deletion.
+                u.spec.user_name = Some("Not A Valid Name".into());
+            });
+            t.try_reconcile::<S3User>(NS, "app").await.unwrap();
+            assert!(t.backend.describe_user("team-a-app").await.unwrap().is_none(), "the user recorded in status goes");
+            assert!(t.backend.describe_user("someone-else").await.unwrap().is_some());
+        }
+    }
 }
