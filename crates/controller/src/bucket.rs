@@ -111,7 +111,11 @@ fn earlier_claim(ctx: &Context, obj: &S3Bucket, bucket: &str) -> Option<String> 
 }
 
 fn endpoint(ctx: &Context) -> String {
-    ctx.config.s3_endpoint_url.clone().unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", ctx.config.region))
+    ctx.config
+        .store
+        .s3_endpoint_url
+        .clone()
+        .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", ctx.config.store.region))
 }
 
 /// Writes status for `readiness`, naming `bucket` once one is known.

@@ -4,7 +4,7 @@
 
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
 use s3op_api::DEFAULT_COMPAT_ANNOTATION;
 use s3op_backends::SecretString;
 use thiserror::Error;
@@ -107,6 +107,27 @@ pub enum LogFormat {
 #[derive(Debug, Parser)]
 #[command(name = "s3-resource-operator", version, about = ABOUT, long_about = LONG_ABOUT)]
 pub struct Cli {
+    /// The object store.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Which objects are served.
+    #[command(flatten)]
+    pub modes: ModeArgs,
+    /// Scheduling of reconciles.
+    #[command(flatten)]
+    pub reconcile: ReconcileArgs,
+    /// Leader election.
+    #[command(flatten)]
+    pub leader_election: LeaderElectionArgs,
+    /// Metrics and logs.
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+/// The object store: which kind, where, and the operator's credentials on it.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Object store")]
+pub struct StoreArgs {
     /// Kind of object store: versitygw, minio, garage or aws (case-insensitive).
     #[arg(long, env = "BACKEND_NAME", value_enum, ignore_case = true, default_value_t = BackendKind::Versitygw)]
     pub backend: BackendKind,
@@ -152,6 +173,21 @@ pub struct Cli {
     #[arg(long, env = "GARAGE_ADMIN_TOKEN_FILE")]
     pub garage_admin_token_file: Option<PathBuf>,
 
+    /// Bucket where the operator records which users and buckets it created, on stores whose
+    /// users carry no tags (VersityGW, MinIO, Garage). Created on first use.
+    #[arg(long, env = "MARKER_BUCKET", default_value = "s3-resource-operator-markers")]
+    pub marker_bucket: String,
+
+    /// Namespaces trusted to adopt buckets and users that exist on the store but were not
+    /// created by this operator (comma-separated). Empty: never adopt.
+    #[arg(long, env = "ADOPT_NAMESPACES", value_delimiter = ',')]
+    pub adopt_namespaces: Vec<String>,
+}
+
+/// Which objects the operator serves: custom resources, annotated Secrets, or both.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Modes")]
+pub struct ModeArgs {
     /// Reconcile S3Bucket and S3User custom resources.
     #[arg(long, env = "CRD_MODE", default_value_t = true, action = clap::ArgAction::Set, value_parser = parse_bool)]
     pub crd_mode: bool,
@@ -171,20 +207,15 @@ pub struct Cli {
     /// Roles a compatibility Secret may ask for (comma-separated; VersityGW roles).
     #[arg(long, env = "COMPAT_ALLOWED_ROLES", value_delimiter = ',', default_value = "user")]
     pub compat_allowed_roles: Vec<String>,
+}
 
-    /// Namespaces trusted to adopt buckets and users that exist on the store but were not
-    /// created by this operator (comma-separated). Empty: never adopt.
-    #[arg(long, env = "ADOPT_NAMESPACES", value_delimiter = ',')]
-    pub adopt_namespaces: Vec<String>,
-
+/// What is watched, and how often and how widely reconciles run.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Reconciling")]
+pub struct ReconcileArgs {
     /// How often every object is re-read from the store to repair drift (e.g. 5m, 30s).
     #[arg(long, env = "RESYNC_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
-
-    /// Bucket where the operator records which users and buckets it created, on stores whose
-    /// users carry no tags (VersityGW, MinIO, Garage). Created on first use.
-    #[arg(long, env = "MARKER_BUCKET", default_value = "s3-resource-operator-markers")]
-    pub marker_bucket: String,
 
     /// Watch only this namespace (for a namespace-scoped installation); empty: every namespace.
     #[arg(long, env = "WATCH_NAMESPACE")]
@@ -193,7 +224,12 @@ pub struct Cli {
     /// How many objects of one kind are reconciled at the same time.
     #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = 8)]
     pub concurrency: u16,
+}
 
+/// Leader election among replicas.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Leader election")]
+pub struct LeaderElectionArgs {
     /// Reconcile only while holding a coordination.k8s.io Lease, so several replicas can run
     /// and one stands in when the leader goes.
     #[arg(long, env = "LEADER_ELECTION", default_value_t = false, action = clap::ArgAction::Set, value_parser = parse_bool)]
@@ -219,7 +255,12 @@ pub struct Cli {
 
     #[arg(long, env = "POD_NAMESPACE", hide = true)]
     pod_namespace: Option<String>,
+}
 
+/// Metrics, health endpoints and logs.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Metrics and logs")]
+pub struct TelemetryArgs {
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8000")]
     pub metrics_addr: SocketAddr,
@@ -279,6 +320,29 @@ const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/servicea
 /// Validated configuration: everything a backend needs is present.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The object store and the operator's policy on it.
+    pub store: StoreConfig,
+    /// Reconcile custom resources.
+    pub crd_mode: bool,
+    /// Reconcile annotated Secrets.
+    pub compat_mode: bool,
+    /// Compatibility mode's settings.
+    pub compat: CompatConfig,
+    /// Objects of one kind reconciled at once (at least 1).
+    pub concurrency: u16,
+    /// The only namespace watched, if any.
+    pub watch_namespace: Option<String>,
+    /// Drift-repair period.
+    pub resync_interval: Duration,
+    /// Leader election, when enabled.
+    pub leader_election: Option<LeaderElection>,
+    /// Metrics and logs.
+    pub telemetry: Telemetry,
+}
+
+/// One object store: how to reach it, and the operator's policy on it.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
     /// Kind of object store.
     pub backend: BackendKind,
     /// S3 endpoint; None means AWS's own endpoints.
@@ -289,30 +353,28 @@ pub struct Config {
     pub region: String,
     /// Garage admin API, for garage only.
     pub garage: Option<GarageAdmin>,
-    /// Reconcile custom resources.
-    pub crd_mode: bool,
-    /// Reconcile annotated Secrets.
-    pub compat_mode: bool,
-    /// Compatibility annotation key.
-    pub annotation_key: String,
-    /// Compatibility endpoint check.
-    pub enforce_endpoint_check: bool,
-    /// Compatibility roles allowed.
-    pub compat_allowed_roles: Vec<String>,
-    /// Namespaces trusted to adopt foreign buckets and users.
-    pub adopt_namespaces: Vec<String>,
-    /// Bucket of the ownership markers (VersityGW, MinIO, Garage).
+    /// Bucket of the ownership ledger (VersityGW, MinIO, Garage).
     pub marker_bucket: String,
-    /// Objects of one kind reconciled at once (at least 1).
-    pub concurrency: u16,
-    /// The only namespace watched, if any.
-    pub watch_namespace: Option<String>,
-    /// Drift-repair period.
-    pub resync_interval: Duration,
+    /// Namespaces trusted to adopt buckets and users made outside the operator.
+    pub adopt_namespaces: Vec<String>,
+}
+
+/// Compatibility mode's settings.
+#[derive(Clone, Debug)]
+pub struct CompatConfig {
+    /// The annotation that opts a Secret in.
+    pub annotation_key: String,
+    /// Skip Secrets naming another endpoint.
+    pub enforce_endpoint_check: bool,
+    /// Roles a Secret may ask for.
+    pub allowed_roles: Vec<String>,
+}
+
+/// Metrics, health endpoints and logs.
+#[derive(Clone, Debug)]
+pub struct Telemetry {
     /// HTTP listen address.
     pub metrics_addr: SocketAddr,
-    /// Leader election, when enabled.
-    pub leader_election: Option<LeaderElection>,
     /// Log level.
     pub log_level: LogLevel,
     /// Log format.
@@ -367,16 +429,17 @@ fn check_url(url: &str, env: &'static str) -> Result<(), ConfigError> {
 impl Cli {
     /// Checks that the chosen backend has everything it needs and resolves aliases and files.
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        let endpoint = non_empty(self.s3_endpoint_url);
-        let access_key = non_empty(self.s3_access_key).or(non_empty(self.root_access_key));
-        let secret_key = match non_empty(self.s3_secret_key).or(non_empty(self.root_secret_key)) {
+        let Cli { store, modes, reconcile, leader_election: election, telemetry } = self;
+        let endpoint = non_empty(store.s3_endpoint_url);
+        let access_key = non_empty(store.s3_access_key).or(non_empty(store.root_access_key));
+        let secret_key = match non_empty(store.s3_secret_key).or(non_empty(store.root_secret_key)) {
             Some(k) => Some(k),
-            None => read_secret_file(&self.s3_secret_key_file, "S3_SECRET_KEY_FILE")?,
+            None => read_secret_file(&store.s3_secret_key_file, "S3_SECRET_KEY_FILE")?,
         };
         if let Some(url) = &endpoint {
             check_url(url, "S3_ENDPOINT_URL")?;
         }
-        let needs_endpoint = self.backend != BackendKind::Aws;
+        let needs_endpoint = store.backend != BackendKind::Aws;
         if needs_endpoint && endpoint.is_none() {
             return Err(ConfigError::Missing {
                 env: "S3_ENDPOINT_URL",
@@ -384,7 +447,7 @@ impl Cli {
                 why: "the S3 endpoint of the object store",
             });
         }
-        let needs_admin = self.backend != BackendKind::Aws;
+        let needs_admin = store.backend != BackendKind::Aws;
         let admin = match (access_key, secret_key) {
             (Some(access_key), Some(secret_key)) => {
                 Some(AdminCredentials { access_key, secret_key: SecretString::new(secret_key) })
@@ -411,16 +474,16 @@ impl Cli {
             }
             (None, None) => None,
         };
-        let garage = if self.backend == BackendKind::Garage {
-            let endpoint = non_empty(self.garage_admin_endpoint).ok_or(ConfigError::Missing {
+        let garage = if store.backend == BackendKind::Garage {
+            let endpoint = non_empty(store.garage_admin_endpoint).ok_or(ConfigError::Missing {
                 env: "GARAGE_ADMIN_ENDPOINT",
                 flag: "--garage-admin-endpoint",
                 why: "Garage's admin API endpoint, e.g. http://garage:3903",
             })?;
             check_url(&endpoint, "GARAGE_ADMIN_ENDPOINT")?;
-            let token = match non_empty(self.garage_admin_token) {
+            let token = match non_empty(store.garage_admin_token) {
                 Some(t) => t,
-                None => read_secret_file(&self.garage_admin_token_file, "GARAGE_ADMIN_TOKEN_FILE")?.ok_or(
+                None => read_secret_file(&store.garage_admin_token_file, "GARAGE_ADMIN_TOKEN_FILE")?.ok_or(
                     ConfigError::Missing {
                         env: "GARAGE_ADMIN_TOKEN",
                         flag: "--garage-admin-token",
@@ -432,35 +495,35 @@ impl Cli {
         } else {
             None
         };
-        if self.annotation_key.trim().is_empty() {
+        if modes.annotation_key.trim().is_empty() {
             return Err(ConfigError::Invalid { env: "ANNOTATION_KEY", why: "must not be empty".into() });
         }
-        if self.resync_interval < Duration::from_secs(1) {
+        if reconcile.resync_interval < Duration::from_secs(1) {
             return Err(ConfigError::Invalid { env: "RESYNC_INTERVAL", why: "must be at least 1s".into() });
         }
-        if let Err(e) = s3op_api::validate_bucket_name(self.marker_bucket.trim()) {
+        if let Err(e) = s3op_api::validate_bucket_name(store.marker_bucket.trim()) {
             return Err(ConfigError::Invalid { env: "MARKER_BUCKET", why: e.to_string() });
         }
-        if self.concurrency == 0 {
+        if reconcile.concurrency == 0 {
             return Err(ConfigError::Invalid { env: "RECONCILE_CONCURRENCY", why: "must be at least 1".into() });
         }
-        let leader_election = if self.leader_election {
-            let namespace = non_empty(self.leader_election_namespace)
-                .or(non_empty(self.pod_namespace))
+        let leader_election = if election.leader_election {
+            let namespace = non_empty(election.leader_election_namespace)
+                .or(non_empty(election.pod_namespace))
                 .or_else(|| non_empty(std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE).ok()))
                 .ok_or(ConfigError::Missing {
                     env: "LEADER_ELECTION_NAMESPACE",
                     flag: "--leader-election-namespace",
                     why: "the namespace of the leader-election Lease (POD_NAMESPACE is also read)",
                 })?;
-            if self.leader_election_lease_duration < Duration::from_secs(3) {
+            if election.leader_election_lease_duration < Duration::from_secs(3) {
                 return Err(ConfigError::Invalid {
                     env: "LEADER_ELECTION_LEASE_DURATION",
                     why: "must be at least 3s (the leader renews a third of it before expiry)".into(),
                 });
             }
             // Without a pod name, two processes on one host must still differ.
-            let identity = non_empty(self.pod_name).unwrap_or_else(|| {
+            let identity = non_empty(election.pod_name).unwrap_or_else(|| {
                 let host = std::env::var("HOSTNAME")
                     .ok()
                     .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
@@ -470,8 +533,8 @@ impl Cli {
             });
             Some(LeaderElection {
                 namespace,
-                lease_name: self.leader_election_lease_name.trim().to_string(),
-                lease_duration: self.leader_election_lease_duration,
+                lease_name: election.leader_election_lease_name.trim().to_string(),
+                lease_duration: election.leader_election_lease_duration,
                 identity,
             })
         } else {
@@ -479,25 +542,31 @@ impl Cli {
         };
         let list = |v: Vec<String>| v.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         Ok(Config {
-            backend: self.backend,
-            s3_endpoint_url: endpoint,
-            admin,
-            region: self.s3_region,
-            garage,
-            crd_mode: self.crd_mode,
-            compat_mode: self.compat_mode,
-            annotation_key: self.annotation_key.trim().to_string(),
-            enforce_endpoint_check: self.enforce_endpoint_check,
-            compat_allowed_roles: list(self.compat_allowed_roles),
-            adopt_namespaces: list(self.adopt_namespaces),
-            marker_bucket: self.marker_bucket.trim().to_string(),
-            concurrency: self.concurrency,
-            watch_namespace: non_empty(self.watch_namespace),
-            resync_interval: self.resync_interval,
-            metrics_addr: self.metrics_addr,
+            store: StoreConfig {
+                backend: store.backend,
+                s3_endpoint_url: endpoint,
+                admin,
+                region: store.s3_region,
+                garage,
+                marker_bucket: store.marker_bucket.trim().to_string(),
+                adopt_namespaces: list(store.adopt_namespaces),
+            },
+            crd_mode: modes.crd_mode,
+            compat_mode: modes.compat_mode,
+            compat: CompatConfig {
+                annotation_key: modes.annotation_key.trim().to_string(),
+                enforce_endpoint_check: modes.enforce_endpoint_check,
+                allowed_roles: list(modes.compat_allowed_roles),
+            },
+            concurrency: reconcile.concurrency,
+            watch_namespace: non_empty(reconcile.watch_namespace),
+            resync_interval: reconcile.resync_interval,
             leader_election,
-            log_level: self.log_level,
-            log_format: self.log_format,
+            telemetry: Telemetry {
+                metrics_addr: telemetry.metrics_addr,
+                log_level: telemetry.log_level,
+                log_format: telemetry.log_format,
+            },
         })
     }
 }
@@ -531,8 +600,8 @@ mod tests {
             "topsecret",
         ])
         .unwrap();
-        assert_eq!(cfg.backend, BackendKind::Versitygw);
-        assert_eq!(cfg.admin.as_ref().unwrap().access_key, "admin");
+        assert_eq!(cfg.store.backend, BackendKind::Versitygw);
+        assert_eq!(cfg.store.admin.as_ref().unwrap().access_key, "admin");
         assert!(!format!("{cfg:?}").contains("topsecret"), "Debug must redact secrets");
     }
 
@@ -547,16 +616,16 @@ mod tests {
         assert!(matches!(err, ConfigError::Missing { env: "GARAGE_ADMIN_ENDPOINT", .. }), "{err}");
         args.extend(["--garage-admin-endpoint", "http://127.0.0.1:3903", "--garage-admin-token", "tok"]);
         let cfg = parse(&args).unwrap();
-        assert_eq!(cfg.admin.unwrap().access_key, "GK1");
-        assert_eq!(cfg.garage.unwrap().token.expose(), "tok");
+        assert_eq!(cfg.store.admin.unwrap().access_key, "GK1");
+        assert_eq!(cfg.store.garage.unwrap().token.expose(), "tok");
     }
 
     #[test]
     fn aws_needs_nothing_but_accepts_an_endpoint() {
         let cfg = parse(&["--backend", "aws"]).unwrap();
-        assert!(cfg.s3_endpoint_url.is_none() && cfg.admin.is_none());
+        assert!(cfg.store.s3_endpoint_url.is_none() && cfg.store.admin.is_none());
         let cfg = parse(&["--backend", "Aws", "--s3-endpoint-url", "http://127.0.0.1:5000"]).unwrap();
-        assert_eq!(cfg.s3_endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!(cfg.store.s3_endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
     }
 
     #[test]
@@ -573,17 +642,17 @@ mod tests {
         for (v, want) in [("false", false), ("0", false), ("No", false), ("TRUE", true), ("1", true)] {
             let mut args = base.to_vec();
             args.extend(["--enforce-endpoint-check", v]);
-            assert_eq!(parse(&args).unwrap().enforce_endpoint_check, want, "{v}");
+            assert_eq!(parse(&args).unwrap().compat.enforce_endpoint_check, want, "{v}");
         }
         for (v, want) in [("WARNING", LogLevel::Warn), ("DEBUG", LogLevel::Debug), ("info", LogLevel::Info)] {
             let mut args = base.to_vec();
             args.extend(["--log-level", v]);
-            assert_eq!(parse(&args).unwrap().log_level, want, "{v}");
+            assert_eq!(parse(&args).unwrap().telemetry.log_level, want, "{v}");
         }
         let mut args = base.to_vec();
         args.extend(["--compat-allowed-roles", "user, userplus", "--resync-interval", "30s"]);
         let cfg = parse(&args).unwrap();
-        assert_eq!(cfg.compat_allowed_roles, ["user", "userplus"]);
+        assert_eq!(cfg.compat.allowed_roles, ["user", "userplus"]);
         assert_eq!(cfg.resync_interval, Duration::from_secs(30));
     }
 }

@@ -156,7 +156,7 @@ impl Context {
 
     /// Whether buckets and users in `namespace` may adopt ones made outside the operator.
     pub fn may_adopt(&self, namespace: &str) -> bool {
-        self.config.adopt_namespaces.iter().any(|n| n == namespace)
+        self.config.store.adopt_namespaces.iter().any(|n| n == namespace)
     }
 
     /// Publishes an event about `obj`; a failure to publish is logged, never fatal.

@@ -24,11 +24,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(config.log_level, config.log_format);
+    telemetry::init(config.telemetry.log_level, config.telemetry.log_format);
     tracing::info!(
-        backend = %config.backend,
-        endpoint = config.s3_endpoint_url.as_deref().unwrap_or("(AWS default)"),
-        region = %config.region,
+        backend = %config.store.backend,
+        endpoint = config.store.s3_endpoint_url.as_deref().unwrap_or("(AWS default)"),
+        region = %config.store.region,
         crd_mode = config.crd_mode,
         compat_mode = config.compat_mode,
         "configuration loaded"

@@ -45,7 +45,7 @@ pub async fn run(
     let metrics = Metrics::with_registry(|r| legacy.register(r));
     let raw = store::connect(&config)
         .await
-        .map_err(|e| anyhow::anyhow!("configuring the {} backend: {e}", config.backend))?;
+        .map_err(|e| anyhow::anyhow!("configuring the {} backend: {e}", config.store.backend))?;
     let backend: Arc<dyn Backend> = Arc::new(MeteredBackend::new(raw, metrics.clone()));
     if let Err(e) = backend.health().await {
         // Not fatal: conditions and /readyz report it, and reconciles retry.
@@ -72,7 +72,8 @@ pub async fn run(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let server = tokio::spawn(http::serve(config.metrics_addr, metrics.clone(), readiness.clone(), stopped()));
+    let server =
+        tokio::spawn(http::serve(config.telemetry.metrics_addr, metrics.clone(), readiness.clone(), stopped()));
 
     // A stand-by replica is ready as soon as the store answers, so a rolling update can bring
     // it up while the old leader still holds the Lease.
@@ -186,7 +187,7 @@ pub async fn run(
         );
     }
 
-    tracing::info!(addr = %config.metrics_addr, backend = %config.backend, "operator running");
+    tracing::info!(addr = %config.telemetry.metrics_addr, backend = %config.store.backend, "operator running");
     // Losing the Lease (renewal failed, another replica took over) stops this replica's work:
     // two leaders must never reconcile at once. The process then exits non-zero and restarts
     // as a stand-by.

@@ -16,49 +16,49 @@ use crate::config::{BackendKind, Config};
 
 /// The backend for `config`.
 pub async fn connect(config: &Config) -> Result<Arc<dyn Backend>, BackendError> {
-    let missing = |what: &str| BackendError::InvalidInput(format!("{} backend needs {what}", config.backend));
-    let endpoint = || config.s3_endpoint_url.clone().ok_or_else(|| missing("S3_ENDPOINT_URL"));
-    let admin = || config.admin.clone().ok_or_else(|| missing("S3_ACCESS_KEY and S3_SECRET_KEY"));
-    Ok(match config.backend {
+    let missing = |what: &str| BackendError::InvalidInput(format!("{} backend needs {what}", config.store.backend));
+    let endpoint = || config.store.s3_endpoint_url.clone().ok_or_else(|| missing("S3_ENDPOINT_URL"));
+    let admin = || config.store.admin.clone().ok_or_else(|| missing("S3_ACCESS_KEY and S3_SECRET_KEY"));
+    Ok(match config.store.backend {
         BackendKind::Versitygw => {
             let admin = admin()?;
             Arc::new(VersityGw::new(VersityGwConfig {
                 endpoint: endpoint()?,
-                region: config.region.clone(),
+                region: config.store.region.clone(),
                 access_key: admin.access_key,
                 secret_key: admin.secret_key,
-                marker_bucket: config.marker_bucket.clone(),
+                marker_bucket: config.store.marker_bucket.clone(),
             })?)
         }
         BackendKind::Minio => {
             let admin = admin()?;
             Arc::new(Minio::new(MinioConfig {
                 endpoint: endpoint()?,
-                region: config.region.clone(),
+                region: config.store.region.clone(),
                 access_key: admin.access_key,
                 secret_key: admin.secret_key,
-                marker_bucket: config.marker_bucket.clone(),
+                marker_bucket: config.store.marker_bucket.clone(),
             })?)
         }
         BackendKind::Garage => {
             let admin = admin()?;
             let garage =
-                config.garage.clone().ok_or_else(|| missing("GARAGE_ADMIN_ENDPOINT and GARAGE_ADMIN_TOKEN"))?;
+                config.store.garage.clone().ok_or_else(|| missing("GARAGE_ADMIN_ENDPOINT and GARAGE_ADMIN_TOKEN"))?;
             Arc::new(Garage::new(GarageConfig {
                 endpoint: endpoint()?,
-                region: config.region.clone(),
+                region: config.store.region.clone(),
                 access_key: admin.access_key,
                 secret_key: admin.secret_key,
                 admin_endpoint: garage.endpoint,
                 admin_token: garage.token,
-                marker_bucket: config.marker_bucket.clone(),
+                marker_bucket: config.store.marker_bucket.clone(),
             })?)
         }
         BackendKind::Aws => Arc::new(
             Aws::new(AwsConfig {
-                region: Some(config.region.clone()),
-                endpoint: config.s3_endpoint_url.clone(),
-                credentials: config.admin.clone().map(|a| (a.access_key, a.secret_key)),
+                region: Some(config.store.region.clone()),
+                endpoint: config.store.s3_endpoint_url.clone(),
+                credentials: config.store.admin.clone().map(|a| (a.access_key, a.secret_key)),
             })
             .await?,
         ),

@@ -215,10 +215,10 @@ fn desired_secret(obj: &S3User, ctx: &Context, creds: &Credentials, grants: &[Gr
     };
     put(secret_keys::ACCESS_KEY_ID, &creds.access_key_id);
     put(secret_keys::SECRET_ACCESS_KEY, creds.secret_access_key.expose());
-    if let Some(endpoint) = &ctx.config.s3_endpoint_url {
+    if let Some(endpoint) = &ctx.config.store.s3_endpoint_url {
         put(secret_keys::ENDPOINT_URL, endpoint);
     }
-    put(secret_keys::REGION, &ctx.config.region);
+    put(secret_keys::REGION, &ctx.config.store.region);
     if let [only] = grants {
         put(secret_keys::BUCKET_NAME, &only.bucket);
     }

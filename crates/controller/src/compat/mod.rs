@@ -63,7 +63,7 @@ impl Compat {
 /// `PartialObjectMeta` makes metadata-only list and watch requests.
 pub fn controller(api: Api<SecretMeta>, compat: &Compat) -> (Controller<SecretMeta>, Store<SecretMeta>) {
     let (reader, writer) = reflector::store();
-    let key = compat.ctx.config.annotation_key.clone();
+    let key = compat.ctx.config.compat.annotation_key.clone();
     let events = watcher(api, watcher::Config::default().any_semantic()).default_backoff().filter_map(move |event| {
         let kept = match event {
             Ok(e) => only_annotated(e, &key).map(Ok),
@@ -113,7 +113,7 @@ pub async fn reconcile(meta: Arc<SecretMeta>, compat: Arc<Compat>) -> Result<Act
     let work = async {
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
         match api.get_opt(&name).await? {
-            Some(s) if fields::enabled(s.metadata.annotations.as_ref(), &ctx.config.annotation_key) => {
+            Some(s) if fields::enabled(s.metadata.annotations.as_ref(), &ctx.config.compat.annotation_key) => {
                 let started = Instant::now();
                 let result = handle(&s, &key, &compat).await;
                 compat.legacy.handle_secret_duration.observe(started.elapsed().as_secs_f64());
@@ -147,8 +147,8 @@ async fn handle(secret: &Secret, key: &str, compat: &Compat) -> Result<Action> {
             return Ok(Action::requeue(ctx.backoff(key)));
         }
     };
-    if config.enforce_endpoint_check
-        && let (Some(theirs), Some(ours)) = (&request.endpoint, &config.s3_endpoint_url)
+    if config.compat.enforce_endpoint_check
+        && let (Some(theirs), Some(ours)) = (&request.endpoint, &config.store.s3_endpoint_url)
         && !fields::same_endpoint(theirs, ours)
     {
         let note = format!(
@@ -159,8 +159,8 @@ async fn handle(secret: &Secret, key: &str, compat: &Compat) -> Result<Action> {
         return Ok(Action::await_change());
     }
     let role = &request.account.role;
-    if !role_allowed(&config.compat_allowed_roles, role) {
-        let allowed = config.compat_allowed_roles.join(",");
+    if !role_allowed(&config.compat.allowed_roles, role) {
+        let allowed = config.compat.allowed_roles.join(",");
         warn(
             "RoleRefused",
             format!("role {role:?} is not allowed (allowed: {allowed}); an operator admin can allow it with COMPAT_ALLOWED_ROLES"),
