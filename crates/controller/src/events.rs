@@ -1,10 +1,9 @@
 //! Kubernetes events (events.k8s.io/v1) about the operator's objects.
 //!
 //! Why not kube's `Recorder`: to fold a repeated event into a series it keeps every event of
-//! the last six minutes as a whole object (about 2.5 KB with its key), and drops old ones only
-//! when it publishes again. A 10,000-pair rollout publishes 20,000 events, so the operator
-//! kept tens of MB for as long as it stayed quiet. Here a repeat is recognised by a 16-byte
-//! digest, remembers only the event's name and count, and is forgotten on a timer.
+//! the last six minutes as a whole object, and drops old ones only when it publishes again, so
+//! a large rollout left tens of MB behind (docs/benchmarks.md). Here a repeat is recognised by
+//! a 16-byte digest, remembers only the event's name and count, and is forgotten on a timer.
 
 use std::{
     collections::HashMap,

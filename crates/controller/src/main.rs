@@ -6,12 +6,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use s3op_controller::{config::Cli, run, telemetry};
 
-// mimalloc instead of glibc's malloc: a rollout allocates in bursts (watch events, status
-// writes, store replies), and glibc kept much of what a burst freed. RSS right after rolling
-// out 3,000 VersityGW pairs: glibc 56.8 MiB, jemalloc 53.8, mimalloc 2.0 47.7 (`cargo xtask
-// bench`). Its 2.x line without transparent huge pages (features `v2`, `no_thp`): the crate's
-// default, 3.x with huge pages, took 33.7 MiB idle and 69.1 with 1,000 pairs, against 22.6
-// and 37.8.
+// mimalloc (2.x, without transparent huge pages) instead of glibc's malloc: a rollout
+// allocates in bursts, and glibc kept much of what a burst freed (figures in
+// docs/benchmarks.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
