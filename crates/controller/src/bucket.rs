@@ -14,8 +14,8 @@ use s3op_backends::{BackendError, BucketDeletion, BucketSpec, Change, Owner, Quo
 
 use crate::{
     context::{Context, Error, Result},
-    reconcile::{self, Halt, Reconciled, WithStatus},
-    status::Readiness,
+    reconcile::{self, Halt, Reconciled},
+    status::{Readiness, WithStatus},
 };
 
 /// Kind name, for metrics and logs.

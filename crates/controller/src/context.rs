@@ -21,7 +21,7 @@ use thiserror::Error;
 use crate::{
     config::Config,
     metrics::{API_WRITE_FINALIZER_ADD, API_WRITE_FINALIZER_REMOVE, Metrics},
-    reconcile::WithStatus,
+    status::WithStatus,
 };
 
 /// Why a reconcile must be tried again. Permanent problems are not errors: they are written to

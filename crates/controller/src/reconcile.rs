@@ -3,14 +3,13 @@
 //! what its `apply` and `cleanup` do.
 
 use std::{
-    fmt::Debug,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
-    Api, Resource, ResourceExt,
+    Api, ResourceExt,
     runtime::{
         controller::Action,
         finalizer::{Event as FinalizerEvent, finalizer},
@@ -18,27 +17,13 @@ use kube::{
 };
 use s3op_api::FINALIZER;
 use s3op_backends::BackendError;
-use serde::{Serialize, de::DeserializeOwned};
+use serde::Serialize;
 use tracing::Instrument;
 
 use crate::{
     context::{Context, Error, Result, finalizer_write},
-    status::{Readiness, with_ready},
+    status::{Readiness, WithStatus, with_ready},
 };
-
-/// A custom resource with a status the operator writes.
-pub trait WithStatus:
-    Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + Clone + DeserializeOwned + Debug
-{
-    /// The status type.
-    type Status: Serialize + PartialEq + Clone + Default;
-    /// The kind's name, as a bounded metric label.
-    const KIND: &'static str;
-    /// The current status, if any.
-    fn status_ref(&self) -> Option<&Self::Status>;
-    /// The conditions held in `status`.
-    fn conditions(status: &Self::Status) -> &[Condition];
-}
 
 /// A kind reconciled with the operator's finalizer: what it converges to, and what its deletion
 /// removes from the store.

@@ -1,12 +1,30 @@
 //! The `Ready` condition and the rules for writing status: `lastTransitionTime` moves only when
 //! the condition's status flips, and a status equal to the current one is never written.
 
+use std::fmt::Debug;
+
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
 };
+use kube::Resource;
 use s3op_api::{ConditionReason, ConditionType};
 use s3op_backends::{BackendError, ErrorCategory};
+use serde::{Serialize, de::DeserializeOwned};
+
+/// A custom resource with a status the operator writes.
+pub trait WithStatus:
+    Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + Clone + DeserializeOwned + Debug
+{
+    /// The status type.
+    type Status: Serialize + PartialEq + Clone + Default;
+    /// The kind's name, as a bounded metric label.
+    const KIND: &'static str;
+    /// The current status, if any.
+    fn status_ref(&self) -> Option<&Self::Status>;
+    /// The conditions held in `status`.
+    fn conditions(status: &Self::Status) -> &[Condition];
+}
 
 /// What a reconcile concluded, before it becomes a condition.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -30,8 +30,8 @@ use crate::{
     bucket::bucket_name_of,
     context::{Context, Error, Result, wait_synced},
     metrics::API_WRITE_SECRET,
-    reconcile::{self, Halt, Reconciled, WithStatus},
-    status::{Readiness, is_ready_at, ready_condition},
+    reconcile::{self, Halt, Reconciled},
+    status::{Readiness, WithStatus, is_ready_at, ready_condition},
 };
 
 /// Kind name, for metrics and logs.
