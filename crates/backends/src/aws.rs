@@ -20,7 +20,7 @@ use aws_sdk_s3::config::{
 use serde_json::Value;
 
 use crate::{
-    Backend, BackendError, Result, SecretString, http,
+    Backend, BackendError, Result, SecretString, claimed_buckets, http,
     ledger::{ClaimLocks, Subject},
     model::{
         BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, ClaimantKind, Credentials, Grant,
@@ -498,13 +498,13 @@ impl Backend for Aws {
     }
 
     async fn describe_bucket(&self, name: &str) -> Result<Option<BucketInfo>> {
-        s3ops::describe_tagged_bucket(&self.s3, BACKEND, name, self).await
+        claimed_buckets::describe_tagged_bucket(&self.s3, BACKEND, name, self).await
     }
 
     async fn ensure_bucket(&self, spec: &BucketSpec, adopt: bool) -> Result<Change> {
         let change = {
             let _one_at_a_time = self.claiming.lock(Subject::Bucket, &spec.name).await;
-            s3ops::ensure_tagged_bucket(&self.s3, BACKEND, spec, adopt, self, None).await?
+            claimed_buckets::ensure_tagged_bucket(&self.s3, BACKEND, spec, adopt, self, None).await?
         };
         if spec.quota.is_some() {
             return Err(BackendError::Unsupported { backend: BACKEND, feature: "quota" });
@@ -513,7 +513,7 @@ impl Backend for Aws {
     }
 
     async fn delete_bucket(&self, name: &str, force: bool) -> Result<BucketDeletion> {
-        s3ops::delete_bucket_checked(&self.s3, BACKEND, name, force, COUNT_LIMIT, None).await
+        claimed_buckets::delete_bucket_checked(&self.s3, BACKEND, name, force, COUNT_LIMIT, None).await
     }
 
     async fn describe_user(&self, name: &str) -> Result<Option<UserInfo>> {

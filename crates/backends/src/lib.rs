@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod backend;
+pub mod claimed_buckets;
 pub mod compat;
 pub mod error;
 pub mod garage;

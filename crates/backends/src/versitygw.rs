@@ -14,7 +14,7 @@ use aws_sdk_s3::Client;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Backend, BackendError, Result, SecretString,
+    Backend, BackendError, Result, SecretString, claimed_buckets,
     compat::{AccountState, CompatAccount, CompatStore},
     http::{self, encode},
     ledger::{Conditional, Ledger, Subject},
@@ -55,7 +55,7 @@ pub struct VersityGwConfig {
 // can write there. An account without that object was made outside the operator and is
 // `NotOwned` unless adopted; an account removed behind our back is simply created again.
 // Buckets carry their marker as tags; a `buckets/<name>` object written before a bucket is
-// created lets a creation cut before its tags be recognised (see s3ops).
+// created lets a creation cut before its tags be recognised (see claimed_buckets).
 #[derive(Debug, Clone)]
 pub struct VersityGw {
     s3: Client,
@@ -335,12 +335,17 @@ impl Backend for VersityGw {
     }
 
     async fn describe_bucket(&self, name: &str) -> Result<Option<BucketInfo>> {
-        s3ops::describe_tagged_bucket(&self.s3, BACKEND, name, &s3ops::SdkVersioning { s3: &self.s3, backend: BACKEND })
-            .await
+        claimed_buckets::describe_tagged_bucket(
+            &self.s3,
+            BACKEND,
+            name,
+            &s3ops::SdkVersioning { s3: &self.s3, backend: BACKEND },
+        )
+        .await
     }
 
     async fn ensure_bucket(&self, spec: &BucketSpec, adopt: bool) -> Result<Change> {
-        let change = s3ops::ensure_tagged_bucket(
+        let change = claimed_buckets::ensure_tagged_bucket(
             &self.s3,
             BACKEND,
             spec,
@@ -361,7 +366,8 @@ impl Backend for VersityGw {
 
     async fn delete_bucket(&self, name: &str, force: bool) -> Result<BucketDeletion> {
         let deletion =
-            s3ops::delete_bucket_checked(&self.s3, BACKEND, name, force, COUNT_LIMIT, Some(&self.markers)).await?;
+            claimed_buckets::delete_bucket_checked(&self.s3, BACKEND, name, force, COUNT_LIMIT, Some(&self.markers))
+                .await?;
         if deletion == BucketDeletion::Deleted {
             self.owner_changed(name, None);
         }

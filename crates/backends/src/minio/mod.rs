@@ -23,7 +23,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
-    Backend, BackendError, Result, SecretString,
+    Backend, BackendError, Result, SecretString, claimed_buckets,
     compat::{AccountState, CompatAccount, CompatStore},
     http::{self, encode},
     ledger::{Conditional, Ledger, Subject},
@@ -65,7 +65,7 @@ pub struct MinioConfig {
 // a user, an object `users/<name>` in an admin-only bucket whose metadata holds namespace, name
 // and uid. A user without that object was made outside the operator and is `NotOwned` unless
 // adopted. Buckets carry their marker as tags; a `buckets/<name>` object written before a
-// bucket is created lets a creation cut before its tags be recognised (see s3ops).
+// bucket is created lets a creation cut before its tags be recognised (see claimed_buckets).
 #[derive(Debug, Clone)]
 pub struct Minio {
     s3: Client,
@@ -696,7 +696,7 @@ impl Backend for Minio {
     }
 
     async fn describe_bucket(&self, name: &str) -> Result<Option<BucketInfo>> {
-        let info = s3ops::describe_tagged_bucket(
+        let info = claimed_buckets::describe_tagged_bucket(
             &self.s3,
             BACKEND,
             name,
@@ -709,7 +709,7 @@ impl Backend for Minio {
     }
 
     async fn ensure_bucket(&self, spec: &BucketSpec, adopt: bool) -> Result<Change> {
-        let change = s3ops::ensure_tagged_bucket(
+        let change = claimed_buckets::ensure_tagged_bucket(
             &self.s3,
             BACKEND,
             spec,
@@ -726,7 +726,7 @@ impl Backend for Minio {
     }
 
     async fn delete_bucket(&self, name: &str, force: bool) -> Result<BucketDeletion> {
-        s3ops::delete_bucket_checked(&self.s3, BACKEND, name, force, COUNT_LIMIT, Some(&self.markers)).await
+        claimed_buckets::delete_bucket_checked(&self.s3, BACKEND, name, force, COUNT_LIMIT, Some(&self.markers)).await
     }
 
     async fn describe_user(&self, name: &str) -> Result<Option<UserInfo>> {
