@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
-use aws_sdk_s3::Client;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
@@ -21,7 +20,7 @@ use crate::{
         BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner,
         Permission, Quota, UserInfo, UserSpec, Versioning,
     },
-    s3ops,
+    s3ops::S3,
 };
 
 const BACKEND: &str = "garage";
@@ -67,7 +66,7 @@ pub struct GarageConfig {
 // the steady-state ensure_user makes no admin call, ensure_bucket one.
 #[derive(Debug, Clone)]
 pub struct Garage {
-    s3: Client,
+    s3: S3,
     http: reqwest::Client,
     markers: Ledger,
     config: GarageConfig,
@@ -338,11 +337,11 @@ fn parse<T: DeserializeOwned>(text: &str, op: &str) -> Result<T> {
 impl Garage {
     /// A backend for the Garage cluster described by `config`. Makes no call.
     pub fn new(config: GarageConfig) -> Result<Self> {
-        let s3 = s3ops::client(&config.endpoint, &config.region, &config.access_key, &config.secret_key);
+        let s3 = S3::connect(BACKEND, &config.endpoint, &config.region, &config.access_key, &config.secret_key);
         let http = http::client(BACKEND)?;
         // Garage 2.5 ignores `If-None-Match: *` (measured: four concurrent conditional writes of
         // one key all succeed).
-        let markers = Ledger::new(s3.clone(), BACKEND, config.marker_bucket.clone(), Conditional::Ignored);
+        let markers = Ledger::new(s3.client().clone(), BACKEND, config.marker_bucket.clone(), Conditional::Ignored);
         Ok(Self { s3, http, markers, config })
     }
 
@@ -658,7 +657,7 @@ impl Backend for Garage {
         // Proves the S3 key too, cheaply (no Argon2 on Garage's side, no listing): a marker
         // bucket not made yet is answered 404 only to a valid key, and a 403 (bad key, or a
         // marker bucket our key lost access to) is worth reporting either way.
-        s3ops::bucket_exists(&self.s3, BACKEND, &self.config.marker_bucket).await.map(|_| ())
+        self.s3.bucket_exists(&self.config.marker_bucket).await.map(|_| ())
     }
 
     async fn describe_bucket(&self, name: &str) -> Result<Option<BucketInfo>> {
@@ -755,9 +754,9 @@ impl Backend for Garage {
         };
         self.ensure_operator_access(&info, &what).await?;
         if force {
-            s3ops::empty_unversioned_bucket(&self.s3, BACKEND, name).await?;
+            self.s3.empty_unversioned_bucket(name).await?;
         } else {
-            let objects = s3ops::count_current_objects(&self.s3, BACKEND, name, COUNT_LIMIT).await?;
+            let objects = self.s3.count_current_objects(name, COUNT_LIMIT).await?;
             if objects > 0 {
                 return Ok(BucketDeletion::NotEmpty { objects });
             }
@@ -771,7 +770,7 @@ impl Backend for Garage {
             }
             // Written to meanwhile.
             Err(BackendError::Conflict { .. }) if !force => {
-                let objects = s3ops::count_current_objects(&self.s3, BACKEND, name, COUNT_LIMIT).await?;
+                let objects = self.s3.count_current_objects(name, COUNT_LIMIT).await?;
                 return Ok(BucketDeletion::NotEmpty { objects: objects.max(1) });
             }
             Err(e) => return Err(e),

@@ -106,82 +106,6 @@ where
     }
 }
 
-/// True when the bucket exists (HeadBucket; 404 is `false`).
-pub async fn bucket_exists(s3: &Client, backend: &'static str, bucket: &str) -> Result<bool> {
-    match s3.head_bucket().bucket(bucket).send().await {
-        Ok(_) => Ok(true),
-        Err(e) => match map_error(backend, "HeadBucket", &format!("bucket {bucket}"), e) {
-            BackendError::NotFound { .. } => Ok(false),
-            other => Err(other),
-        },
-    }
-}
-
-/// Creates a bucket, with object lock when asked (which can only be chosen at creation). The
-/// region of the client is sent as LocationConstraint unless it is us-east-1, as AWS requires.
-pub async fn create_bucket(s3: &Client, backend: &'static str, bucket: &str, object_lock: bool) -> Result<()> {
-    let mut req = s3.create_bucket().bucket(bucket);
-    if object_lock {
-        req = req.object_lock_enabled_for_bucket(true);
-    }
-    if let Some(region) = s3.config().region().map(|r| r.as_ref().to_string())
-        && region != "us-east-1"
-    {
-        req = req.create_bucket_configuration(
-            CreateBucketConfiguration::builder()
-                .location_constraint(BucketLocationConstraint::from(region.as_str()))
-                .build(),
-        );
-    }
-    req.send().await.map(|_| ()).map_err(|e| map_error(backend, "CreateBucket", &format!("bucket {bucket}"), e))
-}
-
-/// The bucket's versioning state; `None` when it was never set.
-pub async fn get_versioning(s3: &Client, backend: &'static str, bucket: &str) -> Result<Option<Versioning>> {
-    let out = s3
-        .get_bucket_versioning()
-        .bucket(bucket)
-        .send()
-        .await
-        .map_err(|e| map_error(backend, "GetBucketVersioning", &format!("bucket {bucket}"), e))?;
-    Ok(match out.status() {
-        Some(BucketVersioningStatus::Enabled) => Some(Versioning::Enabled),
-        Some(BucketVersioningStatus::Suspended) => Some(Versioning::Suspended),
-        _ => None,
-    })
-}
-
-/// Sets the bucket's versioning state.
-pub async fn put_versioning(s3: &Client, backend: &'static str, bucket: &str, versioning: Versioning) -> Result<()> {
-    let status = match versioning {
-        Versioning::Enabled => BucketVersioningStatus::Enabled,
-        Versioning::Suspended => BucketVersioningStatus::Suspended,
-    };
-    s3.put_bucket_versioning()
-        .bucket(bucket)
-        .versioning_configuration(VersioningConfiguration::builder().status(status).build())
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| map_error(backend, "PutBucketVersioning", &format!("bucket {bucket}"), e))
-}
-
-/// True when the bucket was created with object lock.
-pub async fn object_lock_enabled(s3: &Client, backend: &'static str, bucket: &str) -> Result<bool> {
-    match s3.get_object_lock_configuration().bucket(bucket).send().await {
-        Ok(out) => Ok(out.object_lock_configuration().and_then(|c| c.object_lock_enabled()).is_some()),
-        Err(e) => {
-            // AWS answers 404 ObjectLockConfigurationNotFoundError for a bucket without it.
-            let code = e.code().unwrap_or("").to_string();
-            match map_error(backend, "GetObjectLockConfiguration", &format!("bucket {bucket}"), e) {
-                BackendError::NotFound { .. } => Ok(false),
-                _ if code.contains("ObjectLockConfigurationNotFound") => Ok(false),
-                other => Err(other),
-            }
-        }
-    }
-}
-
 /// Splits a tag set into the ownership marker (when namespace and name are both present) and
 /// the user's tags.
 pub fn split_tags(tags: impl IntoIterator<Item = (String, String)>) -> (Option<Owner>, BTreeMap<String, String>) {
@@ -218,233 +142,347 @@ pub fn merge_tags(owner: &Owner, tags: &BTreeMap<String, String>) -> BTreeMap<St
     all
 }
 
-/// The bucket's ownership marker and user tags. A bucket without tags gives `(None, {})`.
-pub async fn get_tags(
-    s3: &Client,
+/// An S3-compatible store as the backends speak to it: the SDK client, and the store's name
+/// that every error it maps carries. Cheap to clone (the client is shared).
+#[derive(Clone, Debug)]
+pub struct S3 {
+    client: Client,
     backend: &'static str,
-    bucket: &str,
-) -> Result<(Option<Owner>, BTreeMap<String, String>)> {
-    match s3.get_bucket_tagging().bucket(bucket).send().await {
-        Ok(out) => Ok(split_tags(out.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())))),
-        Err(e) => {
-            // No tag set is an error on S3 (404 NoSuchTagSet), not an empty answer; a 404 for the
-            // bucket itself is told apart by its code.
-            let code = e.code().unwrap_or("").to_string();
-            if code == "NoSuchTagSet" || code == "NoSuchTagSetError" {
-                return Ok((None, BTreeMap::new()));
-            }
-            Err(map_error(backend, "GetBucketTagging", &format!("bucket {bucket}"), e))
+}
+
+impl S3 {
+    /// The store `backend` at `endpoint`, with [`client`]'s settings.
+    pub fn connect(
+        backend: &'static str,
+        endpoint: &str,
+        region: &str,
+        access_key: &str,
+        secret_key: &SecretString,
+    ) -> Self {
+        Self::new(client(endpoint, region, access_key, secret_key), backend)
+    }
+
+    /// A client built elsewhere (AWS's, from the standard configuration chain).
+    pub fn new(client: Client, backend: &'static str) -> Self {
+        Self { client, backend }
+    }
+
+    /// The SDK client, for requests no primitive here makes.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The store's name, as errors carry it.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// [`map_error`] for this store.
+    pub fn map_error<E>(&self, op: &'static str, what: &str, err: SdkError<E>) -> BackendError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        map_error(self.backend, op, what, err)
+    }
+
+    /// True when the bucket exists (HeadBucket; 404 is `false`).
+    pub async fn bucket_exists(&self, bucket: &str) -> Result<bool> {
+        match self.client.head_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(true),
+            Err(e) => match self.map_error("HeadBucket", &format!("bucket {bucket}"), e) {
+                BackendError::NotFound { .. } => Ok(false),
+                other => Err(other),
+            },
         }
     }
-}
 
-/// Replaces the bucket's tags with `tags` plus the ownership marker of `owner`.
-pub async fn put_tags(
-    s3: &Client,
-    backend: &'static str,
-    bucket: &str,
-    owner: &Owner,
-    tags: &BTreeMap<String, String>,
-) -> Result<()> {
-    let what = format!("bucket {bucket}");
-    let mut set = Vec::new();
-    for (k, v) in merge_tags(owner, tags) {
-        set.push(Tag::builder().key(k).value(v).build().map_err(|e| BackendError::InvalidInput(format!("tag: {e}")))?);
+    /// Creates a bucket, with object lock when asked (which can only be chosen at creation). The
+    /// region of the client is sent as LocationConstraint unless it is us-east-1, as AWS requires.
+    pub async fn create_bucket(&self, bucket: &str, object_lock: bool) -> Result<()> {
+        let mut req = self.client.create_bucket().bucket(bucket);
+        if object_lock {
+            req = req.object_lock_enabled_for_bucket(true);
+        }
+        if let Some(region) = self.client.config().region().map(|r| r.as_ref().to_string())
+            && region != "us-east-1"
+        {
+            req = req.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(region.as_str()))
+                    .build(),
+            );
+        }
+        req.send().await.map(|_| ()).map_err(|e| self.map_error("CreateBucket", &format!("bucket {bucket}"), e))
     }
-    let tagging = Tagging::builder()
-        .set_tag_set(Some(set))
-        .build()
-        .map_err(|e| BackendError::InvalidInput(format!("tags: {e}")))?;
-    s3.put_bucket_tagging()
-        .bucket(bucket)
-        .tagging(tagging)
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| map_error(backend, "PutBucketTagging", &what, e))
-}
 
-/// Every object version and delete marker of the bucket, as DeleteObjects identifiers, at most
-/// `limit` of them.
-async fn list_versions(s3: &Client, backend: &'static str, bucket: &str, limit: u64) -> Result<Vec<ObjectIdentifier>> {
-    let what = format!("bucket {bucket}");
-    let mut out = Vec::new();
-    let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
-    loop {
-        let page = s3
-            .list_object_versions()
+    /// The bucket's versioning state; `None` when it was never set.
+    pub async fn get_versioning(&self, bucket: &str) -> Result<Option<Versioning>> {
+        let out = self
+            .client
+            .get_bucket_versioning()
             .bucket(bucket)
-            .set_key_marker(key_marker.take())
-            .set_version_id_marker(version_marker.take())
             .send()
             .await
-            .map_err(|e| map_error(backend, "ListObjectVersions", &what, e))?;
-        let versions = page.versions().iter().map(|v| (v.key(), v.version_id()));
-        let markers = page.delete_markers().iter().map(|m| (m.key(), m.version_id()));
-        for (key, version) in versions.chain(markers) {
-            let Some(key) = key else { continue };
-            let id = ObjectIdentifier::builder().key(key).set_version_id(version.map(str::to_string)).build().map_err(
-                |e| BackendError::Protocol { backend, detail: format!("ListObjectVersions on {what}: {e}") },
-            )?;
-            out.push(id);
-            if out.len() as u64 >= limit {
-                return Ok(out);
-            }
-        }
-        if page.is_truncated() != Some(true) {
-            return Ok(out);
-        }
-        key_marker = page.next_key_marker().map(str::to_string);
-        version_marker = page.next_version_id_marker().map(str::to_string);
-        if key_marker.is_none() {
-            // A truncated page without a marker would loop for ever.
-            return Err(BackendError::Protocol {
-                backend,
-                detail: format!("ListObjectVersions on {what}: truncated without a marker"),
-            });
-        }
+            .map_err(|e| self.map_error("GetBucketVersioning", &format!("bucket {bucket}"), e))?;
+        Ok(match out.status() {
+            Some(BucketVersioningStatus::Enabled) => Some(Versioning::Enabled),
+            Some(BucketVersioningStatus::Suspended) => Some(Versioning::Suspended),
+            _ => None,
+        })
     }
-}
 
-/// Objects, versions and delete markers in the bucket, counting up to `limit`.
-pub async fn count_objects(s3: &Client, backend: &'static str, bucket: &str, limit: u64) -> Result<u64> {
-    Ok(list_versions(s3, backend, bucket, limit).await?.len() as u64)
-}
-
-/// Removes every object version and delete marker, in DeleteObjects batches (quiet mode, so
-/// only failures are reported). Returns how many were removed.
-pub async fn empty_bucket(s3: &Client, backend: &'static str, bucket: &str) -> Result<u64> {
-    let mut removed = 0u64;
-    loop {
-        let batch = list_versions(s3, backend, bucket, DELETE_BATCH as u64).await?;
-        if batch.is_empty() {
-            return Ok(removed);
-        }
-        removed += delete_batch(s3, backend, bucket, batch).await?;
-    }
-}
-
-/// One DeleteObjects call (quiet mode); any object it could not delete is a `Conflict`, since
-/// listing again would find the same keys: the caller retries later.
-async fn delete_batch(s3: &Client, backend: &'static str, bucket: &str, batch: Vec<ObjectIdentifier>) -> Result<u64> {
-    let what = format!("bucket {bucket}");
-    let n = batch.len() as u64;
-    let delete = Delete::builder()
-        .set_objects(Some(batch))
-        .quiet(true)
-        .build()
-        .map_err(|e| BackendError::Protocol { backend, detail: format!("DeleteObjects on {what}: {e}") })?;
-    let out = s3
-        .delete_objects()
-        .bucket(bucket)
-        .delete(delete)
-        .send()
-        .await
-        .map_err(|e| map_error(backend, "DeleteObjects", &what, e))?;
-    if let Some(first) = out.errors().first() {
-        return Err(BackendError::Conflict {
-            what,
-            detail: format!(
-                "{} objects could not be deleted, first {:?}: {} {}",
-                out.errors().len(),
-                first.key().unwrap_or(""),
-                first.code().unwrap_or(""),
-                first.message().unwrap_or("")
-            ),
-        });
-    }
-    Ok(n)
-}
-
-/// Deletes an empty bucket; a bucket already gone is `AlreadyGone`.
-pub async fn delete_bucket(s3: &Client, backend: &'static str, bucket: &str) -> Result<BucketDeletion> {
-    match s3.delete_bucket().bucket(bucket).send().await {
-        Ok(_) => Ok(BucketDeletion::Deleted),
-        Err(e) => match map_error(backend, "DeleteBucket", &format!("bucket {bucket}"), e) {
-            BackendError::NotFound { .. } => Ok(BucketDeletion::AlreadyGone),
-            other => Err(other),
-        },
-    }
-}
-
-/// Up to `limit` object keys of a bucket, from ListObjectsV2: for stores without versioning
-/// (Garage answers NotImplemented to ListObjectVersions).
-async fn list_current_keys(s3: &Client, backend: &'static str, bucket: &str, limit: u64) -> Result<Vec<String>> {
-    let what = format!("bucket {bucket}");
-    let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = s3
-            .list_objects_v2()
+    /// Sets the bucket's versioning state.
+    pub async fn put_versioning(&self, bucket: &str, versioning: Versioning) -> Result<()> {
+        let status = match versioning {
+            Versioning::Enabled => BucketVersioningStatus::Enabled,
+            Versioning::Suspended => BucketVersioningStatus::Suspended,
+        };
+        self.client
+            .put_bucket_versioning()
             .bucket(bucket)
-            .set_continuation_token(token.take())
+            .versioning_configuration(VersioningConfiguration::builder().status(status).build())
             .send()
             .await
-            .map_err(|e| map_error(backend, "ListObjectsV2", &what, e))?;
-        for key in page.contents().iter().filter_map(|o| o.key()) {
-            out.push(key.to_string());
-            if out.len() as u64 >= limit {
-                return Ok(out);
+            .map(|_| ())
+            .map_err(|e| self.map_error("PutBucketVersioning", &format!("bucket {bucket}"), e))
+    }
+
+    /// True when the bucket was created with object lock.
+    pub async fn object_lock_enabled(&self, bucket: &str) -> Result<bool> {
+        match self.client.get_object_lock_configuration().bucket(bucket).send().await {
+            Ok(out) => Ok(out.object_lock_configuration().and_then(|c| c.object_lock_enabled()).is_some()),
+            Err(e) => {
+                // AWS answers 404 ObjectLockConfigurationNotFoundError for a bucket without it.
+                let code = e.code().unwrap_or("").to_string();
+                match self.map_error("GetObjectLockConfiguration", &format!("bucket {bucket}"), e) {
+                    BackendError::NotFound { .. } => Ok(false),
+                    _ if code.contains("ObjectLockConfigurationNotFound") => Ok(false),
+                    other => Err(other),
+                }
             }
         }
-        if page.is_truncated() != Some(true) {
-            return Ok(out);
+    }
+
+    /// The bucket's ownership marker and user tags. A bucket without tags gives `(None, {})`.
+    pub async fn get_tags(&self, bucket: &str) -> Result<(Option<Owner>, BTreeMap<String, String>)> {
+        match self.client.get_bucket_tagging().bucket(bucket).send().await {
+            Ok(out) => Ok(split_tags(out.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())))),
+            Err(e) => {
+                // No tag set is an error on S3 (404 NoSuchTagSet), not an empty answer; a 404
+                // for the bucket itself is told apart by its code.
+                let code = e.code().unwrap_or("").to_string();
+                if code == "NoSuchTagSet" || code == "NoSuchTagSetError" {
+                    return Ok((None, BTreeMap::new()));
+                }
+                Err(self.map_error("GetBucketTagging", &format!("bucket {bucket}"), e))
+            }
         }
-        token = page.next_continuation_token().map(str::to_string);
-        if token.is_none() {
-            return Err(BackendError::Protocol {
-                backend,
-                detail: format!("ListObjectsV2 on {what}: truncated without a continuation token"),
+    }
+
+    /// Replaces the bucket's tags with `tags` plus the ownership marker of `owner`.
+    pub async fn put_tags(&self, bucket: &str, owner: &Owner, tags: &BTreeMap<String, String>) -> Result<()> {
+        let what = format!("bucket {bucket}");
+        let mut set = Vec::new();
+        for (k, v) in merge_tags(owner, tags) {
+            set.push(
+                Tag::builder().key(k).value(v).build().map_err(|e| BackendError::InvalidInput(format!("tag: {e}")))?,
+            );
+        }
+        let tagging = Tagging::builder()
+            .set_tag_set(Some(set))
+            .build()
+            .map_err(|e| BackendError::InvalidInput(format!("tags: {e}")))?;
+        self.client
+            .put_bucket_tagging()
+            .bucket(bucket)
+            .tagging(tagging)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.map_error("PutBucketTagging", &what, e))
+    }
+
+    /// Every object version and delete marker of the bucket, as DeleteObjects identifiers, at most
+    /// `limit` of them.
+    async fn list_versions(&self, bucket: &str, limit: u64) -> Result<Vec<ObjectIdentifier>> {
+        let what = format!("bucket {bucket}");
+        let mut out = Vec::new();
+        let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(bucket)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.map_error("ListObjectVersions", &what, e))?;
+            let versions = page.versions().iter().map(|v| (v.key(), v.version_id()));
+            let markers = page.delete_markers().iter().map(|m| (m.key(), m.version_id()));
+            for (key, version) in versions.chain(markers) {
+                let Some(key) = key else { continue };
+                let id =
+                    ObjectIdentifier::builder().key(key).set_version_id(version.map(str::to_string)).build().map_err(
+                        |e| BackendError::Protocol {
+                            backend: self.backend,
+                            detail: format!("ListObjectVersions on {what}: {e}"),
+                        },
+                    )?;
+                out.push(id);
+                if out.len() as u64 >= limit {
+                    return Ok(out);
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            version_marker = page.next_version_id_marker().map(str::to_string);
+            if key_marker.is_none() {
+                // A truncated page without a marker would loop for ever.
+                return Err(BackendError::Protocol {
+                    backend: self.backend,
+                    detail: format!("ListObjectVersions on {what}: truncated without a marker"),
+                });
+            }
+        }
+    }
+
+    /// Objects, versions and delete markers in the bucket, counting up to `limit`.
+    pub async fn count_objects(&self, bucket: &str, limit: u64) -> Result<u64> {
+        Ok(self.list_versions(bucket, limit).await?.len() as u64)
+    }
+
+    /// Removes every object version and delete marker, in DeleteObjects batches (quiet mode, so
+    /// only failures are reported). Returns how many were removed.
+    pub async fn empty_bucket(&self, bucket: &str) -> Result<u64> {
+        let mut removed = 0u64;
+        loop {
+            let batch = self.list_versions(bucket, DELETE_BATCH as u64).await?;
+            if batch.is_empty() {
+                return Ok(removed);
+            }
+            removed += self.delete_batch(bucket, batch).await?;
+        }
+    }
+
+    /// One DeleteObjects call (quiet mode); any object it could not delete is a `Conflict`, since
+    /// listing again would find the same keys: the caller retries later.
+    async fn delete_batch(&self, bucket: &str, batch: Vec<ObjectIdentifier>) -> Result<u64> {
+        let what = format!("bucket {bucket}");
+        let n = batch.len() as u64;
+        let delete = Delete::builder().set_objects(Some(batch)).quiet(true).build().map_err(|e| {
+            BackendError::Protocol { backend: self.backend, detail: format!("DeleteObjects on {what}: {e}") }
+        })?;
+        let out = self
+            .client
+            .delete_objects()
+            .bucket(bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|e| self.map_error("DeleteObjects", &what, e))?;
+        if let Some(first) = out.errors().first() {
+            return Err(BackendError::Conflict {
+                what,
+                detail: format!(
+                    "{} objects could not be deleted, first {:?}: {} {}",
+                    out.errors().len(),
+                    first.key().unwrap_or(""),
+                    first.code().unwrap_or(""),
+                    first.message().unwrap_or("")
+                ),
             });
         }
+        Ok(n)
     }
-}
 
-/// Objects in a bucket of a store without versioning, counting up to `limit`.
-pub async fn count_current_objects(s3: &Client, backend: &'static str, bucket: &str, limit: u64) -> Result<u64> {
-    Ok(list_current_keys(s3, backend, bucket, limit).await?.len() as u64)
-}
-
-/// [`empty_bucket`] for a store without versioning: removes every object listed by
-/// ListObjectsV2, in DeleteObjects batches. Returns how many were removed.
-pub async fn empty_unversioned_bucket(s3: &Client, backend: &'static str, bucket: &str) -> Result<u64> {
-    let what = format!("bucket {bucket}");
-    let mut removed = 0u64;
-    loop {
-        let keys = list_current_keys(s3, backend, bucket, DELETE_BATCH as u64).await?;
-        if keys.is_empty() {
-            return Ok(removed);
+    /// Deletes an empty bucket; a bucket already gone is `AlreadyGone`.
+    pub async fn delete_bucket(&self, bucket: &str) -> Result<BucketDeletion> {
+        match self.client.delete_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(BucketDeletion::Deleted),
+            Err(e) => match self.map_error("DeleteBucket", &format!("bucket {bucket}"), e) {
+                BackendError::NotFound { .. } => Ok(BucketDeletion::AlreadyGone),
+                other => Err(other),
+            },
         }
-        let batch = keys
-            .into_iter()
-            .map(|key| ObjectIdentifier::builder().key(key).build())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| BackendError::Protocol { backend, detail: format!("DeleteObjects on {what}: {e}") })?;
-        removed += delete_batch(s3, backend, bucket, batch).await?;
+    }
+
+    /// Up to `limit` object keys of a bucket, from ListObjectsV2: for stores without versioning
+    /// (Garage answers NotImplemented to ListObjectVersions).
+    async fn list_current_keys(&self, bucket: &str, limit: u64) -> Result<Vec<String>> {
+        let what = format!("bucket {bucket}");
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.map_error("ListObjectsV2", &what, e))?;
+            for key in page.contents().iter().filter_map(|o| o.key()) {
+                out.push(key.to_string());
+                if out.len() as u64 >= limit {
+                    return Ok(out);
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+            token = page.next_continuation_token().map(str::to_string);
+            if token.is_none() {
+                return Err(BackendError::Protocol {
+                    backend: self.backend,
+                    detail: format!("ListObjectsV2 on {what}: truncated without a continuation token"),
+                });
+            }
+        }
+    }
+
+    /// Objects in a bucket of a store without versioning, counting up to `limit`.
+    pub async fn count_current_objects(&self, bucket: &str, limit: u64) -> Result<u64> {
+        Ok(self.list_current_keys(bucket, limit).await?.len() as u64)
+    }
+
+    /// [`S3::empty_bucket`] for a store without versioning: removes every object listed by
+    /// ListObjectsV2, in DeleteObjects batches. Returns how many were removed.
+    pub async fn empty_unversioned_bucket(&self, bucket: &str) -> Result<u64> {
+        let what = format!("bucket {bucket}");
+        let mut removed = 0u64;
+        loop {
+            let keys = self.list_current_keys(bucket, DELETE_BATCH as u64).await?;
+            if keys.is_empty() {
+                return Ok(removed);
+            }
+            let batch = keys
+                .into_iter()
+                .map(|key| ObjectIdentifier::builder().key(key).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| BackendError::Protocol {
+                    backend: self.backend,
+                    detail: format!("DeleteObjects on {what}: {e}"),
+                })?;
+            removed += self.delete_batch(bucket, batch).await?;
+        }
     }
 }
 
-/// Where a bucket's versioning state is read from: the SDK's GetBucketVersioning
-/// ([`SdkVersioning`]), unless a store answers it in a way the SDK rejects.
+/// Where a bucket's versioning state is read from: the SDK's GetBucketVersioning (an [`S3`]),
+/// unless a store answers it in a way the SDK rejects.
 #[async_trait::async_trait]
-pub trait VersioningSource: Send + Sync {
+pub trait VersioningSource: Send + Sync + std::fmt::Debug {
     /// The bucket's versioning state; `None` when it was never set.
     async fn bucket_versioning(&self, bucket: &str) -> Result<Option<Versioning>>;
 }
 
-/// GetBucketVersioning through the SDK.
-#[derive(Debug)]
-pub struct SdkVersioning<'a> {
-    /// The store's client.
-    pub s3: &'a Client,
-    /// The store kind, for errors.
-    pub backend: &'static str,
-}
-
 #[async_trait::async_trait]
-impl VersioningSource for SdkVersioning<'_> {
+impl VersioningSource for S3 {
     async fn bucket_versioning(&self, bucket: &str) -> Result<Option<Versioning>> {
-        get_versioning(self.s3, self.backend, bucket).await
+        self.get_versioning(bucket).await
     }
 }
 

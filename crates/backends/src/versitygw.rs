@@ -10,11 +10,11 @@ use std::{
 };
 
 use async_trait::async_trait;
-use aws_sdk_s3::Client;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Backend, BackendError, Result, SecretString, claimed_buckets,
+    Backend, BackendError, Result, SecretString,
+    claimed_buckets::ClaimedBuckets,
     compat::{AccountState, CompatAccount, CompatStore},
     http::{self, encode},
     ledger::{Conditional, Ledger, Subject},
@@ -22,7 +22,7 @@ use crate::{
         BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner,
         Permission, UserInfo, UserSpec,
     },
-    s3ops,
+    s3ops::S3,
     snapshot::Snapshot,
 };
 
@@ -58,7 +58,7 @@ pub struct VersityGwConfig {
 // created lets a creation cut before its tags be recognised (see claimed_buckets).
 #[derive(Debug, Clone)]
 pub struct VersityGw {
-    s3: Client,
+    s3: S3,
     http: reqwest::Client,
     markers: Ledger,
     config: VersityGwConfig,
@@ -153,9 +153,9 @@ struct ErrorBody {
 impl VersityGw {
     /// A backend for the gateway described by `config`. Makes no call.
     pub fn new(config: VersityGwConfig) -> Result<Self> {
-        let s3 = s3ops::client(&config.endpoint, &config.region, &config.access_key, &config.secret_key);
+        let s3 = S3::connect(BACKEND, &config.endpoint, &config.region, &config.access_key, &config.secret_key);
         let http = http::client(BACKEND)?;
-        let markers = Ledger::new(s3.clone(), BACKEND, config.marker_bucket.clone(), Conditional::Sequential);
+        let markers = Ledger::new(s3.client().clone(), BACKEND, config.marker_bucket.clone(), Conditional::Sequential);
         Ok(Self {
             s3,
             http,
@@ -169,6 +169,11 @@ impl VersityGw {
     /// The bucket that holds the users' ownership markers.
     pub fn marker_bucket(&self) -> &str {
         &self.config.marker_bucket
+    }
+
+    /// Buckets carry their claim as tags, recorded in the ledger too.
+    fn buckets(&self) -> ClaimedBuckets<'_> {
+        ClaimedBuckets { s3: &self.s3, versioning: &self.s3, claims: Some(&self.markers) }
     }
 
     /// One signed admin call (`PATCH`, SigV4 service `s3`, with `x-amz-content-sha256` of the
@@ -335,25 +340,11 @@ impl Backend for VersityGw {
     }
 
     async fn describe_bucket(&self, name: &str) -> Result<Option<BucketInfo>> {
-        claimed_buckets::describe_tagged_bucket(
-            &self.s3,
-            BACKEND,
-            name,
-            &s3ops::SdkVersioning { s3: &self.s3, backend: BACKEND },
-        )
-        .await
+        self.buckets().describe(name).await
     }
 
     async fn ensure_bucket(&self, spec: &BucketSpec, adopt: bool) -> Result<Change> {
-        let change = claimed_buckets::ensure_tagged_bucket(
-            &self.s3,
-            BACKEND,
-            spec,
-            adopt,
-            &s3ops::SdkVersioning { s3: &self.s3, backend: BACKEND },
-            Some(&self.markers),
-        )
-        .await?;
+        let change = self.buckets().ensure(spec, adopt).await?;
         if change == Change::Created {
             // Made with the admin credentials: the admin account owns it until a grant.
             self.owner_changed(&spec.name, Some(&self.config.access_key));
@@ -365,9 +356,7 @@ impl Backend for VersityGw {
     }
 
     async fn delete_bucket(&self, name: &str, force: bool) -> Result<BucketDeletion> {
-        let deletion =
-            claimed_buckets::delete_bucket_checked(&self.s3, BACKEND, name, force, COUNT_LIMIT, Some(&self.markers))
-                .await?;
+        let deletion = self.buckets().delete(name, force, COUNT_LIMIT).await?;
         if deletion == BucketDeletion::Deleted {
             self.owner_changed(name, None);
         }
@@ -580,11 +569,11 @@ impl CompatStore for VersityGw {
     }
 
     async fn bucket_exists(&self, bucket: &str) -> Result<bool> {
-        s3ops::bucket_exists(&self.s3, BACKEND, bucket).await
+        self.s3.bucket_exists(bucket).await
     }
 
     async fn create_bucket(&self, bucket: &str) -> Result<()> {
-        s3ops::create_bucket(&self.s3, BACKEND, bucket, false).await?;
+        self.s3.create_bucket(bucket, false).await?;
         self.owner_changed(bucket, Some(&self.config.access_key));
         Ok(())
     }

@@ -18,12 +18,12 @@ use std::{
 };
 
 use async_trait::async_trait;
-use aws_sdk_s3::Client;
 use reqwest::Method;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
-    Backend, BackendError, Result, SecretString, claimed_buckets,
+    Backend, BackendError, Result, SecretString,
+    claimed_buckets::ClaimedBuckets,
     compat::{AccountState, CompatAccount, CompatStore},
     http::{self, encode},
     ledger::{Conditional, Ledger, Subject},
@@ -31,7 +31,8 @@ use crate::{
         BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner,
         Permission, Quota, UserInfo, UserSpec,
     },
-    policy, s3ops,
+    policy,
+    s3ops::{self, S3},
     snapshot::Snapshot,
 };
 
@@ -68,7 +69,7 @@ pub struct MinioConfig {
 // bucket is created lets a creation cut before its tags be recognised (see claimed_buckets).
 #[derive(Debug, Clone)]
 pub struct Minio {
-    s3: Client,
+    s3: S3,
     http: reqwest::Client,
     markers: Ledger,
     config: MinioConfig,
@@ -309,9 +310,9 @@ fn parse_json<T: DeserializeOwned>(body: &[u8], op: &str) -> Result<T> {
 impl Minio {
     /// A backend for the MinIO server described by `config`. Makes no call.
     pub fn new(config: MinioConfig) -> Result<Self> {
-        let s3 = s3ops::client(&config.endpoint, &config.region, &config.access_key, &config.secret_key);
+        let s3 = S3::connect(BACKEND, &config.endpoint, &config.region, &config.access_key, &config.secret_key);
         let http = http::client(BACKEND)?;
-        let markers = Ledger::new(s3.clone(), BACKEND, config.marker_bucket.clone(), Conditional::Atomic);
+        let markers = Ledger::new(s3.client().clone(), BACKEND, config.marker_bucket.clone(), Conditional::Atomic);
         Ok(Self {
             s3,
             http,
@@ -325,6 +326,11 @@ impl Minio {
     /// The bucket that holds the users' ownership markers.
     pub fn marker_bucket(&self) -> &str {
         &self.config.marker_bucket
+    }
+
+    /// Buckets carry their claim as tags, recorded in the ledger too.
+    fn buckets(&self) -> ClaimedBuckets<'_> {
+        ClaimedBuckets { s3: &self.s3, versioning: &self.s3, claims: Some(&self.markers) }
     }
 
     /// One signed admin call to `ADMIN + path_and_query`. Only transport failures are errors
@@ -696,28 +702,13 @@ impl Backend for Minio {
     }
 
     async fn describe_bucket(&self, name: &str) -> Result<Option<BucketInfo>> {
-        let info = claimed_buckets::describe_tagged_bucket(
-            &self.s3,
-            BACKEND,
-            name,
-            &s3ops::SdkVersioning { s3: &self.s3, backend: BACKEND },
-        )
-        .await?;
-        let Some(info) = info else { return Ok(None) };
+        let Some(info) = self.buckets().describe(name).await? else { return Ok(None) };
         let quota = Quota { max_size_bytes: self.quota(name).await?, max_objects: None };
         Ok(Some(BucketInfo { quota: Some(quota), ..info }))
     }
 
     async fn ensure_bucket(&self, spec: &BucketSpec, adopt: bool) -> Result<Change> {
-        let change = claimed_buckets::ensure_tagged_bucket(
-            &self.s3,
-            BACKEND,
-            spec,
-            adopt,
-            &s3ops::SdkVersioning { s3: &self.s3, backend: BACKEND },
-            Some(&self.markers),
-        )
-        .await?;
+        let change = self.buckets().ensure(spec, adopt).await?;
         let change = change.and(self.converge_quota(&spec.name, spec.quota).await?);
         if spec.quota.is_some_and(|q| q.max_objects.is_some()) {
             return Err(BackendError::Unsupported { backend: BACKEND, feature: "quota on the number of objects" });
@@ -726,7 +717,7 @@ impl Backend for Minio {
     }
 
     async fn delete_bucket(&self, name: &str, force: bool) -> Result<BucketDeletion> {
-        claimed_buckets::delete_bucket_checked(&self.s3, BACKEND, name, force, COUNT_LIMIT, Some(&self.markers)).await
+        self.buckets().delete(name, force, COUNT_LIMIT).await
     }
 
     async fn describe_user(&self, name: &str) -> Result<Option<UserInfo>> {
@@ -915,7 +906,7 @@ impl CompatStore for Minio {
             Err(e) => match aws_sdk_s3::error::ProvideErrorMetadata::code(&e) {
                 Some("AccessDenied") => Ok(AccountState::Matches),
                 Some("SignatureDoesNotMatch" | "InvalidAccessKeyId") => Ok(AccountState::Differs(vec!["secret key"])),
-                _ => Err(s3ops::map_error(BACKEND, "ListBuckets", &format!("{what} (checking its secret)"), e)),
+                _ => Err(self.s3.map_error("ListBuckets", &format!("{what} (checking its secret)"), e)),
             },
         }
     }
@@ -930,12 +921,12 @@ impl CompatStore for Minio {
     }
 
     async fn bucket_exists(&self, bucket: &str) -> Result<bool> {
-        s3ops::bucket_exists(&self.s3, BACKEND, bucket).await
+        self.s3.bucket_exists(bucket).await
     }
 
     async fn create_bucket(&self, bucket: &str) -> Result<()> {
         self.markers.refuse_own_bucket(bucket)?;
-        s3ops::create_bucket(&self.s3, BACKEND, bucket, false).await
+        self.s3.create_bucket(bucket, false).await
     }
 
     async fn bucket_owner(&self, bucket: &str) -> Result<Option<String>> {
