@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{BACKEND, Garage, normalize};
 use crate::{
-    BackendError, Result,
+    BackendError, Result, SecretString,
     http::{self, encode},
     model::{Credentials, Grant, Permission, Quota},
 };
@@ -166,6 +166,18 @@ pub(super) struct PermChange<'a> {
     pub(super) permissions: Perm,
 }
 
+/// What became of an ImportKey (see [`Garage::import`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Import {
+    /// The key is there with the asked name and secret.
+    Done,
+    /// Another key holds the id (another name or secret).
+    Taken,
+    /// The id was refused, yet no key holds it: it belonged to a deleted key, and Garage never
+    /// imports a deleted key id again.
+    Deleted,
+}
+
 /// Garage's error body.
 #[derive(Deserialize, Default)]
 pub(super) struct ErrorBody {
@@ -196,7 +208,7 @@ pub(super) fn parse<T: DeserializeOwned>(text: &str, op: &str) -> Result<T> {
 
 impl Garage {
     /// One admin API call; `body` is JSON. Returns the reply body of a 2xx answer.
-    pub(super) async fn admin(
+    async fn admin(
         &self,
         method: reqwest::Method,
         path_and_query: &str,
@@ -220,13 +232,23 @@ impl Garage {
         Err(http::status_error(BACKEND, status, what, detail))
     }
 
-    pub(super) async fn get<T: DeserializeOwned>(&self, path_and_query: &str, what: &str) -> Result<T> {
+    async fn get<T: DeserializeOwned>(&self, path_and_query: &str, what: &str) -> Result<T> {
         let text = self.admin(reqwest::Method::GET, path_and_query, None, what).await?;
         parse(&text, path_and_query.split('?').next().unwrap_or(path_and_query))
     }
 
-    pub(super) async fn post<B: Serialize>(&self, path_and_query: &str, body: &B, what: &str) -> Result<String> {
+    async fn post<B: Serialize>(&self, path_and_query: &str, body: &B, what: &str) -> Result<String> {
         self.admin(reqwest::Method::POST, path_and_query, Some(http::to_json(body)?), what).await
+    }
+
+    /// The cluster's health status (`healthy`, `degraded` or `unavailable`).
+    pub(super) async fn cluster_status(&self) -> Result<String> {
+        #[derive(Deserialize)]
+        struct Health {
+            status: String,
+        }
+        let health: Health = self.get("/v2/GetClusterHealth", "cluster").await?;
+        Ok(health.status)
     }
 
     // ---- buckets ----
@@ -296,17 +318,30 @@ impl Garage {
     /// alias: Garage keeps it after the bucket is deleted with the admin API, and then refuses
     /// the call ("Local alias already exists"); the bucket is made with its global alias alone
     /// and the caller's `ensure_operator_access` grants the key.
-    pub(super) async fn create_with_access(&self, name: &str, what: &str) -> Result<String> {
+    pub(super) async fn create_with_access(&self, name: &str, what: &str) -> Result<BucketDetails> {
         let body = serde_json::json!({
             "globalAlias": name,
             "localAlias": { "accessKeyId": self.config.access_key, "alias": name, "allow": Perm::FULL },
         });
-        match self.post("/v2/CreateBucket", &body, what).await {
+        let text = match self.post("/v2/CreateBucket", &body, what).await {
             Err(BackendError::InvalidInput(m)) if m.contains("Local alias already exists") => {
                 self.post("/v2/CreateBucket", &serde_json::json!({ "globalAlias": name }), what).await
             }
             other => other,
-        }
+        }?;
+        parse(&text, "CreateBucket")
+    }
+
+    /// Gives the bucket `name` as its global alias. A bucket made over S3 has only its
+    /// creator's local alias; the global one lets every granted key reach it by name.
+    pub(super) async fn add_global_alias(&self, id: &str, name: &str, what: &str) -> Result<()> {
+        let body = serde_json::json!({ "bucketId": id, "globalAlias": name });
+        self.post("/v2/AddBucketAlias", &body, what).await.map(|_| ())
+    }
+
+    /// DeleteBucket by id; Garage refuses (Conflict) a bucket that holds objects.
+    pub(super) async fn delete_bucket_by_id(&self, id: &str, what: &str) -> Result<()> {
+        self.admin(reqwest::Method::POST, &format!("/v2/DeleteBucket?id={}", encode(id)), None, what).await.map(|_| ())
     }
 
     /// Creates the marker bucket if missing and lets the operator's key use it.
@@ -394,37 +429,47 @@ impl Garage {
     pub(super) async fn import_key(&self, user: &str, creds: &Credentials) -> Result<Credentials> {
         let id = creds.access_key_id.as_str();
         let what = format!("key {id} of user {user}");
-        let body = serde_json::json!({
-            "accessKeyId": id,
-            "secretAccessKey": creds.secret_access_key.expose(),
-            "name": user,
-        });
-        match self.post("/v2/ImportKey", &body, &what).await {
-            Ok(_) => Ok(creds.clone()),
-            Err(BackendError::Conflict { .. }) => {
-                // A retried import of the same key is success; anything else keeps the id taken
-                // (Garage never lets a deleted key id be imported again).
-                let existing = match self.key_info(id, true).await {
-                    Ok(k) => Some(k),
-                    Err(BackendError::NotFound { .. }) => None,
-                    Err(e) => return Err(e),
-                };
-                match existing {
-                    Some(k)
-                        if k.name == user
-                            && k.secret_access_key.as_deref() == Some(creds.secret_access_key.expose()) =>
-                    {
-                        Ok(creds.clone())
-                    }
-                    _ => Err(BackendError::Conflict {
-                        what,
-                        detail: "the access key id is taken, or was used by a deleted key (Garage never reuses one)"
-                            .into(),
-                    }),
-                }
-            }
+        match self.import(id, &creds.secret_access_key, user, &what).await? {
+            Import::Done => Ok(creds.clone()),
+            Import::Taken | Import::Deleted => Err(BackendError::Conflict {
+                what,
+                detail: "the access key id is taken, or was used by a deleted key (Garage never reuses one)".into(),
+            }),
+        }
+    }
+
+    /// ImportKey of `id` with `secret`, named `name`. A refusal is judged by the key that holds
+    /// the id: one with this name and secret is a retried import (or another replica's, for
+    /// the same Secret), so success.
+    pub(super) async fn import(&self, id: &str, secret: &SecretString, name: &str, what: &str) -> Result<Import> {
+        let body = serde_json::json!({ "accessKeyId": id, "secretAccessKey": secret.expose(), "name": name });
+        match self.post("/v2/ImportKey", &body, what).await {
+            Ok(_) => Ok(Import::Done),
+            Err(BackendError::Conflict { .. }) => match self.key_info(id, true).await {
+                Ok(k) if k.name == name && k.secret_access_key.as_deref() == Some(secret.expose()) => Ok(Import::Done),
+                Ok(_) => Ok(Import::Taken),
+                Err(BackendError::NotFound { .. }) => Ok(Import::Deleted),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         }
+    }
+
+    /// CreateKey named `name`: a new key with a secret Garage generates.
+    pub(super) async fn create_key_named(&self, name: &str, what: &str) -> Result<Credentials> {
+        let text = self.post("/v2/CreateKey", &serde_json::json!({ "name": name }), what).await?;
+        let key: KeyDetails = parse(&text, "CreateKey")?;
+        let secret = key.secret_access_key.ok_or_else(|| BackendError::Protocol {
+            backend: BACKEND,
+            detail: format!("CreateKey on {what}: no secret in the reply"),
+        })?;
+        Ok(Credentials { access_key_id: key.access_key_id, secret_access_key: SecretString::new(secret) })
+    }
+
+    /// Lets the key never expire (UpdateKey).
+    pub(super) async fn never_expire(&self, id: &str) -> Result<()> {
+        let path = format!("/v2/UpdateKey?id={}", encode(id));
+        self.post(&path, &serde_json::json!({ "neverExpires": true }), &format!("access key {id}")).await.map(|_| ())
     }
 }
 

@@ -6,12 +6,11 @@ use async_trait::async_trait;
 
 use super::{
     BACKEND, Garage,
-    admin::{BucketDetails, Perm, parse},
+    admin::{BucketDetails, Import, Perm},
 };
 use crate::{
     Backend, BackendError, Result,
     compat::{AccountState, CompatAccount, CompatStore},
-    http::encode,
     ledger::Subject,
     model::Owner,
 };
@@ -80,25 +79,17 @@ impl CompatStore for Garage {
     async fn create_account(&self, account: &CompatAccount) -> Result<()> {
         let id = account.access_key.as_str();
         let what = format!("access key {id}");
-        let body = serde_json::json!({
-            "accessKeyId": id,
-            "secretAccessKey": account.secret_key.expose(),
-            "name": id,
-        });
-        match self.post("/v2/ImportKey", &body, &what).await {
-            Ok(_) => Ok(()),
-            Err(BackendError::Conflict { .. }) => match self.key_info(id, true).await {
-                // Imported meanwhile by another replica for the same Secret.
-                Ok(k) if k.name == id && k.secret_access_key.as_deref() == Some(account.secret_key.expose()) => Ok(()),
-                Ok(_) => Err(BackendError::NotOwned { what, detail: "imported meanwhile outside the operator".into() }),
-                // Not found, yet refused: the id belonged to a deleted key. Not retryable.
-                Err(BackendError::NotFound { .. }) => Err(BackendError::InvalidInput(format!(
-                    "{what} belonged to a key deleted from Garage, and Garage never imports a deleted key id \
-                     again: put a new access key in the Secret, or use an S3User"
-                ))),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
+        // Compatibility keys are named after their id.
+        match self.import(id, &account.secret_key, id, &what).await? {
+            Import::Done => Ok(()),
+            Import::Taken => {
+                Err(BackendError::NotOwned { what, detail: "imported meanwhile outside the operator".into() })
+            }
+            // Not retryable.
+            Import::Deleted => Err(BackendError::InvalidInput(format!(
+                "{what} belonged to a key deleted from Garage, and Garage never imports a deleted key id \
+                 again: put a new access key in the Secret, or use an S3User"
+            ))),
         }
     }
 
@@ -111,9 +102,7 @@ impl CompatStore for Garage {
             });
         }
         if differs.contains(&"expiration") {
-            let id = account.access_key.as_str();
-            let path = format!("/v2/UpdateKey?id={}", encode(id));
-            self.post(&path, &serde_json::json!({ "neverExpires": true }), &format!("access key {id}")).await?;
+            self.never_expire(&account.access_key).await?;
         }
         Ok(())
     }
@@ -125,7 +114,7 @@ impl CompatStore for Garage {
     async fn create_bucket(&self, bucket: &str) -> Result<()> {
         self.markers.refuse_own_bucket(bucket)?;
         let what = format!("bucket {bucket}");
-        let created = parse::<BucketDetails>(&self.create_with_access(bucket, &what).await?, "CreateBucket")?;
+        let created = self.create_with_access(bucket, &what).await?;
         self.ensure_operator_access(&created, &what).await.map(|_| ())
     }
 
@@ -144,10 +133,8 @@ impl CompatStore for Garage {
         let what = format!("bucket {bucket}");
         let info = self.find_bucket(bucket).await?.ok_or_else(|| BackendError::not_found(what.clone()))?;
         if !info.global_aliases.iter().any(|a| a == bucket) {
-            // Made over S3, it has only its creator's local alias: the account reaches it by
-            // the global one.
-            let body = serde_json::json!({ "bucketId": info.id, "globalAlias": bucket });
-            self.post("/v2/AddBucketAlias", &body, &what).await?;
+            // The account reaches the bucket by its name.
+            self.add_global_alias(&info.id, bucket, &what).await?;
         }
         let has = info.keys.iter().find(|k| k.access_key_id == owner).is_some_and(|k| k.permissions.covers(Perm::FULL));
         if !has {
@@ -193,7 +180,10 @@ mod tests {
     use super::*;
     use crate::{
         SecretString,
-        garage::{GarageConfig, admin::KeyDetails},
+        garage::{
+            GarageConfig,
+            admin::{KeyDetails, parse},
+        },
     };
 
     #[test]

@@ -17,11 +17,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use self::admin::{BucketDetails, KeyDetails, Perm, Quotas, grants_of, parse};
+use self::admin::{Perm, Quotas, grants_of};
 use crate::{
     Backend, BackendError, Result, SecretString,
     compat::CompatStore,
-    http::{self, encode},
+    http,
     ledger::{Conditional, Ledger, Subject},
     model::{
         BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner,
@@ -219,12 +219,7 @@ impl Backend for Garage {
     }
 
     async fn health(&self) -> Result<()> {
-        #[derive(Deserialize)]
-        struct Health {
-            status: String,
-        }
-        let health: Health = self.get("/v2/GetClusterHealth", "cluster").await?;
-        if health.status == "unavailable" {
+        if self.cluster_status().await? == "unavailable" {
             return Err(BackendError::Unavailable { backend: BACKEND, cause: "cluster health is unavailable".into() });
         }
         // Proves the S3 key too, cheaply (no Argon2 on Garage's side, no listing): a marker
@@ -250,9 +245,7 @@ impl Backend for Garage {
     async fn ensure_bucket(&self, spec: &BucketSpec, adopt: bool) -> Result<Change> {
         let name = spec.name.as_str();
         let what = format!("bucket {name}");
-        if name == self.config.marker_bucket {
-            return Err(BackendError::NotOwned { what, detail: "the operator's marker bucket".into() });
-        }
+        self.markers.refuse_own_bucket(name)?;
         let change = match self.find_bucket(name).await? {
             Some(info) => {
                 let marker = self.read_bucket_marker(name).await?;
@@ -262,10 +255,7 @@ impl Backend for Garage {
                     change = Change::Updated;
                 }
                 if !info.global_aliases.iter().any(|a| a == name) {
-                    // Made over S3, it has only its creator's local alias: the global one lets
-                    // every granted key reach it by name.
-                    let body = serde_json::json!({ "bucketId": info.id, "globalAlias": name });
-                    self.post("/v2/AddBucketAlias", &body, &what).await?;
+                    self.add_global_alias(&info.id, name, &what).await?;
                     change = Change::Updated;
                 }
                 if self.ensure_operator_access(&info, &what).await? {
@@ -284,7 +274,7 @@ impl Backend for Garage {
                 // the claim comes first, so a bucket without one would look foreign for ever.
                 let claimed = self.claim_marker(Subject::Bucket, name, &spec.owner).await?;
                 let created = match self.create_with_access(name, &what).await {
-                    Ok(text) => parse::<BucketDetails>(&text, "CreateBucket")?,
+                    Ok(created) => created,
                     Err(BackendError::Conflict { .. }) => {
                         // Someone else created it between our read and our create: not ours.
                         if claimed {
@@ -334,8 +324,7 @@ impl Backend for Garage {
                 return Ok(BucketDeletion::NotEmpty { objects });
             }
         }
-        match self.admin(reqwest::Method::POST, &format!("/v2/DeleteBucket?id={}", encode(&info.id)), None, &what).await
-        {
+        match self.delete_bucket_by_id(&info.id, &what).await {
             Ok(_) => {}
             Err(BackendError::NotFound { .. }) => {
                 self.markers.release(Subject::Bucket, name).await?;
@@ -414,15 +403,7 @@ impl Backend for Garage {
                 )));
             }
             Some(c) => self.import_key(user, c).await?,
-            None => {
-                let text = self.post("/v2/CreateKey", &serde_json::json!({ "name": user }), &what).await?;
-                let key: KeyDetails = parse(&text, "CreateKey")?;
-                let secret = key.secret_access_key.ok_or_else(|| BackendError::Protocol {
-                    backend: BACKEND,
-                    detail: format!("CreateKey on {what}: no secret in the reply"),
-                })?;
-                Credentials { access_key_id: key.access_key_id, secret_access_key: SecretString::new(secret) }
-            }
+            None => self.create_key_named(user, &what).await?,
         };
         if let Err(e) = self.apply_grants(&creds.access_key_id, &grants).await {
             // A key without the user's grants would be handed out broken: take it back.
