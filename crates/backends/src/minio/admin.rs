@@ -10,49 +10,50 @@ use super::{BACKEND, Minio, madmin};
 use crate::{
     BackendError, Result, SecretString,
     http::{self, encode},
+    model::Credentials,
 };
 
 /// Every admin path starts here; the community server serves v3 only.
-pub(super) const ADMIN: &str = "/minio/admin/v3";
+const ADMIN: &str = "/minio/admin/v3";
 
 /// One user's entry in the reply of `list-access-keys-bulk`.
 #[derive(Deserialize)]
-pub(super) struct UserAccessKeys {
+struct UserAccessKeys {
     #[serde(rename = "serviceAccounts", default)]
-    pub(super) service_accounts: Option<Vec<ServiceAccountEntry>>,
+    service_accounts: Option<Vec<ServiceAccountEntry>>,
 }
 
 /// A reply of the admin API, before its status is judged.
-pub(super) struct Answer {
-    pub(super) status: u16,
-    pub(super) body: Vec<u8>,
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
 }
 
 /// The JSON error body of a failed admin call.
 #[derive(Deserialize, Default)]
-pub(super) struct ErrorBody {
+struct ErrorBody {
     #[serde(rename = "Code", default)]
-    pub(super) code: String,
+    code: String,
     #[serde(rename = "Message", default)]
-    pub(super) message: String,
+    message: String,
 }
 
 impl Answer {
-    pub(super) fn ok(&self) -> bool {
+    fn ok(&self) -> bool {
         (200..300).contains(&self.status)
     }
 
-    pub(super) fn error_body(&self) -> ErrorBody {
+    fn error_body(&self) -> ErrorBody {
         serde_json::from_slice(&self.body).unwrap_or_default()
     }
 
     /// MinIO's error code (`XMinioAdminNoSuchUser` …), empty when there is none.
-    pub(super) fn code(&self) -> String {
+    fn code(&self) -> String {
         if self.ok() { String::new() } else { self.error_body().code }
     }
 
     /// The body of a 2xx reply, or the classified error naming `op` and `what`.
-    pub(super) fn into_result(self, op: &str, what: &str) -> Result<Vec<u8>> {
+    fn into_result(self, op: &str, what: &str) -> Result<Vec<u8>> {
         if self.ok() {
             return Ok(self.body);
         }
@@ -64,10 +65,10 @@ impl Answer {
 
 /// Body of `add-user` (encrypted).
 #[derive(Serialize)]
-pub(super) struct AddUser<'a> {
+struct AddUser<'a> {
     #[serde(rename = "secretKey")]
-    pub(super) secret_key: &'a str,
-    pub(super) status: &'a str,
+    secret_key: &'a str,
+    status: &'a str,
 }
 
 /// Reply of `user-info` (plain JSON).
@@ -89,47 +90,47 @@ impl UserInfoReply {
 /// Body of `add-service-account` (encrypted). Without a policy the account inherits its
 /// parent's, which is what makes a key follow the user's grants.
 #[derive(Serialize)]
-pub(super) struct AddServiceAccount<'a> {
+struct AddServiceAccount<'a> {
     #[serde(rename = "targetUser")]
-    pub(super) target_user: &'a str,
+    target_user: &'a str,
     #[serde(rename = "accessKey", skip_serializing_if = "Option::is_none")]
-    pub(super) access_key: Option<&'a str>,
+    access_key: Option<&'a str>,
     #[serde(rename = "secretKey", skip_serializing_if = "Option::is_none")]
-    pub(super) secret_key: Option<&'a str>,
+    secret_key: Option<&'a str>,
 }
 
 /// Reply of `add-service-account` (encrypted).
 #[derive(Deserialize)]
-pub(super) struct AddServiceAccountReply {
-    pub(super) credentials: NewCredentials,
+struct AddServiceAccountReply {
+    credentials: NewCredentials,
 }
 
 #[derive(Deserialize)]
-pub(super) struct NewCredentials {
+struct NewCredentials {
     #[serde(rename = "accessKey")]
-    pub(super) access_key: String,
+    access_key: String,
     #[serde(rename = "secretKey")]
-    pub(super) secret_key: String,
+    secret_key: String,
 }
 
 /// Body of `update-service-account` (encrypted): only the secret changes.
 #[derive(Serialize)]
-pub(super) struct UpdateServiceAccount<'a> {
+struct UpdateServiceAccount<'a> {
     #[serde(rename = "newSecretKey")]
-    pub(super) new_secret_key: &'a str,
+    new_secret_key: &'a str,
 }
 
 /// Reply of `list-service-accounts` (encrypted).
 #[derive(Deserialize, Default)]
-pub(super) struct ServiceAccounts {
+struct ServiceAccounts {
     #[serde(default)]
-    pub(super) accounts: Option<Vec<ServiceAccountEntry>>,
+    accounts: Option<Vec<ServiceAccountEntry>>,
 }
 
 /// An entry of the list: current servers send objects, old ones (before 2023) bare keys.
 #[derive(Deserialize)]
 #[serde(untagged)]
-pub(super) enum ServiceAccountEntry {
+enum ServiceAccountEntry {
     Info {
         #[serde(rename = "accessKey")]
         access_key: String,
@@ -138,7 +139,7 @@ pub(super) enum ServiceAccountEntry {
 }
 
 impl ServiceAccountEntry {
-    pub(super) fn into_key(self) -> String {
+    fn into_key(self) -> String {
         match self {
             ServiceAccountEntry::Info { access_key } | ServiceAccountEntry::Key(access_key) => access_key,
         }
@@ -147,46 +148,46 @@ impl ServiceAccountEntry {
 
 /// Body of `idp/builtin/policy/attach` and `/detach` (encrypted).
 #[derive(Serialize)]
-pub(super) struct PolicyAssociation<'a> {
-    pub(super) policies: Vec<&'a str>,
-    pub(super) user: &'a str,
+struct PolicyAssociation<'a> {
+    policies: Vec<&'a str>,
+    user: &'a str,
 }
 
 /// Bucket quota, as `get-bucket-quota` answers and `set-bucket-quota` takes it. `quota` is the
 /// field of servers before 2023; both are written, the larger is read.
 #[derive(Serialize, Deserialize, Default)]
-pub(super) struct BucketQuota {
+struct BucketQuota {
     #[serde(default)]
-    pub(super) quota: u64,
+    quota: u64,
     #[serde(default)]
-    pub(super) size: u64,
+    size: u64,
     #[serde(rename = "quotatype", default)]
-    pub(super) quota_type: String,
+    quota_type: String,
 }
 
 impl BucketQuota {
-    pub(super) fn max_size(&self) -> Option<u64> {
+    fn max_size(&self) -> Option<u64> {
         Some(self.size.max(self.quota)).filter(|&n| n > 0)
     }
 }
 
 /// Reply of `idp/builtin/policy-entities` (encrypted): who each asked policy is attached to.
 #[derive(Deserialize, Default)]
-pub(super) struct PolicyEntitiesReply {
+struct PolicyEntitiesReply {
     #[serde(rename = "policyMappings", default)]
-    pub(super) policy_mappings: Option<Vec<PolicyEntities>>,
+    policy_mappings: Option<Vec<PolicyEntities>>,
 }
 
 #[derive(Deserialize)]
-pub(super) struct PolicyEntities {
-    pub(super) policy: String,
+struct PolicyEntities {
+    policy: String,
     #[serde(default)]
-    pub(super) users: Option<Vec<String>>,
+    users: Option<Vec<String>>,
 }
 
 impl PolicyEntitiesReply {
     /// The users `policy` is attached to directly, sorted (groups are not ours to manage).
-    pub(super) fn users_of(self, policy: &str) -> Vec<String> {
+    fn users_of(self, policy: &str) -> Vec<String> {
         let mut users: Vec<String> = self
             .policy_mappings
             .unwrap_or_default()
@@ -200,14 +201,14 @@ impl PolicyEntitiesReply {
     }
 }
 
-pub(super) fn parse_json<T: DeserializeOwned>(body: &[u8], op: &str) -> Result<T> {
+fn parse_json<T: DeserializeOwned>(body: &[u8], op: &str) -> Result<T> {
     http::parse_json(BACKEND, body, op)
 }
 
 impl Minio {
     /// One signed admin call to `ADMIN + path_and_query`. Only transport failures are errors
     /// here; the caller judges the status.
-    pub(super) async fn send(
+    async fn send(
         &self,
         method: Method,
         path_and_query: &str,
@@ -239,20 +240,14 @@ impl Minio {
     }
 
     /// An admin call whose non-2xx answers are all errors; the reply body otherwise.
-    pub(super) async fn admin(
-        &self,
-        method: Method,
-        path_and_query: &str,
-        body: Vec<u8>,
-        what: &str,
-    ) -> Result<Vec<u8>> {
+    async fn admin(&self, method: Method, path_and_query: &str, body: Vec<u8>, what: &str) -> Result<Vec<u8>> {
         let op = path_and_query.split('?').next().unwrap_or(path_and_query).to_string();
         self.send(method, path_and_query, body, None, what).await?.into_result(&op, what)
     }
 
     /// madmin's encryption with the admin secret as password, off the executor: each call
     /// derives a key with Argon2id (64 MiB).
-    pub(super) async fn encrypt(&self, plain: Vec<u8>, op: &str) -> Result<Vec<u8>> {
+    async fn encrypt(&self, plain: Vec<u8>, op: &str) -> Result<Vec<u8>> {
         let password = self.config.secret_key.clone();
         let op = op.to_string();
         tokio::task::spawn_blocking(move || madmin::encrypt_data(password.expose().as_bytes(), &plain))
@@ -262,13 +257,18 @@ impl Minio {
     }
 
     /// The reverse of [`Minio::encrypt`], for encrypted replies.
-    pub(super) async fn decrypt(&self, data: Vec<u8>, op: &str) -> Result<Vec<u8>> {
+    async fn decrypt(&self, data: Vec<u8>, op: &str) -> Result<Vec<u8>> {
         let password = self.config.secret_key.clone();
         let op = op.to_string();
         tokio::task::spawn_blocking(move || madmin::decrypt_data(password.expose().as_bytes(), &data))
             .await
             .map_err(|e| BackendError::Protocol { backend: BACKEND, detail: format!("{op}: decryption task: {e}") })?
             .map_err(|e| BackendError::Protocol { backend: BACKEND, detail: format!("{op}: reply: {e}") })
+    }
+
+    /// A cheap admin read: proves the server answers and our credentials hold admin rights.
+    pub(super) async fn admin_probe(&self) -> Result<()> {
+        self.admin(Method::GET, "/info-canned-policy?name=readonly", Vec::new(), "policy readonly").await.map(|_| ())
     }
 
     /// The user's info, or `None` when MinIO has no such user.
@@ -304,6 +304,18 @@ impl Minio {
             .map(|_| ())
     }
 
+    /// Removes the user; one already gone is success.
+    pub(super) async fn remove_user(&self, user: &str) -> Result<()> {
+        let what = format!("user {user}");
+        let answer = self
+            .send(Method::DELETE, &format!("/remove-user?accessKey={}", encode(user)), Vec::new(), None, &what)
+            .await?;
+        if !(answer.status == 404 || answer.code() == "XMinioAdminNoSuchUser") {
+            answer.into_result("remove-user", &what)?;
+        }
+        Ok(())
+    }
+
     /// Access keys of the user's service accounts; none when the user does not exist.
     pub(super) async fn service_accounts(&self, user: &str) -> Result<Vec<String>> {
         let what = format!("user {user}");
@@ -324,7 +336,7 @@ impl Minio {
 
     /// Every user's service accounts in one call (one decryption); `None` when the server
     /// has no bulk list.
-    pub(super) async fn all_service_accounts(&self) -> Result<Option<BTreeMap<String, Vec<String>>>> {
+    async fn all_service_accounts(&self) -> Result<Option<BTreeMap<String, Vec<String>>>> {
         let what = "service accounts of every user";
         let answer = self
             .send(Method::GET, "/list-access-keys-bulk?all=true&listType=svcacc-only", Vec::new(), None, what)
@@ -384,6 +396,33 @@ impl Minio {
                 keys.sort();
             }
         });
+    }
+
+    /// A new service account of the user (its parent), with the imported key and secret or
+    /// with ones MinIO generates.
+    pub(super) async fn add_service_account(&self, user: &str, import: Option<&Credentials>) -> Result<Credentials> {
+        let plain = http::to_json(&AddServiceAccount {
+            target_user: user,
+            access_key: import.map(|c| c.access_key_id.as_str()),
+            secret_key: import.map(|c| c.secret_access_key.expose()),
+        })?;
+        let body = self.encrypt(plain, "add-service-account").await?;
+        let reply = self.admin(Method::PUT, "/add-service-account", body, &format!("user {user}")).await?;
+        let plain = self.decrypt(reply, "add-service-account").await?;
+        let reply: AddServiceAccountReply = parse_json(&plain, "add-service-account")?;
+        self.key_changed(user, &reply.credentials.access_key, true);
+        Ok(Credentials {
+            access_key_id: reply.credentials.access_key,
+            secret_access_key: SecretString::new(reply.credentials.secret_key),
+        })
+    }
+
+    /// Sets the secret of the user's existing service account `creds.access_key_id`.
+    pub(super) async fn set_service_account_secret(&self, user: &str, creds: &Credentials) -> Result<()> {
+        let plain = http::to_json(&UpdateServiceAccount { new_secret_key: creds.secret_access_key.expose() })?;
+        let body = self.encrypt(plain, "update-service-account").await?;
+        let path = format!("/update-service-account?accessKey={}", encode(&creds.access_key_id));
+        self.admin(Method::POST, &path, body, &format!("key {} of user {user}", creds.access_key_id)).await.map(|_| ())
     }
 
     pub(super) async fn delete_service_account(&self, user: &str, access_key: &str) -> Result<()> {

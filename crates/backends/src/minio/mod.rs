@@ -20,17 +20,13 @@ use std::{
 };
 
 use async_trait::async_trait;
-use reqwest::Method;
 
-use self::{
-    admin::{AddServiceAccount, AddServiceAccountReply, UpdateServiceAccount, UserInfoReply, parse_json},
-    compat::COMPAT_POLICY_PREFIX,
-};
+use self::{admin::UserInfoReply, compat::COMPAT_POLICY_PREFIX};
 use crate::{
     Backend, BackendError, Result, SecretString,
     claimed_buckets::ClaimedBuckets,
     compat::CompatStore,
-    http::{self, encode},
+    http,
     ledger::{Conditional, Ledger, Subject},
     model::{
         BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner, Quota,
@@ -187,8 +183,7 @@ impl Backend for Minio {
     }
 
     async fn health(&self) -> Result<()> {
-        // A cheap admin read: proves the server answers and our credentials hold admin rights.
-        self.admin(Method::GET, "/info-canned-policy?name=readonly", Vec::new(), "policy readonly").await.map(|_| ())
+        self.admin_probe().await
     }
 
     async fn describe_bucket(&self, name: &str) -> Result<Option<BucketInfo>> {
@@ -257,27 +252,11 @@ impl Backend for Minio {
             }
             // Importing the same key again sets its secret instead of failing on a duplicate.
             if self.service_accounts(user).await?.contains(&c.access_key_id) {
-                let plain = http::to_json(&UpdateServiceAccount { new_secret_key: c.secret_access_key.expose() })?;
-                let body = self.encrypt(plain, "update-service-account").await?;
-                let path = format!("/update-service-account?accessKey={}", encode(&c.access_key_id));
-                self.admin(Method::POST, &path, body, &format!("key {} of user {user}", c.access_key_id)).await?;
+                self.set_service_account_secret(user, c).await?;
                 return Ok(c.clone());
             }
         }
-        let plain = http::to_json(&AddServiceAccount {
-            target_user: user,
-            access_key: import.map(|c| c.access_key_id.as_str()),
-            secret_key: import.map(|c| c.secret_access_key.expose()),
-        })?;
-        let body = self.encrypt(plain, "add-service-account").await?;
-        let reply = self.admin(Method::PUT, "/add-service-account", body, &format!("user {user}")).await?;
-        let plain = self.decrypt(reply, "add-service-account").await?;
-        let reply: AddServiceAccountReply = parse_json(&plain, "add-service-account")?;
-        self.key_changed(user, &reply.credentials.access_key, true);
-        Ok(Credentials {
-            access_key_id: reply.credentials.access_key,
-            secret_access_key: SecretString::new(reply.credentials.secret_key),
-        })
+        self.add_service_account(user, import).await
     }
 
     async fn delete_key(&self, user: &str, access_key_id: &str) -> Result<()> {
@@ -354,13 +333,7 @@ impl Backend for Minio {
             self.associate(name, &[&policy], false).await?;
         }
         self.remove_canned_policy(&policy).await?;
-        let what = format!("user {name}");
-        let answer = self
-            .send(Method::DELETE, &format!("/remove-user?accessKey={}", encode(name)), Vec::new(), None, &what)
-            .await?;
-        if !(answer.status == 404 || answer.code() == "XMinioAdminNoSuchUser") {
-            answer.into_result("remove-user", &what)?;
-        }
+        self.remove_user(name).await?;
         self.markers.release(Subject::User, name).await
     }
 }
