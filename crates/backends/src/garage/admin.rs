@@ -15,11 +15,11 @@ use crate::{
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Perm {
     #[serde(default)]
-    pub(super) read: bool,
+    read: bool,
     #[serde(default)]
-    pub(super) write: bool,
+    write: bool,
     #[serde(default)]
-    pub(super) owner: bool,
+    owner: bool,
 }
 
 impl Perm {
@@ -34,7 +34,7 @@ impl Perm {
     }
 
     /// The grant these flags amount to: any write is reported as ReadWrite (never hide access).
-    pub(super) fn permission(self) -> Option<Permission> {
+    fn permission(self) -> Option<Permission> {
         match (self.read, self.write) {
             (_, true) => Some(Permission::ReadWrite),
             (true, false) => Some(Permission::ReadOnly),
@@ -61,9 +61,9 @@ impl Perm {
 #[serde(rename_all = "camelCase")]
 pub(super) struct Quotas {
     #[serde(default)]
-    pub(super) max_size: Option<u64>,
+    max_size: Option<u64>,
     #[serde(default)]
-    pub(super) max_objects: Option<u64>,
+    max_objects: Option<u64>,
 }
 
 impl From<Quota> for Quotas {
@@ -102,25 +102,25 @@ pub(super) struct BucketKey {
 /// One entry of ListBuckets.
 #[derive(Deserialize, Debug)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct BucketEntry {
-    pub(super) id: String,
+struct BucketEntry {
+    id: String,
     #[serde(default)]
-    pub(super) global_aliases: Vec<String>,
+    global_aliases: Vec<String>,
     #[serde(default)]
-    pub(super) local_aliases: Vec<LocalAlias>,
+    local_aliases: Vec<LocalAlias>,
 }
 
 #[derive(Deserialize, Debug)]
-pub(super) struct LocalAlias {
-    pub(super) alias: String,
+struct LocalAlias {
+    alias: String,
 }
 
 /// One entry of ListKeys.
 #[derive(Deserialize, Debug)]
-pub(super) struct KeyEntry {
-    pub(super) id: String,
+struct KeyEntry {
+    id: String,
     #[serde(default)]
-    pub(super) name: String,
+    name: String,
 }
 
 /// Reply of GetKeyInfo / CreateKey / ImportKey (the fields used).
@@ -160,10 +160,10 @@ pub(super) struct KeyBucket {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct PermChange<'a> {
-    pub(super) bucket_id: &'a str,
-    pub(super) access_key_id: &'a str,
-    pub(super) permissions: Perm,
+struct PermChange<'a> {
+    bucket_id: &'a str,
+    access_key_id: &'a str,
+    permissions: Perm,
 }
 
 /// What became of an ImportKey (see [`Garage::import`]).
@@ -180,11 +180,11 @@ pub(super) enum Import {
 
 /// Garage's error body.
 #[derive(Deserialize, Default)]
-pub(super) struct ErrorBody {
+struct ErrorBody {
     #[serde(default)]
-    pub(super) code: String,
+    code: String,
     #[serde(default)]
-    pub(super) message: String,
+    message: String,
 }
 
 /// The grants a set of keys hold, one per bucket (by first global alias), the strongest of
