@@ -2,6 +2,12 @@
 //! through its admin API on the S3 endpoint; buckets go through [`crate::s3ops`]. A ReadWrite
 //! grant makes the user the bucket's owner, the only per-user access the gateway's internal IAM
 //! gives without bucket policies, so one bucket can be granted to one user at a time.
+//!
+//! This file holds the backend; `admin` the admin API's wire types and calls (with the shared
+//! snapshots of its lists), `compat` compatibility mode.
+
+mod admin;
+mod compat;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -10,12 +16,12 @@ use std::{
 };
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
+use self::admin::{NewAccount, to_xml};
 use crate::{
     Backend, BackendError, Result, SecretString,
     claimed_buckets::ClaimedBuckets,
-    compat::{AccountState, CompatAccount, CompatStore},
+    compat::CompatStore,
     http::{self, encode},
     ledger::{Conditional, Ledger, Subject},
     model::{
@@ -73,83 +79,6 @@ pub struct VersityGw {
 /// is seen at once by anyone looking a moment later.
 const SNAPSHOT_TTL: Duration = Duration::from_secs(5);
 
-/// Body of `/create-user`: element names are the gateway's Go field names.
-#[derive(Serialize)]
-#[serde(rename = "Account")]
-struct NewAccount<'a> {
-    #[serde(rename = "Access")]
-    access: &'a str,
-    #[serde(rename = "Secret")]
-    secret: &'a str,
-    #[serde(rename = "Role")]
-    role: &'a str,
-    #[serde(rename = "UserID", skip_serializing_if = "Option::is_none")]
-    user_id: Option<u32>,
-    #[serde(rename = "GroupID", skip_serializing_if = "Option::is_none")]
-    group_id: Option<u32>,
-}
-
-/// Body of `/update-user`: omitted elements stay unchanged.
-#[derive(Serialize)]
-#[serde(rename = "MutableProps")]
-struct MutableProps<'a> {
-    #[serde(rename = "Secret")]
-    secret: &'a str,
-    #[serde(rename = "Role", skip_serializing_if = "Option::is_none")]
-    role: Option<&'a str>,
-    #[serde(rename = "UserID", skip_serializing_if = "Option::is_none")]
-    user_id: Option<u32>,
-    #[serde(rename = "GroupID", skip_serializing_if = "Option::is_none")]
-    group_id: Option<u32>,
-}
-
-/// Reply of `/list-users`: one `<Accounts>` element per account.
-#[derive(Deserialize, Default)]
-struct ListUsers {
-    #[serde(rename = "Accounts", default)]
-    accounts: Vec<AccountEntry>,
-}
-
-// The secret is parsed only to compare it with a compatibility Secret's (the gateway has no
-// other way to tell whether it changed); it is dropped right after and never printed.
-#[derive(Deserialize)]
-struct AccountEntry {
-    #[serde(rename = "Access")]
-    access: String,
-    #[serde(rename = "Secret", default)]
-    secret: String,
-    #[serde(rename = "Role", default)]
-    role: String,
-    #[serde(rename = "UserID", default)]
-    user_id: u32,
-    #[serde(rename = "GroupID", default)]
-    group_id: u32,
-}
-
-/// Reply of the admin `/list-buckets`: one `<Buckets>` element per bucket, with its owner.
-#[derive(Deserialize, Default)]
-struct ListBuckets {
-    #[serde(rename = "Buckets", default)]
-    buckets: Vec<BucketEntry>,
-}
-
-#[derive(Deserialize)]
-struct BucketEntry {
-    #[serde(rename = "Name")]
-    name: String,
-    #[serde(rename = "Owner", default)]
-    owner: String,
-}
-
-/// The S3-style error body of a failed admin call.
-#[derive(Deserialize, Default)]
-struct ErrorBody {
-    #[serde(rename = "Code", default)]
-    code: String,
-    #[serde(rename = "Message", default)]
-    message: String,
-}
-
 impl VersityGw {
     /// A backend for the gateway described by `config`. Makes no call.
     pub fn new(config: VersityGwConfig) -> Result<Self> {
@@ -176,107 +105,6 @@ impl VersityGw {
         ClaimedBuckets { s3: &self.s3, versioning: &self.s3, claims: Some(&self.markers) }
     }
 
-    /// One signed admin call (`PATCH`, SigV4 service `s3`, with `x-amz-content-sha256` of the
-    /// real body, which the gateway requires). Returns the reply body of a 2xx answer.
-    async fn admin(&self, path_and_query: &str, body: Vec<u8>, what: &str) -> Result<String> {
-        let url = format!("{}{path_and_query}", self.config.endpoint.trim_end_matches('/'));
-        let headers = http::sigv4_headers(
-            "PATCH",
-            &url,
-            &body,
-            &self.config.region,
-            &self.config.access_key,
-            &self.config.secret_key,
-        )?;
-        let mut req = self.http.request(reqwest::Method::PATCH, &url);
-        for (name, value) in headers {
-            req = req.header(name, value);
-        }
-        let op = path_and_query.split('?').next().unwrap_or(path_and_query).to_string();
-        let resp = req.body(body).send().await.map_err(|e| http::transport_error(BACKEND, &op, what, e))?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(|e| http::transport_error(BACKEND, &op, what, e))?;
-        if (200..300).contains(&status) {
-            return Ok(text);
-        }
-        let err: ErrorBody = quick_xml::de::from_str(&text).unwrap_or_default();
-        let detail = format!("{op} on {what}: HTTP {status}: {}: {}", err.code, err.message);
-        Err(http::status_error(BACKEND, status, what, detail))
-    }
-
-    async fn list_accounts(&self) -> Result<Vec<String>> {
-        Ok(self.accounts().await?.into_iter().map(|a| a.access).collect())
-    }
-
-    async fn accounts(&self) -> Result<Vec<AccountEntry>> {
-        let text = self.admin("/list-users", Vec::new(), "accounts").await?;
-        let list: ListUsers = parse(&text, "/list-users")?;
-        Ok(list.accounts)
-    }
-
-    /// Whether the account exists, from the shared snapshot; an absence is confirmed by a
-    /// newer list, so an account made a moment ago is never reported missing.
-    async fn account_exists(&self, name: &str) -> Result<bool> {
-        let fetch = || async { Ok(self.list_accounts().await?.into_iter().collect::<BTreeSet<_>>()) };
-        let seen = self.account_names.get(fetch).await?;
-        if seen.contains(name) {
-            return Ok(true);
-        }
-        Ok(self.account_names.refresh_after(&seen, fetch).await?.contains(name))
-    }
-
-    /// Records an account the operator created or deleted in the shared snapshot.
-    fn account_changed(&self, name: &str, exists: bool) {
-        self.account_names.patch(|names| {
-            if exists {
-                names.insert(name.to_string());
-            } else {
-                names.remove(name);
-            }
-        });
-    }
-
-    /// Every bucket with its owner's access key, listed now.
-    async fn list_bucket_owners(&self) -> Result<BTreeMap<String, String>> {
-        let text = self.admin("/list-buckets", Vec::new(), "buckets").await?;
-        let list: ListBuckets = parse(&text, "/list-buckets")?;
-        Ok(list.buckets.into_iter().map(|b| (b.name, b.owner)).collect())
-    }
-
-    /// Every bucket with its owner's access key, from the shared snapshot; when one of
-    /// `needed` is missing from it, from a newer list.
-    async fn bucket_owners(&self, needed: &[&str]) -> Result<Arc<BTreeMap<String, String>>> {
-        let seen = self.owners.get(|| self.list_bucket_owners()).await?;
-        if needed.iter().all(|b| seen.contains_key(*b)) {
-            return Ok(seen);
-        }
-        self.owners.refresh_after(&seen, || self.list_bucket_owners()).await
-    }
-
-    /// Records a bucket's new owner (`None`: the bucket is gone) in the shared snapshot.
-    fn owner_changed(&self, bucket: &str, owner: Option<&str>) {
-        self.owners.patch(|owners| match owner {
-            Some(o) => {
-                owners.insert(bucket.to_string(), o.to_string());
-            }
-            None => {
-                owners.remove(bucket);
-            }
-        });
-    }
-
-    async fn change_owner(&self, bucket: &str, owner: &str) -> Result<()> {
-        let path = format!("/change-bucket-owner?bucket={}&owner={}", encode(bucket), encode(owner));
-        self.admin(&path, Vec::new(), &format!("bucket {bucket}")).await?;
-        self.owner_changed(bucket, Some(owner));
-        Ok(())
-    }
-
-    async fn set_secret(&self, user: &str, secret: &str) -> Result<()> {
-        let body = to_xml(&MutableProps { secret, role: None, user_id: None, group_id: None })?;
-        self.admin(&format!("/update-user?access={}", encode(user)), body, &format!("user {user}")).await.map(|_| ())
-    }
-
     async fn read_marker(&self, user: &str) -> Result<Option<Owner>> {
         self.markers.holder(Subject::User, user).await
     }
@@ -293,22 +121,6 @@ impl VersityGw {
             (a.role != "user").then(|| format!("role {}", if a.role.is_empty() { "unset" } else { a.role.as_str() }))
         }))
     }
-}
-
-fn parse<T: for<'de> Deserialize<'de> + Default>(text: &str, op: &str) -> Result<T> {
-    if text.trim().is_empty() {
-        return Ok(T::default());
-    }
-    quick_xml::de::from_str(text).map_err(|e| BackendError::Protocol {
-        backend: BACKEND,
-        detail: format!("{op}: reply is not the expected XML: {e}"),
-    })
-}
-
-fn to_xml<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    quick_xml::se::to_string(value)
-        .map(String::into_bytes)
-        .map_err(|e| BackendError::InvalidInput(format!("XML body: {e}")))
 }
 
 #[async_trait]
@@ -512,116 +324,5 @@ impl Backend for VersityGw {
         self.admin(&format!("/delete-user?access={}", encode(name)), Vec::new(), &format!("user {name}")).await?;
         self.account_changed(name, false);
         self.markers.release(Subject::User, name).await
-    }
-}
-
-/// The older operator's own backend: accounts with role and POSIX ids, a bucket made with the
-/// admin credentials, then handed to the account with `change-bucket-owner`.
-#[async_trait]
-impl CompatStore for VersityGw {
-    fn accepts(&self, account: &CompatAccount) -> Result<()> {
-        crate::compat::not_the_operators_key(account, &self.config.access_key)?;
-        Ok(())
-    }
-
-    async fn account(&self, wanted: &CompatAccount) -> Result<AccountState> {
-        let Some(have) = self.accounts().await?.into_iter().find(|a| a.access == wanted.access_key) else {
-            return Ok(AccountState::Missing);
-        };
-        let mut differs = Vec::new();
-        if have.secret != wanted.secret_key.expose() {
-            differs.push("secret key");
-        }
-        if have.role != wanted.role {
-            differs.push("role");
-        }
-        if have.user_id != wanted.user_id {
-            differs.push("user id");
-        }
-        if have.group_id != wanted.group_id {
-            differs.push("group id");
-        }
-        Ok(if differs.is_empty() { AccountState::Matches } else { AccountState::Differs(differs) })
-    }
-
-    async fn create_account(&self, account: &CompatAccount) -> Result<()> {
-        let body = to_xml(&NewAccount {
-            access: &account.access_key,
-            secret: account.secret_key.expose(),
-            role: &account.role,
-            user_id: Some(account.user_id),
-            group_id: Some(account.group_id),
-        })?;
-        self.admin("/create-user", body, &format!("user {}", account.access_key)).await?;
-        self.account_changed(&account.access_key, true);
-        Ok(())
-    }
-
-    async fn update_account(&self, account: &CompatAccount, _differs: &[&'static str]) -> Result<()> {
-        let body = to_xml(&MutableProps {
-            secret: account.secret_key.expose(),
-            role: Some(&account.role),
-            user_id: Some(account.user_id),
-            group_id: Some(account.group_id),
-        })?;
-        let path = format!("/update-user?access={}", encode(&account.access_key));
-        self.admin(&path, body, &format!("user {}", account.access_key)).await.map(|_| ())
-    }
-
-    async fn bucket_exists(&self, bucket: &str) -> Result<bool> {
-        self.s3.bucket_exists(bucket).await
-    }
-
-    async fn create_bucket(&self, bucket: &str) -> Result<()> {
-        self.s3.create_bucket(bucket, false).await?;
-        self.owner_changed(bucket, Some(&self.config.access_key));
-        Ok(())
-    }
-
-    async fn bucket_owner(&self, bucket: &str) -> Result<Option<String>> {
-        // A bucket the admin account holds (just created, or handed back) has no user owner.
-        let owners = self.bucket_owners(&[bucket]).await?;
-        Ok(owners.get(bucket).filter(|o| !o.is_empty() && **o != self.config.access_key).cloned())
-    }
-
-    async fn change_bucket_owner(&self, bucket: &str, owner: &str, _previous: Option<&str>) -> Result<()> {
-        // The gateway has one owner per bucket: the previous one loses it by this very call.
-        self.change_owner(bucket, owner).await
-    }
-
-    async fn privileged(&self, access_key: &str) -> Result<Option<String>> {
-        self.account_privilege(access_key).await
-    }
-
-    async fn claim(&self, subject: Subject, name: &str, owner: &Owner) -> Result<bool> {
-        self.markers.claim_free(subject, name, owner, || self.markers.create_bucket()).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn xml_bodies_are_escaped_and_replies_parse() {
-        let body = String::from_utf8(
-            to_xml(&NewAccount { access: "a<b", secret: "s&t", role: "user", user_id: None, group_id: None }).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(body, "<Account><Access>a&lt;b</Access><Secret>s&amp;t</Secret><Role>user</Role></Account>");
-        let users: ListUsers = parse(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListUserAccountsResult><Accounts><Access>u1</Access><Secret>x</Secret><Role>user</Role><UserID>0</UserID></Accounts><Accounts><Access>u2</Access></Accounts></ListUserAccountsResult>",
-            "t",
-        )
-        .unwrap();
-        assert_eq!(users.accounts.iter().map(|a| a.access.as_str()).collect::<Vec<_>>(), ["u1", "u2"]);
-        let buckets: ListBuckets = parse("<ListBucketsResult></ListBucketsResult>", "t").unwrap();
-        assert!(buckets.buckets.is_empty());
-        let buckets: ListBuckets =
-            parse("<ListBucketsResult><Buckets><Name>b</Name><Owner>u</Owner></Buckets></ListBucketsResult>", "t")
-                .unwrap();
-        assert_eq!((buckets.buckets[0].name.as_str(), buckets.buckets[0].owner.as_str()), ("b", "u"));
-        assert_eq!(encode("a b/c"), "a%20b%2Fc");
     }
 }
