@@ -75,7 +75,7 @@ struct AddUser<'a> {
 #[derive(Deserialize, Default)]
 pub(super) struct UserInfoReply {
     #[serde(rename = "policyName", default)]
-    pub(super) policy_name: String,
+    policy_name: String,
     /// `enabled` or `disabled`.
     #[serde(default)]
     pub(super) status: String,
@@ -387,7 +387,7 @@ impl Minio {
     }
 
     /// Records a key the operator added (`true`) or removed in the shared snapshot.
-    pub(super) fn key_changed(&self, user: &str, key: &str, exists: bool) {
+    fn key_changed(&self, user: &str, key: &str, exists: bool) {
         self.keys.patch(|all| {
             let keys = all.entry(user.to_string()).or_default();
             keys.retain(|k| k != key);

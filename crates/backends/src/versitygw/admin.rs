@@ -46,9 +46,9 @@ pub(super) struct MutableProps<'a> {
 
 /// Reply of `/list-users`: one `<Accounts>` element per account.
 #[derive(Deserialize, Default)]
-pub(super) struct ListUsers {
+struct ListUsers {
     #[serde(rename = "Accounts", default)]
-    pub(super) accounts: Vec<AccountEntry>,
+    accounts: Vec<AccountEntry>,
 }
 
 // The secret is parsed only to compare it with a compatibility Secret's (the gateway has no
@@ -69,32 +69,32 @@ pub(super) struct AccountEntry {
 
 /// Reply of the admin `/list-buckets`: one `<Buckets>` element per bucket, with its owner.
 #[derive(Deserialize, Default)]
-pub(super) struct ListBuckets {
+struct ListBuckets {
     #[serde(rename = "Buckets", default)]
-    pub(super) buckets: Vec<BucketEntry>,
+    buckets: Vec<BucketEntry>,
 }
 
 #[derive(Deserialize)]
-pub(super) struct BucketEntry {
+struct BucketEntry {
     #[serde(rename = "Name")]
-    pub(super) name: String,
+    name: String,
     #[serde(rename = "Owner", default)]
-    pub(super) owner: String,
+    owner: String,
 }
 
 /// The S3-style error body of a failed admin call.
 #[derive(Deserialize, Default)]
-pub(super) struct ErrorBody {
+struct ErrorBody {
     #[serde(rename = "Code", default)]
-    pub(super) code: String,
+    code: String,
     #[serde(rename = "Message", default)]
-    pub(super) message: String,
+    message: String,
 }
 
 impl VersityGw {
     /// One signed admin call (`PATCH`, SigV4 service `s3`, with `x-amz-content-sha256` of the
     /// real body, which the gateway requires). Returns the reply body of a 2xx answer.
-    pub(super) async fn admin(&self, path_and_query: &str, body: Vec<u8>, what: &str) -> Result<String> {
+    async fn admin(&self, path_and_query: &str, body: Vec<u8>, what: &str) -> Result<String> {
         let url = format!("{}{path_and_query}", self.config.endpoint.trim_end_matches('/'));
         let headers = http::sigv4_headers(
             "PATCH",
@@ -142,7 +142,7 @@ impl VersityGw {
     }
 
     /// Records an account the operator created or deleted in the shared snapshot.
-    pub(super) fn account_changed(&self, name: &str, exists: bool) {
+    fn account_changed(&self, name: &str, exists: bool) {
         self.account_names.patch(|names| {
             if exists {
                 names.insert(name.to_string());
@@ -189,12 +189,31 @@ impl VersityGw {
     }
 
     pub(super) async fn set_secret(&self, user: &str, secret: &str) -> Result<()> {
-        let body = to_xml(&MutableProps { secret, role: None, user_id: None, group_id: None })?;
+        self.update_user(user, &MutableProps { secret, role: None, user_id: None, group_id: None }).await
+    }
+
+    /// Changes what `props` names of the account.
+    pub(super) async fn update_user(&self, user: &str, props: &MutableProps<'_>) -> Result<()> {
+        let body = to_xml(props)?;
         self.admin(&format!("/update-user?access={}", encode(user)), body, &format!("user {user}")).await.map(|_| ())
+    }
+
+    /// Creates the account (a Conflict when it exists).
+    pub(super) async fn create_user(&self, account: &NewAccount<'_>) -> Result<()> {
+        self.admin("/create-user", to_xml(account)?, &format!("user {}", account.access)).await?;
+        self.account_changed(account.access, true);
+        Ok(())
+    }
+
+    /// Deletes the account; the gateway answers 200 even when there is none.
+    pub(super) async fn remove_user(&self, user: &str) -> Result<()> {
+        self.admin(&format!("/delete-user?access={}", encode(user)), Vec::new(), &format!("user {user}")).await?;
+        self.account_changed(user, false);
+        Ok(())
     }
 }
 
-pub(super) fn parse<T: for<'de> Deserialize<'de> + Default>(text: &str, op: &str) -> Result<T> {
+fn parse<T: for<'de> Deserialize<'de> + Default>(text: &str, op: &str) -> Result<T> {
     if text.trim().is_empty() {
         return Ok(T::default());
     }
@@ -204,7 +223,7 @@ pub(super) fn parse<T: for<'de> Deserialize<'de> + Default>(text: &str, op: &str
     })
 }
 
-pub(super) fn to_xml<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+fn to_xml<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     quick_xml::se::to_string(value)
         .map(String::into_bytes)
         .map_err(|e| BackendError::InvalidInput(format!("XML body: {e}")))

@@ -1,16 +1,16 @@
-//! The older operator's own backend: accounts with role and POSIX ids, a bucket made with the
-//! admin credentials, then handed to the account with `change-bucket-owner`.
+//! Compatibility mode on VersityGW, the older operator's own backend: accounts with role and
+//! POSIX ids, a bucket made with the admin credentials, then handed to the account with
+//! `change-bucket-owner`.
 
 use async_trait::async_trait;
 
 use super::{
     VersityGw,
-    admin::{MutableProps, NewAccount, to_xml},
+    admin::{MutableProps, NewAccount},
 };
 use crate::{
     Result,
     compat::{AccountState, CompatAccount, CompatStore},
-    http::encode,
     ledger::Subject,
     model::Owner,
 };
@@ -43,27 +43,24 @@ impl CompatStore for VersityGw {
     }
 
     async fn create_account(&self, account: &CompatAccount) -> Result<()> {
-        let body = to_xml(&NewAccount {
+        self.create_user(&NewAccount {
             access: &account.access_key,
             secret: account.secret_key.expose(),
             role: &account.role,
             user_id: Some(account.user_id),
             group_id: Some(account.group_id),
-        })?;
-        self.admin("/create-user", body, &format!("user {}", account.access_key)).await?;
-        self.account_changed(&account.access_key, true);
-        Ok(())
+        })
+        .await
     }
 
     async fn update_account(&self, account: &CompatAccount, _differs: &[&'static str]) -> Result<()> {
-        let body = to_xml(&MutableProps {
+        let props = MutableProps {
             secret: account.secret_key.expose(),
             role: Some(&account.role),
             user_id: Some(account.user_id),
             group_id: Some(account.group_id),
-        })?;
-        let path = format!("/update-user?access={}", encode(&account.access_key));
-        self.admin(&path, body, &format!("user {}", account.access_key)).await.map(|_| ())
+        };
+        self.update_user(&account.access_key, &props).await
     }
 
     async fn bucket_exists(&self, bucket: &str) -> Result<bool> {

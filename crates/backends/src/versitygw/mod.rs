@@ -1,7 +1,8 @@
 //! Versity S3 Gateway: users are gateway accounts (role `user`, access key = user name) made
-//! through its admin API on the S3 endpoint; buckets go through [`crate::s3ops`]. A ReadWrite
-//! grant makes the user the bucket's owner, the only per-user access the gateway's internal IAM
-//! gives without bucket policies, so one bucket can be granted to one user at a time.
+//! through its admin API on the S3 endpoint; buckets go through [`crate::claimed_buckets`]. A
+//! ReadWrite grant makes the user the bucket's owner, the only per-user access the gateway's
+//! internal IAM gives without bucket policies, so one bucket can be granted to one user at a
+//! time.
 //!
 //! This file holds the backend; `admin` the admin API's wire types and calls (with the shared
 //! snapshots of its lists), `compat` compatibility mode.
@@ -17,12 +18,12 @@ use std::{
 
 use async_trait::async_trait;
 
-use self::admin::{NewAccount, to_xml};
+use self::admin::NewAccount;
 use crate::{
     Backend, BackendError, Result, SecretString,
     claimed_buckets::ClaimedBuckets,
     compat::CompatStore,
-    http::{self, encode},
+    http,
     ledger::{Conditional, Ledger, Subject},
     model::{
         BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner,
@@ -216,13 +217,9 @@ impl Backend for VersityGw {
         // The account needs a secret; this one is kept nowhere, so the user has no usable
         // key until create_key sets one.
         let secret = http::generate_secret(BACKEND)?;
-        let body =
-            to_xml(&NewAccount { access: name, secret: secret.expose(), role: "user", user_id: None, group_id: None })?;
-        match self.admin("/create-user", body, &what).await {
-            Ok(_) => {
-                self.account_changed(name, true);
-                Ok(Change::Created)
-            }
+        let account = NewAccount { access: name, secret: secret.expose(), role: "user", user_id: None, group_id: None };
+        match self.create_user(&account).await {
+            Ok(()) => Ok(Change::Created),
             Err(BackendError::Conflict { .. }) => {
                 // Someone else created it between our list and create: not ours.
                 if claimed {
@@ -320,9 +317,7 @@ impl Backend for VersityGw {
                 self.change_owner(&bucket, &self.config.access_key).await?;
             }
         }
-        // 200 even when the account does not exist.
-        self.admin(&format!("/delete-user?access={}", encode(name)), Vec::new(), &format!("user {name}")).await?;
-        self.account_changed(name, false);
+        self.remove_user(name).await?;
         self.markers.release(Subject::User, name).await
     }
 }
