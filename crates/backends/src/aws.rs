@@ -34,9 +34,6 @@ use crate::{
 
 const BACKEND: &str = "aws";
 
-/// Objects counted before a bucket is reported non-empty (the count is only informative).
-const COUNT_LIMIT: u64 = 1000;
-
 /// Name of the one inline policy holding a user's grants.
 pub const POLICY_NAME: &str = "s3-resource-operator";
 
@@ -521,7 +518,7 @@ impl Backend for Aws {
     }
 
     async fn delete_bucket(&self, name: &str, force: bool) -> Result<BucketDeletion> {
-        self.buckets().delete(name, force, COUNT_LIMIT).await
+        self.buckets().delete(name, force).await
     }
 
     async fn describe_user(&self, name: &str) -> Result<Option<UserInfo>> {

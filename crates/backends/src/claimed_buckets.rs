@@ -7,7 +7,7 @@ use crate::{
     BackendError, Result,
     ledger::{Ledger, Subject, Verdict, judge, refuse_taken},
     model::{BucketDeletion, BucketInfo, BucketSpec, Change, Owner, Versioning},
-    s3ops::{S3, VersioningSource},
+    s3ops::{COUNT_LIMIT, S3, VersioningSource},
 };
 
 /// One store's tagged buckets: its S3 API, where it reads versioning from, and its ledger.
@@ -166,13 +166,14 @@ impl ClaimedBuckets<'_> {
     }
 
     /// Deletes a bucket of a versioning store: without `force` a bucket holding any version or
-    /// delete marker is left alone (counted up to `limit`); with it, everything goes first.
-    pub async fn delete(&self, name: &str, force: bool, limit: u64) -> Result<BucketDeletion> {
+    /// delete marker is left alone (counted up to [`COUNT_LIMIT`]); with it, everything goes
+    /// first.
+    pub async fn delete(&self, name: &str, force: bool) -> Result<BucketDeletion> {
         let deletion = if self.s3.bucket_exists(name).await? {
             if force {
                 self.s3.empty_bucket(name).await?;
             } else {
-                let objects = self.s3.count_objects(name, limit).await?;
+                let objects = self.s3.count_objects(name, COUNT_LIMIT).await?;
                 if objects > 0 {
                     return Ok(BucketDeletion::NotEmpty { objects });
                 }

@@ -30,6 +30,9 @@ pub const TAG_NAME: &str = "s3-resource-operator.io/name";
 /// Tag key of the ownership marker: uid of the owning object.
 pub const TAG_UID: &str = "s3-resource-operator.io/uid";
 
+/// Objects counted before a bucket is reported non-empty (the count is only informative).
+pub const COUNT_LIMIT: u64 = 1000;
+
 /// Most keys one DeleteObjects call may name (the S3 limit).
 const DELETE_BATCH: usize = 1000;
 

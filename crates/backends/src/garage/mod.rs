@@ -27,13 +27,10 @@ use crate::{
         BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner,
         Permission, UserInfo, UserSpec, Versioning,
     },
-    s3ops::S3,
+    s3ops::{COUNT_LIMIT, S3},
 };
 
 const BACKEND: &str = "garage";
-
-/// Objects counted before a bucket is reported non-empty (the count is only informative).
-const COUNT_LIMIT: u64 = 1000;
 
 /// Where and as whom to reach Garage.
 #[derive(Clone, Debug)]

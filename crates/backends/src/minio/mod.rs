@@ -39,9 +39,6 @@ use crate::{
 
 const BACKEND: &str = "minio";
 
-/// Objects counted before a bucket is reported non-empty (the count is only informative).
-const COUNT_LIMIT: u64 = 1000;
-
 /// Where and as whom to reach MinIO.
 #[derive(Clone, Debug)]
 pub struct MinioConfig {
@@ -202,7 +199,7 @@ impl Backend for Minio {
     }
 
     async fn delete_bucket(&self, name: &str, force: bool) -> Result<BucketDeletion> {
-        self.buckets().delete(name, force, COUNT_LIMIT).await
+        self.buckets().delete(name, force).await
     }
 
     async fn describe_user(&self, name: &str) -> Result<Option<UserInfo>> {

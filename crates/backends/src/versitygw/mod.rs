@@ -35,9 +35,6 @@ use crate::{
 
 const BACKEND: &str = "versitygw";
 
-/// Objects counted before a bucket is reported non-empty (the count is only informative).
-const COUNT_LIMIT: u64 = 1000;
-
 /// Where and as whom to reach the gateway.
 #[derive(Clone, Debug)]
 pub struct VersityGwConfig {
@@ -169,7 +166,7 @@ impl Backend for VersityGw {
     }
 
     async fn delete_bucket(&self, name: &str, force: bool) -> Result<BucketDeletion> {
-        let deletion = self.buckets().delete(name, force, COUNT_LIMIT).await?;
+        let deletion = self.buckets().delete(name, force).await?;
         if deletion == BucketDeletion::Deleted {
             self.owner_changed(name, None);
         }
