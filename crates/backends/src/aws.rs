@@ -159,11 +159,15 @@ impl Aws {
             ))
         })?;
         let secret = SecretString::new(creds.secret_access_key());
-        let headers = http::sigv4_headers("GET", &url, &[], &self.region, creds.access_key_id(), &secret)?;
-        let mut req = self.http.get(&url);
-        for (name, value) in headers {
-            req = req.header(name, value);
-        }
+        let req = http::signed_request(
+            &self.http,
+            reqwest::Method::GET,
+            &url,
+            &[],
+            &self.region,
+            creds.access_key_id(),
+            &secret,
+        )?;
         let op = "GetBucketVersioning";
         let resp = req.send().await.map_err(|e| http::transport_error(BACKEND, op, &what, e))?;
         let status = resp.status().as_u16();

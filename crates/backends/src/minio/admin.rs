@@ -217,18 +217,15 @@ impl Minio {
         what: &str,
     ) -> Result<Answer> {
         let url = format!("{}{ADMIN}{path_and_query}", self.config.endpoint.trim_end_matches('/'));
-        let headers = http::sigv4_headers(
-            method.as_str(),
+        let mut req = http::signed_request(
+            &self.http,
+            method,
             &url,
             &body,
             &self.config.region,
             &self.config.access_key,
             &self.config.secret_key,
         )?;
-        let mut req = self.http.request(method, &url);
-        for (name, value) in headers {
-            req = req.header(name, value);
-        }
         if let Some(ct) = content_type {
             req = req.header(reqwest::header::CONTENT_TYPE, ct);
         }

@@ -96,18 +96,15 @@ impl VersityGw {
     /// real body, which the gateway requires). Returns the reply body of a 2xx answer.
     async fn admin(&self, path_and_query: &str, body: Vec<u8>, what: &str) -> Result<String> {
         let url = format!("{}{path_and_query}", self.config.endpoint.trim_end_matches('/'));
-        let headers = http::sigv4_headers(
-            "PATCH",
+        let req = http::signed_request(
+            &self.http,
+            reqwest::Method::PATCH,
             &url,
             &body,
             &self.config.region,
             &self.config.access_key,
             &self.config.secret_key,
         )?;
-        let mut req = self.http.request(reqwest::Method::PATCH, &url);
-        for (name, value) in headers {
-            req = req.header(name, value);
-        }
         let op = path_and_query.split('?').next().unwrap_or(path_and_query).to_string();
         let resp = req.body(body).send().await.map_err(|e| http::transport_error(BACKEND, &op, what, e))?;
         let status = resp.status().as_u16();
