@@ -25,6 +25,7 @@ use self::{admin::UserInfoReply, compat::COMPAT_POLICY_PREFIX};
 use crate::{
     Backend, BackendError, Result, SecretString,
     claimed_buckets::ClaimedBuckets,
+    claimed_users,
     compat::CompatStore,
     http,
     ledger::{Conditional, Ledger, Subject},
@@ -112,12 +113,6 @@ impl Minio {
 
     async fn read_marker(&self, user: &str) -> Result<Option<Owner>> {
         self.markers.holder(Subject::User, user).await
-    }
-
-    /// Claims the user (or compatibility account) name in the ledger; see [`Ledger::claim`].
-    async fn claim_marker(&self, subject: Subject, name: &str, owner: &Owner) -> Result<bool> {
-        // The first claim ever makes the ledger's bucket, owned by the admin account.
-        self.markers.claim(subject, name, owner, || self.markers.create_bucket()).await
     }
 
     /// Why an existing user is privileged: it holds a policy the operator did not write.
@@ -218,20 +213,12 @@ impl Backend for Minio {
         }
         // A new name is judged by the claim itself (one read under the ledger's lock).
         if self.user_info(name).await?.is_some() {
-            let marker = self.read_marker(name).await?;
-            if Owner::check_claim(&what, &marker, &spec.owner, adopt)? {
-                // Adoption never reaches a privileged user.
-                if let Some(why) = self.user_privilege(name).await? {
-                    return Err(BackendError::NotOwned { what, detail: format!("a privileged user ({why})") });
-                }
-                self.claim_marker(Subject::User, name, &spec.owner).await?;
-                return Ok(Change::Updated);
-            }
-            return Ok(Change::Unchanged);
+            return claimed_users::judge_existing(&self.markers, spec, adopt, "user", || self.user_privilege(name))
+                .await;
         }
         // A claim without a user (deleted behind our back) still names its holder; the claim
         // comes first, so a user without one would look foreign for ever.
-        self.claim_marker(Subject::User, name, &spec.owner).await?;
+        claimed_users::claim(&self.markers, Subject::User, name, &spec.owner).await?;
         // The user's own secret is kept nowhere: applications get service accounts.
         let secret = http::generate_secret(BACKEND)?;
         self.add_user(name, &secret).await?;

@@ -22,6 +22,7 @@ use self::admin::NewAccount;
 use crate::{
     Backend, BackendError, Result, SecretString,
     claimed_buckets::ClaimedBuckets,
+    claimed_users,
     compat::CompatStore,
     http,
     ledger::{Conditional, Ledger, Subject},
@@ -105,12 +106,6 @@ impl VersityGw {
 
     async fn read_marker(&self, user: &str) -> Result<Option<Owner>> {
         self.markers.holder(Subject::User, user).await
-    }
-
-    /// Claims the user (or compatibility account) name in the ledger; see [`Ledger::claim`].
-    async fn claim_marker(&self, subject: Subject, name: &str, owner: &Owner) -> Result<bool> {
-        // The first claim ever makes the ledger's bucket, owned by the admin account.
-        self.markers.claim(subject, name, owner, || self.markers.create_bucket()).await
     }
 
     /// Why an existing account is privileged: any role but `user`.
@@ -197,20 +192,14 @@ impl Backend for VersityGw {
         }
         // A new name is judged by the claim itself (one read under the ledger's lock).
         if self.account_exists(name).await? {
-            let marker = self.read_marker(name).await?;
-            if Owner::check_claim(&what, &marker, &spec.owner, adopt)? {
-                // Adoption never reaches a privileged account.
-                if let Some(why) = self.account_privilege(name).await? {
-                    return Err(BackendError::NotOwned { what, detail: format!("a privileged account ({why})") });
-                }
-                self.claim_marker(Subject::User, name, &spec.owner).await?;
-                return Ok(Change::Updated);
-            }
-            return Ok(Change::Unchanged);
+            return claimed_users::judge_existing(&self.markers, spec, adopt, "account", || {
+                self.account_privilege(name)
+            })
+            .await;
         }
         // A claim without an account (deleted behind our back) still names its holder; the
         // claim comes first, so an account without one would look foreign for ever.
-        let claimed = self.claim_marker(Subject::User, name, &spec.owner).await?;
+        let claimed = claimed_users::claim(&self.markers, Subject::User, name, &spec.owner).await?;
         // The account needs a secret; this one is kept nowhere, so the user has no usable
         // key until create_key sets one.
         let secret = http::generate_secret(BACKEND)?;
