@@ -73,7 +73,7 @@ impl CompatStore for Garage {
         if key.expired {
             differs.push("expiration");
         }
-        Ok(if differs.is_empty() { AccountState::Matches } else { AccountState::Differs(differs) })
+        Ok(AccountState::existing(differs))
     }
 
     async fn create_account(&self, account: &CompatAccount) -> Result<()> {

@@ -26,20 +26,7 @@ impl CompatStore for VersityGw {
         let Some(have) = self.accounts().await?.into_iter().find(|a| a.access == wanted.access_key) else {
             return Ok(AccountState::Missing);
         };
-        let mut differs = Vec::new();
-        if have.secret != wanted.secret_key.expose() {
-            differs.push("secret key");
-        }
-        if have.role != wanted.role {
-            differs.push("role");
-        }
-        if have.user_id != wanted.user_id {
-            differs.push("user id");
-        }
-        if have.group_id != wanted.group_id {
-            differs.push("group id");
-        }
-        Ok(if differs.is_empty() { AccountState::Matches } else { AccountState::Differs(differs) })
+        Ok(wanted.compare_existing(&have.secret, &have.role, have.user_id, have.group_id))
     }
 
     async fn create_account(&self, account: &CompatAccount) -> Result<()> {
