@@ -111,10 +111,6 @@ impl Minio {
         ClaimedBuckets { s3: &self.s3, versioning: &self.s3, claims: Some(&self.markers) }
     }
 
-    async fn read_marker(&self, user: &str) -> Result<Option<Owner>> {
-        self.markers.holder(Subject::User, user).await
-    }
-
     /// Why an existing user is privileged: it holds a policy the operator did not write.
     async fn user_privilege(&self, user: &str) -> Result<Option<String>> {
         let Some(info) = self.user_info(user).await? else { return Ok(None) };
@@ -199,7 +195,7 @@ impl Backend for Minio {
 
     async fn describe_user(&self, name: &str) -> Result<Option<UserInfo>> {
         let Some(info) = self.user_info(name).await? else { return Ok(None) };
-        let owner = self.read_marker(name).await?;
+        let owner = self.markers.holder(Subject::User, name).await?;
         let access_key_ids = self.shared_service_accounts(name).await?;
         let grants = self.grants(name, &info).await?;
         Ok(Some(UserInfo { name: name.to_string(), owner, access_key_ids, grants }))

@@ -104,10 +104,6 @@ impl VersityGw {
         ClaimedBuckets { s3: &self.s3, versioning: &self.s3, claims: Some(&self.markers) }
     }
 
-    async fn read_marker(&self, user: &str) -> Result<Option<Owner>> {
-        self.markers.holder(Subject::User, user).await
-    }
-
     /// Why an existing account is privileged: any role but `user`.
     async fn account_privilege(&self, name: &str) -> Result<Option<String>> {
         Ok(self.accounts().await?.into_iter().find(|a| a.access == name).and_then(|a| {
@@ -172,7 +168,7 @@ impl Backend for VersityGw {
         if !self.account_exists(name).await? {
             return Ok(None);
         }
-        let owner = self.read_marker(name).await?;
+        let owner = self.markers.holder(Subject::User, name).await?;
         let grants = self
             .bucket_owners(&[])
             .await?
