@@ -20,19 +20,19 @@ use aws_sdk_s3::config::{
 use serde_json::Value;
 
 use crate::{
-    Backend, BackendError, Result, SecretString, http,
+    Backend, BackendError, Result, SecretString,
+    claimed_buckets::ClaimedBuckets,
+    http,
     ledger::{ClaimLocks, Subject},
     model::{
         BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, ClaimantKind, Credentials, Grant,
         Owner, UserInfo, UserSpec, Versioning,
     },
-    policy, s3ops,
+    policy,
+    s3ops::{self, S3},
 };
 
 const BACKEND: &str = "aws";
-
-/// Objects counted before a bucket is reported non-empty (the count is only informative).
-const COUNT_LIMIT: u64 = 1000;
 
 /// Name of the one inline policy holding a user's grants.
 pub const POLICY_NAME: &str = "s3-resource-operator";
@@ -58,7 +58,7 @@ pub struct AwsConfig {
 // A user without them was made outside the operator.
 #[derive(Debug, Clone)]
 pub struct Aws {
-    s3: aws_sdk_s3::Client,
+    s3: S3,
     iam: aws_sdk_iam::Client,
     /// ARN partition of the region (`aws`, `aws-cn`, `aws-us-gov`).
     partition: &'static str,
@@ -116,7 +116,7 @@ impl Aws {
                 .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         }
         Ok(Self {
-            s3: aws_sdk_s3::Client::from_conf(s3.build()),
+            s3: S3::new(aws_sdk_s3::Client::from_conf(s3.build()), BACKEND),
             iam: aws_sdk_iam::Client::new(&sdk),
             partition: partition(&region),
             endpoint: config.endpoint.clone(),
@@ -127,6 +127,11 @@ impl Aws {
         })
     }
 
+    /// Buckets carry their claim as tags alone; versioning is read by [`Aws::versioning`].
+    fn buckets(&self) -> ClaimedBuckets<'_> {
+        ClaimedBuckets { s3: &self.s3, versioning: self, claims: None }
+    }
+
     /// The bucket's versioning state. On an endpoint override whose reply the SDK cannot
     /// parse, the state is read again with a plain signed GET: moto 5.2 answers
     /// GetBucketVersioning with the root element `GetBucketVersioningResponse` instead of
@@ -134,7 +139,7 @@ impl Aws {
     /// botocore ignores and the Rust SDK rejects. Real AWS never takes this path (and the
     /// fallback signs without a session token, so it suits static credentials only).
     async fn versioning(&self, bucket: &str) -> Result<Option<Versioning>> {
-        match s3ops::get_versioning(&self.s3, BACKEND, bucket).await {
+        match self.s3.get_versioning(bucket).await {
             Err(BackendError::Protocol { .. }) if self.endpoint.is_some() => self.versioning_plain(bucket).await,
             other => other,
         }
@@ -154,11 +159,15 @@ impl Aws {
             ))
         })?;
         let secret = SecretString::new(creds.secret_access_key());
-        let headers = http::sigv4_headers("GET", &url, &[], &self.region, creds.access_key_id(), &secret)?;
-        let mut req = self.http.get(&url);
-        for (name, value) in headers {
-            req = req.header(name, value);
-        }
+        let req = http::signed_request(
+            &self.http,
+            reqwest::Method::GET,
+            &url,
+            &[],
+            &self.region,
+            creds.access_key_id(),
+            &secret,
+        )?;
         let op = "GetBucketVersioning";
         let resp = req.send().await.map_err(|e| http::transport_error(BACKEND, op, &what, e))?;
         let status = resp.status().as_u16();
@@ -462,7 +471,7 @@ impl Backend for Aws {
     async fn holder(&self, subject: Subject, name: &str) -> Result<Option<Owner>> {
         // On AWS the claim is the tags of the bucket or IAM user itself.
         match subject {
-            Subject::Bucket => match s3ops::get_tags(&self.s3, BACKEND, name).await {
+            Subject::Bucket => match self.s3.get_tags(name).await {
                 Ok((owner, _)) => Ok(owner),
                 Err(BackendError::NotFound { .. }) => Ok(None),
                 Err(e) => Err(e),
@@ -498,13 +507,13 @@ impl Backend for Aws {
     }
 
     async fn describe_bucket(&self, name: &str) -> Result<Option<BucketInfo>> {
-        s3ops::describe_tagged_bucket(&self.s3, BACKEND, name, self).await
+        self.buckets().describe(name).await
     }
 
     async fn ensure_bucket(&self, spec: &BucketSpec, adopt: bool) -> Result<Change> {
         let change = {
             let _one_at_a_time = self.claiming.lock(Subject::Bucket, &spec.name).await;
-            s3ops::ensure_tagged_bucket(&self.s3, BACKEND, spec, adopt, self, None).await?
+            self.buckets().ensure(spec, adopt).await?
         };
         if spec.quota.is_some() {
             return Err(BackendError::Unsupported { backend: BACKEND, feature: "quota" });
@@ -513,7 +522,7 @@ impl Backend for Aws {
     }
 
     async fn delete_bucket(&self, name: &str, force: bool) -> Result<BucketDeletion> {
-        s3ops::delete_bucket_checked(&self.s3, BACKEND, name, force, COUNT_LIMIT, None).await
+        self.buckets().delete(name, force).await
     }
 
     async fn describe_user(&self, name: &str) -> Result<Option<UserInfo>> {

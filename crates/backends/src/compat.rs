@@ -30,6 +30,20 @@ pub struct CompatAccount {
     pub group_id: u32,
 }
 
+impl CompatAccount {
+    /// An existing account with these fields, compared with this wanted one field by field:
+    /// what a store that keeps every field, the secret included, answers (VersityGW).
+    pub fn compare_existing(&self, secret_key: &str, role: &str, user_id: u32, group_id: u32) -> AccountState {
+        let differs = [
+            (secret_key != self.secret_key.expose(), "secret key"),
+            (role != self.role, "role"),
+            (user_id != self.user_id, "user id"),
+            (group_id != self.group_id, "group id"),
+        ];
+        AccountState::existing(differs.into_iter().filter_map(|(differs, field)| differs.then_some(field)).collect())
+    }
+}
+
 /// The account as the store has it, compared with the wanted one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AccountState {
@@ -42,6 +56,11 @@ pub enum AccountState {
 }
 
 impl AccountState {
+    /// An existing account of which these fields differ: `Matches` when none does.
+    pub fn existing(differs: Vec<&'static str>) -> Self {
+        if differs.is_empty() { AccountState::Matches } else { AccountState::Differs(differs) }
+    }
+
     /// True when the account exists and the Secret's own secret key authenticates as it: the
     /// proof of possession that lets a Secret claim an account the operator did not create.
     pub fn proves_possession(&self) -> bool {
@@ -271,6 +290,18 @@ mod tests {
             user_id: 0,
             group_id: 0,
         }
+    }
+
+    #[test]
+    fn an_existing_account_names_each_field_that_differs_and_never_a_value() {
+        let wanted = account("AK", "s1");
+        assert_eq!(wanted.compare_existing("s1", "user", 0, 0), AccountState::Matches);
+        assert_eq!(
+            wanted.compare_existing("s2", "admin", 7, 0),
+            AccountState::Differs(vec!["secret key", "role", "user id"])
+        );
+        assert_eq!(wanted.compare_existing("s1", "user", 0, 9), AccountState::Differs(vec!["group id"]));
+        assert_eq!(AccountState::existing(Vec::new()), AccountState::Matches);
     }
 
     /// The compat calls the store saw, without claims.

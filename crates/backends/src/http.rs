@@ -61,6 +61,21 @@ pub fn sigv4_headers(
     Ok(instructions.headers().map(|(k, v)| (k.to_string(), v.to_string())).collect())
 }
 
+/// A `method` request to `url` carrying the [`sigv4_headers`] that sign `body`; the caller
+/// attaches `body` itself (and any header left unsigned, such as the content type).
+pub fn signed_request(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: &[u8],
+    region: &str,
+    access_key: &str,
+    secret_key: &SecretString,
+) -> Result<reqwest::RequestBuilder> {
+    let headers = sigv4_headers(method.as_str(), url, body, region, access_key, secret_key)?;
+    Ok(headers.into_iter().fold(client.request(method, url), |req, (name, value)| req.header(name, value)))
+}
+
 /// A request that never reached the store or whose reply could not be read: retryable.
 /// Without the URL: `op` names the call, and reqwest's text is about the transport.
 pub fn transport_error(backend: &'static str, op: &str, what: &str, err: reqwest::Error) -> BackendError {

@@ -38,7 +38,7 @@ use tokio::sync::OnceCell;
 use crate::{
     BackendError, Result,
     model::{ClaimantKind, Owner},
-    s3ops,
+    s3ops::S3,
 };
 
 /// Object metadata keys of a record's claim.
@@ -143,8 +143,7 @@ pub struct Record {
 /// The ledger of one store, in one bucket.
 #[derive(Clone, Debug)]
 pub struct Ledger {
-    s3: Client,
-    backend: &'static str,
+    s3: S3,
     bucket: String,
     conditional: Conditional,
     migrated: Arc<OnceCell<()>>,
@@ -191,8 +190,7 @@ impl Ledger {
     /// `conditional`: what the store makes of a conditional write.
     pub fn new(s3: Client, backend: &'static str, bucket: impl Into<String>, conditional: Conditional) -> Self {
         Self {
-            s3,
-            backend,
+            s3: S3::new(s3, backend),
             bucket: bucket.into(),
             conditional,
             migrated: Arc::new(OnceCell::new()),
@@ -245,10 +243,10 @@ impl Ledger {
 
     async fn head(&self, subject: Subject, name: &str) -> Result<Option<Owner>> {
         let what = Self::what(subject, name);
-        match self.s3.head_object().bucket(&self.bucket).key(Self::key(subject, name)?).send().await {
+        match self.s3.client().head_object().bucket(&self.bucket).key(Self::key(subject, name)?).send().await {
             Ok(out) => Ok(owner_from_meta(subject, out.metadata())),
             // HEAD answers carry no error code: a 404 is a missing key or a missing bucket.
-            Err(e) => match s3ops::map_error(self.backend, "HeadObject", &what, e) {
+            Err(e) => match self.s3.map_error("HeadObject", &what, e) {
                 BackendError::NotFound { .. } => Ok(None),
                 other => Err(other),
             },
@@ -259,16 +257,16 @@ impl Ledger {
     pub async fn read(&self, subject: Subject, name: &str) -> Result<Option<Record>> {
         self.migrate().await?;
         let what = Self::what(subject, name);
-        match self.s3.get_object().bucket(&self.bucket).key(Self::key(subject, name)?).send().await {
+        match self.s3.client().get_object().bucket(&self.bucket).key(Self::key(subject, name)?).send().await {
             Ok(out) => {
                 let owner = owner_from_meta(subject, out.metadata());
                 let body = out.body.collect().await.map_err(|e| BackendError::Unavailable {
-                    backend: self.backend,
+                    backend: self.s3.backend(),
                     cause: format!("GetObject on {what}: reading the body: {e}"),
                 })?;
                 Ok(Some(Record { owner, body: body.into_bytes().to_vec() }))
             }
-            Err(e) => match s3ops::map_error(self.backend, "GetObject", &what, e) {
+            Err(e) => match self.s3.map_error("GetObject", &what, e) {
                 // NoSuchKey, or NoSuchBucket before the first record.
                 BackendError::NotFound { .. } => Ok(None),
                 other => Err(other),
@@ -390,6 +388,7 @@ impl Ledger {
         let put = || {
             let mut req = self
                 .s3
+                .client()
                 .put_object()
                 .bucket(&self.bucket)
                 .key(&key)
@@ -408,7 +407,7 @@ impl Ledger {
             let lost =
                 matches!(ProvideErrorMetadata::code(&e), Some("PreconditionFailed" | "ConditionalRequestConflict"))
                     || e.raw_response().is_some_and(|r| matches!(r.status().as_u16(), 412));
-            if lost { PutError::Lost } else { PutError::Failed(s3ops::map_error(self.backend, "PutObject", &what, e)) }
+            if lost { PutError::Lost } else { PutError::Failed(self.s3.map_error("PutObject", &what, e)) }
         };
         match put().await.map_err(classify) {
             Ok(_) => Ok(()),
@@ -423,7 +422,7 @@ impl Ledger {
     /// Creates the ledger's bucket over S3 (stores where the operator's key may create
     /// buckets); one that already exists is fine. A `prepare` for [`Ledger::claim`].
     pub async fn create_bucket(&self) -> Result<()> {
-        match s3ops::create_bucket(&self.s3, self.backend, &self.bucket, false).await {
+        match self.s3.create_bucket(&self.bucket, false).await {
             Ok(()) | Err(BackendError::Conflict { .. }) => Ok(()),
             Err(e) => Err(e),
         }
@@ -433,9 +432,9 @@ impl Ledger {
     /// after judging the claim theirs.
     pub async fn release(&self, subject: Subject, name: &str) -> Result<()> {
         let what = Self::what(subject, name);
-        match self.s3.delete_object().bucket(&self.bucket).key(Self::key(subject, name)?).send().await {
+        match self.s3.client().delete_object().bucket(&self.bucket).key(Self::key(subject, name)?).send().await {
             Ok(_) => Ok(()),
-            Err(e) => match s3ops::map_error(self.backend, "DeleteObject", &what, e) {
+            Err(e) => match self.s3.map_error("DeleteObject", &what, e) {
                 BackendError::NotFound { .. } => Ok(()),
                 other => Err(other),
             },
@@ -494,6 +493,7 @@ impl Ledger {
         loop {
             let page = match self
                 .s3
+                .client()
                 .list_objects_v2()
                 .bucket(&self.bucket)
                 .prefix(prefix)
@@ -503,8 +503,7 @@ impl Ledger {
             {
                 Ok(p) => p,
                 Err(e) => {
-                    return match s3ops::map_error(self.backend, "ListObjectsV2", &format!("ledger {}", self.bucket), e)
-                    {
+                    return match self.s3.map_error("ListObjectsV2", &format!("ledger {}", self.bucket), e) {
                         // No ledger yet: nothing to move. (A refusal is an error, so the move is
                         // tried again once our key may read the ledger.)
                         BackendError::NotFound { .. } => Ok(keys),
@@ -521,9 +520,9 @@ impl Ledger {
     }
 
     async fn legacy_owner(&self, key: &str) -> Result<Option<Owner>> {
-        match self.s3.head_object().bucket(&self.bucket).key(key).send().await {
+        match self.s3.client().head_object().bucket(&self.bucket).key(key).send().await {
             Ok(out) => Ok(owner_from_meta(Subject::User, out.metadata())),
-            Err(e) => match s3ops::map_error(self.backend, "HeadObject", key, e) {
+            Err(e) => match self.s3.map_error("HeadObject", key, e) {
                 BackendError::NotFound { .. } => Ok(None),
                 other => Err(other),
             },
@@ -531,9 +530,9 @@ impl Ledger {
     }
 
     async fn delete_key(&self, key: &str) -> Result<()> {
-        match self.s3.delete_object().bucket(&self.bucket).key(key).send().await {
+        match self.s3.client().delete_object().bucket(&self.bucket).key(key).send().await {
             Ok(_) => Ok(()),
-            Err(e) => match s3ops::map_error(self.backend, "DeleteObject", key, e) {
+            Err(e) => match self.s3.map_error("DeleteObject", key, e) {
                 BackendError::NotFound { .. } => Ok(()),
                 other => Err(other),
             },

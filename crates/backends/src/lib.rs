@@ -3,6 +3,8 @@
 
 pub mod aws;
 pub mod backend;
+pub mod claimed_buckets;
+pub mod claimed_users;
 pub mod compat;
 pub mod error;
 pub mod garage;

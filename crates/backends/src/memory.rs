@@ -422,22 +422,7 @@ impl CompatStore for MemoryBackend {
         let s = self.compat_read(format!("account {}", wanted.access_key))?;
         Ok(match s.accounts.get(&wanted.access_key) {
             None => AccountState::Missing,
-            Some(have) => {
-                let mut differs = Vec::new();
-                if have.secret_key != wanted.secret_key {
-                    differs.push("secret key");
-                }
-                if have.role != wanted.role {
-                    differs.push("role");
-                }
-                if have.user_id != wanted.user_id {
-                    differs.push("user id");
-                }
-                if have.group_id != wanted.group_id {
-                    differs.push("group id");
-                }
-                if differs.is_empty() { AccountState::Matches } else { AccountState::Differs(differs) }
-            }
+            Some(have) => wanted.compare_existing(have.secret_key.expose(), &have.role, have.user_id, have.group_id),
         })
     }
 

@@ -1,5 +1,7 @@
-//! Bucket operations shared by every S3-compatible store (VersityGW, MinIO, Garage, AWS), on
-//! aws-sdk-s3, and the one mapping of SDK errors to [`BackendError`].
+//! S3 primitives shared by every S3-compatible store (VersityGW, MinIO, Garage, AWS), on
+//! aws-sdk-s3: the client, bucket existence, creation, versioning, tags, emptying and deletion,
+//! and the one mapping of SDK errors to [`BackendError`]. Knows nothing of claims: the ledger
+//! is built on these, and [`crate::claimed_buckets`] on both.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -18,8 +20,7 @@ use aws_sdk_s3::{
 
 use crate::{
     BackendError, Result, SecretString,
-    ledger::{Ledger, Subject, Verdict, judge, refuse_taken},
-    model::{BucketDeletion, BucketInfo, BucketSpec, Change, Owner, Versioning},
+    model::{BucketDeletion, Owner, Versioning},
 };
 
 /// Tag key of the ownership marker: namespace of the owning object.
@@ -28,6 +29,9 @@ pub const TAG_NAMESPACE: &str = "s3-resource-operator.io/namespace";
 pub const TAG_NAME: &str = "s3-resource-operator.io/name";
 /// Tag key of the ownership marker: uid of the owning object.
 pub const TAG_UID: &str = "s3-resource-operator.io/uid";
+
+/// Objects counted before a bucket is reported non-empty (the count is only informative).
+pub const COUNT_LIMIT: u64 = 1000;
 
 /// Most keys one DeleteObjects call may name (the S3 limit).
 const DELETE_BATCH: usize = 1000;
@@ -105,82 +109,6 @@ where
     }
 }
 
-/// True when the bucket exists (HeadBucket; 404 is `false`).
-pub async fn bucket_exists(s3: &Client, backend: &'static str, bucket: &str) -> Result<bool> {
-    match s3.head_bucket().bucket(bucket).send().await {
-        Ok(_) => Ok(true),
-        Err(e) => match map_error(backend, "HeadBucket", &format!("bucket {bucket}"), e) {
-            BackendError::NotFound { .. } => Ok(false),
-            other => Err(other),
-        },
-    }
-}
-
-/// Creates a bucket, with object lock when asked (which can only be chosen at creation). The
-/// region of the client is sent as LocationConstraint unless it is us-east-1, as AWS requires.
-pub async fn create_bucket(s3: &Client, backend: &'static str, bucket: &str, object_lock: bool) -> Result<()> {
-    let mut req = s3.create_bucket().bucket(bucket);
-    if object_lock {
-        req = req.object_lock_enabled_for_bucket(true);
-    }
-    if let Some(region) = s3.config().region().map(|r| r.as_ref().to_string())
-        && region != "us-east-1"
-    {
-        req = req.create_bucket_configuration(
-            CreateBucketConfiguration::builder()
-                .location_constraint(BucketLocationConstraint::from(region.as_str()))
-                .build(),
-        );
-    }
-    req.send().await.map(|_| ()).map_err(|e| map_error(backend, "CreateBucket", &format!("bucket {bucket}"), e))
-}
-
-/// The bucket's versioning state; `None` when it was never set.
-pub async fn get_versioning(s3: &Client, backend: &'static str, bucket: &str) -> Result<Option<Versioning>> {
-    let out = s3
-        .get_bucket_versioning()
-        .bucket(bucket)
-        .send()
-        .await
-        .map_err(|e| map_error(backend, "GetBucketVersioning", &format!("bucket {bucket}"), e))?;
-    Ok(match out.status() {
-        Some(BucketVersioningStatus::Enabled) => Some(Versioning::Enabled),
-        Some(BucketVersioningStatus::Suspended) => Some(Versioning::Suspended),
-        _ => None,
-    })
-}
-
-/// Sets the bucket's versioning state.
-pub async fn put_versioning(s3: &Client, backend: &'static str, bucket: &str, versioning: Versioning) -> Result<()> {
-    let status = match versioning {
-        Versioning::Enabled => BucketVersioningStatus::Enabled,
-        Versioning::Suspended => BucketVersioningStatus::Suspended,
-    };
-    s3.put_bucket_versioning()
-        .bucket(bucket)
-        .versioning_configuration(VersioningConfiguration::builder().status(status).build())
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| map_error(backend, "PutBucketVersioning", &format!("bucket {bucket}"), e))
-}
-
-/// True when the bucket was created with object lock.
-pub async fn object_lock_enabled(s3: &Client, backend: &'static str, bucket: &str) -> Result<bool> {
-    match s3.get_object_lock_configuration().bucket(bucket).send().await {
-        Ok(out) => Ok(out.object_lock_configuration().and_then(|c| c.object_lock_enabled()).is_some()),
-        Err(e) => {
-            // AWS answers 404 ObjectLockConfigurationNotFoundError for a bucket without it.
-            let code = e.code().unwrap_or("").to_string();
-            match map_error(backend, "GetObjectLockConfiguration", &format!("bucket {bucket}"), e) {
-                BackendError::NotFound { .. } => Ok(false),
-                _ if code.contains("ObjectLockConfigurationNotFound") => Ok(false),
-                other => Err(other),
-            }
-        }
-    }
-}
-
 /// Splits a tag set into the ownership marker (when namespace and name are both present) and
 /// the user's tags.
 pub fn split_tags(tags: impl IntoIterator<Item = (String, String)>) -> (Option<Owner>, BTreeMap<String, String>) {
@@ -217,425 +145,348 @@ pub fn merge_tags(owner: &Owner, tags: &BTreeMap<String, String>) -> BTreeMap<St
     all
 }
 
-/// The bucket's ownership marker and user tags. A bucket without tags gives `(None, {})`.
-pub async fn get_tags(
-    s3: &Client,
+/// An S3-compatible store as the backends speak to it: the SDK client, and the store's name
+/// that every error it maps carries. Cheap to clone (the client is shared).
+#[derive(Clone, Debug)]
+pub struct S3 {
+    client: Client,
     backend: &'static str,
-    bucket: &str,
-) -> Result<(Option<Owner>, BTreeMap<String, String>)> {
-    match s3.get_bucket_tagging().bucket(bucket).send().await {
-        Ok(out) => Ok(split_tags(out.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())))),
-        Err(e) => {
-            // No tag set is an error on S3 (404 NoSuchTagSet), not an empty answer; a 404 for the
-            // bucket itself is told apart by its code.
-            let code = e.code().unwrap_or("").to_string();
-            if code == "NoSuchTagSet" || code == "NoSuchTagSetError" {
-                return Ok((None, BTreeMap::new()));
-            }
-            Err(map_error(backend, "GetBucketTagging", &format!("bucket {bucket}"), e))
+}
+
+impl S3 {
+    /// The store `backend` at `endpoint`, with [`client`]'s settings.
+    pub fn connect(
+        backend: &'static str,
+        endpoint: &str,
+        region: &str,
+        access_key: &str,
+        secret_key: &SecretString,
+    ) -> Self {
+        Self::new(client(endpoint, region, access_key, secret_key), backend)
+    }
+
+    /// A client built elsewhere (AWS's, from the standard configuration chain).
+    pub fn new(client: Client, backend: &'static str) -> Self {
+        Self { client, backend }
+    }
+
+    /// The SDK client, for requests no primitive here makes.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The store's name, as errors carry it.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// [`map_error`] for this store.
+    pub fn map_error<E>(&self, op: &'static str, what: &str, err: SdkError<E>) -> BackendError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        map_error(self.backend, op, what, err)
+    }
+
+    /// True when the bucket exists (HeadBucket; 404 is `false`).
+    pub async fn bucket_exists(&self, bucket: &str) -> Result<bool> {
+        match self.client.head_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(true),
+            Err(e) => match self.map_error("HeadBucket", &format!("bucket {bucket}"), e) {
+                BackendError::NotFound { .. } => Ok(false),
+                other => Err(other),
+            },
         }
     }
-}
 
-/// Replaces the bucket's tags with `tags` plus the ownership marker of `owner`.
-pub async fn put_tags(
-    s3: &Client,
-    backend: &'static str,
-    bucket: &str,
-    owner: &Owner,
-    tags: &BTreeMap<String, String>,
-) -> Result<()> {
-    let what = format!("bucket {bucket}");
-    let mut set = Vec::new();
-    for (k, v) in merge_tags(owner, tags) {
-        set.push(Tag::builder().key(k).value(v).build().map_err(|e| BackendError::InvalidInput(format!("tag: {e}")))?);
+    /// Creates a bucket, with object lock when asked (which can only be chosen at creation). The
+    /// region of the client is sent as LocationConstraint unless it is us-east-1, as AWS requires.
+    pub async fn create_bucket(&self, bucket: &str, object_lock: bool) -> Result<()> {
+        let mut req = self.client.create_bucket().bucket(bucket);
+        if object_lock {
+            req = req.object_lock_enabled_for_bucket(true);
+        }
+        if let Some(region) = self.client.config().region().map(|r| r.as_ref().to_string())
+            && region != "us-east-1"
+        {
+            req = req.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(region.as_str()))
+                    .build(),
+            );
+        }
+        req.send().await.map(|_| ()).map_err(|e| self.map_error("CreateBucket", &format!("bucket {bucket}"), e))
     }
-    let tagging = Tagging::builder()
-        .set_tag_set(Some(set))
-        .build()
-        .map_err(|e| BackendError::InvalidInput(format!("tags: {e}")))?;
-    s3.put_bucket_tagging()
-        .bucket(bucket)
-        .tagging(tagging)
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| map_error(backend, "PutBucketTagging", &what, e))
-}
 
-/// Every object version and delete marker of the bucket, as DeleteObjects identifiers, at most
-/// `limit` of them.
-async fn list_versions(s3: &Client, backend: &'static str, bucket: &str, limit: u64) -> Result<Vec<ObjectIdentifier>> {
-    let what = format!("bucket {bucket}");
-    let mut out = Vec::new();
-    let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
-    loop {
-        let page = s3
-            .list_object_versions()
+    /// The bucket's versioning state; `None` when it was never set.
+    pub async fn get_versioning(&self, bucket: &str) -> Result<Option<Versioning>> {
+        let out = self
+            .client
+            .get_bucket_versioning()
             .bucket(bucket)
-            .set_key_marker(key_marker.take())
-            .set_version_id_marker(version_marker.take())
             .send()
             .await
-            .map_err(|e| map_error(backend, "ListObjectVersions", &what, e))?;
-        let versions = page.versions().iter().map(|v| (v.key(), v.version_id()));
-        let markers = page.delete_markers().iter().map(|m| (m.key(), m.version_id()));
-        for (key, version) in versions.chain(markers) {
-            let Some(key) = key else { continue };
-            let id = ObjectIdentifier::builder().key(key).set_version_id(version.map(str::to_string)).build().map_err(
-                |e| BackendError::Protocol { backend, detail: format!("ListObjectVersions on {what}: {e}") },
-            )?;
-            out.push(id);
-            if out.len() as u64 >= limit {
-                return Ok(out);
-            }
-        }
-        if page.is_truncated() != Some(true) {
-            return Ok(out);
-        }
-        key_marker = page.next_key_marker().map(str::to_string);
-        version_marker = page.next_version_id_marker().map(str::to_string);
-        if key_marker.is_none() {
-            // A truncated page without a marker would loop for ever.
-            return Err(BackendError::Protocol {
-                backend,
-                detail: format!("ListObjectVersions on {what}: truncated without a marker"),
-            });
-        }
+            .map_err(|e| self.map_error("GetBucketVersioning", &format!("bucket {bucket}"), e))?;
+        Ok(match out.status() {
+            Some(BucketVersioningStatus::Enabled) => Some(Versioning::Enabled),
+            Some(BucketVersioningStatus::Suspended) => Some(Versioning::Suspended),
+            _ => None,
+        })
     }
-}
 
-/// Objects, versions and delete markers in the bucket, counting up to `limit`.
-pub async fn count_objects(s3: &Client, backend: &'static str, bucket: &str, limit: u64) -> Result<u64> {
-    Ok(list_versions(s3, backend, bucket, limit).await?.len() as u64)
-}
-
-/// Removes every object version and delete marker, in DeleteObjects batches (quiet mode, so
-/// only failures are reported). Returns how many were removed.
-pub async fn empty_bucket(s3: &Client, backend: &'static str, bucket: &str) -> Result<u64> {
-    let mut removed = 0u64;
-    loop {
-        let batch = list_versions(s3, backend, bucket, DELETE_BATCH as u64).await?;
-        if batch.is_empty() {
-            return Ok(removed);
-        }
-        removed += delete_batch(s3, backend, bucket, batch).await?;
-    }
-}
-
-/// One DeleteObjects call (quiet mode); any object it could not delete is a `Conflict`, since
-/// listing again would find the same keys: the caller retries later.
-async fn delete_batch(s3: &Client, backend: &'static str, bucket: &str, batch: Vec<ObjectIdentifier>) -> Result<u64> {
-    let what = format!("bucket {bucket}");
-    let n = batch.len() as u64;
-    let delete = Delete::builder()
-        .set_objects(Some(batch))
-        .quiet(true)
-        .build()
-        .map_err(|e| BackendError::Protocol { backend, detail: format!("DeleteObjects on {what}: {e}") })?;
-    let out = s3
-        .delete_objects()
-        .bucket(bucket)
-        .delete(delete)
-        .send()
-        .await
-        .map_err(|e| map_error(backend, "DeleteObjects", &what, e))?;
-    if let Some(first) = out.errors().first() {
-        return Err(BackendError::Conflict {
-            what,
-            detail: format!(
-                "{} objects could not be deleted, first {:?}: {} {}",
-                out.errors().len(),
-                first.key().unwrap_or(""),
-                first.code().unwrap_or(""),
-                first.message().unwrap_or("")
-            ),
-        });
-    }
-    Ok(n)
-}
-
-/// Deletes an empty bucket; a bucket already gone is `AlreadyGone`.
-pub async fn delete_bucket(s3: &Client, backend: &'static str, bucket: &str) -> Result<BucketDeletion> {
-    match s3.delete_bucket().bucket(bucket).send().await {
-        Ok(_) => Ok(BucketDeletion::Deleted),
-        Err(e) => match map_error(backend, "DeleteBucket", &format!("bucket {bucket}"), e) {
-            BackendError::NotFound { .. } => Ok(BucketDeletion::AlreadyGone),
-            other => Err(other),
-        },
-    }
-}
-
-/// Up to `limit` object keys of a bucket, from ListObjectsV2: for stores without versioning
-/// (Garage answers NotImplemented to ListObjectVersions).
-async fn list_current_keys(s3: &Client, backend: &'static str, bucket: &str, limit: u64) -> Result<Vec<String>> {
-    let what = format!("bucket {bucket}");
-    let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = s3
-            .list_objects_v2()
+    /// Sets the bucket's versioning state.
+    pub async fn put_versioning(&self, bucket: &str, versioning: Versioning) -> Result<()> {
+        let status = match versioning {
+            Versioning::Enabled => BucketVersioningStatus::Enabled,
+            Versioning::Suspended => BucketVersioningStatus::Suspended,
+        };
+        self.client
+            .put_bucket_versioning()
             .bucket(bucket)
-            .set_continuation_token(token.take())
+            .versioning_configuration(VersioningConfiguration::builder().status(status).build())
             .send()
             .await
-            .map_err(|e| map_error(backend, "ListObjectsV2", &what, e))?;
-        for key in page.contents().iter().filter_map(|o| o.key()) {
-            out.push(key.to_string());
-            if out.len() as u64 >= limit {
-                return Ok(out);
+            .map(|_| ())
+            .map_err(|e| self.map_error("PutBucketVersioning", &format!("bucket {bucket}"), e))
+    }
+
+    /// True when the bucket was created with object lock.
+    pub async fn object_lock_enabled(&self, bucket: &str) -> Result<bool> {
+        match self.client.get_object_lock_configuration().bucket(bucket).send().await {
+            Ok(out) => Ok(out.object_lock_configuration().and_then(|c| c.object_lock_enabled()).is_some()),
+            Err(e) => {
+                // AWS answers 404 ObjectLockConfigurationNotFoundError for a bucket without it.
+                let code = e.code().unwrap_or("").to_string();
+                match self.map_error("GetObjectLockConfiguration", &format!("bucket {bucket}"), e) {
+                    BackendError::NotFound { .. } => Ok(false),
+                    _ if code.contains("ObjectLockConfigurationNotFound") => Ok(false),
+                    other => Err(other),
+                }
             }
         }
-        if page.is_truncated() != Some(true) {
-            return Ok(out);
+    }
+
+    /// The bucket's ownership marker and user tags. A bucket without tags gives `(None, {})`.
+    pub async fn get_tags(&self, bucket: &str) -> Result<(Option<Owner>, BTreeMap<String, String>)> {
+        match self.client.get_bucket_tagging().bucket(bucket).send().await {
+            Ok(out) => Ok(split_tags(out.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())))),
+            Err(e) => {
+                // No tag set is an error on S3 (404 NoSuchTagSet), not an empty answer; a 404
+                // for the bucket itself is told apart by its code.
+                let code = e.code().unwrap_or("").to_string();
+                if code == "NoSuchTagSet" || code == "NoSuchTagSetError" {
+                    return Ok((None, BTreeMap::new()));
+                }
+                Err(self.map_error("GetBucketTagging", &format!("bucket {bucket}"), e))
+            }
         }
-        token = page.next_continuation_token().map(str::to_string);
-        if token.is_none() {
-            return Err(BackendError::Protocol {
-                backend,
-                detail: format!("ListObjectsV2 on {what}: truncated without a continuation token"),
+    }
+
+    /// Replaces the bucket's tags with `tags` plus the ownership marker of `owner`.
+    pub async fn put_tags(&self, bucket: &str, owner: &Owner, tags: &BTreeMap<String, String>) -> Result<()> {
+        let what = format!("bucket {bucket}");
+        let mut set = Vec::new();
+        for (k, v) in merge_tags(owner, tags) {
+            set.push(
+                Tag::builder().key(k).value(v).build().map_err(|e| BackendError::InvalidInput(format!("tag: {e}")))?,
+            );
+        }
+        let tagging = Tagging::builder()
+            .set_tag_set(Some(set))
+            .build()
+            .map_err(|e| BackendError::InvalidInput(format!("tags: {e}")))?;
+        self.client
+            .put_bucket_tagging()
+            .bucket(bucket)
+            .tagging(tagging)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.map_error("PutBucketTagging", &what, e))
+    }
+
+    /// Every object version and delete marker of the bucket, as DeleteObjects identifiers, at most
+    /// `limit` of them.
+    async fn list_versions(&self, bucket: &str, limit: u64) -> Result<Vec<ObjectIdentifier>> {
+        let what = format!("bucket {bucket}");
+        let mut out = Vec::new();
+        let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(bucket)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.map_error("ListObjectVersions", &what, e))?;
+            let versions = page.versions().iter().map(|v| (v.key(), v.version_id()));
+            let markers = page.delete_markers().iter().map(|m| (m.key(), m.version_id()));
+            for (key, version) in versions.chain(markers) {
+                let Some(key) = key else { continue };
+                let id =
+                    ObjectIdentifier::builder().key(key).set_version_id(version.map(str::to_string)).build().map_err(
+                        |e| BackendError::Protocol {
+                            backend: self.backend,
+                            detail: format!("ListObjectVersions on {what}: {e}"),
+                        },
+                    )?;
+                out.push(id);
+                if out.len() as u64 >= limit {
+                    return Ok(out);
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            version_marker = page.next_version_id_marker().map(str::to_string);
+            if key_marker.is_none() {
+                // A truncated page without a marker would loop for ever.
+                return Err(BackendError::Protocol {
+                    backend: self.backend,
+                    detail: format!("ListObjectVersions on {what}: truncated without a marker"),
+                });
+            }
+        }
+    }
+
+    /// Objects, versions and delete markers in the bucket, counting up to `limit`.
+    pub async fn count_objects(&self, bucket: &str, limit: u64) -> Result<u64> {
+        Ok(self.list_versions(bucket, limit).await?.len() as u64)
+    }
+
+    /// Removes every object version and delete marker, in DeleteObjects batches (quiet mode, so
+    /// only failures are reported). Returns how many were removed.
+    pub async fn empty_bucket(&self, bucket: &str) -> Result<u64> {
+        let mut removed = 0u64;
+        loop {
+            let batch = self.list_versions(bucket, DELETE_BATCH as u64).await?;
+            if batch.is_empty() {
+                return Ok(removed);
+            }
+            removed += self.delete_batch(bucket, batch).await?;
+        }
+    }
+
+    /// One DeleteObjects call (quiet mode); any object it could not delete is a `Conflict`, since
+    /// listing again would find the same keys: the caller retries later.
+    async fn delete_batch(&self, bucket: &str, batch: Vec<ObjectIdentifier>) -> Result<u64> {
+        let what = format!("bucket {bucket}");
+        let n = batch.len() as u64;
+        let delete = Delete::builder().set_objects(Some(batch)).quiet(true).build().map_err(|e| {
+            BackendError::Protocol { backend: self.backend, detail: format!("DeleteObjects on {what}: {e}") }
+        })?;
+        let out = self
+            .client
+            .delete_objects()
+            .bucket(bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|e| self.map_error("DeleteObjects", &what, e))?;
+        if let Some(first) = out.errors().first() {
+            return Err(BackendError::Conflict {
+                what,
+                detail: format!(
+                    "{} objects could not be deleted, first {:?}: {} {}",
+                    out.errors().len(),
+                    first.key().unwrap_or(""),
+                    first.code().unwrap_or(""),
+                    first.message().unwrap_or("")
+                ),
             });
         }
+        Ok(n)
     }
-}
 
-/// Objects in a bucket of a store without versioning, counting up to `limit`.
-pub async fn count_current_objects(s3: &Client, backend: &'static str, bucket: &str, limit: u64) -> Result<u64> {
-    Ok(list_current_keys(s3, backend, bucket, limit).await?.len() as u64)
-}
-
-/// [`empty_bucket`] for a store without versioning: removes every object listed by
-/// ListObjectsV2, in DeleteObjects batches. Returns how many were removed.
-pub async fn empty_unversioned_bucket(s3: &Client, backend: &'static str, bucket: &str) -> Result<u64> {
-    let what = format!("bucket {bucket}");
-    let mut removed = 0u64;
-    loop {
-        let keys = list_current_keys(s3, backend, bucket, DELETE_BATCH as u64).await?;
-        if keys.is_empty() {
-            return Ok(removed);
+    /// Deletes an empty bucket; a bucket already gone is `AlreadyGone`.
+    pub async fn delete_bucket(&self, bucket: &str) -> Result<BucketDeletion> {
+        match self.client.delete_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(BucketDeletion::Deleted),
+            Err(e) => match self.map_error("DeleteBucket", &format!("bucket {bucket}"), e) {
+                BackendError::NotFound { .. } => Ok(BucketDeletion::AlreadyGone),
+                other => Err(other),
+            },
         }
-        let batch = keys
-            .into_iter()
-            .map(|key| ObjectIdentifier::builder().key(key).build())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| BackendError::Protocol { backend, detail: format!("DeleteObjects on {what}: {e}") })?;
-        removed += delete_batch(s3, backend, bucket, batch).await?;
+    }
+
+    /// Up to `limit` object keys of a bucket, from ListObjectsV2: for stores without versioning
+    /// (Garage answers NotImplemented to ListObjectVersions).
+    async fn list_current_keys(&self, bucket: &str, limit: u64) -> Result<Vec<String>> {
+        let what = format!("bucket {bucket}");
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.map_error("ListObjectsV2", &what, e))?;
+            for key in page.contents().iter().filter_map(|o| o.key()) {
+                out.push(key.to_string());
+                if out.len() as u64 >= limit {
+                    return Ok(out);
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+            token = page.next_continuation_token().map(str::to_string);
+            if token.is_none() {
+                return Err(BackendError::Protocol {
+                    backend: self.backend,
+                    detail: format!("ListObjectsV2 on {what}: truncated without a continuation token"),
+                });
+            }
+        }
+    }
+
+    /// Objects in a bucket of a store without versioning, counting up to `limit`.
+    pub async fn count_current_objects(&self, bucket: &str, limit: u64) -> Result<u64> {
+        Ok(self.list_current_keys(bucket, limit).await?.len() as u64)
+    }
+
+    /// [`S3::empty_bucket`] for a store without versioning: removes every object listed by
+    /// ListObjectsV2, in DeleteObjects batches. Returns how many were removed.
+    pub async fn empty_unversioned_bucket(&self, bucket: &str) -> Result<u64> {
+        let what = format!("bucket {bucket}");
+        let mut removed = 0u64;
+        loop {
+            let keys = self.list_current_keys(bucket, DELETE_BATCH as u64).await?;
+            if keys.is_empty() {
+                return Ok(removed);
+            }
+            let batch = keys
+                .into_iter()
+                .map(|key| ObjectIdentifier::builder().key(key).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| BackendError::Protocol {
+                    backend: self.backend,
+                    detail: format!("DeleteObjects on {what}: {e}"),
+                })?;
+            removed += self.delete_batch(bucket, batch).await?;
+        }
     }
 }
 
-/// Where a bucket's versioning state is read from: the SDK's GetBucketVersioning
-/// ([`SdkVersioning`]), unless a store answers it in a way the SDK rejects.
+/// Where a bucket's versioning state is read from: the SDK's GetBucketVersioning (an [`S3`]),
+/// unless a store answers it in a way the SDK rejects.
 #[async_trait::async_trait]
-pub trait VersioningSource: Send + Sync {
+pub trait VersioningSource: Send + Sync + std::fmt::Debug {
     /// The bucket's versioning state; `None` when it was never set.
     async fn bucket_versioning(&self, bucket: &str) -> Result<Option<Versioning>>;
 }
 
-/// GetBucketVersioning through the SDK.
-#[derive(Debug)]
-pub struct SdkVersioning<'a> {
-    /// The store's client.
-    pub s3: &'a Client,
-    /// The store kind, for errors.
-    pub backend: &'static str,
-}
-
 #[async_trait::async_trait]
-impl VersioningSource for SdkVersioning<'_> {
+impl VersioningSource for S3 {
     async fn bucket_versioning(&self, bucket: &str) -> Result<Option<Versioning>> {
-        get_versioning(self.s3, self.backend, bucket).await
+        self.get_versioning(bucket).await
     }
-}
-
-/// A bucket on a store whose bucket tags carry the ownership marker: owner and user tags from
-/// the tags, versioning from `versioning_of` (a store's own reader). `None` when absent.
-pub async fn describe_tagged_bucket(
-    s3: &Client,
-    backend: &'static str,
-    name: &str,
-    versioning: &dyn VersioningSource,
-) -> Result<Option<BucketInfo>> {
-    if !bucket_exists(s3, backend, name).await? {
-        return Ok(None);
-    }
-    let (owner, tags) = get_tags(s3, backend, name).await?;
-    let versioning = versioning.bucket_versioning(name).await?;
-    Ok(Some(BucketInfo { name: name.to_string(), owner, versioning, tags, quota: None }))
-}
-
-/// Creates the bucket with its ownership tags, or checks the claim of the one there (see
-/// [`Owner::check_claim`]), then converges tags and versioning; object lock is refused on an
-/// existing bucket that lacks it. Quotas are the caller's (stores differ).
-///
-/// Creating and tagging are two calls, so a creation can be cut between them (the operator
-/// killed, the store stopped): the bucket then exists without its tags and would look made
-/// outside the operator for ever. Where the store keeps `claims` (marker objects), the claim
-/// is recorded as `buckets/<name>` before the bucket is created, and an untagged, empty bucket
-/// whose marker names this claim is taken as that interrupted creation and tagged. The marker
-/// stays until [`delete_bucket_checked`] removes the bucket.
-pub async fn ensure_tagged_bucket(
-    s3: &Client,
-    backend: &'static str,
-    spec: &BucketSpec,
-    adopt: bool,
-    versioning: &dyn VersioningSource,
-    claims: Option<&Ledger>,
-) -> Result<Change> {
-    let name = spec.name.as_str();
-    let what = format!("bucket {name}");
-    // A converged resync costs one read (and the versioning read when versioning is asked
-    // for): the tags of a bucket that exists answer both questions. No tags at all leaves
-    // existence open (MinIO answers NoSuchTagSet for a missing bucket too), so HEAD decides.
-    let existing = match get_tags(s3, backend, name).await {
-        Ok((None, tags)) if tags.is_empty() => bucket_exists(s3, backend, name).await?.then_some((None, tags)),
-        Ok(tags) => Some(tags),
-        Err(BackendError::NotFound { .. }) => None,
-        Err(e) => return Err(e),
-    };
-    let (current_owner, current_tags) = match existing {
-        Some(tags) => tags,
-        None => {
-            if create_claimed_bucket(s3, backend, spec, claims).await? {
-                return Ok(Change::Created);
-            }
-            // An earlier attempt's bucket under our claim: judged below like any that exists.
-            get_tags(s3, backend, name).await?
-        }
-    };
-    // Tags naming this claim answer a converged resync without reading the ledger.
-    let adopting = match claims {
-        Some(claims) if !current_owner.as_ref().is_some_and(|o| o.same_claim(&spec.owner)) => {
-            judge_existing(s3, backend, claims, spec, &current_owner, adopt).await?
-        }
-        _ => Owner::check_claim(&what, &current_owner, &spec.owner, adopt)?,
-    };
-    let mut change = Change::Unchanged;
-    if adopting || current_tags != spec.tags {
-        put_tags(s3, backend, name, &spec.owner, &spec.tags).await?;
-        change = Change::Updated;
-    }
-    if let Some(wanted) = spec.versioning
-        && versioning.bucket_versioning(name).await? != Some(wanted)
-    {
-        put_versioning(s3, backend, name, wanted).await?;
-        change = Change::Updated;
-    }
-    if spec.object_lock && !object_lock_enabled(s3, backend, name).await? {
-        return Err(BackendError::Conflict {
-            what,
-            detail: "object lock can only be enabled when the bucket is created".into(),
-        });
-    }
-    Ok(change)
-}
-
-/// Creates the bucket with its ownership tags and versioning, its claim recorded first where
-/// the store keeps `claims`. False when the bucket turned out to exist under our own earlier
-/// claim (an interrupted creation), for the caller to judge.
-async fn create_claimed_bucket(
-    s3: &Client,
-    backend: &'static str,
-    spec: &BucketSpec,
-    claims: Option<&Ledger>,
-) -> Result<bool> {
-    let name = spec.name.as_str();
-    let what = format!("bucket {name}");
-    // A claim without a bucket (removed behind our back) still names its holder.
-    let wrote_claim = match claims {
-        Some(claims) => claims.claim(Subject::Bucket, name, &spec.owner, || claims.create_bucket()).await?,
-        None => false,
-    };
-    // LocationConstraint outside us-east-1 comes from the client's region.
-    match create_bucket(s3, backend, name, spec.object_lock).await {
-        Ok(()) => {
-            // Without its tags the bucket would be foreign to us from now on: if tagging
-            // fails, remove the bucket we just made (still empty) and report the failure.
-            if let Err(e) = put_tags(s3, backend, name, &spec.owner, &spec.tags).await {
-                let _ = delete_bucket(s3, backend, name).await;
-                return Err(e);
-            }
-            // Object lock turns versioning on by itself, and it cannot be suspended then.
-            if let Some(wanted) = spec.versioning
-                && !(wanted == Versioning::Enabled && spec.object_lock)
-            {
-                put_versioning(s3, backend, name, wanted).await?;
-            }
-            Ok(true)
-        }
-        Err(BackendError::Conflict { .. }) if wrote_claim => {
-            // Someone else created it between our check and our create: not ours, and the
-            // ledger must not say it is.
-            if let Some(claims) = claims {
-                claims.release_own(Subject::Bucket, name, &spec.owner).await?;
-            }
-            Err(BackendError::NotOwned { what, detail: "created outside the operator".into() })
-        }
-        // Our claim was there before this attempt, so the bucket may be an earlier attempt's
-        // that the existence check did not see: the caller judges it like any that exists.
-        Err(BackendError::Conflict { .. }) if claims.is_some() => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// Judges an existing bucket whose tags do not name `spec.owner`, by the ledger: `Ok(true)`
-/// when its tags must be (re)written. The ledger's claim wins over tags (a user owning a bucket
-/// may edit its tags on some stores). Held by us and untagged: our own creation cut before its
-/// tags, taken up only while nobody has written to it (only an administrator could have, since
-/// no user is granted a bucket before it is tagged). Free: the tags decide, with adoption.
-async fn judge_existing(
-    s3: &Client,
-    backend: &'static str,
-    claims: &Ledger,
-    spec: &BucketSpec,
-    tagged: &Option<Owner>,
-    adopt: bool,
-) -> Result<bool> {
-    let name = spec.name.as_str();
-    let what = format!("bucket {name}");
-    let verdict = judge(claims.holder(Subject::Bucket, name).await?.as_ref(), &spec.owner);
-    refuse_taken(Subject::Bucket, name, &verdict)?;
-    match verdict {
-        Verdict::Ours if tagged.is_some() => Ok(true),
-        Verdict::Ours if count_objects(s3, backend, name, 1).await? == 0 => Ok(true),
-        Verdict::Ours => Err(BackendError::NotOwned { what, detail: "created outside the operator".into() }),
-        _ => {
-            let adopting = Owner::check_claim(&what, tagged, &spec.owner, adopt)?;
-            if adopting {
-                claims.claim(Subject::Bucket, name, &spec.owner, || claims.create_bucket()).await?;
-            }
-            Ok(adopting)
-        }
-    }
-}
-
-/// Deletes a bucket of a versioning store: without `force` a bucket holding any version or
-/// delete marker is left alone (counted up to `limit`); with it, everything goes first.
-pub async fn delete_bucket_checked(
-    s3: &Client,
-    backend: &'static str,
-    name: &str,
-    force: bool,
-    limit: u64,
-    claims: Option<&Ledger>,
-) -> Result<BucketDeletion> {
-    let deletion = if bucket_exists(s3, backend, name).await? {
-        if force {
-            empty_bucket(s3, backend, name).await?;
-        } else {
-            let objects = count_objects(s3, backend, name, limit).await?;
-            if objects > 0 {
-                return Ok(BucketDeletion::NotEmpty { objects });
-            }
-        }
-        delete_bucket(s3, backend, name).await?
-    } else {
-        BucketDeletion::AlreadyGone
-    };
-    // The claim recorded at creation (see ensure_tagged_bucket) goes with the bucket.
-    if let Some(claims) = claims {
-        claims.release(Subject::Bucket, name).await?;
-    }
-    Ok(deletion)
 }
 
 #[cfg(test)]
