@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, time::Duration};
 use async_trait::async_trait;
 use aws_config::{BehaviorVersion, Region, retry::RetryConfig, timeout::TimeoutConfig};
 use aws_sdk_iam::{
-    error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
+    error::{ProvideErrorMetadata, SdkError},
     types::Tag,
 };
 use aws_sdk_s3::config::{
@@ -402,28 +402,10 @@ fn map_iam_error<E>(op: &'static str, what: &str, err: SdkError<E>) -> BackendEr
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
-            return BackendError::Unavailable {
-                backend: BACKEND,
-                cause: format!("{op} on {what}: {}", DisplayErrorContext(&err)),
-            };
-        }
-        SdkError::ConstructionFailure(_) => {
-            return BackendError::Protocol {
-                backend: BACKEND,
-                detail: format!("{op} on {what}: request could not be built: {}", DisplayErrorContext(&err)),
-            };
-        }
-        _ => {}
+    if let Some(failed) = s3ops::unanswered(BACKEND, op, what, &err) {
+        return failed;
     }
-    let status = err.raw_response().map(|r| r.status().as_u16());
-    let code = err.code().unwrap_or("").to_string();
-    let detail = format!(
-        "{op} on {what}: HTTP {}: {code}: {}",
-        status.map_or_else(|| "?".to_string(), |s| s.to_string()),
-        err.message().unwrap_or("")
-    );
+    let (code, status, detail) = s3ops::answer_of(op, what, &err);
     match (code.as_str(), status) {
         ("NoSuchEntity", _) => BackendError::NotFound { what: detail },
         ("EntityAlreadyExists" | "LimitExceeded" | "DeleteConflict" | "ConcurrentModification", _) => {

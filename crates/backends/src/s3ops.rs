@@ -68,31 +68,10 @@ pub fn map_error<E>(backend: &'static str, op: &'static str, what: &str, err: Sd
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let status = err.raw_response().map(|r| r.status().as_u16());
-    match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
-            return BackendError::Unavailable {
-                backend,
-                cause: format!("{op} on {what}: {}", aws_sdk_s3::error::DisplayErrorContext(&err)),
-            };
-        }
-        SdkError::ConstructionFailure(_) => {
-            return BackendError::Protocol {
-                backend,
-                detail: format!(
-                    "{op} on {what}: request could not be built: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(&err)
-                ),
-            };
-        }
-        _ => {}
+    if let Some(failed) = unanswered(backend, op, what, &err) {
+        return failed;
     }
-    let code = err.code().unwrap_or("").to_string();
-    let detail = format!(
-        "{op} on {what}: HTTP {}: {code}: {}",
-        status.map_or_else(|| "?".to_string(), |s| s.to_string()),
-        err.message().unwrap_or("")
-    );
+    let (code, status, detail) = answer_of(op, what, &err);
     match (code.as_str(), status) {
         ("NotImplemented", _) | (_, Some(501)) => BackendError::Unsupported { backend, feature: op },
         ("AccessDenied" | "SignatureDoesNotMatch" | "InvalidAccessKeyId", _) | (_, Some(403)) => {
@@ -107,6 +86,44 @@ where
         (_, Some(400)) => BackendError::InvalidInput(detail),
         _ => BackendError::Protocol { backend, detail },
     }
+}
+
+/// The classes of an SDK call that got no answer, the same for S3 and IAM: no connection or a
+/// timeout is `Unavailable`, a request that could not even be built is `Protocol`.
+pub fn unanswered<E>(backend: &'static str, op: &'static str, what: &str, err: &SdkError<E>) -> Option<BackendError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => Some(BackendError::Unavailable {
+            backend,
+            cause: format!("{op} on {what}: {}", aws_sdk_s3::error::DisplayErrorContext(err)),
+        }),
+        SdkError::ConstructionFailure(_) => Some(BackendError::Protocol {
+            backend,
+            detail: format!(
+                "{op} on {what}: request could not be built: {}",
+                aws_sdk_s3::error::DisplayErrorContext(err)
+            ),
+        }),
+        _ => None,
+    }
+}
+
+/// The error code, HTTP status and a message naming the call of an answered SDK error; each API
+/// classifies its own codes.
+pub fn answer_of<E>(op: &'static str, what: &str, err: &SdkError<E>) -> (String, Option<u16>, String)
+where
+    E: ProvideErrorMetadata,
+{
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let code = err.code().unwrap_or("").to_string();
+    let detail = format!(
+        "{op} on {what}: HTTP {}: {code}: {}",
+        status.map_or_else(|| "?".to_string(), |s| s.to_string()),
+        err.message().unwrap_or("")
+    );
+    (code, status, detail)
 }
 
 /// Splits a tag set into the ownership marker (when namespace and name are both present) and
