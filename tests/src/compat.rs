@@ -1,6 +1,6 @@
 //! Compatibility mode on a real store: one suite, written against `&dyn CompatStore` and run
 //! through [`s3op_backends::compat::provision`] as the controller does, for each store that
-//! takes credentials chosen by a Secret's author (see `tests/tests/compat_stores.rs`). It
+//! takes credentials chosen by a Secret's author (see `tests/tests/e2e/compat_stores.rs`). It
 //! checks what the Secret's owner sees with its own keys, not only what the backend reports.
 //!
 //! Test code: a failed expectation panics with the store's name and what went wrong.

@@ -212,8 +212,8 @@ fn server_dry_run(manifests: &str) {
     );
 }
 
-fn kubectl_ok(args: &[&str]) -> String {
-    let out = cp().kubectl(args).unwrap();
+fn kubectl_ok(cp: &ControlPlane, args: &[&str]) -> String {
+    let out = cp.kubectl(args).unwrap();
     assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -728,8 +728,8 @@ async fn the_api_server_accepts_the_rendered_manifests() {
     let dir = tempfile::tempdir().unwrap();
     let crd = dir.path().join("servicemonitor-crd.yaml");
     std::fs::write(&crd, SERVICE_MONITOR_CRD).unwrap();
-    kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", &crd.display().to_string()]);
-    kubectl_ok(&["wait", "--for=condition=Established", "--timeout=60s", "crd/servicemonitors.monitoring.coreos.com"]);
+    kubectl_ok(cp, &["apply", "--server-side", "--force-conflicts", "-f", &crd.display().to_string()]);
+    kubectl_ok(cp, &["wait", "--for=condition=Established", "--timeout=60s", "crd/servicemonitors.monitoring.coreos.com"]);
 
     let cases: Vec<(&str, Vec<String>)> =
         vec![("inline", inline_s3()), ("root", inline_root()), ("existing", existing())];
@@ -752,7 +752,7 @@ async fn the_api_server_accepts_the_rendered_manifests() {
     if cp.kubectl(&["get", "namespace", chart::NAMESPACE]).unwrap().status.success() {
         // already there from an earlier run of this binary's control plane
     } else {
-        kubectl_ok(&["create", "namespace", chart::NAMESPACE]);
+        kubectl_ok(cp, &["create", "namespace", chart::NAMESPACE]);
     }
     server_dry_run(&std::fs::read_to_string(chart::operator_manifest_path()).unwrap());
 }
@@ -762,7 +762,9 @@ async fn the_api_server_accepts_the_rendered_manifests() {
 /// cleanup; and what it has no business doing is refused with 403.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_works_with_only_the_charts_rights() {
-    let cp = cp();
+    // Cluster-wide, as the chart installs it: on a control plane of its own, or it would
+    // reconcile every other suite's objects.
+    let cp = &ControlPlane::start().await.unwrap();
     let ns = cp.namespace("chart-rbac").await.unwrap();
     let fullname = format!("op-{ns}");
     let mut values = existing();
@@ -773,7 +775,7 @@ async fn the_operator_works_with_only_the_charts_rights() {
     // Everything but the Deployment: no kubelet here; the operator runs in this process instead.
     let without_deployment: Vec<&str> = text.split("\n---").filter(|d| !d.contains("\nkind: Deployment")).collect();
     std::fs::write(&path, without_deployment.join("\n---")).unwrap();
-    kubectl_ok(&["apply", "-f", &path.display().to_string()]);
+    kubectl_ok(cp, &["apply", "-f", &path.display().to_string()]);
     assert_eq!(one(&docs, "ServiceAccount")["metadata"]["name"], fullname.as_str());
 
     // What the chart grants, and what it does not.
@@ -807,7 +809,7 @@ async fn the_operator_works_with_only_the_charts_rights() {
     }
 
     // A client with the ServiceAccount's token and nothing else.
-    let token = kubectl_ok(&["-n", &ns, "create", "token", &fullname, "--duration=1h"]);
+    let token = kubectl_ok(cp, &["-n", &ns, "create", "token", &fullname, "--duration=1h"]);
     let mut kubeconfig: Value = yaml_serde::from_str(&std::fs::read_to_string(cp.kubeconfig()).unwrap()).unwrap();
     kubeconfig["users"][0]["user"] = json!({"token": token.trim()});
     let sa_kubeconfig = dir.path().join("sa.kubeconfig");
@@ -927,7 +929,7 @@ async fn the_operator_works_with_only_the_charts_rights() {
 
     let cluster_scoped = format!("clusterrole/{fullname}");
     let binding = format!("clusterrolebinding/{fullname}");
-    kubectl_ok(&["delete", &cluster_scoped, &binding]);
+    kubectl_ok(cp, &["delete", &cluster_scoped, &binding]);
 }
 
 /// `helm install --dry-run=server` against the control plane: the release renders as a real
@@ -963,7 +965,7 @@ async fn install_notes_say_what_to_do_next() {
         assert!(!notes.contains(SECRET_KEY) && !out.stdout.contains(SECRET_KEY), "helm printed a credential");
     }
     // The events command the NOTES give is one the API server takes.
-    kubectl_ok(&["get", "events", "-n", "default", "--field-selector", "reportingComponent=s3-resource-operator"]);
+    kubectl_ok(cp, &["get", "events", "-n", "default", "--field-selector", "reportingComponent=s3-resource-operator"]);
 }
 
 async fn wait_until<F, Fut>(what: &str, mut check: F)
