@@ -16,6 +16,7 @@ use s3op_api::{DEFAULT_COMPAT_ANNOTATION, S3Bucket, S3BucketSpec};
 use s3op_tests::{
     binary::{OperatorProcess, operator_binary},
     control_plane::ControlPlane,
+    fixture::{cp, start},
     stores::{Store, StoreKind, unique_name},
 };
 
@@ -61,8 +62,8 @@ async fn spawn(cp: &ControlPlane, store: &Store, namespace: Option<&str>, extra:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_serves_health_reconciles_and_exits_zero_on_sigterm() {
-    let cp = ControlPlane::shared().unwrap();
-    let store = Store::start(StoreKind::Versitygw).await.unwrap();
+    let cp = cp();
+    let store = start(StoreKind::Versitygw).await;
     let ns = cp.namespace("binary").await.unwrap();
     let mut running = spawn(cp, &store, Some(&ns), &[]).await;
     let base = running.base.clone();
@@ -154,9 +155,8 @@ async fn memory_stays_flat_with_many_unannotated_secrets() {
     // Every namespace is watched, as in a cluster-wide installation: on a control plane of its
     // own, so the other suites' annotated Secrets are neither provisioned by this operator nor
     // counted in its memory, and its 2,000 Secrets do not load their API server.
-    let (cp, store) = tokio::join!(ControlPlane::start(), Store::start(StoreKind::Versitygw));
-    let (cp, store) = (cp.unwrap(), store.unwrap());
-    let cp = &cp;
+    let (cp, store) = tokio::join!(ControlPlane::start(), start(StoreKind::Versitygw));
+    let cp = &cp.unwrap();
     let ns = cp.namespace("many-secrets").await.unwrap();
     // CRD mode is off: the memory measured is compatibility mode's.
     let only_compat = [("CRD_MODE", "false")];

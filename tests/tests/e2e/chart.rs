@@ -19,8 +19,9 @@ use s3op_api::{S3Bucket, S3User};
 use s3op_tests::{
     chart::{self, Rendered},
     control_plane::{ControlPlane, client_from_kubeconfig},
+    fixture::{cp, start},
     operator::{Operator, store_args},
-    stores::{Store, StoreKind, unique_name},
+    stores::{StoreKind, unique_name},
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -29,10 +30,6 @@ const ENDPOINT: &str = "http://versitygw.storage:7070";
 const ACCESS_KEY: &str = "CHARTTESTACCESSKEY42";
 const SECRET_KEY: &str = "chart-test-secret-key-do-not-leak-0123456789";
 const TIMEOUT: Duration = Duration::from_secs(90);
-
-fn cp() -> &'static ControlPlane {
-    ControlPlane::shared().expect("control plane starts")
-}
 
 /// `--set-string` for each `key=value` (strings stay strings: no YAML type guessing).
 fn set(pairs: &[&str]) -> Vec<String> {
@@ -729,7 +726,10 @@ async fn the_api_server_accepts_the_rendered_manifests() {
     let crd = dir.path().join("servicemonitor-crd.yaml");
     std::fs::write(&crd, SERVICE_MONITOR_CRD).unwrap();
     kubectl_ok(cp, &["apply", "--server-side", "--force-conflicts", "-f", &crd.display().to_string()]);
-    kubectl_ok(cp, &["wait", "--for=condition=Established", "--timeout=60s", "crd/servicemonitors.monitoring.coreos.com"]);
+    kubectl_ok(
+        cp,
+        &["wait", "--for=condition=Established", "--timeout=60s", "crd/servicemonitors.monitoring.coreos.com"],
+    );
 
     let cases: Vec<(&str, Vec<String>)> =
         vec![("inline", inline_s3()), ("root", inline_root()), ("existing", existing())];
@@ -816,7 +816,7 @@ async fn the_operator_works_with_only_the_charts_rights() {
     std::fs::write(&sa_kubeconfig, serde_json::to_string(&kubeconfig).unwrap()).unwrap();
     let sa_client = client_from_kubeconfig(&sa_kubeconfig).await.unwrap();
 
-    let store = Store::start(StoreKind::Minio).await.unwrap_or_else(|e| panic!("{e:#}"));
+    let store = start(StoreKind::Minio).await;
     // Cluster-wide, as the chart installs it: list and watch across namespaces need the ClusterRole.
     let mut args = store_args(&store);
     args.extend(["--resync-interval", "3s", "--marker-bucket", &unique_name("chart-markers")].map(str::to_string));

@@ -13,7 +13,7 @@ use aws_sdk_s3::{
 };
 use k8s_openapi::api::{core::v1::Secret, events::v1::Event};
 use kube::{
-    Api, Client,
+    Api,
     api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
 };
 use s3op_api::DEFAULT_COMPAT_ANNOTATION;
@@ -22,24 +22,12 @@ use s3op_backends::{
     compat::{AccountState, CompatStore},
 };
 use s3op_tests::{
-    control_plane::ControlPlane,
+    fixture::{client, cp, start},
     operator::{Operator, store_args},
     stores::{Store, StoreKind, unique_name},
 };
 
 const TIMEOUT: Duration = Duration::from_secs(90);
-
-fn cp() -> &'static ControlPlane {
-    ControlPlane::shared().expect("control plane starts")
-}
-
-async fn client() -> Client {
-    cp().client().await.unwrap()
-}
-
-async fn start(kind: StoreKind) -> Store {
-    Store::start(kind).await.unwrap_or_else(|e| panic!("{e:#}"))
-}
 
 /// An operator in compatibility mode for `store`, watching `namespace`, with its markers in
 /// `markers` (shared by operators that must see each other's claims).

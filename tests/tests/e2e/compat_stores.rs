@@ -3,24 +3,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use s3op_backends::{
-    Backend, BackendError, Owner, SecretString,
-    aws::{Aws, AwsConfig},
-    compat::provision,
-    garage::{Garage, GarageConfig},
-    memory::MemoryBackend,
-    minio::{Minio, MinioConfig},
-    versitygw::{VersityGw, VersityGwConfig},
-};
+use s3op_backends::{Backend, BackendError, Owner, compat::provision, memory::MemoryBackend};
 use s3op_tests::{
     compat::{account, compat_suite, marker_bucket_is_refused, random_access_key, random_secret},
     conformance::Probe,
-    stores::{Store, StoreKind, unique_name},
+    fixture::{self, start},
+    stores::{StoreKind, unique_name},
 };
-
-async fn start(kind: StoreKind) -> Store {
-    Store::start(kind).await.unwrap_or_else(|e| panic!("{e:#}"))
-}
 
 #[tokio::test]
 async fn memory_compat() {
@@ -31,14 +20,7 @@ async fn memory_compat() {
 #[tokio::test]
 async fn versitygw_compat() {
     let store = start(StoreKind::Versitygw).await;
-    let b = VersityGw::new(VersityGwConfig {
-        endpoint: store.endpoint().to_string(),
-        region: store.region().to_string(),
-        access_key: store.admin_access_key().to_string(),
-        secret_key: SecretString::new(store.admin_secret_key()),
-        marker_bucket: unique_name("s3op-markers"),
-    })
-    .unwrap();
+    let b = fixture::versitygw(&store, &unique_name("s3op-markers"));
     compat_suite(&b, &Probe::Store(&store), "vgw").await;
     marker_bucket_is_refused(&b, b.marker_bucket(), "vgw").await;
 }
@@ -46,14 +28,7 @@ async fn versitygw_compat() {
 #[tokio::test]
 async fn minio_compat() {
     let store = start(StoreKind::Minio).await;
-    let b = Minio::new(MinioConfig {
-        endpoint: store.endpoint().to_string(),
-        region: store.region().to_string(),
-        access_key: store.admin_access_key().to_string(),
-        secret_key: SecretString::new(store.admin_secret_key()),
-        marker_bucket: unique_name("s3op-markers"),
-    })
-    .unwrap();
+    let b = fixture::minio(&store, &unique_name("s3op-markers"));
     compat_suite(&b, &Probe::Store(&store), "minio").await;
     marker_bucket_is_refused(&b, b.marker_bucket(), "minio").await;
 }
@@ -61,16 +36,7 @@ async fn minio_compat() {
 #[tokio::test]
 async fn garage_compat() {
     let store = start(StoreKind::Garage).await;
-    let b = Garage::new(GarageConfig {
-        endpoint: store.endpoint().to_string(),
-        region: store.region().to_string(),
-        access_key: store.admin_access_key().to_string(),
-        secret_key: SecretString::new(store.admin_secret_key()),
-        admin_endpoint: store.garage_admin_endpoint().unwrap().to_string(),
-        admin_token: SecretString::new(store.garage_admin_token().unwrap()),
-        marker_bucket: unique_name("s3op-markers"),
-    })
-    .unwrap();
+    let b = fixture::garage(&store, &unique_name("s3op-markers"));
     compat_suite(&b, &Probe::Store(&store), "garage").await;
     marker_bucket_is_refused(&b, b.marker_bucket(), "garage").await;
 
@@ -89,13 +55,7 @@ async fn garage_compat() {
 #[tokio::test]
 async fn aws_refuses_compat_naming_s3user() {
     let store = start(StoreKind::Moto).await;
-    let b = Aws::new(AwsConfig {
-        region: Some(store.region().to_string()),
-        endpoint: Some(store.endpoint().to_string()),
-        credentials: Some((store.admin_access_key().to_string(), SecretString::new(store.admin_secret_key()))),
-    })
-    .await
-    .unwrap();
+    let b = fixture::aws(&store).await;
     match b.compat() {
         Err(e @ BackendError::Unsupported { .. }) => assert!(e.to_string().contains("S3User"), "{e}"),
         Err(e) => panic!("AWS refuses with another error: {e}"),

@@ -12,11 +12,7 @@ use kube::{
 use s3op_api::{
     BucketAccess, DeletionPolicy, Permission, S3Bucket, S3BucketSpec, S3User, S3UserSpec, naming::BUCKET_NAME_RULES,
 };
-use s3op_tests::control_plane::ControlPlane;
-
-fn cp() -> &'static ControlPlane {
-    ControlPlane::shared().expect("control plane starts")
-}
+use s3op_tests::fixture::cp;
 
 fn bucket(name: &str, spec: S3BucketSpec) -> S3Bucket {
     S3Bucket::new(name, spec)

@@ -27,7 +27,7 @@ use s3op_backends::{
 use s3op_tests::{
     binary::{OperatorProcess, metric_sum, metric_sum_where, operator_binary, store_env},
     compat::{random_access_key, random_hex, random_secret},
-    control_plane::ControlPlane,
+    fixture::{client, cp, start},
     inspect::{Snapshot, object_keys, snapshot},
     operator::{Operator, store_args},
     stores::{Store, StoreKind, unique_name},
@@ -40,18 +40,6 @@ const BACKEND_CALLS: &str = "s3op_backend_request_duration_seconds_count";
 
 /// The longest note the API server stores on an events.k8s.io/v1 Event.
 const EVENT_NOTE_LIMIT: usize = 1024;
-
-fn cp() -> &'static ControlPlane {
-    ControlPlane::shared().expect("control plane starts")
-}
-
-async fn client() -> Client {
-    cp().client().await.unwrap()
-}
-
-async fn start(kind: StoreKind) -> Store {
-    Store::start(kind).await.unwrap_or_else(|e| panic!("{e:#}"))
-}
 
 /// Backend calls made so far, leaving out the readiness probe's health calls (the harness
 /// polls /readyz; a probe is not a reaction to input).

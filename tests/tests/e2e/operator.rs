@@ -20,26 +20,13 @@ use kube::{
 };
 use s3op_api::{BucketAccess, DeletionPolicy, Permission, S3Bucket, S3BucketSpec, S3User, S3UserSpec, secret_keys};
 use s3op_tests::{
-    control_plane::ControlPlane,
+    fixture::{self, client, cp, start, start_enforcing},
     operator::Operator,
     stores::{Store, StoreKind, unique_name},
 };
 use serde::de::DeserializeOwned;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
-
-fn cp() -> &'static ControlPlane {
-    ControlPlane::shared().expect("control plane starts")
-}
-
-async fn start(kind: StoreKind) -> Store {
-    match kind {
-        // Enforcing: grants are really evaluated, as on AWS.
-        StoreKind::Moto => Store::start_moto_enforcing().await,
-        other => Store::start(other).await,
-    }
-    .unwrap_or_else(|e| panic!("{e:#}"))
-}
 
 fn ready_of(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Option<(String, String)> {
     conditions.iter().find(|c| c.type_ == "Ready").map(|c| (c.status.clone(), c.reason.clone()))
@@ -186,9 +173,10 @@ async fn empty(store: &Store, bucket: &str) {
 
 /// The whole CRD-mode story against one store.
 async fn crd_mode(kind: StoreKind) {
-    let mut store = start(kind).await;
+    // Enforcing: grants are really evaluated, as on AWS.
+    let mut store = start_enforcing(kind).await;
     let ns = cp().namespace(&format!("crd-{kind}")).await.unwrap();
-    let client = cp().client().await.unwrap();
+    let client = client().await;
     // This namespace is trusted to adopt buckets made outside the operator; the rival's is not.
     let op = Operator::start(client.clone(), &store, &ns, "2s", &["--adopt-namespaces", &ns]).await.unwrap();
     let buckets: Api<S3Bucket> = Api::namespaced(client.clone(), &ns);
@@ -490,14 +478,11 @@ async fn aws_crd_mode() {
 /// everything, and the store holds one user per S3User with exactly the Secret's key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_mid_rollout_converges_without_orphan_keys() {
-    use s3op_backends::{
-        Backend, SecretString,
-        minio::{Minio, MinioConfig},
-    };
+    use s3op_backends::Backend;
     const N: usize = 12;
     let store = start(StoreKind::Minio).await;
     let ns = cp().namespace("rollout").await.unwrap();
-    let client = cp().client().await.unwrap();
+    let client = client().await;
     let op = Operator::start(client.clone(), &store, &ns, "3s", &[]).await.unwrap();
     let args = op.args();
     let buckets: Api<S3Bucket> = Api::namespaced(client.clone(), &ns);
@@ -529,14 +514,7 @@ async fn restart_mid_rollout_converges_without_orphan_keys() {
     eprintln!("rollout: all {N} users Ready {:?} after the restart", t.elapsed());
 
     let marker_bucket = args.iter().skip_while(|a| *a != "--marker-bucket").nth(1).unwrap().clone();
-    let minio = Minio::new(MinioConfig {
-        endpoint: store.endpoint().to_string(),
-        region: store.region().to_string(),
-        access_key: store.admin_access_key().to_string(),
-        secret_key: SecretString::new(store.admin_secret_key()),
-        marker_bucket,
-    })
-    .unwrap();
+    let minio = fixture::minio(&store, &marker_bucket);
     for i in 0..N {
         let u = users.get(&format!("u{i}")).await.unwrap();
         let status = u.status.unwrap();
@@ -561,7 +539,7 @@ async fn leader_election_one_acts_and_the_other_takes_over() {
     const LEASE_SECS: u64 = 6;
     let store = start(StoreKind::Versitygw).await;
     let ns = cp().namespace("leader").await.unwrap();
-    let client = cp().client().await.unwrap();
+    let client = client().await;
     let lease_secs = format!("{LEASE_SECS}s");
     let election = |id: &'static str| {
         [
@@ -632,7 +610,7 @@ async fn leader_election_one_acts_and_the_other_takes_over() {
 async fn versitygw_recreated_bucket_gives_its_users_access_back_at_once() {
     let store = start(StoreKind::Versitygw).await;
     let ns = cp().namespace("recreate").await.unwrap();
-    let client = cp().client().await.unwrap();
+    let client = client().await;
     let op = Operator::start(client.clone(), &store, &ns, "600s", &[]).await.unwrap();
     let buckets: Api<S3Bucket> = Api::namespaced(client.clone(), &ns);
     let users: Api<S3User> = Api::namespaced(client.clone(), &ns);
