@@ -13,6 +13,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use crate::{
     process::{free_port, tail},
     stores::{Store, StoreKind, unique_name},
+    wait::{Look, poll},
 };
 
 /// The operator binary of a cargo `profile` ("debug" or "release") in the workspace's target
@@ -115,20 +116,25 @@ impl OperatorProcess {
     /// Waits until `/readyz` answers 200; returns the time since the process started.
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<Duration> {
         let http = reqwest::Client::new();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(r) = http.get(format!("{}/readyz", self.base)).send().await
-                && r.status().is_success()
-            {
-                return Ok(self.started.elapsed());
+        let url = format!("{}/readyz", self.base);
+        let ready = poll(&format!("the operator ready at {url}"), timeout, Duration::from_millis(20), || {
+            let exited = self.exited();
+            let probe = http.get(&url).send();
+            async move {
+                if let Some(status) = exited? {
+                    bail!("the operator exited ({status}) while starting");
+                }
+                Ok(match probe.await {
+                    Ok(r) if r.status().is_success() => Look::Done(()),
+                    Ok(r) => Look::NotYet(r.status().to_string()),
+                    Err(e) => Look::NotYet(e.to_string()),
+                })
             }
-            if let Some(status) = self.exited()? {
-                bail!("the operator exited ({status}) while starting:\n{}", self.log_tail(30));
-            }
-            if Instant::now() > deadline {
-                bail!("the operator was not ready within {timeout:?}:\n{}", self.log_tail(30));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        })
+        .await;
+        match ready {
+            Ok(()) => Ok(self.started.elapsed()),
+            Err(e) => bail!("{e:#}:\n{}", self.log_tail(30)),
         }
     }
 
@@ -157,18 +163,16 @@ impl OperatorProcess {
     pub async fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus> {
         let mut child = self.child.take().context("the operator is not running")?;
         Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("no exit within {timeout:?} of SIGTERM");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let exited = poll("an exit after SIGTERM", timeout, Duration::from_millis(20), || {
+            let status = child.try_wait();
+            async move { Ok(status?.map_or_else(|| Look::NotYet(String::new()), Look::Done)) }
+        })
+        .await;
+        if exited.is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
+        exited
     }
 
     /// Resident memory in MiB, from /proc.

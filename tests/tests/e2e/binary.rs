@@ -18,6 +18,7 @@ use s3op_tests::{
     control_plane::ControlPlane,
     fixture::{cp, start},
     stores::{Store, StoreKind, unique_name},
+    wait::{wait_for_value, wait_until},
 };
 
 async fn get(url: &str) -> Option<(u16, String, String)> {
@@ -82,11 +83,10 @@ async fn binary_serves_health_reconciles_and_exits_zero_on_sigterm() {
         )
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while store.s3_client().head_bucket().bucket(&name).send().await.is_err() {
-        assert!(Instant::now() < deadline, "bucket not created: {}", std::fs::read_to_string(&log).unwrap());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let created = || async { store.s3_client().head_bucket().bucket(&name).send().await.is_ok() };
+    wait_until("the bucket created on the store", Duration::from_secs(60), created)
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {}", std::fs::read_to_string(&log).unwrap()));
     // Compatibility mode is on by default: an annotated Secret gets its bucket, and the older
     // operator's metrics move under their old names.
     let compat_bucket = unique_name("bin-compat");
@@ -106,15 +106,12 @@ async fn binary_serves_health_reconciles_and_exits_zero_on_sigterm() {
         ..Secret::default()
     };
     secrets.create(&PostParams::default(), &secret).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let metrics = loop {
+    let metrics = wait_for_value("the Secret processed", Duration::from_secs(60), || async {
         let (_, _, metrics) = get(&format!("{base}/metrics")).await.unwrap();
-        if metrics.lines().any(|l| l == "s3_operator_secrets_processed_total 1") {
-            break metrics;
-        }
-        assert!(Instant::now() < deadline, "Secret not processed: {}", std::fs::read_to_string(&log).unwrap());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        metrics.lines().any(|l| l == "s3_operator_secrets_processed_total 1").then_some(metrics)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {}", std::fs::read_to_string(&log).unwrap()));
     assert!(store.s3_client().head_bucket().bucket(&compat_bucket).send().await.is_ok());
     for line in [
         "s3_operator_users_created_total 1",

@@ -5,8 +5,6 @@
 //! `deploy/operator.yaml` is current.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::time::{Duration, Instant};
-
 use k8s_openapi::{
     ByteString,
     api::{core::v1::Secret, events::v1::Event},
@@ -22,6 +20,7 @@ use s3op_tests::{
     fixture::{cp, start},
     operator::{Operator, store_args},
     stores::{StoreKind, unique_name},
+    wait::{TIMEOUT, wait_until},
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -29,7 +28,6 @@ use tempfile::TempDir;
 const ENDPOINT: &str = "http://versitygw.storage:7070";
 const ACCESS_KEY: &str = "CHARTTESTACCESSKEY42";
 const SECRET_KEY: &str = "chart-test-secret-key-do-not-leak-0123456789";
-const TIMEOUT: Duration = Duration::from_secs(90);
 
 /// `--set-string` for each `key=value` (strings stay strings: no YAML type guessing).
 fn set(pairs: &[&str]) -> Vec<String> {
@@ -896,7 +894,8 @@ async fn the_operator_works_with_only_the_charts_rights() {
             .iter()
             .any(|c| c["type"] == "Ready" && c["status"] == "True")
     };
-    wait_until("S3Bucket and S3User Ready, credentials Secret written, compat Secret provisioned", || async {
+    let what = "S3Bucket and S3User Ready, credentials Secret written, compat Secret provisioned";
+    wait_until(what, TIMEOUT, || async {
         let b = buckets.get("data").await.unwrap();
         let u = users.get("app").await.unwrap();
         let creds = secrets.get_opt("app-creds").await.unwrap();
@@ -910,7 +909,8 @@ async fn the_operator_works_with_only_the_charts_rights() {
             && creds.is_some_and(|s| s.data.unwrap_or_default().contains_key("AWS_ACCESS_KEY_ID"))
             && provisioned
     })
-    .await;
+    .await
+    .unwrap();
 
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(admin.clone(), &ns);
     let lease = leases.get(&fullname).await.unwrap();
@@ -919,10 +919,11 @@ async fn the_operator_works_with_only_the_charts_rights() {
     // Cleanup runs through the finalizers (patch rights), and the bucket goes from the store.
     users.delete("app", &DeleteParams::default()).await.unwrap();
     buckets.delete("data", &DeleteParams::default()).await.unwrap();
-    wait_until("S3User and S3Bucket gone", || async {
+    wait_until("S3User and S3Bucket gone", TIMEOUT, || async {
         users.get_opt("app").await.unwrap().is_none() && buckets.get_opt("data").await.unwrap().is_none()
     })
-    .await;
+    .await
+    .unwrap();
     let gone = store.s3_client().head_bucket().bucket(&bucket_name).send().await;
     assert!(gone.is_err(), "bucket {bucket_name} still on the store after deletionPolicy Delete");
     operator.stop().await.unwrap();
@@ -966,16 +967,4 @@ async fn install_notes_say_what_to_do_next() {
     }
     // The events command the NOTES give is one the API server takes.
     kubectl_ok(cp, &["get", "events", "-n", "default", "--field-selector", "reportingComponent=s3-resource-operator"]);
-}
-
-async fn wait_until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + TIMEOUT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {TIMEOUT:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }

@@ -2,19 +2,16 @@
 //! them, handled by the operator against the real control plane and each real store.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use aws_sdk_s3::{
     config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation},
     primitives::ByteStream,
 };
-use k8s_openapi::api::{core::v1::Secret, events::v1::Event};
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api,
-    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
 };
 use s3op_api::DEFAULT_COMPAT_ANNOTATION;
 use s3op_backends::{
@@ -25,9 +22,8 @@ use s3op_tests::{
     fixture::{client, cp, start},
     operator::{Operator, store_args},
     stores::{Store, StoreKind, unique_name},
+    wait::{self, EventSeen, TIMEOUT, wait_until},
 };
-
-const TIMEOUT: Duration = Duration::from_secs(90);
 
 /// An operator in compatibility mode for `store`, watching `namespace`, with its markers in
 /// `markers` (shared by operators that must see each other's claims).
@@ -87,40 +83,14 @@ async fn apply(ns: &str, secret: &Secret) {
     api.patch(&name, &PatchParams::apply("compat-test").force(), &Patch::Apply(&body)).await.unwrap();
 }
 
-/// Events about the Secret `name`: (type, reason, note).
-async fn events(ns: &str, name: &str) -> Vec<(String, String, String)> {
-    let api: Api<Event> = Api::namespaced(client().await, ns);
-    let list = api.list(&ListParams::default()).await.unwrap();
-    list.items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
-        .collect()
+/// Events about the Secret `name`.
+async fn events(ns: &str, name: &str) -> Vec<EventSeen> {
+    wait::events(&client().await, ns, name).await.unwrap()
 }
 
 /// Waits for an event with `reason` on the Secret; returns its note.
-async fn wait_event(ns: &str, name: &str, reason: &str) -> String {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let all = events(ns, name).await;
-        if let Some((_, _, note)) = all.iter().find(|(_, r, _)| r == reason) {
-            return note.clone();
-        }
-        assert!(Instant::now() < deadline, "no {reason} event on {ns}/{name} within {TIMEOUT:?}: {all:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn wait_until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + TIMEOUT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {TIMEOUT:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+async fn wait_note(ns: &str, name: &str, reason: &str) -> String {
+    wait::wait_event(&client().await, ns, name, reason).await.unwrap().note
 }
 
 /// An S3 client signing with the Secret's own credentials.
@@ -189,7 +159,7 @@ async fn create_and_update(kind: StoreKind) {
         fields.extend([("user-id", ids_text.as_str()), ("group-id", ids_text.as_str())]);
     }
     apply(&ns, &annotated("app", &fields)).await;
-    let note = wait_event(&ns, "app", "Provisioned").await;
+    let note = wait_note(&ns, "app", "Provisioned").await;
     assert!(note.contains(&ak1) && note.contains(&bucket), "{note}");
     assert!(!note.contains(&sk1), "an event shows the secret: {note}");
 
@@ -211,10 +181,11 @@ async fn create_and_update(kind: StoreKind) {
     // A resync of a converged Secret writes nothing.
     let writes = metric(&op, "s3op_backend_writes_total").await;
     let processed = metric(&op, "s3_operator_secrets_processed_total").await;
-    wait_until("two more resyncs", || async {
+    wait_until("two more resyncs", TIMEOUT, || async {
         metric(&op, "s3_operator_secrets_processed_total").await >= processed + 2.0
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(metric(&op, "s3op_backend_writes_total").await, writes, "a resync without changes wrote to the store");
 
     // A changed secret key updates the user: the old secret stops working, the new one works.
@@ -224,16 +195,19 @@ async fn create_and_update(kind: StoreKind) {
     apply(&ns, &annotated("app", &changed)).await;
     if kind == StoreKind::Garage {
         // Garage keys are immutable and a deleted key id can never come back.
-        let note = wait_event(&ns, "app", "Unsupported").await;
+        let note = wait_note(&ns, "app", "Unsupported").await;
         assert!(note.contains("S3User") || note.contains("access key"), "{note}");
         assert!(works(&store, &ak1, &sk1, &bucket).await, "a refused change leaves the account as it was");
         changed[2] = ("secret-key", sk1.as_str());
     } else {
-        wait_until("the new secret works", || works(&store, &ak1, &sk2, &bucket)).await;
+        wait_until("the new secret works", TIMEOUT, || works(&store, &ak1, &sk2, &bucket)).await.unwrap();
         assert!(!works(&store, &ak1, &sk1, &bucket).await, "the old secret still works");
         // The counter moves once the whole flow for the change has finished.
-        wait_until("users_updated counted", || async { metric(&op, "s3_operator_users_updated_total").await >= 1.0 })
-            .await;
+        wait_until("users_updated counted", TIMEOUT, || async {
+            metric(&op, "s3_operator_users_updated_total").await >= 1.0
+        })
+        .await
+        .unwrap();
     }
     let current_secret = changed[2].1.to_string();
 
@@ -241,8 +215,8 @@ async fn create_and_update(kind: StoreKind) {
     let ak2 = access_key();
     changed[1] = ("access-key", ak2.as_str());
     apply(&ns, &annotated("app", &changed)).await;
-    wait_until("the new access key works", || works(&store, &ak2, &current_secret, &bucket)).await;
-    let note = wait_event(&ns, "app", "AccessKeyChanged").await;
+    wait_until("the new access key works", TIMEOUT, || works(&store, &ak2, &current_secret, &bucket)).await.unwrap();
+    let note = wait_note(&ns, "app", "AccessKeyChanged").await;
     assert!(note.contains(&ak1) && note.contains(&ak2), "{note}");
     assert_eq!(store_view.bucket_owner(&bucket).await.unwrap().as_deref(), Some(ak2.as_str()));
     assert_ne!(store_view.account(&wanted(&ak1, &current_secret, ids)).await.unwrap(), AccountState::Missing);
@@ -290,14 +264,14 @@ async fn versitygw_refusals_name_the_problem_and_change_nothing() {
     let bucket = unique_name("owned");
     let (ak, sk) = (access_key(), secret_key());
     apply(&ns_a, &annotated("app", &[("bucket-name", &bucket), ("access-key", &ak), ("secret-key", &sk)])).await;
-    wait_event(&ns_a, "app", "Provisioned").await;
+    wait_note(&ns_a, "app", "Provisioned").await;
     assert!(works(&store, &ak, &sk, &bucket).await);
 
     // Team b names team a's bucket, then team a's access key with a new secret.
     let (ak_b, sk_b) = (access_key(), secret_key());
     apply(&ns_b, &annotated("grab-bucket", &[("bucket-name", &bucket), ("access-key", &ak_b), ("secret-key", &sk_b)]))
         .await;
-    let note = wait_event(&ns_b, "grab-bucket", "ClaimRefused").await;
+    let note = wait_note(&ns_b, "grab-bucket", "ClaimRefused").await;
     assert!(note.contains(&bucket) && note.contains(&ns_a), "{note}");
     let evil = secret_key();
     let other_bucket = unique_name("other");
@@ -306,7 +280,7 @@ async fn versitygw_refusals_name_the_problem_and_change_nothing() {
         &annotated("grab-user", &[("bucket-name", &other_bucket), ("access-key", &ak), ("secret-key", &evil)]),
     )
     .await;
-    let note = wait_event(&ns_b, "grab-user", "ClaimRefused").await;
+    let note = wait_note(&ns_b, "grab-user", "ClaimRefused").await;
     assert!(note.contains(&ak), "{note}");
     assert_eq!(view.bucket_owner(&bucket).await.unwrap().as_deref(), Some(ak.as_str()), "the bucket was re-pointed");
     assert_eq!(view.account(&wanted(&ak_b, &sk_b, 0)).await.unwrap(), AccountState::Missing);
@@ -324,7 +298,7 @@ async fn versitygw_refusals_name_the_problem_and_change_nothing() {
         ),
     )
     .await;
-    let note = wait_event(&ns_a, "wants-admin", "RoleRefused").await;
+    let note = wait_note(&ns_a, "wants-admin", "RoleRefused").await;
     assert!(note.contains("admin") && note.contains("COMPAT_ALLOWED_ROLES"), "{note}");
     assert_eq!(view.account(&wanted(&ak_admin, &sk_admin, 0)).await.unwrap(), AccountState::Missing);
 
@@ -343,20 +317,20 @@ async fn versitygw_refusals_name_the_problem_and_change_nothing() {
         ),
     )
     .await;
-    let note = wait_event(&ns_a, "elsewhere", "EndpointMismatch").await;
+    let note = wait_note(&ns_a, "elsewhere", "EndpointMismatch").await;
     assert!(note.contains("some-other-store"), "{note}");
     let all = events(&ns_a, "elsewhere").await;
-    assert!(all.iter().all(|(t, _, _)| t == "Normal"), "{all:?}");
+    assert!(all.iter().all(|e| e.type_ == "Normal"), "{all:?}");
     assert!(!view.bucket_exists(&skipped_bucket).await.unwrap());
 
     // A missing field gives a Warning naming it, never a value.
     let hidden = secret_key();
     apply(&ns_a, &annotated("incomplete", &[("bucket-name", &unique_name("inc")), ("SECRET_KEY", &hidden)])).await;
-    let note = wait_event(&ns_a, "incomplete", "InvalidSecret").await;
+    let note = wait_note(&ns_a, "incomplete", "InvalidSecret").await;
     assert!(note.contains("access-key"), "{note}");
     assert!(!note.contains(&hidden), "{note}");
     let warnings = events(&ns_a, "incomplete").await;
-    assert!(warnings.iter().any(|(t, r, _)| t == "Warning" && r == "InvalidSecret"), "{warnings:?}");
+    assert!(warnings.iter().any(|e| e.type_ == "Warning" && e.reason == "InvalidSecret"), "{warnings:?}");
 
     assert!(metric(&op_b, "s3_operator_errors_total").await >= 2.0);
     assert!(metric(&op_a, "s3_operator_errors_total").await >= 2.0);
@@ -385,7 +359,7 @@ async fn aws_refuses_with_a_reason() {
     let original =
         annotated("app", &[("bucket-name", &bucket), ("access-key", &access_key()), ("secret-key", &secret_key())]);
     apply(&ns, &original).await;
-    let note = wait_event(&ns, "app", "Unsupported").await;
+    let note = wait_note(&ns, "app", "Unsupported").await;
     assert!(note.contains("S3User"), "{note}");
     let writes = metric(&op, "s3op_backend_writes_total").await;
     assert_eq!(writes, 0.0, "nothing may be written on the store");

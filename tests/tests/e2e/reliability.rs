@@ -19,6 +19,7 @@ use s3op_tests::{
     operator::Operator,
     rollout::{Progress, Rollout},
     stores::StoreKind,
+    wait::{Look, poll},
 };
 
 /// Requests in flight while a rollout is applied.
@@ -44,15 +45,12 @@ fn apply_in_background(rollout: &Rollout, client: &Client) -> tokio::task::JoinH
 
 /// Waits until at least one object of the rollout is Ready: the rollout is under way.
 async fn wait_first_ready(rollout: &Rollout, client: &Client) -> Progress {
-    let deadline = Instant::now() + CONVERGE;
-    loop {
-        let p = rollout.progress(client).await.unwrap();
-        if ready(&p) > 0 {
-            return p;
-        }
-        assert!(Instant::now() < deadline, "nothing Ready within {CONVERGE:?}: {:?}", p.reasons);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll("an object of the rollout Ready", CONVERGE, Duration::from_millis(100), || async {
+        let p = rollout.progress(client).await?;
+        Ok(if ready(&p) > 0 { Look::Done(p) } else { Look::NotYet(format!("{:?}", p.reasons)) })
+    })
+    .await
+    .unwrap()
 }
 
 /// Nothing was deleted behind the operator's back in these tests, so an event saying a user
