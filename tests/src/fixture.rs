@@ -4,6 +4,8 @@
 //!
 //! Test support: a peer that does not start is a failed test, so these panic with its report.
 
+use std::sync::Arc;
+
 use kube::Client;
 use s3op_backends::{
     SecretString,
@@ -12,6 +14,7 @@ use s3op_backends::{
     minio::{Minio, MinioConfig},
     versitygw::{VersityGw, VersityGwConfig},
 };
+use tokio::sync::OnceCell;
 
 use crate::{
     control_plane::ControlPlane,
@@ -54,6 +57,27 @@ pub async fn start_enforcing(kind: StoreKind) -> Store {
         other => Store::start(other).await,
     }
     .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// One enforcing store of `kind` for every test of the process that asks for it, started on
+/// first use and stopped when the process exits. For tests that each bring their own objects
+/// and never stop the store: sharing saves a start per test, which is most of a short test.
+///
+/// # Panics
+/// When the store does not start, with its log.
+pub async fn shared_store(kind: StoreKind) -> Arc<Store> {
+    static SHARED: [OnceCell<Arc<Store>>; 4] =
+        [OnceCell::const_new(), OnceCell::const_new(), OnceCell::const_new(), OnceCell::const_new()];
+    let slot = StoreKind::ALL.iter().position(|k| *k == kind).expect("every kind is in StoreKind::ALL");
+    SHARED[slot]
+        .get_or_init(|| async {
+            let store = start_enforcing(kind).await;
+            // A static is never dropped: its folder goes once the process has.
+            crate::process::remove_when_gone(store.dir());
+            Arc::new(store)
+        })
+        .await
+        .clone()
 }
 
 /// A VersityGW backend with the store's root account, keeping its markers in `marker_bucket`.
