@@ -12,7 +12,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use crate::{
     process::{free_port, tail},
-    stores::{Store, StoreKind, unique_name},
+    stores::{Store, unique_name},
     wait::{Look, poll},
 };
 
@@ -36,14 +36,8 @@ pub fn operator_binary(profile: &str) -> Result<PathBuf> {
 /// The environment that points the operator at `store` with its administrator credentials,
 /// and a fresh marker bucket.
 pub fn store_env(store: &Store) -> Vec<(String, String)> {
-    let backend = match store.kind() {
-        StoreKind::Versitygw => "versitygw",
-        StoreKind::Minio => "minio",
-        StoreKind::Garage => "garage",
-        StoreKind::Moto => "aws",
-    };
     let mut env = vec![
-        ("BACKEND_NAME", backend.to_string()),
+        ("BACKEND_NAME", store.kind().backend_name().to_string()),
         ("S3_ENDPOINT_URL", store.endpoint().to_string()),
         ("S3_REGION", store.region().to_string()),
         ("S3_ACCESS_KEY", store.admin_access_key().to_string()),

@@ -11,7 +11,7 @@ use tokio::{sync::oneshot, task::JoinHandle};
 
 use crate::{
     process::free_port,
-    stores::{Store, StoreKind, unique_name},
+    stores::{Store, unique_name},
     wait::Look,
 };
 
@@ -26,15 +26,9 @@ pub struct Operator {
 
 /// The operator's flags for `store`: its backend, endpoint and administrator credentials.
 pub fn store_args(store: &Store) -> Vec<String> {
-    let backend = match store.kind() {
-        StoreKind::Versitygw => "versitygw",
-        StoreKind::Minio => "minio",
-        StoreKind::Garage => "garage",
-        StoreKind::Moto => "aws",
-    };
     let mut args = vec![
         "--backend".to_string(),
-        backend.to_string(),
+        store.kind().backend_name().to_string(),
         "--s3-endpoint-url".to_string(),
         store.endpoint().to_string(),
         "--s3-region".to_string(),

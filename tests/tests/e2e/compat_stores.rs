@@ -3,12 +3,16 @@
 
 #![allow(clippy::unwrap_used)]
 
-use s3op_backends::{Backend, BackendError, Owner, compat::provision, memory::MemoryBackend};
+use s3op_backends::{
+    Backend, BackendError, Owner,
+    compat::{CompatStore, provision},
+    memory::MemoryBackend,
+};
 use s3op_tests::{
     compat::{account, compat_suite, marker_bucket_is_refused, random_access_key, random_secret},
     conformance::Probe,
     fixture::{self, start},
-    stores::{StoreKind, unique_name},
+    stores::{Store, StoreKind, unique_name},
 };
 
 #[tokio::test]
@@ -17,28 +21,31 @@ async fn memory_compat() {
     compat_suite(&m, &Probe::Memory(&m), "mem").await;
 }
 
+/// The compatibility contract on a store, and its marker bucket refused to every Secret.
+async fn compat_on(b: &dyn CompatStore, store: &Store, marker_bucket: &str, prefix: &str) {
+    compat_suite(b, &Probe::Store(store), prefix).await;
+    marker_bucket_is_refused(b, marker_bucket, prefix).await;
+}
+
 #[tokio::test]
 async fn versitygw_compat() {
     let store = start(StoreKind::Versitygw).await;
     let b = fixture::versitygw(&store, &unique_name("s3op-markers"));
-    compat_suite(&b, &Probe::Store(&store), "vgw").await;
-    marker_bucket_is_refused(&b, b.marker_bucket(), "vgw").await;
+    compat_on(&b, &store, b.marker_bucket(), "vgw").await;
 }
 
 #[tokio::test]
 async fn minio_compat() {
     let store = start(StoreKind::Minio).await;
     let b = fixture::minio(&store, &unique_name("s3op-markers"));
-    compat_suite(&b, &Probe::Store(&store), "minio").await;
-    marker_bucket_is_refused(&b, b.marker_bucket(), "minio").await;
+    compat_on(&b, &store, b.marker_bucket(), "minio").await;
 }
 
 #[tokio::test]
 async fn garage_compat() {
     let store = start(StoreKind::Garage).await;
     let b = fixture::garage(&store, &unique_name("s3op-markers"));
-    compat_suite(&b, &Probe::Store(&store), "garage").await;
-    marker_bucket_is_refused(&b, b.marker_bucket(), "garage").await;
+    compat_on(&b, &store, b.marker_bucket(), "garage").await;
 
     // A key deleted behind the operator's back can never be imported again: said plainly,
     // and not retried for ever.

@@ -9,7 +9,7 @@ use s3op_tests::{
         Probe, adoption_never_reaches_the_operator, claims_race, latencies, outage_is_retryable_and_fast, suite,
     },
     fixture::{self, start, start_enforcing},
-    stores::{StoreKind, unique_name},
+    stores::{Store, StoreKind, unique_name},
 };
 
 #[tokio::test]
@@ -22,14 +22,20 @@ async fn memory_conforms() {
     assert!(err.is_retryable(), "{err}");
 }
 
+/// Conformance of a store that keeps markers in a bucket: the suite, latencies, 20 claim races,
+/// and adoption that never reaches the operator's own bucket or key.
+async fn conforms(b: &dyn Backend, store: &Store, marker_bucket: &str, prefix: &str) {
+    suite(b, &Probe::Store(store), prefix).await;
+    latencies(b, prefix).await;
+    claims_race(b, prefix, 20).await;
+    adoption_never_reaches_the_operator(b, marker_bucket, store.admin_access_key()).await;
+}
+
 #[tokio::test]
 async fn versitygw_conforms() {
     let store = start(StoreKind::Versitygw).await;
     let b = fixture::versitygw(&store, &unique_name("s3op-markers"));
-    suite(&b, &Probe::Store(&store), "vgw").await;
-    latencies(&b, "vgw").await;
-    claims_race(&b, "vgw", 20).await;
-    adoption_never_reaches_the_operator(&b, b.marker_bucket(), store.admin_access_key()).await;
+    conforms(&b, &store, b.marker_bucket(), "vgw").await;
 }
 
 #[tokio::test]
@@ -43,10 +49,7 @@ async fn versitygw_outage_is_retryable_and_fast() {
 async fn minio_conforms() {
     let store = start(StoreKind::Minio).await;
     let b = fixture::minio(&store, &unique_name("s3op-markers"));
-    suite(&b, &Probe::Store(&store), "minio").await;
-    latencies(&b, "minio").await;
-    claims_race(&b, "minio", 20).await;
-    adoption_never_reaches_the_operator(&b, b.marker_bucket(), store.admin_access_key()).await;
+    conforms(&b, &store, b.marker_bucket(), "minio").await;
 }
 
 #[tokio::test]
@@ -60,10 +63,7 @@ async fn minio_outage_is_retryable_and_fast() {
 async fn garage_conforms() {
     let store = start(StoreKind::Garage).await;
     let b = fixture::garage(&store, &unique_name("s3op-markers"));
-    suite(&b, &Probe::Store(&store), "garage").await;
-    latencies(&b, "garage").await;
-    claims_race(&b, "garage", 20).await;
-    adoption_never_reaches_the_operator(&b, b.marker_bucket(), store.admin_access_key()).await;
+    conforms(&b, &store, b.marker_bucket(), "garage").await;
 }
 
 /// A fresh store's first calls race to create the marker bucket. Garage grants our key on it

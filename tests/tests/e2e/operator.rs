@@ -6,10 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_s3::{
-    config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation},
-    primitives::ByteStream,
-};
+use aws_sdk_s3::primitives::ByteStream;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Resource,
@@ -19,7 +16,7 @@ use s3op_api::{BucketAccess, DeletionPolicy, Permission, S3Bucket, S3BucketSpec,
 use s3op_tests::{
     fixture::{self, client, cp, start},
     operator::Operator,
-    stores::{Store, StoreKind, unique_name},
+    stores::{Store, StoreKind, s3_config, unique_name},
     wait::{HasConditions, Look, TIMEOUT, poll, wait_ready_condition, wait_until},
 };
 use serde::de::DeserializeOwned;
@@ -66,16 +63,9 @@ fn text(secret: &Secret, key: &str) -> Option<String> {
 fn app_client(secret: &Secret) -> aws_sdk_s3::Client {
     let access_key = text(secret, secret_keys::ACCESS_KEY_ID).expect("AWS_ACCESS_KEY_ID");
     let secret_key = text(secret, secret_keys::SECRET_ACCESS_KEY).expect("AWS_SECRET_ACCESS_KEY");
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(text(secret, secret_keys::ENDPOINT_URL).expect("AWS_ENDPOINT_URL"))
-        .region(Region::new(text(secret, secret_keys::REGION).expect("AWS_REGION")))
-        .credentials_provider(Credentials::new(access_key, secret_key, None, None, "app"))
-        .force_path_style(true)
-        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
+    let endpoint = text(secret, secret_keys::ENDPOINT_URL).expect("AWS_ENDPOINT_URL");
+    let region = text(secret, secret_keys::REGION).expect("AWS_REGION");
+    aws_sdk_s3::Client::from_conf(s3_config(&endpoint, &region, &access_key, &secret_key).build())
 }
 
 async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> bool {
@@ -96,23 +86,12 @@ async fn bucket_exists(store: &Store, bucket: &str) -> bool {
 async fn empty(store: &Store, bucket: &str) {
     let s3 = store.s3_client();
     if let Ok(v) = s3.list_object_versions().bucket(bucket).send().await {
-        for o in v.versions() {
-            let _ = s3
-                .delete_object()
-                .bucket(bucket)
-                .key(o.key().unwrap())
-                .set_version_id(o.version_id().map(str::to_string))
-                .send()
-                .await;
-        }
-        for m in v.delete_markers() {
-            let _ = s3
-                .delete_object()
-                .bucket(bucket)
-                .key(m.key().unwrap())
-                .set_version_id(m.version_id().map(str::to_string))
-                .send()
-                .await;
+        // Versions and delete markers alike: a versioned bucket is empty only without either.
+        let versions = v.versions().iter().map(|o| (o.key(), o.version_id()));
+        let markers = v.delete_markers().iter().map(|m| (m.key(), m.version_id()));
+        for (key, version) in versions.chain(markers) {
+            let delete = s3.delete_object().bucket(bucket).key(key.unwrap());
+            let _ = delete.set_version_id(version.map(str::to_string)).send().await;
         }
     }
     if let Ok(l) = s3.list_objects_v2().bucket(bucket).send().await {
