@@ -342,36 +342,33 @@ pub async fn run(opts: &Options) -> Result<Report> {
     for &kind in &plan.stores {
         for &n in &plan.sizes {
             let part = format!("{} N={n}", kind.backend_name());
-            println!("\n== {part}");
-            let (t, load) = (Instant::now(), load_average());
-            match bench.crd(kind, n).await {
-                Ok(r) => report.crd.push(r),
-                Err(e) => {
-                    eprintln!("{part} failed: {e:#}");
-                    report.failures.push(format!("{part}: {e:#}"));
-                }
+            if let Some(r) = run_part(&mut report, part, bench.crd(kind, n)).await {
+                report.crd.push(r);
             }
-            report.parts.push((part, t.elapsed().as_secs_f64(), load));
             report.took_s = started.elapsed().as_secs_f64();
             report::write(&report, &out)?;
         }
     }
     if plan.compat > 0 {
         let part = format!("compatibility mode, {} Secrets", plan.compat);
-        println!("\n== {part}");
-        let (t, load) = (Instant::now(), load_average());
-        match bench.compat(plan.compat).await {
-            Ok(r) => report.compat = Some(r),
-            Err(e) => {
-                eprintln!("{part} failed: {e:#}");
-                report.failures.push(format!("{part}: {e:#}"));
-            }
-        }
-        report.parts.push((part, t.elapsed().as_secs_f64(), load));
+        report.compat = run_part(&mut report, part, bench.compat(plan.compat)).await;
     }
     report.took_s = started.elapsed().as_secs_f64();
     report::write(&report, &out)?;
     Ok(report)
+}
+
+/// Runs one part of the plan, adding its time and the load it ran under to the report, and
+/// its failure if it failed (the other parts still run).
+async fn run_part<T>(report: &mut Report, part: String, run: impl Future<Output = Result<T>>) -> Option<T> {
+    println!("\n== {part}");
+    let (t, load) = (Instant::now(), load_average());
+    let out = run.await.inspect_err(|e| {
+        eprintln!("{part} failed: {e:#}");
+        report.failures.push(format!("{part}: {e:#}"));
+    });
+    report.parts.push((part, t.elapsed().as_secs_f64(), load));
+    out.ok()
 }
 
 /// The 1-minute load average.
