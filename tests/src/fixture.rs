@@ -60,8 +60,10 @@ pub async fn start_enforcing(kind: StoreKind) -> Store {
 }
 
 /// One enforcing store of `kind` for every test of the process that asks for it, started on
-/// first use and stopped when the process exits. For tests that each bring their own objects
-/// and never stop the store: sharing saves a start per test, which is most of a short test.
+/// first use; a static is never dropped, so the process watchdog stops it and the janitor
+/// removes its folder when the process exits (see [`crate::process`]). For tests that each
+/// bring their own objects and never stop the store: sharing saves a start per test, which is
+/// most of a short test.
 ///
 /// # Panics
 /// When the store does not start, with its log.
@@ -69,15 +71,7 @@ pub async fn shared_store(kind: StoreKind) -> Arc<Store> {
     static SHARED: [OnceCell<Arc<Store>>; 4] =
         [OnceCell::const_new(), OnceCell::const_new(), OnceCell::const_new(), OnceCell::const_new()];
     let slot = StoreKind::ALL.iter().position(|k| *k == kind).expect("every kind is in StoreKind::ALL");
-    SHARED[slot]
-        .get_or_init(|| async {
-            let store = start_enforcing(kind).await;
-            // A static is never dropped: its folder goes once the process has.
-            crate::process::remove_when_gone(store.dir());
-            Arc::new(store)
-        })
-        .await
-        .clone()
+    SHARED[slot].get_or_init(|| async { Arc::new(start_enforcing(kind).await) }).await.clone()
 }
 
 /// A VersityGW backend with the store's root account, keeping its markers in `marker_bucket`.
