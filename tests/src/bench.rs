@@ -203,7 +203,7 @@ pub fn target_dir() -> PathBuf {
 }
 
 fn store_names<S: serde::Serializer>(kinds: &[StoreKind], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(kinds.iter().map(|k| backend_name(*k)))
+    s.collect_seq(kinds.iter().map(|k| k.backend_name()))
 }
 
 fn parse_store(s: &str) -> Result<StoreKind> {
@@ -217,13 +217,6 @@ fn parse_store(s: &str) -> Result<StoreKind> {
 }
 
 /// The operator's name for a store kind (moto stands in for aws).
-fn backend_name(kind: StoreKind) -> &'static str {
-    match kind {
-        StoreKind::Moto => "aws",
-        other => other.as_str(),
-    }
-}
-
 /// One rollout of N pairs on one store.
 #[derive(Debug, Clone, Serialize)]
 pub struct CrdRun {
@@ -348,37 +341,34 @@ pub async fn run(opts: &Options) -> Result<Report> {
 
     for &kind in &plan.stores {
         for &n in &plan.sizes {
-            let part = format!("{} N={n}", backend_name(kind));
-            println!("\n== {part}");
-            let (t, load) = (Instant::now(), load_average());
-            match bench.crd(kind, n).await {
-                Ok(r) => report.crd.push(r),
-                Err(e) => {
-                    eprintln!("{part} failed: {e:#}");
-                    report.failures.push(format!("{part}: {e:#}"));
-                }
+            let part = format!("{} N={n}", kind.backend_name());
+            if let Some(r) = run_part(&mut report, part, bench.crd(kind, n)).await {
+                report.crd.push(r);
             }
-            report.parts.push((part, t.elapsed().as_secs_f64(), load));
             report.took_s = started.elapsed().as_secs_f64();
             report::write(&report, &out)?;
         }
     }
     if plan.compat > 0 {
         let part = format!("compatibility mode, {} Secrets", plan.compat);
-        println!("\n== {part}");
-        let (t, load) = (Instant::now(), load_average());
-        match bench.compat(plan.compat).await {
-            Ok(r) => report.compat = Some(r),
-            Err(e) => {
-                eprintln!("{part} failed: {e:#}");
-                report.failures.push(format!("{part}: {e:#}"));
-            }
-        }
-        report.parts.push((part, t.elapsed().as_secs_f64(), load));
+        report.compat = run_part(&mut report, part, bench.compat(plan.compat)).await;
     }
     report.took_s = started.elapsed().as_secs_f64();
     report::write(&report, &out)?;
     Ok(report)
+}
+
+/// Runs one part of the plan, adding its time and the load it ran under to the report, and
+/// its failure if it failed (the other parts still run).
+async fn run_part<T>(report: &mut Report, part: String, run: impl Future<Output = Result<T>>) -> Option<T> {
+    println!("\n== {part}");
+    let (t, load) = (Instant::now(), load_average());
+    let out = run.await.inspect_err(|e| {
+        eprintln!("{part} failed: {e:#}");
+        report.failures.push(format!("{part}: {e:#}"));
+    });
+    report.parts.push((part, t.elapsed().as_secs_f64(), load));
+    out.ok()
 }
 
 /// The 1-minute load average.
@@ -520,7 +510,7 @@ impl Bench<'_> {
     }
 
     async fn crd(&self, kind: StoreKind, n: usize) -> Result<CrdRun> {
-        let name = backend_name(kind);
+        let name = kind.backend_name();
         let concurrency = self.plan.concurrency;
 
         // The floor first, on a store of its own.

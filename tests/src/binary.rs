@@ -12,7 +12,8 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use crate::{
     process::{free_port, tail},
-    stores::{Store, StoreKind, unique_name},
+    stores::{Store, unique_name},
+    wait::{Look, poll},
 };
 
 /// The operator binary of a cargo `profile` ("debug" or "release") in the workspace's target
@@ -35,14 +36,8 @@ pub fn operator_binary(profile: &str) -> Result<PathBuf> {
 /// The environment that points the operator at `store` with its administrator credentials,
 /// and a fresh marker bucket.
 pub fn store_env(store: &Store) -> Vec<(String, String)> {
-    let backend = match store.kind() {
-        StoreKind::Versitygw => "versitygw",
-        StoreKind::Minio => "minio",
-        StoreKind::Garage => "garage",
-        StoreKind::Moto => "aws",
-    };
     let mut env = vec![
-        ("BACKEND_NAME", backend.to_string()),
+        ("BACKEND_NAME", store.kind().backend_name().to_string()),
         ("S3_ENDPOINT_URL", store.endpoint().to_string()),
         ("S3_REGION", store.region().to_string()),
         ("S3_ACCESS_KEY", store.admin_access_key().to_string()),
@@ -115,20 +110,25 @@ impl OperatorProcess {
     /// Waits until `/readyz` answers 200; returns the time since the process started.
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<Duration> {
         let http = reqwest::Client::new();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(r) = http.get(format!("{}/readyz", self.base)).send().await
-                && r.status().is_success()
-            {
-                return Ok(self.started.elapsed());
+        let url = format!("{}/readyz", self.base);
+        let ready = poll(&format!("the operator ready at {url}"), timeout, Duration::from_millis(20), || {
+            let exited = self.exited();
+            let probe = http.get(&url).send();
+            async move {
+                if let Some(status) = exited? {
+                    bail!("the operator exited ({status}) while starting");
+                }
+                Ok(match probe.await {
+                    Ok(r) if r.status().is_success() => Look::Done(()),
+                    Ok(r) => Look::NotYet(r.status().to_string()),
+                    Err(e) => Look::NotYet(e.to_string()),
+                })
             }
-            if let Some(status) = self.exited()? {
-                bail!("the operator exited ({status}) while starting:\n{}", self.log_tail(30));
-            }
-            if Instant::now() > deadline {
-                bail!("the operator was not ready within {timeout:?}:\n{}", self.log_tail(30));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        })
+        .await;
+        match ready {
+            Ok(()) => Ok(self.started.elapsed()),
+            Err(e) => bail!("{e:#}:\n{}", self.log_tail(30)),
         }
     }
 
@@ -157,18 +157,16 @@ impl OperatorProcess {
     pub async fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus> {
         let mut child = self.child.take().context("the operator is not running")?;
         Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("no exit within {timeout:?} of SIGTERM");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let exited = poll("an exit after SIGTERM", timeout, Duration::from_millis(20), || {
+            let status = child.try_wait();
+            async move { Ok(status?.map_or_else(|| Look::NotYet(String::new()), Look::Done)) }
+        })
+        .await;
+        if exited.is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
+        exited
     }
 
     /// Resident memory in MiB, from /proc.

@@ -1,16 +1,10 @@
 //! Compatibility mode on a real store: one suite, written against `&dyn CompatStore` and run
 //! through [`s3op_backends::compat::provision`] as the controller does, for each store that
-//! takes credentials chosen by a Secret's author (see `tests/tests/compat_stores.rs`). It
+//! takes credentials chosen by a Secret's author (see `tests/tests/e2e/compat_stores.rs`). It
 //! checks what the Secret's owner sees with its own keys, not only what the backend reports.
 //!
 //! Test code: a failed expectation panics with the store's name and what went wrong.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
-
-use std::{
-    hash::{BuildHasher, Hasher},
-    sync::atomic::{AtomicU64, Ordering},
-    time::{SystemTime, UNIX_EPOCH},
-};
 
 use aws_sdk_s3::primitives::ByteStream;
 use s3op_backends::{
@@ -20,22 +14,8 @@ use s3op_backends::{
     ledger::Subject,
 };
 
+pub use crate::stores::random_hex;
 use crate::{conformance::Probe, stores::unique_name};
-
-/// `len` random lowercase hex digits (the std hasher's per-process random keys, a counter and
-/// the clock: unique enough for test credentials, with no extra dependency).
-pub fn random_hex(len: usize) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut out = String::with_capacity(len + 16);
-    while out.len() < len {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-        out.push_str(&format!("{:016x}", h.finish()));
-    }
-    out.truncate(len);
-    out
-}
 
 /// An access key every store imports: Garage's own form, `GK` and 24 hex digits.
 pub fn random_access_key() -> String {
@@ -49,12 +29,18 @@ pub fn random_secret() -> String {
 
 /// The account a Secret with these keys asks for (role `user`, no POSIX ids).
 pub fn account(access_key: &str, secret_key: &str) -> CompatAccount {
+    account_with_ids(access_key, secret_key, 0)
+}
+
+/// The account a Secret with these keys and `ids` as its user and group id asks for (role
+/// `user`; ids exist on VersityGW only).
+pub fn account_with_ids(access_key: &str, secret_key: &str, ids: u32) -> CompatAccount {
     CompatAccount {
         access_key: access_key.to_string(),
         secret_key: SecretString::new(secret_key),
         role: "user".into(),
-        user_id: 0,
-        group_id: 0,
+        user_id: ids,
+        group_id: ids,
     }
 }
 

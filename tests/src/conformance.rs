@@ -1,5 +1,5 @@
 //! Backend conformance: one suite, written against `&dyn Backend`, run for the in-memory fake
-//! and for each real store started by the harness (see `tests/tests/conformance.rs`). It checks
+//! and for each real store started by the harness (see `tests/tests/e2e/conformance.rs`). It checks
 //! the contract the controller relies on: idempotent ensures, ownership markers, grants that
 //! really give and take access, key rotation, safe bucket deletion, settings read back or
 //! reported `Unsupported`, and retryable outages.

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use k8s_openapi::{
     api::core::v1::Namespace, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
@@ -27,6 +27,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose
 use crate::{
     peers,
     process::{Process, free_port, wait_for},
+    wait::{Look, poll},
 };
 
 /// Time allowed for kube-apiserver to answer /readyz: first starts on a busy 2-core machine are slow.
@@ -411,42 +412,38 @@ pub async fn install_crds(client: &Client) -> Result<()> {
         let name = crd.metadata.name.clone().context("CRD without a name")?;
         api.patch(&name, &params, &Patch::Apply(&crd)).await.with_context(|| format!("applying CRD {name}"))?;
     }
+    // One minute for all of it, as one budget.
     let deadline = Instant::now() + Duration::from_secs(60);
+    let every = Duration::from_millis(100);
     for crd in s3op_api::crds() {
         let name = crd.metadata.name.clone().context("CRD without a name")?;
-        loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        poll(&format!("CRD {name} Established"), left, every, || async {
             let current = api.get(&name).await?;
-            let established = current
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("CRD {name} not Established within 60s");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            let conditions = current.status.and_then(|s| s.conditions).unwrap_or_default();
+            Ok(if conditions.iter().any(|c| c.type_ == "Established" && c.status == "True") {
+                Look::Done(())
+            } else {
+                Look::NotYet(format!("{conditions:?}"))
+            })
+        })
+        .await?;
     }
     // Established does not mean published: the OpenAPI v3 document (what `kubectl explain` reads)
     // is rebuilt asynchronously, so a test that explains a field right after installation could
     // race it. Wait until the group's schema is served.
     let group_path = format!("apis/{}/{}", s3op_api::API_GROUP, s3op_api::API_VERSION);
-    loop {
+    let left = deadline.saturating_duration_since(Instant::now());
+    poll(&format!("OpenAPI v3 for {group_path} published"), left, every, || async {
         let index = client.request_text(http_get("/openapi/v3")?).await.unwrap_or_default();
         if index.contains(&group_path) {
             let schema = client.request_text(http_get(&format!("/openapi/v3/{group_path}"))?).await;
             if schema.is_ok_and(|s| s.contains("S3Bucket") && s.contains("S3User")) {
-                break;
+                return Ok(Look::Done(()));
             }
         }
-        if Instant::now() > deadline {
-            bail!("OpenAPI v3 for {group_path} not published within 60s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Ok(Look::NotYet(String::new()))
+    })
+    .await?;
     Ok(())
 }

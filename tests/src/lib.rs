@@ -8,6 +8,7 @@ pub mod chart;
 pub mod compat;
 pub mod conformance;
 pub mod control_plane;
+pub mod fixture;
 pub mod inspect;
 pub mod inventory;
 pub mod operator;

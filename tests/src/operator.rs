@@ -11,7 +11,8 @@ use tokio::{sync::oneshot, task::JoinHandle};
 
 use crate::{
     process::free_port,
-    stores::{Store, StoreKind, unique_name},
+    stores::{Store, unique_name},
+    wait::Look,
 };
 
 /// A running operator. Dropping it aborts it; [`Operator::stop`] shuts it down gracefully.
@@ -25,15 +26,9 @@ pub struct Operator {
 
 /// The operator's flags for `store`: its backend, endpoint and administrator credentials.
 pub fn store_args(store: &Store) -> Vec<String> {
-    let backend = match store.kind() {
-        StoreKind::Versitygw => "versitygw",
-        StoreKind::Minio => "minio",
-        StoreKind::Garage => "garage",
-        StoreKind::Moto => "aws",
-    };
     let mut args = vec![
         "--backend".to_string(),
-        backend.to_string(),
+        store.kind().backend_name().to_string(),
         "--s3-endpoint-url".to_string(),
         store.endpoint().to_string(),
         "--s3-region".to_string(),
@@ -120,23 +115,27 @@ impl Operator {
 
     async fn wait_ready(&self) -> Result<()> {
         let http = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(task) = &self.task
-                && task.is_finished()
-            {
-                return Err(anyhow!("the operator exited while starting"));
-            }
-            let last = match http.get(format!("{}/readyz", self.metrics_url)).send().await {
-                Ok(r) if r.status().is_success() => return Ok(()),
-                Ok(r) => r.text().await.unwrap_or_default(),
-                Err(e) => e.to_string(),
-            };
-            if tokio::time::Instant::now() > deadline {
-                return Err(anyhow!("operator not ready at {}/readyz within 60s: {last}", self.metrics_url));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let url = format!("{}/readyz", self.metrics_url);
+        crate::wait::poll(
+            &format!("operator ready at {url}"),
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || {
+                let finished = self.task.as_ref().is_some_and(JoinHandle::is_finished);
+                let probe = http.get(&url).send();
+                async move {
+                    if finished {
+                        return Err(anyhow!("the operator exited while starting"));
+                    }
+                    Ok(match probe.await {
+                        Ok(r) if r.status().is_success() => Look::Done(()),
+                        Ok(r) => Look::NotYet(r.text().await.unwrap_or_default()),
+                        Err(e) => Look::NotYet(e.to_string()),
+                    })
+                }
+            },
+        )
+        .await
     }
 
     /// Asks for a graceful shutdown and waits for the operator to return.

@@ -17,6 +17,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+use crate::wait::Look;
+
 /// Logs of the peers running now; a failing test prints their tails (see [`report_logs_on_panic`]).
 static RUNNING_LOGS: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
 
@@ -210,8 +212,9 @@ pub fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// Polls `check` until it returns Ok(true), failing after `timeout` with a message naming `what`.
-/// `alive` is called between polls so a crashed peer fails fast with its log.
+/// Polls `check` until it returns Ok(true), failing after `timeout` with a message naming `what`
+/// and the last error `check` gave. `alive` is called before each poll so a crashed peer fails
+/// fast with its log.
 pub async fn wait_for<F, Fut>(
     what: &str,
     timeout: Duration,
@@ -222,20 +225,20 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool>>,
 {
-    let start = Instant::now();
-    let mut last_err = String::from("not ready");
-    loop {
-        alive()?;
-        match check().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e) => last_err = format!("{e:#}"),
+    let what = format!("{what} ready");
+    crate::wait::poll(&what, timeout, Duration::from_millis(200), || {
+        let alive = alive();
+        let ready = check();
+        async move {
+            alive?;
+            Ok(match ready.await {
+                Ok(true) => Look::Done(()),
+                Ok(false) => Look::NotYet("not ready".into()),
+                Err(e) => Look::NotYet(format!("{e:#}")),
+            })
         }
-        if start.elapsed() > timeout {
-            bail!("{what} did not become ready within {:?}: {last_err}", timeout);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the peer to take).

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
@@ -17,7 +17,7 @@ use kube::{
 };
 use s3op_api::{BucketAccess, DeletionPolicy, Permission, S3Bucket, S3BucketSpec, S3User, S3UserSpec};
 
-use crate::stores::unique_name;
+use crate::{stores::unique_name, wait::Look};
 
 /// One rollout of `n` pairs in one namespace.
 #[derive(Clone, Debug)]
@@ -129,22 +129,20 @@ impl Rollout {
     /// waited. Fails after `timeout` with the progress so far.
     pub async fn wait_ready(&self, client: &Client, timeout: Duration, poll: Duration) -> Result<Duration> {
         let started = Instant::now();
-        loop {
+        let what = format!("{} buckets and {} users Ready", self.n, self.n);
+        crate::wait::poll(&what, timeout, poll, || async {
             let p = self.progress(client).await?;
-            if p.buckets_ready >= self.n && p.users_ready >= self.n {
-                return Ok(started.elapsed());
-            }
-            if started.elapsed() > timeout {
-                bail!(
-                    "{} of {} buckets and {} users Ready after {timeout:?}; reasons: {:?}",
-                    p.buckets_ready,
-                    self.n,
-                    p.users_ready,
-                    p.reasons
-                );
-            }
-            tokio::time::sleep(poll).await;
-        }
+            Ok(if p.buckets_ready >= self.n && p.users_ready >= self.n {
+                Look::Done(())
+            } else {
+                Look::NotYet(format!(
+                    "{} buckets and {} users Ready; reasons: {:?}",
+                    p.buckets_ready, p.users_ready, p.reasons
+                ))
+            })
+        })
+        .await?;
+        Ok(started.elapsed())
     }
 }
 

@@ -66,6 +66,15 @@ impl StoreKind {
         }
     }
 
+    /// The operator's backend for this store (`--backend`, `BACKEND_NAME`): moto stands in for
+    /// AWS.
+    pub const fn backend_name(self) -> &'static str {
+        match self {
+            StoreKind::Moto => "aws",
+            other => other.as_str(),
+        }
+    }
+
     /// Key of the store's binary in the peers manifest.
     pub const fn binary_name(self) -> &'static str {
         match self {
@@ -341,18 +350,8 @@ impl Store {
         attempts: u32,
         operation_timeout: Duration,
     ) -> aws_sdk_s3::Client {
-        use aws_sdk_s3::config::{
-            BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-            retry::RetryConfig,
-        };
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(&self.endpoint)
-            .region(Region::new(self.region()))
-            .credentials_provider(Credentials::new(access_key, secret_key, None, None, "s3op-tests"))
-            .force_path_style(true)
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        use aws_sdk_s3::config::retry::RetryConfig;
+        let config = s3_config(&self.endpoint, self.region(), access_key, secret_key)
             .timeout_config(sdk_timeouts(operation_timeout))
             .retry_config(RetryConfig::standard().with_max_attempts(attempts))
             .build();
@@ -817,9 +816,26 @@ fn base36(mut n: u128) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// What every S3 client of the suites is configured with: the endpoint, region and key pair,
+/// path-style addressing and checksums only when required (the SDK's default CRC32 trailers
+/// break several S3-compatible servers). Timeouts and retries are the SDK's unless added.
+pub fn s3_config(endpoint: &str, region: &str, access_key: &str, secret_key: &str) -> aws_sdk_s3::config::Builder {
+    use aws_sdk_s3::config::{
+        BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    };
+    aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new(region.to_string()))
+        .credentials_provider(Credentials::new(access_key, secret_key, None, None, "s3op-tests"))
+        .force_path_style(true)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+}
+
 /// `len` lowercase hex digits, random enough for test credentials (std's per-instance
 /// randomly keyed hasher, so no extra dependency).
-fn random_hex(len: usize) -> String {
+pub fn random_hex(len: usize) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut out = String::with_capacity(len + 16);
     while out.len() < len {

@@ -3,24 +3,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use s3op_backends::{
-    Backend, BucketSpec, Owner, SecretString, UserSpec,
-    aws::{Aws, AwsConfig},
-    garage::{Garage, GarageConfig},
-    memory::MemoryBackend,
-    minio::{Minio, MinioConfig},
-    versitygw::{VersityGw, VersityGwConfig},
-};
+use s3op_backends::{Backend, BucketSpec, Owner, UserSpec, memory::MemoryBackend};
 use s3op_tests::{
     conformance::{
         Probe, adoption_never_reaches_the_operator, claims_race, latencies, outage_is_retryable_and_fast, suite,
     },
+    fixture::{self, start, start_enforcing},
     stores::{Store, StoreKind, unique_name},
 };
-
-async fn start(kind: StoreKind) -> Store {
-    Store::start(kind).await.unwrap_or_else(|e| panic!("{e:#}"))
-}
 
 #[tokio::test]
 async fn memory_conforms() {
@@ -32,83 +22,48 @@ async fn memory_conforms() {
     assert!(err.is_retryable(), "{err}");
 }
 
-fn versitygw(store: &Store) -> VersityGw {
-    VersityGw::new(VersityGwConfig {
-        endpoint: store.endpoint().to_string(),
-        region: store.region().to_string(),
-        access_key: store.admin_access_key().to_string(),
-        secret_key: SecretString::new(store.admin_secret_key()),
-        marker_bucket: unique_name("s3op-markers"),
-    })
-    .unwrap()
+/// Conformance of a store that keeps markers in a bucket: the suite, latencies, 20 claim races,
+/// and adoption that never reaches the operator's own bucket or key.
+async fn conforms(b: &dyn Backend, store: &Store, marker_bucket: &str, prefix: &str) {
+    suite(b, &Probe::Store(store), prefix).await;
+    latencies(b, prefix).await;
+    claims_race(b, prefix, 20).await;
+    adoption_never_reaches_the_operator(b, marker_bucket, store.admin_access_key()).await;
 }
 
 #[tokio::test]
 async fn versitygw_conforms() {
     let store = start(StoreKind::Versitygw).await;
-    let b = versitygw(&store);
-    suite(&b, &Probe::Store(&store), "vgw").await;
-    latencies(&b, "vgw").await;
-    claims_race(&b, "vgw", 20).await;
-    adoption_never_reaches_the_operator(&b, b.marker_bucket(), store.admin_access_key()).await;
+    let b = fixture::versitygw(&store, &unique_name("s3op-markers"));
+    conforms(&b, &store, b.marker_bucket(), "vgw").await;
 }
 
 #[tokio::test]
 async fn versitygw_outage_is_retryable_and_fast() {
     let mut store = start(StoreKind::Versitygw).await;
-    let b = versitygw(&store);
+    let b = fixture::versitygw(&store, &unique_name("s3op-markers"));
     outage_is_retryable_and_fast(&mut store, &b).await;
-}
-
-fn minio(store: &Store) -> Minio {
-    Minio::new(MinioConfig {
-        endpoint: store.endpoint().to_string(),
-        region: store.region().to_string(),
-        access_key: store.admin_access_key().to_string(),
-        secret_key: SecretString::new(store.admin_secret_key()),
-        marker_bucket: unique_name("s3op-markers"),
-    })
-    .unwrap()
 }
 
 #[tokio::test]
 async fn minio_conforms() {
     let store = start(StoreKind::Minio).await;
-    let b = minio(&store);
-    suite(&b, &Probe::Store(&store), "minio").await;
-    latencies(&b, "minio").await;
-    claims_race(&b, "minio", 20).await;
-    adoption_never_reaches_the_operator(&b, b.marker_bucket(), store.admin_access_key()).await;
+    let b = fixture::minio(&store, &unique_name("s3op-markers"));
+    conforms(&b, &store, b.marker_bucket(), "minio").await;
 }
 
 #[tokio::test]
 async fn minio_outage_is_retryable_and_fast() {
     let mut store = start(StoreKind::Minio).await;
-    let b = minio(&store);
+    let b = fixture::minio(&store, &unique_name("s3op-markers"));
     outage_is_retryable_and_fast(&mut store, &b).await;
-}
-
-fn garage(store: &Store) -> Garage {
-    Garage::new(GarageConfig {
-        endpoint: store.endpoint().to_string(),
-        region: store.region().to_string(),
-        access_key: store.admin_access_key().to_string(),
-        secret_key: SecretString::new(store.admin_secret_key()),
-        admin_endpoint: store.garage_admin_endpoint().unwrap().to_string(),
-        admin_token: SecretString::new(store.garage_admin_token().unwrap()),
-        marker_bucket: unique_name("s3op-markers"),
-    })
-    .unwrap()
 }
 
 #[tokio::test]
 async fn garage_conforms() {
     let store = start(StoreKind::Garage).await;
-    let b = garage(&store);
-    suite(&b, &Probe::Store(&store), "garage").await;
-    latencies(&b, "garage").await;
-    claims_race(&b, "garage", 20).await;
-    adoption_never_reaches_the_operator(&b, b.marker_bucket(), store.admin_access_key()).await;
+    let b = fixture::garage(&store, &unique_name("s3op-markers"));
+    conforms(&b, &store, b.marker_bucket(), "garage").await;
 }
 
 /// A fresh store's first calls race to create the marker bucket. Garage grants our key on it
@@ -118,7 +73,7 @@ async fn garage_conforms() {
 #[tokio::test]
 async fn garage_first_calls_racing_for_the_marker_bucket_all_succeed() {
     let store = start(StoreKind::Garage).await;
-    let b = garage(&store);
+    let b = fixture::garage(&store, &unique_name("s3op-markers"));
     let results = futures::future::join_all((0..48).map(|i| {
         let b = &b;
         async move {
@@ -150,26 +105,16 @@ async fn garage_first_calls_racing_for_the_marker_bucket_all_succeed() {
 #[tokio::test]
 async fn garage_outage_is_retryable_and_fast() {
     let mut store = start(StoreKind::Garage).await;
-    let b = garage(&store);
+    let b = fixture::garage(&store, &unique_name("s3op-markers"));
     outage_is_retryable_and_fast(&mut store, &b).await;
-}
-
-async fn aws(store: &Store) -> Aws {
-    Aws::new(AwsConfig {
-        region: Some(store.region().to_string()),
-        endpoint: Some(store.endpoint().to_string()),
-        credentials: Some((store.admin_access_key().to_string(), SecretString::new(store.admin_secret_key()))),
-    })
-    .await
-    .unwrap()
 }
 
 #[tokio::test]
 async fn aws_conforms() {
     // Enforcing: every call after the harness's bootstrap is signed by a key moto knows and
     // checked against that user's IAM policies, so grants are really evaluated.
-    let store = Store::start_moto_enforcing().await.unwrap_or_else(|e| panic!("{e:#}"));
-    let b = aws(&store).await;
+    let store = start_enforcing(StoreKind::Moto).await;
+    let b = fixture::aws(&store).await;
     suite(&b, &Probe::Store(&store), "aws").await;
     latencies(&b, "aws").await;
     claims_race(&b, "aws", 20).await;
@@ -179,6 +124,6 @@ async fn aws_conforms() {
 async fn aws_outage_is_retryable_and_fast() {
     // Not enforcing: a restarted enforcing moto would have a new administrator key.
     let mut store = start(StoreKind::Moto).await;
-    let b = aws(&store).await;
+    let b = fixture::aws(&store).await;
     outage_is_retryable_and_fast(&mut store, &b).await;
 }

@@ -7,13 +7,14 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::{error::DisplayErrorContext, primitives::ByteStream};
-use s3op_tests::stores::{Store, StoreKind, unique_name};
+use s3op_tests::{
+    fixture,
+    stores::{Store, StoreKind, unique_name},
+};
 
-async fn start(kind: StoreKind) -> Store {
-    let store = match Store::start(kind).await {
-        Ok(store) => store,
-        Err(e) => panic!("{e:#}"),
-    };
+/// A fresh store, saying how long it took to become ready.
+async fn start_timed(kind: StoreKind) -> Store {
+    let store = fixture::start(kind).await;
     eprintln!("{kind} ready at {} in {:?}", store.endpoint(), store.startup_time());
     store
 }
@@ -64,19 +65,19 @@ async fn get_object(store: &Store, bucket: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn versitygw_serves_signed_s3() {
-    let store = start(StoreKind::Versitygw).await;
+    let store = start_timed(StoreKind::Versitygw).await;
     bucket_and_object_roundtrip(&store).await;
 }
 
 #[tokio::test]
 async fn minio_serves_signed_s3() {
-    let store = start(StoreKind::Minio).await;
+    let store = start_timed(StoreKind::Minio).await;
     bucket_and_object_roundtrip(&store).await;
 }
 
 #[tokio::test]
 async fn garage_serves_signed_s3_and_admin_api() {
-    let store = start(StoreKind::Garage).await;
+    let store = start_timed(StoreKind::Garage).await;
     assert_eq!(store.region(), "garage");
     let admin_key = store.admin_access_key().to_string();
     let (bucket, _) = bucket_and_object_roundtrip(&store).await;
@@ -124,13 +125,13 @@ async fn garage_serves_signed_s3_and_admin_api() {
 
 #[tokio::test]
 async fn moto_serves_s3() {
-    let store = start(StoreKind::Moto).await;
+    let store = start_timed(StoreKind::Moto).await;
     bucket_and_object_roundtrip(&store).await;
 }
 
 #[tokio::test]
 async fn moto_serves_iam_users_and_keys() {
-    let store = start(StoreKind::Moto).await;
+    let store = start_timed(StoreKind::Moto).await;
     let iam = store.iam_client();
     let user = unique_name("e2e-user");
     iam.create_user().user_name(&user).send().await.map_err(|e| DisplayErrorContext(e).to_string()).unwrap();
@@ -151,10 +152,7 @@ async fn moto_serves_iam_users_and_keys() {
 
 #[tokio::test]
 async fn moto_enforcing_checks_keys_and_policies() {
-    let store = match Store::start_moto_enforcing().await {
-        Ok(store) => store,
-        Err(e) => panic!("{e:#}"),
-    };
+    let store = fixture::start_enforcing(StoreKind::Moto).await;
     eprintln!("moto (enforcing) ready in {:?}", store.startup_time());
     let (bucket, body) = bucket_and_object_roundtrip(&store).await;
 
@@ -205,7 +203,7 @@ async fn moto_enforcing_checks_keys_and_policies() {
 #[tokio::test]
 async fn stopped_store_fails_fast_and_restart_keeps_data() {
     for kind in [StoreKind::Versitygw, StoreKind::Minio, StoreKind::Garage] {
-        let mut store = start(kind).await;
+        let mut store = start_timed(kind).await;
         let (bucket, body) = bucket_and_object_roundtrip(&store).await;
         let s3 = store.s3_client();
         // Warm the client's connection pool, so the stop also breaks a kept-alive connection.

@@ -5,8 +5,6 @@
 //! `deploy/operator.yaml` is current.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::time::{Duration, Instant};
-
 use k8s_openapi::{
     ByteString,
     api::{core::v1::Secret, events::v1::Event},
@@ -19,8 +17,10 @@ use s3op_api::{S3Bucket, S3User};
 use s3op_tests::{
     chart::{self, Rendered},
     control_plane::{ControlPlane, client_from_kubeconfig},
+    fixture::{cp, start},
     operator::{Operator, store_args},
-    stores::{Store, StoreKind, unique_name},
+    stores::{StoreKind, unique_name},
+    wait::{TIMEOUT, wait_until},
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -28,11 +28,6 @@ use tempfile::TempDir;
 const ENDPOINT: &str = "http://versitygw.storage:7070";
 const ACCESS_KEY: &str = "CHARTTESTACCESSKEY42";
 const SECRET_KEY: &str = "chart-test-secret-key-do-not-leak-0123456789";
-const TIMEOUT: Duration = Duration::from_secs(90);
-
-fn cp() -> &'static ControlPlane {
-    ControlPlane::shared().expect("control plane starts")
-}
 
 /// `--set-string` for each `key=value` (strings stay strings: no YAML type guessing).
 fn set(pairs: &[&str]) -> Vec<String> {
@@ -212,8 +207,8 @@ fn server_dry_run(manifests: &str) {
     );
 }
 
-fn kubectl_ok(args: &[&str]) -> String {
-    let out = cp().kubectl(args).unwrap();
+fn kubectl_ok(cp: &ControlPlane, args: &[&str]) -> String {
+    let out = cp.kubectl(args).unwrap();
     assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -728,8 +723,11 @@ async fn the_api_server_accepts_the_rendered_manifests() {
     let dir = tempfile::tempdir().unwrap();
     let crd = dir.path().join("servicemonitor-crd.yaml");
     std::fs::write(&crd, SERVICE_MONITOR_CRD).unwrap();
-    kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", &crd.display().to_string()]);
-    kubectl_ok(&["wait", "--for=condition=Established", "--timeout=60s", "crd/servicemonitors.monitoring.coreos.com"]);
+    kubectl_ok(cp, &["apply", "--server-side", "--force-conflicts", "-f", &crd.display().to_string()]);
+    kubectl_ok(
+        cp,
+        &["wait", "--for=condition=Established", "--timeout=60s", "crd/servicemonitors.monitoring.coreos.com"],
+    );
 
     let cases: Vec<(&str, Vec<String>)> =
         vec![("inline", inline_s3()), ("root", inline_root()), ("existing", existing())];
@@ -752,7 +750,7 @@ async fn the_api_server_accepts_the_rendered_manifests() {
     if cp.kubectl(&["get", "namespace", chart::NAMESPACE]).unwrap().status.success() {
         // already there from an earlier run of this binary's control plane
     } else {
-        kubectl_ok(&["create", "namespace", chart::NAMESPACE]);
+        kubectl_ok(cp, &["create", "namespace", chart::NAMESPACE]);
     }
     server_dry_run(&std::fs::read_to_string(chart::operator_manifest_path()).unwrap());
 }
@@ -762,7 +760,9 @@ async fn the_api_server_accepts_the_rendered_manifests() {
 /// cleanup; and what it has no business doing is refused with 403.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_works_with_only_the_charts_rights() {
-    let cp = cp();
+    // Cluster-wide, as the chart installs it: on a control plane of its own, or it would
+    // reconcile every other suite's objects.
+    let cp = &ControlPlane::start().await.unwrap();
     let ns = cp.namespace("chart-rbac").await.unwrap();
     let fullname = format!("op-{ns}");
     let mut values = existing();
@@ -773,7 +773,7 @@ async fn the_operator_works_with_only_the_charts_rights() {
     // Everything but the Deployment: no kubelet here; the operator runs in this process instead.
     let without_deployment: Vec<&str> = text.split("\n---").filter(|d| !d.contains("\nkind: Deployment")).collect();
     std::fs::write(&path, without_deployment.join("\n---")).unwrap();
-    kubectl_ok(&["apply", "-f", &path.display().to_string()]);
+    kubectl_ok(cp, &["apply", "-f", &path.display().to_string()]);
     assert_eq!(one(&docs, "ServiceAccount")["metadata"]["name"], fullname.as_str());
 
     // What the chart grants, and what it does not.
@@ -807,14 +807,14 @@ async fn the_operator_works_with_only_the_charts_rights() {
     }
 
     // A client with the ServiceAccount's token and nothing else.
-    let token = kubectl_ok(&["-n", &ns, "create", "token", &fullname, "--duration=1h"]);
+    let token = kubectl_ok(cp, &["-n", &ns, "create", "token", &fullname, "--duration=1h"]);
     let mut kubeconfig: Value = yaml_serde::from_str(&std::fs::read_to_string(cp.kubeconfig()).unwrap()).unwrap();
     kubeconfig["users"][0]["user"] = json!({"token": token.trim()});
     let sa_kubeconfig = dir.path().join("sa.kubeconfig");
     std::fs::write(&sa_kubeconfig, serde_json::to_string(&kubeconfig).unwrap()).unwrap();
     let sa_client = client_from_kubeconfig(&sa_kubeconfig).await.unwrap();
 
-    let store = Store::start(StoreKind::Minio).await.unwrap_or_else(|e| panic!("{e:#}"));
+    let store = start(StoreKind::Minio).await;
     // Cluster-wide, as the chart installs it: list and watch across namespaces need the ClusterRole.
     let mut args = store_args(&store);
     args.extend(["--resync-interval", "3s", "--marker-bucket", &unique_name("chart-markers")].map(str::to_string));
@@ -894,7 +894,8 @@ async fn the_operator_works_with_only_the_charts_rights() {
             .iter()
             .any(|c| c["type"] == "Ready" && c["status"] == "True")
     };
-    wait_until("S3Bucket and S3User Ready, credentials Secret written, compat Secret provisioned", || async {
+    let what = "S3Bucket and S3User Ready, credentials Secret written, compat Secret provisioned";
+    wait_until(what, TIMEOUT, || async {
         let b = buckets.get("data").await.unwrap();
         let u = users.get("app").await.unwrap();
         let creds = secrets.get_opt("app-creds").await.unwrap();
@@ -908,7 +909,8 @@ async fn the_operator_works_with_only_the_charts_rights() {
             && creds.is_some_and(|s| s.data.unwrap_or_default().contains_key("AWS_ACCESS_KEY_ID"))
             && provisioned
     })
-    .await;
+    .await
+    .unwrap();
 
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(admin.clone(), &ns);
     let lease = leases.get(&fullname).await.unwrap();
@@ -917,17 +919,18 @@ async fn the_operator_works_with_only_the_charts_rights() {
     // Cleanup runs through the finalizers (patch rights), and the bucket goes from the store.
     users.delete("app", &DeleteParams::default()).await.unwrap();
     buckets.delete("data", &DeleteParams::default()).await.unwrap();
-    wait_until("S3User and S3Bucket gone", || async {
+    wait_until("S3User and S3Bucket gone", TIMEOUT, || async {
         users.get_opt("app").await.unwrap().is_none() && buckets.get_opt("data").await.unwrap().is_none()
     })
-    .await;
+    .await
+    .unwrap();
     let gone = store.s3_client().head_bucket().bucket(&bucket_name).send().await;
     assert!(gone.is_err(), "bucket {bucket_name} still on the store after deletionPolicy Delete");
     operator.stop().await.unwrap();
 
     let cluster_scoped = format!("clusterrole/{fullname}");
     let binding = format!("clusterrolebinding/{fullname}");
-    kubectl_ok(&["delete", &cluster_scoped, &binding]);
+    kubectl_ok(cp, &["delete", &cluster_scoped, &binding]);
 }
 
 /// `helm install --dry-run=server` against the control plane: the release renders as a real
@@ -963,17 +966,5 @@ async fn install_notes_say_what_to_do_next() {
         assert!(!notes.contains(SECRET_KEY) && !out.stdout.contains(SECRET_KEY), "helm printed a credential");
     }
     // The events command the NOTES give is one the API server takes.
-    kubectl_ok(&["get", "events", "-n", "default", "--field-selector", "reportingComponent=s3-resource-operator"]);
-}
-
-async fn wait_until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + TIMEOUT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {TIMEOUT:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    kubectl_ok(cp, &["get", "events", "-n", "default", "--field-selector", "reportingComponent=s3-resource-operator"]);
 }

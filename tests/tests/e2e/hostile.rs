@@ -20,14 +20,11 @@ use kube::{
     api::{ApiResource, DeleteParams, DynamicObject, ObjectMeta, PostParams},
 };
 use s3op_api::{DEFAULT_COMPAT_ANNOTATION, S3Bucket, S3User, secret_keys};
-use s3op_backends::{
-    CompatAccount, SecretString,
-    compat::{AccountState, CompatStore},
-};
+use s3op_backends::compat::{AccountState, CompatStore};
 use s3op_tests::{
     binary::{OperatorProcess, metric_sum, metric_sum_where, operator_binary, store_env},
-    compat::{random_access_key, random_hex, random_secret},
-    control_plane::ControlPlane,
+    compat::{account_with_ids, random_access_key, random_hex, random_secret},
+    fixture::{client, cp, start},
     inspect::{Snapshot, object_keys, snapshot},
     operator::{Operator, store_args},
     stores::{Store, StoreKind, unique_name},
@@ -40,18 +37,6 @@ const BACKEND_CALLS: &str = "s3op_backend_request_duration_seconds_count";
 
 /// The longest note the API server stores on an events.k8s.io/v1 Event.
 const EVENT_NOTE_LIMIT: usize = 1024;
-
-fn cp() -> &'static ControlPlane {
-    ControlPlane::shared().expect("control plane starts")
-}
-
-async fn client() -> Client {
-    cp().client().await.unwrap()
-}
-
-async fn start(kind: StoreKind) -> Store {
-    Store::start(kind).await.unwrap_or_else(|e| panic!("{e:#}"))
-}
 
 /// Backend calls made so far, leaving out the readiness probe's health calls (the harness
 /// polls /readyz; a probe is not a reaction to input).
@@ -727,16 +712,6 @@ fn injections() -> Vec<Injection> {
     ]
 }
 
-fn compat_account(access: &str, secret: &str, ids: u32) -> CompatAccount {
-    CompatAccount {
-        access_key: access.into(),
-        secret_key: SecretString::new(secret),
-        role: "user".into(),
-        user_id: ids,
-        group_id: ids,
-    }
-}
-
 /// `snapshot` without the operator's marker bucket (made by its first claim).
 async fn store_state(store: &Store, markers: &str) -> Snapshot {
     let mut s = snapshot(store).await.unwrap();
@@ -791,7 +766,7 @@ async fn injection_cases(client: &Client, ns: &str, store: &Store, op: &Operator
             assert_eq!(diff, Default::default(), "{}: a refused Secret changed the store", inj.case);
             assert!(markers_after.is_empty(), "{}: a refused Secret left claims: {markers_after:?}", inj.case);
             assert_eq!(
-                view.account(&compat_account(&inj.access_key, &inj.secret_key, ids)).await.unwrap(),
+                view.account(&account_with_ids(&inj.access_key, &inj.secret_key, ids)).await.unwrap(),
                 AccountState::Missing
             );
             rows.push(Row {
@@ -835,7 +810,7 @@ async fn injection_cases(client: &Client, ns: &str, store: &Store, op: &Operator
             }
         }
         assert_eq!(
-            view.account(&compat_account(&inj.access_key, &inj.secret_key, ids)).await.unwrap(),
+            view.account(&account_with_ids(&inj.access_key, &inj.secret_key, ids)).await.unwrap(),
             AccountState::Matches,
             "{}: the account does not hold exactly the Secret's keys",
             inj.case
@@ -856,7 +831,7 @@ async fn injection_cases(client: &Client, ns: &str, store: &Store, op: &Operator
         let before_update = store_state(store, &markers).await;
         api.replace(&name, &PostParams::default(), &s).await.unwrap();
         wait_until("the changed secret is stored", TIMEOUT, || async {
-            view.account(&compat_account(&inj.access_key, &changed, ids)).await.unwrap() == AccountState::Matches
+            view.account(&account_with_ids(&inj.access_key, &changed, ids)).await.unwrap() == AccountState::Matches
         })
         .await
         .unwrap_or_else(|e| panic!("{}: {e}", inj.case));

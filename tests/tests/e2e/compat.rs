@@ -2,44 +2,23 @@
 //! them, handled by the operator against the real control plane and each real store.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, time::Duration};
 
-use aws_sdk_s3::{
-    config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation},
-    primitives::ByteStream,
-};
-use k8s_openapi::api::{core::v1::Secret, events::v1::Event};
+use aws_sdk_s3::primitives::ByteStream;
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api, Client,
-    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+    Api,
+    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
 };
 use s3op_api::DEFAULT_COMPAT_ANNOTATION;
-use s3op_backends::{
-    CompatAccount, SecretString,
-    compat::{AccountState, CompatStore},
-};
+use s3op_backends::compat::{AccountState, CompatStore};
 use s3op_tests::{
-    control_plane::ControlPlane,
+    compat::{account_with_ids, random_access_key, random_hex, random_secret},
+    fixture::{client, cp, start},
     operator::{Operator, store_args},
-    stores::{Store, StoreKind, unique_name},
+    stores::{Store, StoreKind, s3_config, unique_name},
+    wait::{self, EventSeen, TIMEOUT, wait_until},
 };
-
-const TIMEOUT: Duration = Duration::from_secs(90);
-
-fn cp() -> &'static ControlPlane {
-    ControlPlane::shared().expect("control plane starts")
-}
-
-async fn client() -> Client {
-    cp().client().await.unwrap()
-}
-
-async fn start(kind: StoreKind) -> Store {
-    Store::start(kind).await.unwrap_or_else(|e| panic!("{e:#}"))
-}
 
 /// An operator in compatibility mode for `store`, watching `namespace`, with its markers in
 /// `markers` (shared by operators that must see each other's claims).
@@ -59,19 +38,6 @@ async fn operator(store: &Store, namespace: &str, markers: &str) -> Operator {
         .map(str::to_string),
     );
     Operator::start_with(client().await, args).await.unwrap()
-}
-
-/// Random hex of `n` digits: key material every store accepts (Garage wants `GK` + 24 hex).
-fn hex(n: usize) -> String {
-    (0..n).map(|_| char::from_digit(fastrand::u32(0..16), 16).unwrap()).collect()
-}
-
-fn access_key() -> String {
-    format!("GK{}", hex(24))
-}
-
-fn secret_key() -> String {
-    hex(64)
 }
 
 fn annotated(name: &str, fields: &[(&str, &str)]) -> Secret {
@@ -99,76 +65,31 @@ async fn apply(ns: &str, secret: &Secret) {
     api.patch(&name, &PatchParams::apply("compat-test").force(), &Patch::Apply(&body)).await.unwrap();
 }
 
-/// Events about the Secret `name`: (type, reason, note).
-async fn events(ns: &str, name: &str) -> Vec<(String, String, String)> {
-    let api: Api<Event> = Api::namespaced(client().await, ns);
-    let list = api.list(&ListParams::default()).await.unwrap();
-    list.items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
-        .collect()
+/// Events about the Secret `name`.
+async fn events(ns: &str, name: &str) -> Vec<EventSeen> {
+    wait::events(&client().await, ns, name).await.unwrap()
 }
 
 /// Waits for an event with `reason` on the Secret; returns its note.
-async fn wait_event(ns: &str, name: &str, reason: &str) -> String {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let all = events(ns, name).await;
-        if let Some((_, _, note)) = all.iter().find(|(_, r, _)| r == reason) {
-            return note.clone();
-        }
-        assert!(Instant::now() < deadline, "no {reason} event on {ns}/{name} within {TIMEOUT:?}: {all:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn wait_until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + TIMEOUT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {TIMEOUT:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+async fn wait_note(ns: &str, name: &str, reason: &str) -> String {
+    wait::wait_event(&client().await, ns, name, reason).await.unwrap().note
 }
 
 /// An S3 client signing with the Secret's own credentials.
 fn app(store: &Store, access: &str, secret: &str) -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(store.endpoint())
-        .region(Region::new(store.region().to_string()))
-        .credentials_provider(Credentials::new(access, secret, None, None, "app"))
-        .force_path_style(true)
-        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
+    aws_sdk_s3::Client::from_conf(s3_config(store.endpoint(), store.region(), access, secret).build())
 }
 
 /// True when the credentials can write and read back an object in `bucket`.
 async fn works(store: &Store, access: &str, secret: &str, bucket: &str) -> bool {
     let s3 = app(store, access, secret);
-    let key = format!("probe-{}", hex(6));
+    let key = format!("probe-{}", random_hex(6));
     if s3.put_object().bucket(bucket).key(&key).body(ByteStream::from_static(b"hello")).send().await.is_err() {
         return false;
     }
     match s3.get_object().bucket(bucket).key(&key).send().await {
         Ok(out) => out.body.collect().await.is_ok_and(|b| b.into_bytes().as_ref() == b"hello"),
         Err(_) => false,
-    }
-}
-
-fn wanted(access: &str, secret: &str, ids: u32) -> CompatAccount {
-    CompatAccount {
-        access_key: access.into(),
-        secret_key: SecretString::new(secret),
-        role: "user".into(),
-        user_id: ids,
-        group_id: ids,
     }
 }
 
@@ -184,7 +105,7 @@ async fn create_and_update(kind: StoreKind) {
     let backend = op.backend().await.unwrap();
     let store_view: &dyn CompatStore = backend.compat().unwrap();
     let bucket = unique_name("compat");
-    let (ak1, sk1) = (access_key(), secret_key());
+    let (ak1, sk1) = (random_access_key(), random_secret());
     // POSIX ids exist on VersityGW only; elsewhere they are accepted and ignored.
     let ids = if kind == StoreKind::Versitygw { 1000 } else { 0 };
     let ids_text = ids.to_string();
@@ -201,13 +122,13 @@ async fn create_and_update(kind: StoreKind) {
         fields.extend([("user-id", ids_text.as_str()), ("group-id", ids_text.as_str())]);
     }
     apply(&ns, &annotated("app", &fields)).await;
-    let note = wait_event(&ns, "app", "Provisioned").await;
+    let note = wait_note(&ns, "app", "Provisioned").await;
     assert!(note.contains(&ak1) && note.contains(&bucket), "{note}");
     assert!(!note.contains(&sk1), "an event shows the secret: {note}");
 
     // Read back through the store's admin API: the account with its keys, role and ids, the
     // bucket, and the account as the bucket's owner.
-    assert_eq!(store_view.account(&wanted(&ak1, &sk1, ids)).await.unwrap(), AccountState::Matches);
+    assert_eq!(store_view.account(&account_with_ids(&ak1, &sk1, ids)).await.unwrap(), AccountState::Matches);
     assert!(store_view.bucket_exists(&bucket).await.unwrap());
     assert_eq!(store_view.bucket_owner(&bucket).await.unwrap().as_deref(), Some(ak1.as_str()));
     assert!(works(&store, &ak1, &sk1, &bucket).await, "the Secret's own credentials put and get an object");
@@ -223,48 +144,52 @@ async fn create_and_update(kind: StoreKind) {
     // A resync of a converged Secret writes nothing.
     let writes = metric(&op, "s3op_backend_writes_total").await;
     let processed = metric(&op, "s3_operator_secrets_processed_total").await;
-    wait_until("two more resyncs", || async {
+    wait_until("two more resyncs", TIMEOUT, || async {
         metric(&op, "s3_operator_secrets_processed_total").await >= processed + 2.0
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(metric(&op, "s3op_backend_writes_total").await, writes, "a resync without changes wrote to the store");
 
     // A changed secret key updates the user: the old secret stops working, the new one works.
-    let sk2 = secret_key();
+    let sk2 = random_secret();
     let mut changed = fields.clone();
     changed[2] = ("secret-key", sk2.as_str());
     apply(&ns, &annotated("app", &changed)).await;
     if kind == StoreKind::Garage {
         // Garage keys are immutable and a deleted key id can never come back.
-        let note = wait_event(&ns, "app", "Unsupported").await;
+        let note = wait_note(&ns, "app", "Unsupported").await;
         assert!(note.contains("S3User") || note.contains("access key"), "{note}");
         assert!(works(&store, &ak1, &sk1, &bucket).await, "a refused change leaves the account as it was");
         changed[2] = ("secret-key", sk1.as_str());
     } else {
-        wait_until("the new secret works", || works(&store, &ak1, &sk2, &bucket)).await;
+        wait_until("the new secret works", TIMEOUT, || works(&store, &ak1, &sk2, &bucket)).await.unwrap();
         assert!(!works(&store, &ak1, &sk1, &bucket).await, "the old secret still works");
         // The counter moves once the whole flow for the change has finished.
-        wait_until("users_updated counted", || async { metric(&op, "s3_operator_users_updated_total").await >= 1.0 })
-            .await;
+        wait_until("users_updated counted", TIMEOUT, || async {
+            metric(&op, "s3_operator_users_updated_total").await >= 1.0
+        })
+        .await
+        .unwrap();
     }
     let current_secret = changed[2].1.to_string();
 
     // A changed access key creates a new user and moves the bucket to it; the old user stays.
-    let ak2 = access_key();
+    let ak2 = random_access_key();
     changed[1] = ("access-key", ak2.as_str());
     apply(&ns, &annotated("app", &changed)).await;
-    wait_until("the new access key works", || works(&store, &ak2, &current_secret, &bucket)).await;
-    let note = wait_event(&ns, "app", "AccessKeyChanged").await;
+    wait_until("the new access key works", TIMEOUT, || works(&store, &ak2, &current_secret, &bucket)).await.unwrap();
+    let note = wait_note(&ns, "app", "AccessKeyChanged").await;
     assert!(note.contains(&ak1) && note.contains(&ak2), "{note}");
     assert_eq!(store_view.bucket_owner(&bucket).await.unwrap().as_deref(), Some(ak2.as_str()));
-    assert_ne!(store_view.account(&wanted(&ak1, &current_secret, ids)).await.unwrap(), AccountState::Missing);
+    assert_ne!(store_view.account(&account_with_ids(&ak1, &current_secret, ids)).await.unwrap(), AccountState::Missing);
 
     // Deleting the Secret deletes nothing.
     let secrets: Api<Secret> = Api::namespaced(client().await, &ns);
     secrets.delete("app", &DeleteParams::default()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(store_view.bucket_exists(&bucket).await.unwrap(), "the bucket went with the Secret");
-    assert_ne!(store_view.account(&wanted(&ak2, &current_secret, ids)).await.unwrap(), AccountState::Missing);
+    assert_ne!(store_view.account(&account_with_ids(&ak2, &current_secret, ids)).await.unwrap(), AccountState::Missing);
     assert!(works(&store, &ak2, &current_secret, &bucket).await);
     assert_eq!(metric(&op, "s3_operator_users_deleted_total").await, 0.0);
     op.stop().await.unwrap();
@@ -300,33 +225,33 @@ async fn versitygw_refusals_name_the_problem_and_change_nothing() {
 
     // Team a's honest Secret.
     let bucket = unique_name("owned");
-    let (ak, sk) = (access_key(), secret_key());
+    let (ak, sk) = (random_access_key(), random_secret());
     apply(&ns_a, &annotated("app", &[("bucket-name", &bucket), ("access-key", &ak), ("secret-key", &sk)])).await;
-    wait_event(&ns_a, "app", "Provisioned").await;
+    wait_note(&ns_a, "app", "Provisioned").await;
     assert!(works(&store, &ak, &sk, &bucket).await);
 
     // Team b names team a's bucket, then team a's access key with a new secret.
-    let (ak_b, sk_b) = (access_key(), secret_key());
+    let (ak_b, sk_b) = (random_access_key(), random_secret());
     apply(&ns_b, &annotated("grab-bucket", &[("bucket-name", &bucket), ("access-key", &ak_b), ("secret-key", &sk_b)]))
         .await;
-    let note = wait_event(&ns_b, "grab-bucket", "ClaimRefused").await;
+    let note = wait_note(&ns_b, "grab-bucket", "ClaimRefused").await;
     assert!(note.contains(&bucket) && note.contains(&ns_a), "{note}");
-    let evil = secret_key();
+    let evil = random_secret();
     let other_bucket = unique_name("other");
     apply(
         &ns_b,
         &annotated("grab-user", &[("bucket-name", &other_bucket), ("access-key", &ak), ("secret-key", &evil)]),
     )
     .await;
-    let note = wait_event(&ns_b, "grab-user", "ClaimRefused").await;
+    let note = wait_note(&ns_b, "grab-user", "ClaimRefused").await;
     assert!(note.contains(&ak), "{note}");
     assert_eq!(view.bucket_owner(&bucket).await.unwrap().as_deref(), Some(ak.as_str()), "the bucket was re-pointed");
-    assert_eq!(view.account(&wanted(&ak_b, &sk_b, 0)).await.unwrap(), AccountState::Missing);
+    assert_eq!(view.account(&account_with_ids(&ak_b, &sk_b, 0)).await.unwrap(), AccountState::Missing);
     assert!(works(&store, &ak, &sk, &bucket).await, "team a's user was reset");
     assert!(!view.bucket_exists(&other_bucket).await.unwrap(), "a refused Secret created a bucket");
 
     // role: admin is refused unless allowed.
-    let (ak_admin, sk_admin) = (access_key(), secret_key());
+    let (ak_admin, sk_admin) = (random_access_key(), random_secret());
     let admin_bucket = unique_name("admin");
     apply(
         &ns_a,
@@ -336,9 +261,9 @@ async fn versitygw_refusals_name_the_problem_and_change_nothing() {
         ),
     )
     .await;
-    let note = wait_event(&ns_a, "wants-admin", "RoleRefused").await;
+    let note = wait_note(&ns_a, "wants-admin", "RoleRefused").await;
     assert!(note.contains("admin") && note.contains("COMPAT_ALLOWED_ROLES"), "{note}");
-    assert_eq!(view.account(&wanted(&ak_admin, &sk_admin, 0)).await.unwrap(), AccountState::Missing);
+    assert_eq!(view.account(&account_with_ids(&ak_admin, &sk_admin, 0)).await.unwrap(), AccountState::Missing);
 
     // A Secret for another endpoint is skipped with a Normal event.
     let skipped_bucket = unique_name("elsewhere");
@@ -348,27 +273,27 @@ async fn versitygw_refusals_name_the_problem_and_change_nothing() {
             "elsewhere",
             &[
                 ("bucket-name", &skipped_bucket),
-                ("access-key", &access_key()),
-                ("secret-key", &secret_key()),
+                ("access-key", &random_access_key()),
+                ("secret-key", &random_secret()),
                 ("endpoint-url", "http://some-other-store:7070"),
             ],
         ),
     )
     .await;
-    let note = wait_event(&ns_a, "elsewhere", "EndpointMismatch").await;
+    let note = wait_note(&ns_a, "elsewhere", "EndpointMismatch").await;
     assert!(note.contains("some-other-store"), "{note}");
     let all = events(&ns_a, "elsewhere").await;
-    assert!(all.iter().all(|(t, _, _)| t == "Normal"), "{all:?}");
+    assert!(all.iter().all(|e| e.type_ == "Normal"), "{all:?}");
     assert!(!view.bucket_exists(&skipped_bucket).await.unwrap());
 
     // A missing field gives a Warning naming it, never a value.
-    let hidden = secret_key();
+    let hidden = random_secret();
     apply(&ns_a, &annotated("incomplete", &[("bucket-name", &unique_name("inc")), ("SECRET_KEY", &hidden)])).await;
-    let note = wait_event(&ns_a, "incomplete", "InvalidSecret").await;
+    let note = wait_note(&ns_a, "incomplete", "InvalidSecret").await;
     assert!(note.contains("access-key"), "{note}");
     assert!(!note.contains(&hidden), "{note}");
     let warnings = events(&ns_a, "incomplete").await;
-    assert!(warnings.iter().any(|(t, r, _)| t == "Warning" && r == "InvalidSecret"), "{warnings:?}");
+    assert!(warnings.iter().any(|e| e.type_ == "Warning" && e.reason == "InvalidSecret"), "{warnings:?}");
 
     assert!(metric(&op_b, "s3_operator_errors_total").await >= 2.0);
     assert!(metric(&op_a, "s3_operator_errors_total").await >= 2.0);
@@ -394,10 +319,12 @@ async fn aws_refuses_with_a_reason() {
     let ns = cp().namespace("compat-aws").await.unwrap();
     let op = operator(&store, &ns, &unique_name("s3op-markers")).await;
     let bucket = unique_name("aws");
-    let original =
-        annotated("app", &[("bucket-name", &bucket), ("access-key", &access_key()), ("secret-key", &secret_key())]);
+    let original = annotated(
+        "app",
+        &[("bucket-name", &bucket), ("access-key", &random_access_key()), ("secret-key", &random_secret())],
+    );
     apply(&ns, &original).await;
-    let note = wait_event(&ns, "app", "Unsupported").await;
+    let note = wait_note(&ns, "app", "Unsupported").await;
     assert!(note.contains("S3User"), "{note}");
     let writes = metric(&op, "s3op_backend_writes_total").await;
     assert_eq!(writes, 0.0, "nothing may be written on the store");

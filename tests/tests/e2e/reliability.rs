@@ -14,10 +14,12 @@ use s3op_api::{S3Bucket, S3User};
 use s3op_tests::{
     binary::{OperatorProcess, operator_binary, store_env},
     control_plane::ControlPlane,
+    fixture::{self, client, cp, start},
     inventory::{Audit, audit_namespace, describe_not_ready, events_with_reason},
     operator::Operator,
     rollout::{Progress, Rollout},
-    stores::{Store, StoreKind},
+    stores::StoreKind,
+    wait::{Look, poll},
 };
 
 /// Requests in flight while a rollout is applied.
@@ -31,14 +33,6 @@ const CONVERGE: Duration = Duration::from_secs(300);
 /// build on two cores: 30 pairs keep the rollout going through the faults, and the test short.
 const MINIO_PAIRS: usize = 30;
 
-fn cp() -> &'static ControlPlane {
-    ControlPlane::shared().expect("control plane starts")
-}
-
-async fn start(kind: StoreKind) -> Store {
-    Store::start(kind).await.unwrap_or_else(|e| panic!("{e:#}"))
-}
-
 fn ready(p: &Progress) -> usize {
     p.buckets_ready + p.users_ready
 }
@@ -51,15 +45,12 @@ fn apply_in_background(rollout: &Rollout, client: &Client) -> tokio::task::JoinH
 
 /// Waits until at least one object of the rollout is Ready: the rollout is under way.
 async fn wait_first_ready(rollout: &Rollout, client: &Client) -> Progress {
-    let deadline = Instant::now() + CONVERGE;
-    loop {
-        let p = rollout.progress(client).await.unwrap();
-        if ready(&p) > 0 {
-            return p;
-        }
-        assert!(Instant::now() < deadline, "nothing Ready within {CONVERGE:?}: {:?}", p.reasons);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll("an object of the rollout Ready", CONVERGE, Duration::from_millis(100), || async {
+        let p = rollout.progress(client).await?;
+        Ok(if ready(&p) > 0 { Look::Done(p) } else { Look::NotYet(format!("{:?}", p.reasons)) })
+    })
+    .await
+    .unwrap()
 }
 
 /// Nothing was deleted behind the operator's back in these tests, so an event saying a user
@@ -101,7 +92,7 @@ async fn store_outage_mid_rollout_reports_backend_unavailable_then_converges() {
     let started = Instant::now();
     let mut store = start(StoreKind::Versitygw).await;
     let ns = cp().namespace("outage").await.unwrap();
-    let client = cp().client().await.unwrap();
+    let client = client().await;
     let op = Operator::start(client.clone(), &store, &ns, "20s", &[]).await.unwrap();
     let marker_bucket = op.marker_bucket().unwrap().to_string();
     let rollout = Rollout::new(&ns, N);
@@ -233,7 +224,7 @@ async fn sigkill_at_random_moments_leaves_exact_state() {
     let started = Instant::now();
     let store = start(StoreKind::Minio).await;
     let ns = cp().namespace("sigkill").await.unwrap();
-    let client = cp().client().await.unwrap();
+    let client = client().await;
     let mut env = store_env(&store);
     env.push(("WATCH_NAMESPACE".into(), ns.clone()));
     env.push(("COMPAT_MODE".into(), "false".into()));
@@ -285,32 +276,16 @@ async fn sigkill_at_random_moments_leaves_exact_state() {
 async fn interrupted_creation_is_taken_up_again(kind: StoreKind) {
     use aws_sdk_s3::primitives::ByteStream;
     use s3op_backends::{
-        Backend, BackendError, BucketDeletion, BucketSpec, Change, Owner, SecretString,
+        Backend, BackendError, BucketDeletion, BucketSpec, Change, Owner,
         ledger::{Conditional, Ledger, Subject},
-        minio::{Minio, MinioConfig},
-        versitygw::{VersityGw, VersityGwConfig},
     };
     use s3op_tests::stores::unique_name;
 
     let store = start(kind).await;
     let marker_bucket = unique_name("s3op-markers");
-    let (endpoint, region) = (store.endpoint().to_string(), store.region().to_string());
-    let (access_key, secret_key) = (store.admin_access_key().to_string(), SecretString::new(store.admin_secret_key()));
     let backend: Box<dyn Backend> = match kind {
-        StoreKind::Versitygw => Box::new(
-            VersityGw::new(VersityGwConfig {
-                endpoint,
-                region,
-                access_key,
-                secret_key,
-                marker_bucket: marker_bucket.clone(),
-            })
-            .unwrap(),
-        ),
-        StoreKind::Minio => Box::new(
-            Minio::new(MinioConfig { endpoint, region, access_key, secret_key, marker_bucket: marker_bucket.clone() })
-                .unwrap(),
-        ),
+        StoreKind::Versitygw => Box::new(fixture::versitygw(&store, &marker_bucket)),
+        StoreKind::Minio => Box::new(fixture::minio(&store, &marker_bucket)),
         other => panic!("{other} keeps no bucket markers in S3"),
     };
     let s3 = store.s3_client();

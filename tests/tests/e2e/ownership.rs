@@ -48,7 +48,7 @@ use s3op_api::{
 };
 use s3op_tests::{
     compat::{random_access_key, random_secret},
-    control_plane::ControlPlane,
+    fixture::{client, cp, start_enforcing},
     inspect::{Snapshot, snapshot},
     operator::{Operator, store_args},
     stores::{Store, StoreKind, unique_name},
@@ -73,10 +73,6 @@ const CRD_STORES: [StoreKind; 4] = [StoreKind::Versitygw, StoreKind::Minio, Stor
 
 /// The data a victim keeps in its bucket.
 const PRECIOUS: &[u8] = b"the victim's data, which nobody else may read";
-
-fn cp() -> &'static ControlPlane {
-    ControlPlane::shared().expect("control plane starts")
-}
 
 // ---------------------------------------------------------------------------------------------
 // Running a case on several stores.
@@ -130,13 +126,9 @@ struct Tenant {
 
 impl Env {
     async fn new(kind: StoreKind) -> Env {
-        let store = match kind {
-            // Enforcing: grants are really evaluated, as on AWS.
-            StoreKind::Moto => Store::start_moto_enforcing().await,
-            other => Store::start(other).await,
-        }
-        .unwrap_or_else(|e| panic!("{e:#}"));
-        Env { kind, store, client: cp().client().await.unwrap(), markers: unique_name("own-markers") }
+        // Enforcing: grants are really evaluated, as on AWS.
+        let store = start_enforcing(kind).await;
+        Env { kind, store, client: client().await, markers: unique_name("own-markers") }
     }
 
     /// A fresh namespace named after `label` and an operator watching it.

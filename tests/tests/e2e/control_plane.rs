@@ -2,8 +2,6 @@
 //! garbage collector behave as the later suites rely on.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::time::{Duration, Instant};
-
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{
     Api,
@@ -12,11 +10,7 @@ use kube::{
 use s3op_api::{
     BucketAccess, DeletionPolicy, Permission, S3Bucket, S3BucketSpec, S3User, S3UserSpec, naming::BUCKET_NAME_RULES,
 };
-use s3op_tests::control_plane::ControlPlane;
-
-fn cp() -> &'static ControlPlane {
-    ControlPlane::shared().expect("control plane starts")
-}
+use s3op_tests::{fixture::cp, wait::wait_gone};
 
 fn bucket(name: &str, spec: S3BucketSpec) -> S3Bucket {
     S3Bucket::new(name, spec)
@@ -197,12 +191,8 @@ async fn owner_reference_children_are_garbage_collected() {
     };
     secrets.create(&PostParams::default(), &child).await.unwrap();
     maps.delete("owner", &DeleteParams::background()).await.unwrap();
-    let start = Instant::now();
     // The garbage collector's informers may need one discovery round after start-up.
-    while secrets.get_opt("child").await.unwrap().is_some() {
-        assert!(start.elapsed() < Duration::from_secs(90), "child not collected\n{}", cp.log_tails(20));
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_gone(&secrets, "child").await.unwrap_or_else(|e| panic!("{e}: not collected\n{}", cp.log_tails(20)));
 }
 
 /// The operator's event publisher against the real API server: a repeat within six minutes

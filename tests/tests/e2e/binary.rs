@@ -16,7 +16,9 @@ use s3op_api::{DEFAULT_COMPAT_ANNOTATION, S3Bucket, S3BucketSpec};
 use s3op_tests::{
     binary::{OperatorProcess, operator_binary},
     control_plane::ControlPlane,
+    fixture::{cp, start},
     stores::{Store, StoreKind, unique_name},
+    wait::{wait_for_value, wait_until},
 };
 
 async fn get(url: &str) -> Option<(u16, String, String)> {
@@ -61,8 +63,8 @@ async fn spawn(cp: &ControlPlane, store: &Store, namespace: Option<&str>, extra:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_serves_health_reconciles_and_exits_zero_on_sigterm() {
-    let cp = ControlPlane::shared().unwrap();
-    let store = Store::start(StoreKind::Versitygw).await.unwrap();
+    let cp = cp();
+    let store = start(StoreKind::Versitygw).await;
     let ns = cp.namespace("binary").await.unwrap();
     let mut running = spawn(cp, &store, Some(&ns), &[]).await;
     let base = running.base.clone();
@@ -81,11 +83,10 @@ async fn binary_serves_health_reconciles_and_exits_zero_on_sigterm() {
         )
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while store.s3_client().head_bucket().bucket(&name).send().await.is_err() {
-        assert!(Instant::now() < deadline, "bucket not created: {}", std::fs::read_to_string(&log).unwrap());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let created = || async { store.s3_client().head_bucket().bucket(&name).send().await.is_ok() };
+    wait_until("the bucket created on the store", Duration::from_secs(60), created)
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {}", std::fs::read_to_string(&log).unwrap()));
     // Compatibility mode is on by default: an annotated Secret gets its bucket, and the older
     // operator's metrics move under their old names.
     let compat_bucket = unique_name("bin-compat");
@@ -105,15 +106,12 @@ async fn binary_serves_health_reconciles_and_exits_zero_on_sigterm() {
         ..Secret::default()
     };
     secrets.create(&PostParams::default(), &secret).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let metrics = loop {
+    let metrics = wait_for_value("the Secret processed", Duration::from_secs(60), || async {
         let (_, _, metrics) = get(&format!("{base}/metrics")).await.unwrap();
-        if metrics.lines().any(|l| l == "s3_operator_secrets_processed_total 1") {
-            break metrics;
-        }
-        assert!(Instant::now() < deadline, "Secret not processed: {}", std::fs::read_to_string(&log).unwrap());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        metrics.lines().any(|l| l == "s3_operator_secrets_processed_total 1").then_some(metrics)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {}", std::fs::read_to_string(&log).unwrap()));
     assert!(store.s3_client().head_bucket().bucket(&compat_bucket).send().await.is_ok());
     for line in [
         "s3_operator_users_created_total 1",
@@ -151,11 +149,13 @@ async fn binary_serves_health_reconciles_and_exits_zero_on_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_stays_flat_with_many_unannotated_secrets() {
     const SECRETS: usize = 2000;
-    let cp = ControlPlane::shared().unwrap();
-    let store = Store::start(StoreKind::Versitygw).await.unwrap();
+    // Every namespace is watched, as in a cluster-wide installation: on a control plane of its
+    // own, so the other suites' annotated Secrets are neither provisioned by this operator nor
+    // counted in its memory, and its 2,000 Secrets do not load their API server.
+    let (cp, store) = tokio::join!(ControlPlane::start(), start(StoreKind::Versitygw));
+    let cp = &cp.unwrap();
     let ns = cp.namespace("many-secrets").await.unwrap();
-    // Every namespace is watched, as in a cluster-wide installation; CRD mode is off so the
-    // other tests' objects in this control plane are not touched.
+    // CRD mode is off: the memory measured is compatibility mode's.
     let only_compat = [("CRD_MODE", "false")];
     let running = spawn(cp, &store, None, &only_compat).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
