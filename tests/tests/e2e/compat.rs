@@ -234,7 +234,7 @@ async fn versitygw_refusals_name_the_problem_and_change_nothing() {
     let (ak_b, sk_b) = (random_access_key(), random_secret());
     apply(&ns_b, &annotated("grab-bucket", &[("bucket-name", &bucket), ("access-key", &ak_b), ("secret-key", &sk_b)]))
         .await;
-    let note = wait_note(&ns_b, "grab-bucket", "ClaimRefused").await;
+    let note = wait_note(&ns_b, "grab-bucket", "Conflict").await;
     assert!(note.contains(&bucket) && note.contains(&ns_a), "{note}");
     let evil = random_secret();
     let other_bucket = unique_name("other");
@@ -243,7 +243,7 @@ async fn versitygw_refusals_name_the_problem_and_change_nothing() {
         &annotated("grab-user", &[("bucket-name", &other_bucket), ("access-key", &ak), ("secret-key", &evil)]),
     )
     .await;
-    let note = wait_note(&ns_b, "grab-user", "ClaimRefused").await;
+    let note = wait_note(&ns_b, "grab-user", "Conflict").await;
     assert!(note.contains(&ak), "{note}");
     assert_eq!(view.bucket_owner(&bucket).await.unwrap().as_deref(), Some(ak.as_str()), "the bucket was re-pointed");
     assert_eq!(view.account(&account_with_ids(&ak_b, &sk_b, 0)).await.unwrap(), AccountState::Missing);

@@ -13,7 +13,7 @@
 //!
 //! The contract is the compatibility contract's "Safety we add" (compat-contract.md in the
 //! team's shared docs) and the README's compatibility section: a refused Secret gets a Warning
-//! `ClaimRefused` and nothing changes on the store; a refused S3Bucket or S3User gets
+//! `Conflict` and nothing changes on the store; a refused S3Bucket or S3User gets
 //! `Ready=False` reason `Conflict`. The cases, one test each:
 //! 1. an account an administrator made by hand with the widest role is not a Secret's to reset;
 //! 2. a bucket an administrator made by hand, with data, is not a Secret's to take;
@@ -286,16 +286,16 @@ impl Tenant {
         .unwrap()
     }
 
-    /// Waits for the Secret's answer and requires `ClaimRefused`, a Warning; returns its note.
+    /// Waits for the Secret's answer and requires `Conflict`, a Warning; returns its note.
     async fn expect_claim_refused(&self, name: &str, never: &[&str]) -> String {
         match self.answer(name).await {
-            Answer::Warning(reason, note) if reason == "ClaimRefused" => {
+            Answer::Warning(reason, note) if reason == "Conflict" => {
                 for secret in never {
-                    assert!(!note.contains(secret), "the ClaimRefused event on {name} shows a secret key");
+                    assert!(!note.contains(secret), "the Conflict event on {name} shows a secret key");
                 }
                 note
             }
-            other => panic!("Secret {}/{name}: expected a ClaimRefused Warning, got {other:?}", self.ns),
+            other => panic!("Secret {}/{name}: expected a Conflict Warning, got {other:?}", self.ns),
         }
     }
 
@@ -808,7 +808,7 @@ async fn stale_claim(kind: StoreKind) {
             .await
             .unwrap();
             let warning = outcome.unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(warning.reason, "ClaimRefused", "{warning:?}");
+            assert_eq!(warning.reason, "Conflict", "{warning:?}");
             tokio::time::sleep(SETTLE).await;
             assert_eq!(read(store, &keys, &x, "a-data.txt").await.as_deref(), Some(PRECIOUS), "A lost its object");
             assert!(can_write(store, &keys, &x).await, "A's key no longer writes its bucket");
@@ -1099,7 +1099,7 @@ async fn races(kind: StoreKind) {
             let (ca, answer) = tokio::join!(a_ref.bucket_claim(&name), b_ref.answer(&name));
             let (cb, note) = match answer {
                 Answer::Provisioned => (Claim::Won, None),
-                Answer::Warning(reason, _) if reason == "ClaimRefused" => (Claim::Refused, None),
+                Answer::Warning(reason, _) if reason == "Conflict" => (Claim::Refused, None),
                 Answer::Warning(reason, note) => (Claim::Failed, Some(format!("Warning {reason}: {note}"))),
             };
             Race { bucket: y.clone(), object: name, a: ca, b: cb, b_keys: Some(keys.clone()), note }

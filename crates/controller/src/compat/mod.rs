@@ -34,7 +34,7 @@ use kube::{
     },
 };
 pub use metrics::LegacyMetrics;
-use s3op_backends::{Owner, compat::Outcome};
+use s3op_backends::{BackendError, ErrorCategory, Owner, compat::Outcome};
 
 /// The kind label of compatibility mode in metrics and readiness.
 pub const KIND: &str = "Secret";
@@ -141,7 +141,7 @@ async fn handle(secret: &Secret, key: &str, compat: &Compat) -> Result<Action> {
     let request = match fields::parse(secret) {
         Ok(r) => r,
         Err(e) => {
-            warn("InvalidSecret", e.to_string()).await;
+            warn(INVALID_SECRET, e.to_string()).await;
             // Retried with backoff (the same Secret fails the same way until edited, and an
             // edit triggers at once), never in a hot loop.
             return Ok(Action::requeue(ctx.backoff(key)));
@@ -172,7 +172,7 @@ async fn handle(secret: &Secret, key: &str, compat: &Compat) -> Result<Action> {
         Ok(store) => store,
         Err(e) => {
             let note = format!("the {} store cannot serve this Secret: {e}", ctx.backend.kind());
-            warn(e.category().as_str(), note).await;
+            warn(reason_of(&e), note).await;
             return Ok(ctx.resync());
         }
     };
@@ -199,10 +199,22 @@ async fn handle(secret: &Secret, key: &str, compat: &Compat) -> Result<Action> {
             Err(Error::Backend(e))
         }
         Err(e) => {
-            // The error's own reason, as an S3Bucket or S3User would show it in its condition.
-            warn(e.category().as_str(), e.to_string()).await;
+            warn(reason_of(&e), e.to_string()).await;
             Ok(ctx.resync())
         }
+    }
+}
+
+/// The event reason of a Secret that cannot be provisioned as it is.
+const INVALID_SECRET: &str = "InvalidSecret";
+
+/// The Warning's reason for a store error: the error's own reason, as an S3Bucket or S3User
+/// shows it in its condition, except that invalid input is the Secret's own content (the
+/// Secret is what a custom resource's spec is), so it reads as a Secret that fails to parse.
+fn reason_of(e: &BackendError) -> &'static str {
+    match e.category() {
+        ErrorCategory::InvalidInput => INVALID_SECRET,
+        other => other.as_str(),
     }
 }
 
@@ -336,6 +348,14 @@ mod tests {
             Some(Event::InitDone) => "init-done".into(),
             None => "dropped".into(),
         }
+    }
+
+    #[test]
+    fn store_refusals_read_as_the_conditions_do_and_bad_content_as_an_invalid_secret() {
+        let taken = BackendError::NotOwned { what: "bucket b".into(), detail: "held by team-b".into() };
+        assert_eq!(reason_of(&taken), "Conflict");
+        assert_eq!(reason_of(&BackendError::InvalidInput("access key too short".into())), INVALID_SECRET);
+        assert_eq!(reason_of(&BackendError::Unsupported { backend: "aws", feature: "compat" }), "Unsupported");
     }
 
     #[test]
