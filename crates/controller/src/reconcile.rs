@@ -43,7 +43,7 @@ pub enum Halt {
     Wait(Readiness),
     /// The store failed.
     Failed(BackendError),
-    /// The Kubernetes API failed; retried.
+    /// The Kubernetes API failed (or another failure a retry may fix); retried.
     Kube(Error),
 }
 

@@ -303,7 +303,7 @@ async fn converge(obj: &S3User, ctx: &Context, user: &str) -> Result<(Credential
     let grants: Vec<Grant> = resolved.iter().map(|(_, g)| g.clone()).collect();
     let existing = own_secret(obj, ctx).await?;
     let (info, created) = ensure_present(obj, ctx, user).await?;
-    ensure_grants(obj, ctx, user, &info, &resolved).await?;
+    ensure_grants(obj, ctx, user, &info, &resolved, &grants).await?;
     let creds = ensure_key(obj, ctx, user, &info, created, existing.as_ref(), &grants).await?;
     Ok((creds, grants.len()))
 }
@@ -372,20 +372,21 @@ async fn ensure_present(obj: &S3User, ctx: &Context, user: &str) -> Result<(User
     }
 }
 
-/// Writes the grants when the store's differ, once the ledger confirms each bucket.
+/// Writes the grants (`resolved`, each with its S3Bucket, as `grants`) when the store's differ,
+/// once the ledger confirms each bucket.
 async fn ensure_grants(
     obj: &S3User,
     ctx: &Context,
     user: &str,
     info: &UserInfo,
     resolved: &[(String, Grant)],
+    grants: &[Grant],
 ) -> Result<(), Halt> {
-    let grants: Vec<Grant> = resolved.iter().map(|(_, g)| g.clone()).collect();
     let mut have = info.grants.clone();
     have.sort();
     if have != grants {
         verify_grants(ctx, &obj.namespace().unwrap_or_default(), resolved).await?;
-        ctx.backend.set_grants(user, &grants).await?;
+        ctx.backend.set_grants(user, grants).await?;
     }
     Ok(())
 }
