@@ -480,7 +480,8 @@ impl Proxied {
             .map_err(|e| anyhow!("backend flags: {e}"))?
             .into_config()
             .map_err(|e| anyhow!("backend configuration: {e}"))?;
-        s3op_controller::store::connect(&config).await.map_err(|e| anyhow!("{e}"))
+        let store = config.store.ok_or_else(|| anyhow!("the flags configure no default store"))?;
+        s3op_controller::store::connect(&store).await.map_err(|e| anyhow!("{e}"))
     }
 }
 

@@ -158,7 +158,8 @@ impl Operator {
             .map_err(|e| anyhow!("operator flags: {e}"))?
             .into_config()
             .map_err(|e| anyhow!("operator configuration: {e}"))?;
-        s3op_controller::store::connect(&config).await.map_err(|e| anyhow!("{e}"))
+        let store = config.store.ok_or_else(|| anyhow!("the flags configure no default store"))?;
+        s3op_controller::store::connect(&store).await.map_err(|e| anyhow!("{e}"))
     }
 
     /// The text of `/metrics`.

@@ -145,12 +145,27 @@ operator.watchNamespace a Role's in that namespace. Exactly what the operator ca
   the API server authorises a server-side apply that creates an object as a create as well.
 - Events (events.k8s.io): create, and patch to count repeats of an event.
 */}}
-{{- define "s3-resource-operator.rules" -}}
+{{- /*
+Cluster-wide only: ClusterS3Stores, and the namespaces' labels their namespace selectors match.
+*/}}
+{{- define "s3-resource-operator.clusterRules" -}}
 - apiGroups: ["s3-resource-operator.io"]
-  resources: ["s3buckets", "s3users"]
+  resources: ["clusters3stores"]
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["s3-resource-operator.io"]
-  resources: ["s3buckets/status", "s3users/status"]
+  resources: ["clusters3stores/status"]
+  verbs: ["get", "patch"]
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get", "list", "watch"]
+{{- end }}
+
+{{- define "s3-resource-operator.rules" -}}
+- apiGroups: ["s3-resource-operator.io"]
+  resources: ["s3buckets", "s3users", "s3stores"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["s3-resource-operator.io"]
+  resources: ["s3buckets/status", "s3users/status", "s3stores/status"]
   verbs: ["get", "patch"]
 - apiGroups: [""]
   resources: ["secrets"]

@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
     doc = "S3Bucket declares a bucket on the operator's object store (AWS S3, VersityGW, MinIO or Garage).",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Bucket","type":"string","jsonPath":".status.bucketName"}"#,
-    printcolumn = r#"{"name":"Backend","type":"string","jsonPath":".status.backend"}"#,
+    printcolumn = r#"{"name":"Store","type":"string","jsonPath":".status.store"}"#,
+    printcolumn = r#"{"name":"Backend","type":"string","priority":1,"jsonPath":".status.backend"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -37,8 +38,15 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = Rule::new(
     "(has(self.objectLock) && self.objectLock) == (has(oldSelf.objectLock) && oldSelf.objectLock)"
 ).message("objectLock is immutable: it can only be chosen when the S3Bucket is created"))]
+#[x_kube(validation = Rule::new(crate::store::STORE_REF_IMMUTABLE).message(crate::store::STORE_REF_IMMUTABLE_MESSAGE))]
 #[serde(rename_all = "camelCase")]
 pub struct S3BucketSpec {
+    /// The store this object lives on: an S3Store of this namespace or a ClusterS3Store that
+    /// allows this namespace. Absent: the operator's default store (configured by its
+    /// environment), if it has one. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_ref: Option<crate::store::StoreRef>,
+
     /// Name of the bucket on the object store. Defaults to "<namespace>-<name>" (shortened with a
     /// hash when longer than 63 characters). Must follow the S3 bucket naming rules: 3-63
     /// characters of lowercase letters, digits, dots and hyphens, starting and ending with a
@@ -134,6 +142,10 @@ pub struct S3BucketStatus {
     /// Name of the bucket on the object store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket_name: Option<String>,
+    /// The store holding it: "S3Store/<name>", "ClusterS3Store/<name>", or the name the operator
+    /// gives its default store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
     /// Kind of object store holding the bucket (aws, versitygw, minio or garage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,

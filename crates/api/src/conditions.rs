@@ -51,11 +51,21 @@ pub enum ConditionReason {
     Deleting,
     /// Deletion was asked for but would lose data the user did not agree to lose.
     DeletionBlocked,
+    /// The store the object names does not exist (or it names none and there is no default).
+    StoreNotFound,
+    /// The ClusterS3Store the object names does not allow the object's namespace.
+    StoreNotAllowed,
+    /// The object's store does not answer with its credentials, or is being deleted.
+    StoreNotReady,
+    /// A grant names an S3Bucket on another store than the S3User's.
+    StoreMismatch,
+    /// A store's deletion waits until no object uses it.
+    StoreInUse,
 }
 
 impl ConditionReason {
     /// Every reason, for tests and metric pre-registration.
-    pub const ALL: [ConditionReason; 11] = [
+    pub const ALL: [ConditionReason; 16] = [
         ConditionReason::Available,
         ConditionReason::Creating,
         ConditionReason::InvalidSpec,
@@ -67,6 +77,11 @@ impl ConditionReason {
         ConditionReason::BucketNotReady,
         ConditionReason::Deleting,
         ConditionReason::DeletionBlocked,
+        ConditionReason::StoreNotFound,
+        ConditionReason::StoreNotAllowed,
+        ConditionReason::StoreNotReady,
+        ConditionReason::StoreMismatch,
+        ConditionReason::StoreInUse,
     ];
 
     /// The CamelCase string written to `status.conditions[].reason`.
@@ -83,6 +98,11 @@ impl ConditionReason {
             ConditionReason::BucketNotReady => "BucketNotReady",
             ConditionReason::Deleting => "Deleting",
             ConditionReason::DeletionBlocked => "DeletionBlocked",
+            ConditionReason::StoreNotFound => "StoreNotFound",
+            ConditionReason::StoreNotAllowed => "StoreNotAllowed",
+            ConditionReason::StoreNotReady => "StoreNotReady",
+            ConditionReason::StoreMismatch => "StoreMismatch",
+            ConditionReason::StoreInUse => "StoreInUse",
         }
     }
 }

@@ -10,6 +10,9 @@ pub const FINALIZER: &str = "s3-resource-operator.io/finalizer";
 pub const FIELD_MANAGER: &str = "s3-resource-operator";
 /// Default annotation that opts a Secret into compatibility mode.
 pub const DEFAULT_COMPAT_ANNOTATION: &str = "s3-resource-operator.io/enabled";
+/// Annotation on a compatibility Secret naming the ClusterS3Store it is for (absent: the
+/// operator's default store).
+pub const STORE_ANNOTATION: &str = "s3-resource-operator.io/store";
 /// Label put on every object the operator creates (credentials Secrets).
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`].

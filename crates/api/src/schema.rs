@@ -36,3 +36,25 @@ pub(crate) fn user_name(_: &mut SchemaGenerator) -> Schema {
 pub(crate) fn object_name(_: &mut SchemaGenerator) -> Schema {
     string_with_rules(OBJECT_NAME_MAX_LEN, &[OBJECT_NAME_RULE])
 }
+
+/// An HTTP(S) endpoint of a store.
+pub(crate) fn endpoint(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "maxLength": 2048,
+        "x-kubernetes-validations": [{
+            "rule": "self.startsWith('http://') || self.startsWith('https://')",
+            "message": "an endpoint is an http:// or https:// URL",
+        }],
+    })
+}
+
+/// A key of a Secret's data.
+pub(crate) fn secret_key(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 253,
+        "pattern": "^[-._a-zA-Z0-9]+$",
+    })
+}

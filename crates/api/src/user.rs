@@ -24,15 +24,23 @@ pub const MAX_ACCESS_ENTRIES: usize = 32;
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"User","type":"string","jsonPath":".status.userName"}"#,
     printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.secretName"}"#,
-    printcolumn = r#"{"name":"Backend","type":"string","jsonPath":".status.backend"}"#,
+    printcolumn = r#"{"name":"Store","type":"string","jsonPath":".status.store"}"#,
+    printcolumn = r#"{"name":"Backend","type":"string","priority":1,"jsonPath":".status.backend"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new(
     "has(self.userName) == has(oldSelf.userName) && (!has(self.userName) || self.userName == oldSelf.userName)"
 ).message("userName is immutable: it can only be chosen when the S3User is created"))]
+#[x_kube(validation = Rule::new(crate::store::STORE_REF_IMMUTABLE).message(crate::store::STORE_REF_IMMUTABLE_MESSAGE))]
 #[serde(rename_all = "camelCase")]
 pub struct S3UserSpec {
+    /// The store this object lives on: an S3Store of this namespace or a ClusterS3Store that
+    /// allows this namespace. Absent: the operator's default store (configured by its
+    /// environment), if it has one. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_ref: Option<crate::store::StoreRef>,
+
     /// Name of the user on the object store. Defaults to "<namespace>-<name>" (shortened with a
     /// hash when longer than 64 characters). 3-64 letters, digits, dots, underscores and hyphens.
     /// Immutable: set it at creation or never.
@@ -95,6 +103,10 @@ pub struct S3UserStatus {
     /// Name of the Secret holding the credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+    /// The store holding it: "S3Store/<name>", "ClusterS3Store/<name>", or the name the operator
+    /// gives its default store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
     /// Kind of object store holding the user (aws, versitygw, minio or garage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,

@@ -8,8 +8,10 @@ use kube::{
     core::cel::{ErrorKind, ValidationErrors, validate_cel, validate_cel_update},
 };
 use s3op_api::{
-    BucketAccess, DeletionPolicy, Permission, S3Bucket, S3BucketSpec, S3User, S3UserSpec, Versioning,
+    BucketAccess, ClusterS3Store, ClusterS3StoreSpec, DeletionPolicy, Permission, S3Bucket, S3BucketSpec, S3Store,
+    S3StoreSpec, S3User, S3UserSpec, StoreKind, StoreRef, Versioning,
     naming::{self, BUCKET_NAME_RULES, RESERVED_BUCKET_PREFIXES, RESERVED_BUCKET_SUFFIXES, USER_NAME_RULES},
+    store::{AwsProvider, CredentialsSecretRef, PodIdentity, Provider, S3Provider, StoreAuth},
     validate_bucket_name, validate_user_name,
 };
 use serde_json::Value;
@@ -190,12 +192,14 @@ fn rules_at(schema: &Value, pointer: &str) -> Vec<String> {
 
 #[test]
 fn crds_have_status_printer_columns_names_and_list_maps() {
-    for (crd, short, columns) in [
-        (S3Bucket::crd(), "s3b", vec!["Ready", "Bucket", "Backend", "Reason", "Age"]),
-        (S3User::crd(), "s3u", vec!["Ready", "User", "Secret", "Backend", "Reason", "Age"]),
+    for (crd, short, scope, columns) in [
+        (S3Bucket::crd(), "s3b", "Namespaced", vec!["Ready", "Bucket", "Store", "Backend", "Reason", "Age"]),
+        (S3User::crd(), "s3u", "Namespaced", vec!["Ready", "User", "Secret", "Store", "Backend", "Reason", "Age"]),
+        (S3Store::crd(), "s3s", "Namespaced", vec!["Ready", "Provider", "Endpoint", "Reason", "Age"]),
+        (ClusterS3Store::crd(), "cs3s", "Cluster", vec!["Ready", "Provider", "Endpoint", "Reason", "Age"]),
     ] {
         assert_eq!(crd.spec.group, "s3-resource-operator.io");
-        assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(crd.spec.scope, scope);
         assert_eq!(crd.spec.names.short_names.as_deref(), Some(&[short.to_string()][..]));
         assert_eq!(crd.spec.names.categories.as_deref(), Some(&["s3".to_string()][..]));
         let v = &crd.spec.versions[0];
@@ -242,6 +246,8 @@ fn assert_described(schema: &Value, path: &str) {
 fn every_field_is_described() {
     assert_described(&version_schema(&S3Bucket::crd()), "s3bucket");
     assert_described(&version_schema(&S3User::crd()), "s3user");
+    assert_described(&version_schema(&S3Store::crd()), "s3store");
+    assert_described(&version_schema(&ClusterS3Store::crd()), "clusters3store");
     let schema = version_schema(&S3Bucket::crd());
     let d = schema.pointer("/properties/spec/properties/deletionPolicy/description").unwrap();
     assert!(d.as_str().unwrap().contains("Retain"));
@@ -356,4 +362,83 @@ fn tag_keys_cannot_use_reserved_prefixes() {
     assert!(tagged("team").is_ok());
     assert!(tagged("aws:createdBy").is_err());
     assert!(tagged("s3-resource-operator.io/owner").is_err());
+}
+
+fn minio() -> Provider {
+    Provider { minio: Some(S3Provider { endpoint: "http://minio:9000".into(), region: None }), ..Default::default() }
+}
+
+fn secret_ref(namespace: Option<&str>) -> StoreAuth {
+    StoreAuth {
+        secret_ref: Some(CredentialsSecretRef {
+            name: "admin".into(),
+            namespace: namespace.map(String::from),
+            ..Default::default()
+        }),
+        pod_identity: None,
+    }
+}
+
+fn s3store(spec: S3StoreSpec) -> S3Store {
+    let mut s = S3Store::new("s", spec);
+    s.metadata.namespace = Some("ns".into());
+    s
+}
+
+#[test]
+fn a_store_has_exactly_one_provider_and_one_kind_of_auth() {
+    let ok = S3StoreSpec { provider: minio(), auth: secret_ref(None), ..Default::default() };
+    assert!(messages(validate_cel(&s3store(ok.clone()))).is_ok());
+    let none = S3StoreSpec { provider: Provider::default(), ..ok.clone() };
+    assert!(messages(validate_cel(&s3store(none))).unwrap_err().iter().any(|m| m.contains("exactly one of aws")));
+    let mut two = minio();
+    two.aws = Some(AwsProvider { region: "eu-west-1".into(), endpoint: None });
+    assert!(messages(validate_cel(&s3store(S3StoreSpec { provider: two, ..ok.clone() }))).is_err());
+    let both = StoreAuth { pod_identity: Some(PodIdentity {}), ..secret_ref(None) };
+    assert!(messages(validate_cel(&s3store(S3StoreSpec { auth: both, ..ok.clone() }))).is_err());
+    let pod = StoreAuth { secret_ref: None, pod_identity: Some(PodIdentity {}) };
+    let err = messages(validate_cel(&s3store(S3StoreSpec { auth: pod, ..ok.clone() }))).unwrap_err();
+    assert!(err.iter().any(|m| m.contains("only for the aws provider")), "{err:?}");
+    let bad_endpoint =
+        Provider { minio: Some(S3Provider { endpoint: "minio:9000".into(), region: None }), ..Default::default() };
+    assert!(messages(validate_cel(&s3store(S3StoreSpec { provider: bad_endpoint, ..ok }))).is_err());
+}
+
+#[test]
+fn a_namespaced_store_reads_only_its_own_namespace_and_a_cluster_store_names_one() {
+    let elsewhere = S3StoreSpec { provider: minio(), auth: secret_ref(Some("kube-system")), ..Default::default() };
+    let err = messages(validate_cel(&s3store(elsewhere))).unwrap_err();
+    assert!(err.iter().any(|m| m.contains("own namespace")), "{err:?}");
+    let selecting = S3StoreSpec {
+        provider: minio(),
+        auth: secret_ref(None),
+        namespaces: Some(Default::default()),
+        ..Default::default()
+    };
+    assert!(messages(validate_cel(&s3store(selecting))).is_err(), "namespaces is for cluster stores");
+    let cluster = |auth| ClusterS3Store::new("c", ClusterS3StoreSpec { provider: minio(), auth, ..Default::default() });
+    assert!(messages(validate_cel(&cluster(secret_ref(None)))).is_err(), "the Secret's namespace is required");
+    assert!(messages(validate_cel(&cluster(secret_ref(Some("storage"))))).is_ok());
+}
+
+#[test]
+fn store_ref_is_immutable() {
+    let on = |name: Option<&str>| {
+        bucket(S3BucketSpec {
+            store_ref: name.map(|n| StoreRef { kind: StoreKind::ClusterS3Store, name: n.into() }),
+            ..Default::default()
+        })
+    };
+    assert!(messages(validate_cel_update(&on(Some("a")), &on(Some("a")))).is_ok());
+    for (new, old) in [(Some("b"), Some("a")), (None, Some("a")), (Some("a"), None)] {
+        let err = messages(validate_cel_update(&on(new), &on(old))).unwrap_err();
+        assert!(err.iter().any(|m| m.contains("storeRef is immutable")), "{new:?} <- {old:?}: {err:?}");
+    }
+    let u = |name: &str| {
+        user(S3UserSpec {
+            store_ref: Some(StoreRef { kind: StoreKind::S3Store, name: name.into() }),
+            ..Default::default()
+        })
+    };
+    assert!(messages(validate_cel_update(&u("b"), &u("a"))).is_err());
 }

@@ -16,6 +16,7 @@ use crate::{
     context::{Context, Error, Result},
     reconcile::{self, Halt, Reconciled},
     status::{Readiness, WithStatus},
+    stores::{ActiveStore, StoreKey},
 };
 
 /// Kind name, for metrics and logs.
@@ -26,6 +27,9 @@ impl WithStatus for S3Bucket {
     const KIND: &'static str = KIND;
     fn status_ref(&self) -> Option<&S3BucketStatus> {
         self.status.as_ref()
+    }
+    fn api_of(&self, client: kube::Client) -> kube::Api<Self> {
+        kube::Api::namespaced(client, &self.namespace().unwrap_or_default())
     }
     fn conditions(status: &S3BucketStatus) -> &[Condition] {
         &status.conditions
@@ -39,6 +43,11 @@ impl Reconciled for S3Bucket {
     async fn cleanup(&self, ctx: &Context) -> Result<Action> {
         cleanup(self, ctx).await
     }
+}
+
+/// The store an S3Bucket lives on.
+pub fn store_of(obj: &S3Bucket) -> StoreKey {
+    StoreKey::of(obj.spec.store_ref.as_ref(), &obj.namespace().unwrap_or_default())
 }
 
 /// The claim an S3Bucket makes on the store.
@@ -96,81 +105,90 @@ pub fn desired(obj: &S3Bucket) -> Result<BucketSpec, String> {
     })
 }
 
-/// Another live S3Bucket that asked for the same bucket name first (older, or as old and
-/// sorted first), if any: the newer one must not share or take the bucket.
+/// Another live S3Bucket on the same store that asked for the same bucket name first (older, or
+/// as old and sorted first), if any: the newer one must not share or take the bucket.
 fn earlier_claim(ctx: &Context, obj: &S3Bucket, bucket: &str) -> Option<String> {
     let mine = (obj.creation_timestamp(), obj.namespace(), obj.name_any());
+    let store = store_of(obj);
     ctx.buckets
         .state()
         .iter()
         .filter(|o| o.uid() != obj.uid() && o.meta().deletion_timestamp.is_none())
-        .filter(|o| bucket_name_of(o).is_ok_and(|n| n == bucket))
+        .filter(|o| bucket_name_of(o).is_ok_and(|n| n == bucket) && store_of(o) == store)
         .filter(|o| (o.creation_timestamp(), o.namespace(), o.name_any()) < mine)
         .map(|o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()))
         .next()
 }
 
-fn endpoint(ctx: &Context) -> String {
-    ctx.config
-        .store
-        .s3_endpoint_url
-        .clone()
-        .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", ctx.config.store.region))
-}
-
-/// Writes status for `readiness`, naming `bucket` once one is known.
-async fn report(obj: &S3Bucket, ctx: &Context, bucket: Option<&str>, readiness: &Readiness) -> Result<()> {
+/// Writes status for `readiness`, naming `bucket` once one is known and the store once it can
+/// be used.
+async fn report(
+    obj: &S3Bucket,
+    ctx: &Context,
+    store: Option<&ActiveStore>,
+    bucket: Option<&str>,
+    readiness: &Readiness,
+) -> Result<()> {
     let generation = obj.metadata.generation;
-    let endpoint = endpoint(ctx);
-    let backend = ctx.backend.kind().as_str();
+    let shown = ctx.stores.shown(&store_of(obj));
+    let endpoint = store.map(ActiveStore::endpoint);
+    let backend = store.map(|s| s.backend.kind().as_str().to_string());
     reconcile::report(obj, ctx, readiness, |previous, conditions| S3BucketStatus {
         observed_generation: generation,
         bucket_name: bucket.map(str::to_string).or(previous.bucket_name),
-        backend: Some(backend.to_string()),
-        endpoint: Some(endpoint.clone()),
+        store: Some(shown.clone()),
+        backend: backend.clone().or(previous.backend),
+        endpoint: endpoint.clone().or(previous.endpoint),
         conditions,
     })
     .await
 }
 
 async fn apply(obj: &S3Bucket, ctx: &Context) -> Result<Action> {
+    let store = match ctx.stores.usable(&store_of(obj), &obj.namespace().unwrap_or_default()) {
+        Ok(store) => store,
+        Err(unusable) => {
+            return Halt::from(unusable).settle(ctx, |r| async move { report(obj, ctx, None, None, &r).await }).await;
+        }
+    };
+    let store = store.as_ref();
     let spec = match desired(obj) {
         Ok(spec) => spec,
         Err(message) => {
             return Halt::Wait(Readiness::not_ready(ConditionReason::InvalidSpec, message))
-                .settle(ctx, |r| async move { report(obj, ctx, None, &r).await })
+                .settle(ctx, |r| async move { report(obj, ctx, Some(store), None, &r).await })
                 .await;
         }
     };
-    match ensure(obj, ctx, &spec).await {
+    match ensure(obj, ctx, store, &spec).await {
         Ok(()) => {
-            let ready = Readiness::available(format!("bucket {} is ready", spec.name));
-            report(obj, ctx, Some(&spec.name), &ready).await?;
+            let ready = Readiness::available(format!("bucket {} is ready on {}", spec.name, store.name));
+            report(obj, ctx, Some(store), Some(&spec.name), &ready).await?;
             Ok(ctx.resync())
         }
         Err(halt) => {
             // An Unsupported setting leaves the bucket made and marked: name it in status.
             let made = matches!(halt, Halt::Failed(BackendError::Unsupported { .. })).then_some(spec.name.as_str());
-            halt.settle(ctx, |r| async move { report(obj, ctx, made, &r).await }).await
+            halt.settle(ctx, |r| async move { report(obj, ctx, Some(store), made, &r).await }).await
         }
     }
 }
 
 /// Makes the bucket exist as `spec` says, unless an older S3Bucket asked for the name first.
-async fn ensure(obj: &S3Bucket, ctx: &Context, spec: &BucketSpec) -> Result<(), Halt> {
+async fn ensure(obj: &S3Bucket, ctx: &Context, store: &ActiveStore, spec: &BucketSpec) -> Result<(), Halt> {
     if let Some(first) = earlier_claim(ctx, obj, &spec.name) {
         let message = format!("bucket {} is already claimed by S3Bucket {first}", spec.name);
         return Err(Halt::Wait(Readiness::not_ready(ConditionReason::Conflict, message)));
     }
-    let adopt = ctx.may_adopt(&spec.owner.namespace);
-    if ctx.backend.ensure_bucket(spec, adopt).await? == Change::Created {
+    let adopt = store.may_adopt(&spec.owner.namespace);
+    if store.backend.ensure_bucket(spec, adopt).await? == Change::Created {
         let existed = obj.status.as_ref().is_some_and(|s| s.bucket_name.as_deref() == Some(spec.name.as_str()));
         let (reason, note) = if existed {
             // Closed only at shutdown, when nobody needs the users woken any more.
             let _ = ctx.recreated_buckets.unbounded_send(ObjectRef::from_obj(obj));
-            ("Recreated", format!("bucket {} was missing on the store and has been created again", spec.name))
+            ("Recreated", format!("bucket {} was missing on {} and has been created again", spec.name, store.name))
         } else {
-            ("Created", format!("bucket {} created", spec.name))
+            ("Created", format!("bucket {} created on {}", spec.name, store.name))
         };
         ctx.event(obj, false, reason, note).await;
     }
@@ -193,15 +211,20 @@ async fn cleanup(obj: &S3Bucket, ctx: &Context) -> Result<Action> {
     if obj.spec.deletion_policy == DeletionPolicy::Retain {
         return Ok(Action::await_change());
     }
+    let Some(store) = ctx.stores.for_cleanup(&store_of(obj))? else {
+        // The store is gone (its own finalizer waits for its objects, so it never held this one).
+        return Ok(Action::await_change());
+    };
+    let backend = &store.backend;
     let owner = owner_of(obj);
     // Only a bucket this object holds is deleted, never one we merely tried to take: the
     // ledger says so (its claim wins over tags, which a bucket's owner may edit on some stores),
     // and the tags for buckets made before the ledger recorded buckets.
-    let held = ctx.backend.holder(Subject::Bucket, &name).await?;
-    match ctx.backend.describe_bucket(&name).await? {
+    let held = backend.holder(Subject::Bucket, &name).await?;
+    match backend.describe_bucket(&name).await? {
         None => {
             // Gone already (or never made): the name is free again.
-            ctx.backend.release_claim(Subject::Bucket, &name, &owner).await?;
+            backend.release_claim(Subject::Bucket, &name, &owner).await?;
             return Ok(Action::await_change());
         }
         Some(info) if held.as_ref().or(info.owner.as_ref()).is_some_and(|o| o.same_claim(&owner)) => {}
@@ -212,9 +235,9 @@ async fn cleanup(obj: &S3Bucket, ctx: &Context) -> Result<Action> {
         }
     }
     let force = obj.spec.force_delete.unwrap_or(false);
-    match ctx.backend.delete_bucket(&name, force).await? {
+    match backend.delete_bucket(&name, force).await? {
         BucketDeletion::Deleted => {
-            ctx.event(obj, false, "Deleted", format!("bucket {} deleted", name)).await;
+            ctx.event(obj, false, "Deleted", format!("bucket {name} deleted from {}", store.name)).await;
             Ok(Action::await_change())
         }
         BucketDeletion::AlreadyGone => Ok(Action::await_change()),
@@ -224,8 +247,8 @@ async fn cleanup(obj: &S3Bucket, ctx: &Context) -> Result<Action> {
                 name,
                 if objects >= 1000 { "+" } else { "" }
             );
-            report(obj, ctx, Some(&name), &Readiness::not_ready(ConditionReason::DeletionBlocked, message.clone()))
-                .await?;
+            let blocked = Readiness::not_ready(ConditionReason::DeletionBlocked, message.clone());
+            report(obj, ctx, Some(&store), Some(&name), &blocked).await?;
             Err(Error::Blocked(message))
         }
     }

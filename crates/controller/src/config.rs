@@ -124,13 +124,20 @@ pub struct Cli {
     pub telemetry: TelemetryArgs,
 }
 
-/// The object store: which kind, where, and the operator's credentials on it.
+/// The default object store (for objects without a storeRef, and compatibility Secrets naming
+/// no store): which kind, where, and the operator's credentials on it.
 #[derive(Debug, Args)]
-#[command(next_help_heading = "Object store")]
+#[command(next_help_heading = "Default object store")]
 pub struct StoreArgs {
-    /// Kind of object store: versitygw, minio, garage or aws (case-insensitive).
-    #[arg(long, env = "BACKEND_NAME", value_enum, ignore_case = true, default_value_t = BackendKind::Versitygw)]
-    pub backend: BackendKind,
+    /// Kind of the default store, for objects naming no store: versitygw, minio, garage or aws
+    /// (case-insensitive). Default versitygw when S3_ENDPOINT_URL is set; with neither, the
+    /// operator has no default store and serves S3Store and ClusterS3Store objects only.
+    #[arg(long, env = "BACKEND_NAME", value_enum, ignore_case = true)]
+    pub backend: Option<BackendKind>,
+
+    /// The name the default store is reported under (status.store of the objects on it).
+    #[arg(long, env = "DEFAULT_STORE_NAME", default_value = "default")]
+    pub default_store_name: String,
 
     /// S3 endpoint of the object store, e.g. http://versitygw.storage:7070. Required except for aws.
     #[arg(long, env = "S3_ENDPOINT_URL")]
@@ -320,8 +327,10 @@ const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/servicea
 /// Validated configuration: everything a backend needs is present.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The object store and the operator's policy on it.
-    pub store: StoreConfig,
+    /// The default store (from the environment) and the operator's policy on it, if any.
+    pub store: Option<StoreConfig>,
+    /// The name objects on the default store report.
+    pub default_store_name: String,
     /// Reconcile custom resources.
     pub crd_mode: bool,
     /// Reconcile annotated Secrets.
@@ -430,127 +439,24 @@ impl Cli {
     /// Checks that the chosen backend has everything it needs and resolves aliases and files.
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let Cli { store, modes, reconcile, leader_election: election, telemetry } = self;
-        let endpoint = non_empty(store.s3_endpoint_url);
-        let access_key = non_empty(store.s3_access_key).or(non_empty(store.root_access_key));
-        let secret_key = match non_empty(store.s3_secret_key).or(non_empty(store.root_secret_key)) {
-            Some(k) => Some(k),
-            None => read_secret_file(&store.s3_secret_key_file, "S3_SECRET_KEY_FILE")?,
-        };
-        if let Some(url) = &endpoint {
-            check_url(url, "S3_ENDPOINT_URL")?;
+        let default_store_name = store.default_store_name.trim().to_string();
+        if default_store_name.is_empty() {
+            return Err(ConfigError::Invalid { env: "DEFAULT_STORE_NAME", why: "must not be empty".into() });
         }
-        let needs_endpoint = store.backend != BackendKind::Aws;
-        if needs_endpoint && endpoint.is_none() {
-            return Err(ConfigError::Missing {
-                env: "S3_ENDPOINT_URL",
-                flag: "--s3-endpoint-url",
-                why: "the S3 endpoint of the object store",
-            });
-        }
-        let needs_admin = store.backend != BackendKind::Aws;
-        let admin = match (access_key, secret_key) {
-            (Some(access_key), Some(secret_key)) => {
-                Some(AdminCredentials { access_key, secret_key: SecretString::new(secret_key) })
-            }
-            (None, _) if needs_admin => {
-                return Err(ConfigError::Missing {
-                    env: "S3_ACCESS_KEY",
-                    flag: "--s3-access-key",
-                    why: "the object store's admin access key (ROOT_ACCESS_KEY is also read)",
-                });
-            }
-            (_, None) if needs_admin => {
-                return Err(ConfigError::Missing {
-                    env: "S3_SECRET_KEY",
-                    flag: "--s3-secret-key",
-                    why: "the object store's admin secret key (ROOT_SECRET_KEY and S3_SECRET_KEY_FILE are also read)",
-                });
-            }
-            (Some(_), None) | (None, Some(_)) => {
-                return Err(ConfigError::Invalid {
-                    env: "S3_ACCESS_KEY",
-                    why: "an access key and a secret key must be given together".into(),
-                });
-            }
-            (None, None) => None,
-        };
-        let garage = if store.backend == BackendKind::Garage {
-            let endpoint = non_empty(store.garage_admin_endpoint).ok_or(ConfigError::Missing {
-                env: "GARAGE_ADMIN_ENDPOINT",
-                flag: "--garage-admin-endpoint",
-                why: "Garage's admin API endpoint, e.g. http://garage:3903",
-            })?;
-            check_url(&endpoint, "GARAGE_ADMIN_ENDPOINT")?;
-            let token = match non_empty(store.garage_admin_token) {
-                Some(t) => t,
-                None => read_secret_file(&store.garage_admin_token_file, "GARAGE_ADMIN_TOKEN_FILE")?.ok_or(
-                    ConfigError::Missing {
-                        env: "GARAGE_ADMIN_TOKEN",
-                        flag: "--garage-admin-token",
-                        why: "Garage's admin API token (or GARAGE_ADMIN_TOKEN_FILE)",
-                    },
-                )?,
-            };
-            Some(GarageAdmin { endpoint, token: SecretString::new(token) })
-        } else {
-            None
-        };
         if modes.annotation_key.trim().is_empty() {
             return Err(ConfigError::Invalid { env: "ANNOTATION_KEY", why: "must not be empty".into() });
         }
         if reconcile.resync_interval < Duration::from_secs(1) {
             return Err(ConfigError::Invalid { env: "RESYNC_INTERVAL", why: "must be at least 1s".into() });
         }
-        if let Err(e) = s3op_api::validate_bucket_name(store.marker_bucket.trim()) {
-            return Err(ConfigError::Invalid { env: "MARKER_BUCKET", why: e.to_string() });
-        }
         if reconcile.concurrency == 0 {
             return Err(ConfigError::Invalid { env: "RECONCILE_CONCURRENCY", why: "must be at least 1".into() });
         }
-        let leader_election = if election.leader_election {
-            let namespace = non_empty(election.leader_election_namespace)
-                .or(non_empty(election.pod_namespace))
-                .or_else(|| non_empty(std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE).ok()))
-                .ok_or(ConfigError::Missing {
-                    env: "LEADER_ELECTION_NAMESPACE",
-                    flag: "--leader-election-namespace",
-                    why: "the namespace of the leader-election Lease (POD_NAMESPACE is also read)",
-                })?;
-            if election.leader_election_lease_duration < Duration::from_secs(3) {
-                return Err(ConfigError::Invalid {
-                    env: "LEADER_ELECTION_LEASE_DURATION",
-                    why: "must be at least 3s (the leader renews a third of it before expiry)".into(),
-                });
-            }
-            // Without a pod name, two processes on one host must still differ.
-            let identity = non_empty(election.pod_name).unwrap_or_else(|| {
-                let host = std::env::var("HOSTNAME")
-                    .ok()
-                    .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-                    .map(|h| h.trim().to_string())
-                    .unwrap_or_else(|| "s3-resource-operator".into());
-                format!("{host}-{:08x}", fastrand::u32(..))
-            });
-            Some(LeaderElection {
-                namespace,
-                lease_name: election.leader_election_lease_name.trim().to_string(),
-                lease_duration: election.leader_election_lease_duration,
-                identity,
-            })
-        } else {
-            None
-        };
+        let leader_election = leader_election(election)?;
         let list = |v: Vec<String>| v.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         Ok(Config {
-            store: StoreConfig {
-                backend: store.backend,
-                s3_endpoint_url: endpoint,
-                admin,
-                region: store.s3_region,
-                garage,
-                marker_bucket: store.marker_bucket.trim().to_string(),
-                adopt_namespaces: list(store.adopt_namespaces),
-            },
+            store: default_store(store)?,
+            default_store_name,
             crd_mode: modes.crd_mode,
             compat_mode: modes.compat_mode,
             compat: CompatConfig {
@@ -569,6 +475,140 @@ impl Cli {
             },
         })
     }
+}
+
+/// The default store the environment describes: none when it names neither a kind nor an
+/// endpoint; otherwise everything that kind needs must be there.
+fn default_store(store: StoreArgs) -> Result<Option<StoreConfig>, ConfigError> {
+    let endpoint = non_empty(store.s3_endpoint_url);
+    // Any store setting means a default store is wanted: it must then be complete, never
+    // silently dropped because the kind or the endpoint was forgotten.
+    let any_setting = endpoint.is_some()
+        || [&store.s3_access_key, &store.root_access_key, &store.s3_secret_key, &store.root_secret_key]
+            .into_iter()
+            .chain([&store.garage_admin_endpoint, &store.garage_admin_token])
+            .any(|v| non_empty(v.clone()).is_some())
+        || store.s3_secret_key_file.is_some()
+        || store.garage_admin_token_file.is_some();
+    let backend = match store.backend {
+        Some(kind) => kind,
+        None if any_setting => BackendKind::Versitygw,
+        None => return Ok(None),
+    };
+    let access_key = non_empty(store.s3_access_key).or(non_empty(store.root_access_key));
+    let secret_key = match non_empty(store.s3_secret_key).or(non_empty(store.root_secret_key)) {
+        Some(k) => Some(k),
+        None => read_secret_file(&store.s3_secret_key_file, "S3_SECRET_KEY_FILE")?,
+    };
+    if let Some(url) = &endpoint {
+        check_url(url, "S3_ENDPOINT_URL")?;
+    }
+    let needs_endpoint = backend != BackendKind::Aws;
+    if needs_endpoint && endpoint.is_none() {
+        return Err(ConfigError::Missing {
+            env: "S3_ENDPOINT_URL",
+            flag: "--s3-endpoint-url",
+            why: "the S3 endpoint of the object store",
+        });
+    }
+    let needs_admin = backend != BackendKind::Aws;
+    let admin = match (access_key, secret_key) {
+        (Some(access_key), Some(secret_key)) => {
+            Some(AdminCredentials { access_key, secret_key: SecretString::new(secret_key) })
+        }
+        (None, _) if needs_admin => {
+            return Err(ConfigError::Missing {
+                env: "S3_ACCESS_KEY",
+                flag: "--s3-access-key",
+                why: "the object store's admin access key (ROOT_ACCESS_KEY is also read)",
+            });
+        }
+        (_, None) if needs_admin => {
+            return Err(ConfigError::Missing {
+                env: "S3_SECRET_KEY",
+                flag: "--s3-secret-key",
+                why: "the object store's admin secret key (ROOT_SECRET_KEY and S3_SECRET_KEY_FILE are also read)",
+            });
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(ConfigError::Invalid {
+                env: "S3_ACCESS_KEY",
+                why: "an access key and a secret key must be given together".into(),
+            });
+        }
+        (None, None) => None,
+    };
+    let garage = if backend == BackendKind::Garage {
+        let endpoint = non_empty(store.garage_admin_endpoint).ok_or(ConfigError::Missing {
+            env: "GARAGE_ADMIN_ENDPOINT",
+            flag: "--garage-admin-endpoint",
+            why: "Garage's admin API endpoint, e.g. http://garage:3903",
+        })?;
+        check_url(&endpoint, "GARAGE_ADMIN_ENDPOINT")?;
+        let token = match non_empty(store.garage_admin_token) {
+            Some(t) => t,
+            None => read_secret_file(&store.garage_admin_token_file, "GARAGE_ADMIN_TOKEN_FILE")?.ok_or(
+                ConfigError::Missing {
+                    env: "GARAGE_ADMIN_TOKEN",
+                    flag: "--garage-admin-token",
+                    why: "Garage's admin API token (or GARAGE_ADMIN_TOKEN_FILE)",
+                },
+            )?,
+        };
+        Some(GarageAdmin { endpoint, token: SecretString::new(token) })
+    } else {
+        None
+    };
+    if let Err(e) = s3op_api::validate_bucket_name(store.marker_bucket.trim()) {
+        return Err(ConfigError::Invalid { env: "MARKER_BUCKET", why: e.to_string() });
+    }
+    let list = |v: Vec<String>| v.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    Ok(Some(StoreConfig {
+        backend,
+        s3_endpoint_url: endpoint,
+        admin,
+        region: store.s3_region,
+        garage,
+        marker_bucket: store.marker_bucket.trim().to_string(),
+        adopt_namespaces: list(store.adopt_namespaces),
+    }))
+}
+
+/// Leader election as the flags ask for it, if at all.
+fn leader_election(election: LeaderElectionArgs) -> Result<Option<LeaderElection>, ConfigError> {
+    Ok(if election.leader_election {
+        let namespace = non_empty(election.leader_election_namespace)
+            .or(non_empty(election.pod_namespace))
+            .or_else(|| non_empty(std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE).ok()))
+            .ok_or(ConfigError::Missing {
+                env: "LEADER_ELECTION_NAMESPACE",
+                flag: "--leader-election-namespace",
+                why: "the namespace of the leader-election Lease (POD_NAMESPACE is also read)",
+            })?;
+        if election.leader_election_lease_duration < Duration::from_secs(3) {
+            return Err(ConfigError::Invalid {
+                env: "LEADER_ELECTION_LEASE_DURATION",
+                why: "must be at least 3s (the leader renews a third of it before expiry)".into(),
+            });
+        }
+        // Without a pod name, two processes on one host must still differ.
+        let identity = non_empty(election.pod_name).unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|| "s3-resource-operator".into());
+            format!("{host}-{:08x}", fastrand::u32(..))
+        });
+        Some(LeaderElection {
+            namespace,
+            lease_name: election.leader_election_lease_name.trim().to_string(),
+            lease_duration: election.leader_election_lease_duration,
+            identity,
+        })
+    } else {
+        None
+    })
 }
 
 #[cfg(test)]
@@ -600,8 +640,9 @@ mod tests {
             "topsecret",
         ])
         .unwrap();
-        assert_eq!(cfg.store.backend, BackendKind::Versitygw);
-        assert_eq!(cfg.store.admin.as_ref().unwrap().access_key, "admin");
+        let store = cfg.store.as_ref().unwrap();
+        assert_eq!(store.backend, BackendKind::Versitygw);
+        assert_eq!(store.admin.as_ref().unwrap().access_key, "admin");
         assert!(!format!("{cfg:?}").contains("topsecret"), "Debug must redact secrets");
     }
 
@@ -616,16 +657,26 @@ mod tests {
         assert!(matches!(err, ConfigError::Missing { env: "GARAGE_ADMIN_ENDPOINT", .. }), "{err}");
         args.extend(["--garage-admin-endpoint", "http://127.0.0.1:3903", "--garage-admin-token", "tok"]);
         let cfg = parse(&args).unwrap();
-        assert_eq!(cfg.store.admin.unwrap().access_key, "GK1");
-        assert_eq!(cfg.store.garage.unwrap().token.expose(), "tok");
+        let store = cfg.store.unwrap();
+        assert_eq!(store.admin.unwrap().access_key, "GK1");
+        assert_eq!(store.garage.unwrap().token.expose(), "tok");
     }
 
     #[test]
     fn aws_needs_nothing_but_accepts_an_endpoint() {
-        let cfg = parse(&["--backend", "aws"]).unwrap();
-        assert!(cfg.store.s3_endpoint_url.is_none() && cfg.store.admin.is_none());
-        let cfg = parse(&["--backend", "Aws", "--s3-endpoint-url", "http://127.0.0.1:5000"]).unwrap();
-        assert_eq!(cfg.store.s3_endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+        let store = parse(&["--backend", "aws"]).unwrap().store.unwrap();
+        assert!(store.s3_endpoint_url.is_none() && store.admin.is_none());
+        let store = parse(&["--backend", "Aws", "--s3-endpoint-url", "http://127.0.0.1:5000"]).unwrap().store.unwrap();
+        assert_eq!(store.s3_endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+    }
+
+    #[test]
+    fn without_a_kind_or_an_endpoint_there_is_no_default_store() {
+        let cfg = parse(&[]).unwrap();
+        assert!(cfg.store.is_none());
+        assert_eq!(cfg.default_store_name, "default");
+        let cfg = parse(&["--default-store-name", "legacy"]).unwrap();
+        assert_eq!(cfg.default_store_name, "legacy");
     }
 
     #[test]

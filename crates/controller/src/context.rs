@@ -1,4 +1,4 @@
-//! What every reconcile shares: the Kubernetes client, the backend, the configuration, the
+//! What every reconcile shares: the Kubernetes client, the stores, the configuration, the
 //! event publisher, metrics, per-object backoff, and the error type reconciles return.
 
 use std::{
@@ -15,13 +15,14 @@ use kube::{
     runtime::{controller::Action, finalizer, reflector::Store},
 };
 use s3op_api::{FIELD_MANAGER, FINALIZER, S3Bucket};
-use s3op_backends::{Backend, BackendError};
+use s3op_backends::BackendError;
 use thiserror::Error;
 
 use crate::{
     config::Config,
     metrics::{API_WRITE_FINALIZER_ADD, API_WRITE_FINALIZER_REMOVE, Metrics},
     status::WithStatus,
+    stores::{Stores, Unusable},
 };
 
 /// Why a reconcile must be tried again. Permanent problems are not errors: they are written to
@@ -40,6 +41,18 @@ pub enum Error {
     /// Deletion waits for the user (a non-empty bucket without forceDelete).
     #[error("deletion blocked: {0}")]
     Blocked(String),
+    /// The object's store cannot be used now (not connected yet, or not answering).
+    #[error("store: {0}")]
+    Store(String),
+}
+
+impl From<Unusable> for Error {
+    fn from(u: Unusable) -> Self {
+        Error::Store(match u {
+            Unusable::NotFound(m) | Unusable::NotAllowed(m) | Unusable::NotReady(m) => m,
+            Unusable::Pending => "the store is still being connected".into(),
+        })
+    }
 }
 
 impl Error {
@@ -66,6 +79,7 @@ impl Error {
                 _ => "Finalizer",
             },
             Error::Blocked(_) => "DeletionBlocked",
+            Error::Store(_) => "StoreNotReady",
         }
     }
 }
@@ -77,8 +91,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Context {
     /// Kubernetes client.
     pub client: Client,
-    /// The object store (metered).
-    pub backend: Arc<dyn Backend>,
+    /// The object stores, each with its (metered) backend.
+    pub stores: Arc<Stores>,
     /// Operator configuration.
     pub config: Arc<Config>,
     /// Publishes Kubernetes events.
@@ -97,7 +111,7 @@ pub struct Context {
 
 impl Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").field("backend", &self.backend.kind()).finish_non_exhaustive()
+        f.debug_struct("Context").field("stores", &self.stores).finish_non_exhaustive()
     }
 }
 
@@ -111,7 +125,7 @@ impl Context {
     /// of [`Context::recreated_buckets`].
     pub fn new(
         client: Client,
-        backend: Arc<dyn Backend>,
+        stores: Arc<Stores>,
         config: Arc<Config>,
         events: Arc<crate::events::Publisher>,
         metrics: Arc<Metrics>,
@@ -121,7 +135,7 @@ impl Context {
         let (recreated_buckets, recreated) = futures::channel::mpsc::unbounded();
         let ctx = Self {
             client,
-            backend,
+            stores,
             config,
             events,
             metrics,
@@ -152,11 +166,6 @@ impl Context {
     /// Forgets the failures of `key` after a success.
     pub fn succeeded(&self, key: &str) {
         self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
-    }
-
-    /// Whether buckets and users in `namespace` may adopt ones made outside the operator.
-    pub fn may_adopt(&self, namespace: &str) -> bool {
-        self.config.store.adopt_namespaces.iter().any(|n| n == namespace)
     }
 
     /// Publishes an event about `obj`; a failure to publish is logged, never fatal.
@@ -193,7 +202,7 @@ impl Context {
         if obj.status_ref() == Some(&status) {
             return Ok(());
         }
-        let api: Api<K> = Api::namespaced(self.client.clone(), &obj.namespace().unwrap_or_default());
+        let api: Api<K> = obj.api_of(self.client.clone());
         let fresh = api.get_status(&obj.name_any()).await?;
         let status = build(fresh.status_ref());
         if fresh.status_ref() == Some(&status) {

@@ -6,7 +6,6 @@ use std::{
     future::Future,
     net::SocketAddr,
     sync::{Arc, Mutex, PoisonError},
-    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -17,21 +16,12 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use s3op_backends::Backend;
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
 
 /// Content type of the OpenMetrics text exposition format.
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// How long a backend health result is reused: probes come every few seconds from every
-/// kubelet, and the store should not see a request for each.
-pub const DEFAULT_HEALTH_TTL: Duration = Duration::from_secs(10);
-
-/// Longest a readiness probe waits on the store. Backends have their own request timeouts;
-/// this one guards against a backend whose health call retries internally.
-const HEALTH_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default)]
 struct Kinds {
@@ -41,32 +31,19 @@ struct Kinds {
     synced: BTreeSet<&'static str>,
 }
 
-/// Whether the operator can do its work: every controller's caches are synced and the
-/// object store answered recently.
-#[derive(Debug)]
+/// Whether the operator can do its work: every controller's caches are synced. The stores'
+/// health is not part of it: one store that is down degrades only its own objects (their
+/// conditions and the store's say so), and restarting or unlisting the operator would not
+/// bring it back.
+#[derive(Debug, Default)]
 pub struct Readiness {
-    backend: Arc<dyn Backend>,
-    health_ttl: Duration,
     kinds: Mutex<Kinds>,
-    // An async mutex held across the health call, so concurrent probes wait for one call
-    // instead of each making their own.
-    last_health: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
 impl Readiness {
-    /// Readiness against `backend`, reusing a health result for [`DEFAULT_HEALTH_TTL`].
-    pub fn new(backend: Arc<dyn Backend>) -> Arc<Readiness> {
-        Self::with_health_ttl(backend, DEFAULT_HEALTH_TTL)
-    }
-
-    /// Readiness against `backend`, reusing a health result for `health_ttl`.
-    pub fn with_health_ttl(backend: Arc<dyn Backend>, health_ttl: Duration) -> Arc<Readiness> {
-        Arc::new(Readiness {
-            backend,
-            health_ttl,
-            kinds: Mutex::new(Kinds::default()),
-            last_health: tokio::sync::Mutex::new(None),
-        })
+    /// Readiness that waits for [`Readiness::expect`] and then for each controller's caches.
+    pub fn new() -> Arc<Readiness> {
+        Arc::new(Readiness::default())
     }
 
     /// Sets which controllers (by kind) must have synced caches before the operator is ready.
@@ -79,19 +56,8 @@ impl Readiness {
         self.lock_kinds().synced.insert(kind);
     }
 
-    /// `Ok` when every expected controller is synced and the store's health call succeeded
-    /// within the cache period; otherwise why not.
-    pub async fn check(&self) -> Result<(), String> {
-        self.caches_synced()?;
-        self.backend_healthy().await
-    }
-
-    fn lock_kinds(&self) -> std::sync::MutexGuard<'_, Kinds> {
-        // The guarded data is a set of flags that no panic can leave half-written.
-        self.kinds.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn caches_synced(&self) -> Result<(), String> {
+    /// `Ok` when every expected controller is synced; otherwise why not.
+    pub fn check(&self) -> Result<(), String> {
         let kinds = self.lock_kinds();
         let Some(expected) = &kinds.expected else {
             return Err("controllers not started".into());
@@ -100,21 +66,9 @@ impl Readiness {
         if missing.is_empty() { Ok(()) } else { Err(format!("caches not synced: {}", missing.join(", "))) }
     }
 
-    async fn backend_healthy(&self) -> Result<(), String> {
-        let mut last = self.last_health.lock().await;
-        if let Some((at, result)) = &*last
-            && at.elapsed() < self.health_ttl
-        {
-            return result.clone();
-        }
-        let kind = self.backend.kind();
-        let result = match tokio::time::timeout(HEALTH_CALL_TIMEOUT, self.backend.health()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(format!("{kind} backend unhealthy: {err}")),
-            Err(_) => Err(format!("{kind} backend health check timed out after {HEALTH_CALL_TIMEOUT:?}")),
-        };
-        *last = Some((Instant::now(), result.clone()));
-        result
+    fn lock_kinds(&self) -> std::sync::MutexGuard<'_, Kinds> {
+        // The guarded data is a set of flags that no panic can leave half-written.
+        self.kinds.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -149,7 +103,7 @@ async fn healthz_handler() -> Response {
 }
 
 async fn readyz_handler(State(state): State<AppState>) -> Response {
-    match state.readiness.check().await {
+    match state.readiness.check() {
         Ok(()) => json(StatusCode::OK, serde_json::json!({ "status": "ready" })),
         Err(reason) => {
             json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "status": "not ready", "reason": reason }))
@@ -197,7 +151,6 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
-    use s3op_backends::memory::MemoryBackend;
     use tokio::{sync::oneshot, task::JoinHandle};
 
     use super::*;
@@ -230,10 +183,9 @@ mod tests {
 
     #[tokio::test]
     async fn endpoints() {
-        let memory = Arc::new(MemoryBackend::new());
         let metrics = Metrics::new();
         metrics.status_write("S3Bucket");
-        let readiness = Readiness::with_health_ttl(memory.clone(), Duration::from_millis(50));
+        let readiness = Readiness::new();
         readiness.expect(&["S3Bucket", "S3User"]);
         let server = start(readiness.clone(), metrics).await;
         let base = server.base.as_str();
@@ -256,41 +208,18 @@ mod tests {
         readiness.set_synced("S3User");
         assert_eq!(get(base, "/readyz").await, (200, "application/json".into(), r#"{"status":"ready"}"#.into()));
 
-        memory.set_down(true);
-        tokio::time::sleep(Duration::from_millis(80)).await;
-        let (status, _, body) = get(base, "/readyz").await;
-        assert_eq!(status, 503);
-        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
-        assert!(v["reason"].as_str().expect("reason").contains("memory backend unhealthy"), "{body}");
-
-        memory.set_down(false);
-        tokio::time::sleep(Duration::from_millis(80)).await;
-        assert_eq!(get(base, "/readyz").await.0, 200);
-
         assert_eq!(get(base, "/nope").await, (404, "text/plain; charset=utf-8".into(), "Not Found".into()));
 
         server.stop.send(()).expect("server still running");
         server.task.await.expect("join").expect("clean shutdown");
     }
 
-    #[tokio::test]
-    async fn health_result_is_reused_within_the_ttl() {
-        let memory = Arc::new(MemoryBackend::new());
-        let readiness = Readiness::new(memory.clone());
+    #[test]
+    fn not_ready_before_controllers_start() {
+        let readiness = Readiness::new();
+        assert_eq!(readiness.check(), Err("controllers not started".to_string()));
         readiness.expect(&[]);
-        assert_eq!(readiness.check().await, Ok(()));
-        let reads = memory.reads();
-        memory.set_down(true);
-        assert_eq!(readiness.check().await, Ok(()), "the cached success is reused");
-        assert_eq!(memory.reads(), reads, "a probe within the cache period does not call the store");
-    }
-
-    #[tokio::test]
-    async fn not_ready_before_controllers_start() {
-        let readiness = Readiness::new(Arc::new(MemoryBackend::new()));
-        assert_eq!(readiness.check().await, Err("controllers not started".to_string()));
-        readiness.expect(&[]);
-        assert_eq!(readiness.check().await, Ok(()));
+        assert_eq!(readiness.check(), Ok(()));
     }
 
     #[tokio::test]

@@ -13,8 +13,10 @@ pub mod metered;
 pub mod metrics;
 pub mod reconcile;
 pub mod run;
+pub mod s3store;
 pub mod status;
 pub mod store;
+pub mod stores;
 pub mod telemetry;
 #[cfg(test)]
 pub mod testing;

@@ -22,14 +22,22 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init(config.telemetry.log_level, config.telemetry.log_format);
-    tracing::info!(
-        backend = %config.store.backend,
-        endpoint = config.store.s3_endpoint_url.as_deref().unwrap_or("(AWS default)"),
-        region = %config.store.region,
-        crd_mode = config.crd_mode,
-        compat_mode = config.compat_mode,
-        "configuration loaded"
-    );
+    match &config.store {
+        Some(store) => tracing::info!(
+            default_store = %config.default_store_name,
+            backend = %store.backend,
+            endpoint = store.s3_endpoint_url.as_deref().unwrap_or("(AWS default)"),
+            region = %store.region,
+            crd_mode = config.crd_mode,
+            compat_mode = config.compat_mode,
+            "configuration loaded"
+        ),
+        None => tracing::info!(
+            crd_mode = config.crd_mode,
+            compat_mode = config.compat_mode,
+            "configuration loaded; no default store: objects must name an S3Store or ClusterS3Store"
+        ),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -17,12 +17,13 @@ use crate::metrics::Metrics;
 pub struct MeteredBackend {
     inner: Arc<dyn Backend>,
     metrics: Arc<Metrics>,
+    store: Arc<str>,
 }
 
 impl MeteredBackend {
-    /// Meters `inner` into `metrics`.
-    pub fn new(inner: Arc<dyn Backend>, metrics: Arc<Metrics>) -> Self {
-        Self { inner, metrics }
+    /// Meters `inner`, the backend of the store named `store`, into `metrics`.
+    pub fn new(inner: Arc<dyn Backend>, metrics: Arc<Metrics>, store: &str) -> Self {
+        Self { inner, metrics, store: store.into() }
     }
 
     /// Runs one call, timing it and labelling it with `operation` and its outcome; `wrote`
@@ -40,11 +41,11 @@ impl MeteredBackend {
             Ok(_) => "ok",
             Err(err) => err.category().as_str(),
         };
-        self.metrics.backend_request(backend, operation, outcome, start.elapsed());
+        self.metrics.backend_request(&self.store, backend, operation, outcome, start.elapsed());
         if let Ok(value) = &result
             && wrote(value)
         {
-            self.metrics.backend_write(backend, operation);
+            self.metrics.backend_write(&self.store, backend, operation);
         }
         result
     }
@@ -183,7 +184,7 @@ mod tests {
     async fn counts_writes_only_when_the_store_changed() {
         let metrics = Metrics::new();
         let memory = Arc::new(MemoryBackend::new());
-        let backend = MeteredBackend::new(memory.clone(), metrics.clone());
+        let backend = MeteredBackend::new(memory.clone(), metrics.clone(), "default");
 
         assert_eq!(backend.ensure_bucket(&spec(), false).await, Ok(Change::Created));
         assert_eq!(metrics.backend_writes(), 1);
@@ -205,10 +206,10 @@ mod tests {
 
         let text = metrics.encode();
         for line in [
-            "s3op_backend_writes_total{backend=\"memory\",operation=\"ensure_bucket\"} 1",
-            "s3op_backend_writes_total{backend=\"memory\",operation=\"create_key\"} 1",
-            "s3op_backend_request_duration_seconds_count{backend=\"memory\",operation=\"ensure_bucket\",outcome=\"ok\"} 2",
-            "s3op_backend_request_duration_seconds_count{backend=\"memory\",operation=\"describe_bucket\",outcome=\"BackendUnavailable\"} 1",
+            "s3op_backend_writes_total{store=\"default\",backend=\"memory\",operation=\"ensure_bucket\"} 1",
+            "s3op_backend_writes_total{store=\"default\",backend=\"memory\",operation=\"create_key\"} 1",
+            "s3op_backend_request_duration_seconds_count{store=\"default\",backend=\"memory\",operation=\"ensure_bucket\",outcome=\"ok\"} 2",
+            "s3op_backend_request_duration_seconds_count{store=\"default\",backend=\"memory\",operation=\"describe_bucket\",outcome=\"BackendUnavailable\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
         }

@@ -67,12 +67,14 @@ struct KindWriteLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendOperationLabels {
+    store: Arc<str>,
     backend: &'static str,
     operation: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendRequestLabels {
+    store: Arc<str>,
     backend: &'static str,
     operation: &'static str,
     outcome: &'static str,
@@ -154,14 +156,14 @@ impl Metrics {
             HistogramFamily::<BackendRequestLabels>::new_with_constructor(duration_histogram as fn() -> _);
         registry.register_with_unit(
             "s3op_backend_request_duration",
-            "Time one backend call took, by backend, operation and outcome",
+            "Time one backend call took, by store, backend, operation and outcome",
             Unit::Seconds,
             backend_requests.clone(),
         );
         let backend_writes = Family::<BackendOperationLabels, Counter>::default();
         registry.register(
             "s3op_backend_writes",
-            "Backend calls that changed something on the store, by backend and operation",
+            "Backend calls that changed something on the store, by store, backend and operation",
             backend_writes.clone(),
         );
 
@@ -241,19 +243,20 @@ impl Metrics {
     /// category, and how long it took.
     pub fn backend_request(
         &self,
+        store: &Arc<str>,
         backend: &'static str,
         operation: &'static str,
         outcome: &'static str,
         elapsed: Duration,
     ) {
         self.backend_requests
-            .get_or_create(&BackendRequestLabels { backend, operation, outcome })
+            .get_or_create(&BackendRequestLabels { store: store.clone(), backend, operation, outcome })
             .observe(elapsed.as_secs_f64());
     }
 
     /// Records a backend call that changed something on the store.
-    pub fn backend_write(&self, backend: &'static str, operation: &'static str) {
-        self.backend_writes.get_or_create(&BackendOperationLabels { backend, operation }).inc();
+    pub fn backend_write(&self, store: &Arc<str>, backend: &'static str, operation: &'static str) {
+        self.backend_writes.get_or_create(&BackendOperationLabels { store: store.clone(), backend, operation }).inc();
         self.backend_writes_sum.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -286,8 +289,9 @@ mod tests {
         m.status_write("S3Bucket");
         m.status_write("S3User");
         m.event_published("S3User", "KeyRotated");
-        m.backend_request("memory", "ensure_bucket", "ok", Duration::from_millis(1));
-        m.backend_write("memory", "ensure_bucket");
+        let store: Arc<str> = "default".into();
+        m.backend_request(&store, "memory", "ensure_bucket", "ok", Duration::from_millis(1));
+        m.backend_write(&store, "memory", "ensure_bucket");
         m.api_write("S3User", API_WRITE_SECRET);
         m.api_write("S3Bucket", API_WRITE_FINALIZER_ADD);
         assert_eq!(m.status_writes(), 2);
@@ -305,8 +309,8 @@ mod tests {
             "s3op_api_writes_total{kind=\"S3User\",write=\"secret\"} 1",
             "s3op_api_writes_total{kind=\"S3Bucket\",write=\"finalizer_add\"} 1",
             "s3op_events_total{kind=\"S3User\",reason=\"KeyRotated\"} 1",
-            "s3op_backend_request_duration_seconds_count{backend=\"memory\",operation=\"ensure_bucket\",outcome=\"ok\"} 1",
-            "s3op_backend_writes_total{backend=\"memory\",operation=\"ensure_bucket\"} 1",
+            "s3op_backend_request_duration_seconds_count{store=\"default\",backend=\"memory\",operation=\"ensure_bucket\",outcome=\"ok\"} 1",
+            "s3op_backend_writes_total{store=\"default\",backend=\"memory\",operation=\"ensure_bucket\"} 1",
             "# UNIT s3op_reconcile_duration_seconds seconds",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");

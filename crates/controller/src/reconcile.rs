@@ -23,6 +23,7 @@ use tracing::Instrument;
 use crate::{
     context::{Context, Error, Result, finalizer_write},
     status::{Readiness, WithStatus, with_ready},
+    stores::Unusable,
 };
 
 /// A kind reconciled with the operator's finalizer: what it converges to, and what its deletion
@@ -45,6 +46,17 @@ pub enum Halt {
     Failed(BackendError),
     /// The Kubernetes API failed (or another failure a retry may fix); retried.
     Kube(Error),
+    /// The store is still being connected: look again in a moment, reporting nothing.
+    Pending,
+}
+
+impl From<Unusable> for Halt {
+    fn from(u: Unusable) -> Self {
+        match u.readiness() {
+            Some(readiness) => Halt::Wait(readiness),
+            None => Halt::Pending,
+        }
+    }
 }
 
 impl From<BackendError> for Halt {
@@ -83,16 +95,20 @@ impl Halt {
                 if e.is_retryable() { Err(e.into()) } else { Ok(ctx.resync()) }
             }
             Halt::Kube(e) => Err(e),
+            Halt::Pending => Ok(Action::requeue(STORE_PENDING_RETRY)),
         }
     }
 }
+
+/// How soon an object whose store is still being connected looks again.
+const STORE_PENDING_RETRY: Duration = Duration::from_secs(1);
 
 /// Reconciles one object of kind `K`: adds the finalizer to a live object, runs `cleanup`
 /// before letting a deleted one go, and counts and times the work.
 pub async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    let api: Api<K> = obj.api_of(ctx.client.clone());
     let finalizer_patch = finalizer_write(obj.as_ref());
     let work = async {
         finalizer(&api, FINALIZER, obj, |event| async {

@@ -4,17 +4,18 @@
 use std::{sync::Arc, time::Instant};
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, Client, ResourceExt,
+    core::PartialObjectMeta,
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::{self, Action},
-        reflector::{self, ObjectRef, Store},
-        watcher,
+        reflector::{self, ObjectRef, Store, reflector},
+        watcher::{self, watcher},
     },
 };
-use s3op_api::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, S3Bucket, S3User};
+use s3op_api::{ClusterS3Store, MANAGED_BY_LABEL, MANAGED_BY_VALUE, S3Bucket, S3Store, S3User};
 use s3op_backends::Backend;
 use tokio::sync::watch;
 
@@ -28,7 +29,11 @@ use crate::{
     metered::MeteredBackend,
     metrics::Metrics,
     reconcile::{error_policy, reconcile},
-    store, triggers, user,
+    s3store::{self, StoreContext},
+    status::WithStatus,
+    store,
+    stores::{ActiveStore, StoreKey, Stores},
+    triggers, user,
 };
 
 /// Runs the operator until `shutdown` completes, then lets in-flight reconciles finish.
@@ -43,16 +48,33 @@ pub async fn run(
     let started = Instant::now();
     let legacy = LegacyMetrics::new();
     let metrics = Metrics::with_registry(|r| legacy.register(r));
-    let raw = store::connect(&config)
-        .await
-        .map_err(|e| anyhow::anyhow!("configuring the {} backend: {e}", config.store.backend))?;
-    let backend: Arc<dyn Backend> = Arc::new(MeteredBackend::new(raw, metrics.clone()));
-    if let Err(e) = backend.health().await {
-        // Not fatal: conditions and /readyz report it, and reconciles retry.
-        tracing::warn!(error = %e, "the object store does not answer yet");
+    let default = match &config.store {
+        Some(store_config) => {
+            let raw = store::connect(store_config)
+                .await
+                .map_err(|e| anyhow::anyhow!("configuring the default {} store: {e}", store_config.backend))?;
+            let backend: Arc<dyn Backend> =
+                Arc::new(MeteredBackend::new(raw, metrics.clone(), &config.default_store_name));
+            if let Err(e) = backend.health().await {
+                // Not fatal: the conditions of the objects on it report it, and reconciles retry.
+                tracing::warn!(error = %e, "the default object store does not answer yet");
+            }
+            Some(Arc::new(ActiveStore {
+                key: StoreKey::Default,
+                name: config.default_store_name.clone(),
+                config: store_config.clone(),
+                backend,
+            }))
+        }
+        None => None,
+    };
+    let stores = Arc::new(Stores::new(default, config.default_store_name.clone()));
+    let cluster_scope = config.watch_namespace.is_none();
+    let readiness = Readiness::new();
+    let mut kinds = vec![S3Store::KIND];
+    if cluster_scope {
+        kinds.push(ClusterS3Store::KIND);
     }
-    let readiness = Readiness::new(backend.clone());
-    let mut kinds = Vec::new();
     if config.crd_mode {
         kinds.extend([bucket::KIND, user::KIND]);
     }
@@ -104,16 +126,24 @@ pub async fn run(
     let (bucket_store, bucket_writer) = reflector::store_shared::<S3Bucket>(1024);
     let bucket_updates =
         bucket_writer.subscribe().ok_or_else(|| anyhow::anyhow!("the S3Bucket store cannot be subscribed to"))?;
+    let buckets_on_store = bucket_store.clone();
     let buckets = Controller::for_stream(
         triggers::spec_changes(scoped::<S3Bucket>(&client, &config), wc.clone(), bucket_writer),
         bucket_store.clone(),
     )
     .with_config(controller_config.clone())
+    // A store that turned usable (or unusable) changes what its objects can do: now, not at
+    // their next resync.
+    .reconcile_on(
+        stores
+            .subscribe()
+            .flat_map(move |key| futures::stream::iter(on_store(&buckets_on_store, &key, bucket::store_of))),
+    )
     .graceful_shutdown_on(stopped());
     let own_secret_writes = Arc::new(triggers::OwnWrites::default());
     let (ctx, recreated_rx) = Context::new(
         client.clone(),
-        backend,
+        stores.clone(),
         config.clone(),
         events,
         metrics.clone(),
@@ -123,11 +153,67 @@ pub async fn run(
     let ctx = Arc::new(ctx);
 
     let mut work: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
+    let (user_store, user_writer) = reflector::store::<S3User>();
+    let mut compat_parts = None;
+    if config.compat_mode {
+        let compat = Arc::new(Compat::new(ctx.clone(), legacy));
+        let (secrets, secret_store) = compat::controller(scoped::<compat::SecretMeta>(&client, &config), &compat);
+        compat_parts = Some((compat, secrets, secret_store));
+    }
+    let store_ctx = Arc::new(StoreContext::new(
+        ctx.clone(),
+        config.crd_mode.then(|| user_store.clone()),
+        compat_parts.as_ref().map(|(_, _, s)| s.clone()),
+    ));
+    let namespaced_stores = store_controller::<S3Store>(
+        scoped::<S3Store>(&client, &config),
+        scoped::<PartialObjectMeta<Secret>>(&client, &config),
+        &config,
+    );
+    let cluster_stores = cluster_scope
+        .then(|| store_controller::<ClusterS3Store>(Api::all(client.clone()), Api::all(client.clone()), &config));
+    let namespaces = if cluster_scope {
+        let (reader, writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+        let stream = reflector(
+            writer,
+            watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default())
+                .default_backoff(),
+        );
+        let stop = stopped();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stream.for_each(|_| futures::future::ready(())) => {}
+                _ = stop => {}
+            }
+        });
+        Some(reader)
+    } else {
+        None
+    };
+    stores.watch(Some(namespaced_stores.store()), cluster_stores.as_ref().map(Controller::store), namespaces);
+    tokio::spawn(mark_synced(namespaced_stores.store(), readiness.clone(), S3Store::KIND));
+    work.push(
+        namespaced_stores
+            .graceful_shutdown_on(stopped())
+            .run(s3store::reconcile::<S3Store>, s3store::error_policy::<S3Store>, store_ctx.clone())
+            .for_each(|r| async move { log_result(S3Store::KIND, r) })
+            .boxed(),
+    );
+    if let Some(cluster_stores) = cluster_stores {
+        tokio::spawn(mark_synced(cluster_stores.store(), readiness.clone(), ClusterS3Store::KIND));
+        work.push(
+            cluster_stores
+                .graceful_shutdown_on(stopped())
+                .run(s3store::reconcile::<ClusterS3Store>, s3store::error_policy::<ClusterS3Store>, store_ctx)
+                .for_each(|r| async move { log_result(ClusterS3Store::KIND, r) })
+                .boxed(),
+        );
+    }
     if config.crd_mode {
-        let (user_store, user_writer) = reflector::store::<S3User>();
         let secrets_wc = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
         let users_for_bucket = user_store.clone();
         let users_of_recreated = user_store.clone();
+        let users_on_store = user_store.clone();
         let users = Controller::for_stream(
             triggers::spec_changes(scoped::<S3User>(&client, &config), wc, user_writer),
             user_store.clone(),
@@ -156,6 +242,11 @@ pub async fn run(
                 .collect::<Vec<_>>();
             futures::stream::iter(users)
         }))
+        .reconcile_on(
+            stores
+                .subscribe()
+                .flat_map(move |key| futures::stream::iter(on_store(&users_on_store, &key, user::store_of))),
+        )
         .graceful_shutdown_on(stopped());
 
         tokio::spawn(mark_synced(bucket_store.clone(), readiness.clone(), bucket::KIND));
@@ -173,9 +264,13 @@ pub async fn run(
                 .boxed(),
         );
     }
-    if config.compat_mode {
-        let compat = Arc::new(Compat::new(ctx.clone(), legacy));
-        let (secrets, secret_store) = compat::controller(scoped::<compat::SecretMeta>(&client, &config), &compat);
+    if let Some((compat, secrets, secret_store)) = compat_parts {
+        let secrets_on_store = secret_store.clone();
+        let secrets = secrets.reconcile_on(stores.subscribe().flat_map(move |key| {
+            futures::stream::iter(on_store(&secrets_on_store, &key, |m| {
+                compat::store_of(m.metadata.annotations.as_ref())
+            }))
+        }));
         tokio::spawn(mark_synced(secret_store.clone(), readiness.clone(), compat::KIND));
         tokio::spawn(compat::observe_first_pass(secret_store, compat.clone(), started));
         work.push(
@@ -187,7 +282,11 @@ pub async fn run(
         );
     }
 
-    tracing::info!(addr = %config.telemetry.metrics_addr, backend = %config.store.backend, "operator running");
+    tracing::info!(
+        addr = %config.telemetry.metrics_addr,
+        default_store = config.store.as_ref().map(|s| s.backend.to_string()).unwrap_or_else(|| "none".into()),
+        "operator running"
+    );
     // Losing the Lease (renewal failed, another replica took over) stops this replica's work:
     // two leaders must never reconcile at once. The process then exits non-zero and restarts
     // as a stand-by.
@@ -218,6 +317,45 @@ pub async fn run(
     }
     tracing::info!("operator stopped");
     Ok(())
+}
+
+/// The objects in `cache` on the store `key`.
+fn on_store<K>(cache: &Store<K>, key: &StoreKey, store_of: impl Fn(&K) -> StoreKey) -> Vec<ObjectRef<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    cache.state().into_iter().filter(|o| store_of(o) == *key).map(|o| ObjectRef::from_obj(o.as_ref())).collect()
+}
+
+/// The controller of one store kind over `api`, woken when a Secret it references changes (a
+/// rotated admin key is picked up without a restart). Secrets are watched as metadata and
+/// none is kept: only the stores' references are looked up.
+fn store_controller<K>(api: Api<K>, secrets: Api<PartialObjectMeta<Secret>>, config: &Config) -> Controller<K>
+where
+    K: s3store::StoreObject + kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let controller = Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(controller::Config::default().concurrency(config.concurrency));
+    let stores = controller.store();
+    controller.watches_stream(
+        watcher(secrets, watcher::Config::default().any_semantic()).default_backoff().touched_objects(),
+        move |secret: PartialObjectMeta<Secret>| {
+            let namespace = secret.namespace().unwrap_or_default();
+            let name = secret.name_any();
+            stores
+                .state()
+                .into_iter()
+                .filter(|s| {
+                    s.view()
+                        .auth
+                        .secret_ref
+                        .as_ref()
+                        .is_some_and(|r| r.name == name && s.secret_namespace(r).is_ok_and(|ns| ns == namespace))
+                })
+                .map(|s| ObjectRef::from_obj(s.as_ref()))
+                .collect::<Vec<_>>()
+        },
+    )
 }
 
 /// Tells `readiness` once `store` holds its first full list.

@@ -13,15 +13,15 @@ use s3op_backends::{BackendError, ErrorCategory};
 use serde::{Serialize, de::DeserializeOwned};
 
 /// A custom resource with a status the operator writes.
-pub trait WithStatus:
-    Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + Clone + DeserializeOwned + Debug
-{
+pub trait WithStatus: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug {
     /// The status type.
     type Status: Serialize + PartialEq + Clone + Default;
     /// The kind's name, as a bounded metric label.
     const KIND: &'static str;
     /// The current status, if any.
     fn status_ref(&self) -> Option<&Self::Status>;
+    /// The API the object is read and written through (its namespace's, or the cluster's).
+    fn api_of(&self, client: kube::Client) -> kube::Api<Self>;
     /// The conditions held in `status`.
     fn conditions(status: &Self::Status) -> &[Condition];
 }

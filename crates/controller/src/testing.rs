@@ -26,6 +26,7 @@ use crate::{
     events::Publisher,
     metrics::{API_WRITE_FINALIZER_ADD, Metrics},
     reconcile::{Reconciled, reconcile},
+    stores::{ActiveStore, StoreKey, Stores},
     triggers::OwnWrites,
 };
 
@@ -243,15 +244,17 @@ impl TestContext {
         writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
         writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
         let events = Publisher::new(client.clone(), "s3-resource-operator", None);
-        let (ctx, _recreated) = Context::new(
-            client,
-            backend.clone() as Arc<dyn Backend>,
-            config,
-            events,
-            Metrics::new(),
-            store,
-            Arc::new(OwnWrites::default()),
-        );
+        let default = config.store.clone().map(|store_config| {
+            Arc::new(ActiveStore {
+                key: StoreKey::Default,
+                name: config.default_store_name.clone(),
+                config: store_config,
+                backend: backend.clone() as Arc<dyn Backend>,
+            })
+        });
+        let stores = Arc::new(Stores::new(default, config.default_store_name.clone()));
+        let (ctx, _recreated) =
+            Context::new(client, stores, config, events, Metrics::new(), store, Arc::new(OwnWrites::default()));
         Self { ctx: Arc::new(ctx), api, backend, buckets: writer }
     }
 

@@ -32,6 +32,7 @@ use crate::{
     metrics::API_WRITE_SECRET,
     reconcile::{self, Halt, Reconciled},
     status::{Readiness, WithStatus, is_ready_at, ready_condition},
+    stores::{ActiveStore, StoreKey},
 };
 
 /// Kind name, for metrics and logs.
@@ -47,6 +48,9 @@ impl WithStatus for S3User {
     fn status_ref(&self) -> Option<&S3UserStatus> {
         self.status.as_ref()
     }
+    fn api_of(&self, client: kube::Client) -> kube::Api<Self> {
+        kube::Api::namespaced(client, &self.namespace().unwrap_or_default())
+    }
     fn conditions(status: &S3UserStatus) -> &[Condition] {
         &status.conditions
     }
@@ -59,6 +63,11 @@ impl Reconciled for S3User {
     async fn cleanup(&self, ctx: &Context) -> Result<Action> {
         cleanup(self, ctx).await
     }
+}
+
+/// The store an S3User lives on.
+pub fn store_of(obj: &S3User) -> StoreKey {
+    StoreKey::of(obj.spec.store_ref.as_ref(), &obj.namespace().unwrap_or_default())
 }
 
 /// The claim an S3User makes on the store.
@@ -100,6 +109,20 @@ fn credentials_in(secret: &Secret) -> Option<Credentials> {
     let recorded = secret.annotations().get(CREDENTIALS_HASH_ANNOTATION)?;
     (*recorded == credentials_hash(&access_key_id, &secret_key))
         .then(|| Credentials { access_key_id, secret_access_key: SecretString::new(secret_key) })
+}
+
+/// The grants naming S3Buckets on another store than the user's: a user and its buckets must
+/// share one store, and no wait fixes that.
+fn store_mismatches(obj: &S3User, buckets: &Store<S3Bucket>) -> Vec<String> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let mine = store_of(obj);
+    obj.spec
+        .access
+        .iter()
+        .filter_map(|a| buckets.get(&ObjectRef::<S3Bucket>::new(&a.bucket).within(&namespace)))
+        .filter(|b| crate::bucket::store_of(b) != mine)
+        .map(|b| format!("{} (on {})", b.name_any(), crate::bucket::store_of(&b)))
+        .collect()
 }
 
 /// Buckets an S3User cannot be granted yet, and whether that is only a matter of time.
@@ -164,12 +187,12 @@ fn resolve_grants(obj: &S3User, buckets: &Store<S3Bucket>) -> Result<Vec<(String
 
 /// Refuses a grant on a bucket the ledger does not give to the named S3Bucket of the user's
 /// namespace: whatever any status says, a user is only ever granted its own namespace's buckets.
-async fn verify_grants(ctx: &Context, namespace: &str, grants: &[(String, Grant)]) -> Result<(), BackendError> {
+async fn verify_grants(store: &ActiveStore, namespace: &str, grants: &[(String, Grant)]) -> Result<(), BackendError> {
     for (s3bucket, grant) in grants {
-        let mut holder = ctx.backend.holder(Subject::Bucket, &grant.bucket).await?;
+        let mut holder = store.backend.holder(Subject::Bucket, &grant.bucket).await?;
         if holder.is_none() {
             // Buckets made before the ledger recorded buckets carry their claim only as tags.
-            holder = ctx.backend.describe_bucket(&grant.bucket).await?.and_then(|b| b.owner);
+            holder = store.backend.describe_bucket(&grant.bucket).await?.and_then(|b| b.owner);
         }
         let wanted = Owner::s3bucket(namespace, s3bucket.as_str(), "");
         if !holder.as_ref().is_some_and(|h| h.same_claim(&wanted)) {
@@ -189,36 +212,39 @@ async fn verify_grants(ctx: &Context, namespace: &str, grants: &[(String, Grant)
 async fn report(
     obj: &S3User,
     ctx: &Context,
+    store: Option<&ActiveStore>,
     user: Option<&str>,
     access_key_id: Option<&str>,
     readiness: &Readiness,
 ) -> Result<()> {
     let generation = obj.metadata.generation;
     let secret_name = secret_name_of(obj);
-    let backend = ctx.backend.kind().as_str();
+    let shown = ctx.stores.shown(&store_of(obj));
+    let backend = store.map(|s| s.backend.kind().as_str().to_string());
     reconcile::report(obj, ctx, readiness, |previous, conditions| S3UserStatus {
         observed_generation: generation,
         user_name: user.map(str::to_string).or(previous.user_name),
         access_key_id: access_key_id.map(str::to_string).or(previous.access_key_id),
         secret_name: Some(secret_name.clone()),
-        backend: Some(backend.to_string()),
+        store: Some(shown.clone()),
+        backend: backend.clone().or(previous.backend),
         conditions,
     })
     .await
 }
 
 /// The Secret as the operator writes it.
-fn desired_secret(obj: &S3User, ctx: &Context, creds: &Credentials, grants: &[Grant]) -> Secret {
+fn desired_secret(obj: &S3User, store: &ActiveStore, creds: &Credentials, grants: &[Grant]) -> Secret {
     let mut data = BTreeMap::new();
     let mut put = |k: &str, v: &str| {
         data.insert(k.to_string(), ByteString(v.as_bytes().to_vec()));
     };
     put(secret_keys::ACCESS_KEY_ID, &creds.access_key_id);
     put(secret_keys::SECRET_ACCESS_KEY, creds.secret_access_key.expose());
-    if let Some(endpoint) = &ctx.config.store.s3_endpoint_url {
+    if let Some(endpoint) = &store.config.s3_endpoint_url {
         put(secret_keys::ENDPOINT_URL, endpoint);
     }
-    put(secret_keys::REGION, &ctx.config.store.region);
+    put(secret_keys::REGION, &store.config.region);
     if let [only] = grants {
         put(secret_keys::BUCKET_NAME, &only.bucket);
     }
@@ -278,33 +304,49 @@ async fn write_secret(ctx: &Context, secret: &Secret) -> Result<()> {
 }
 
 async fn apply(obj: &S3User, ctx: &Context) -> Result<Action> {
+    let store = match ctx.stores.usable(&store_of(obj), &obj.namespace().unwrap_or_default()) {
+        Ok(store) => store,
+        Err(unusable) => {
+            return Halt::from(unusable)
+                .settle(ctx, |r| async move { report(obj, ctx, None, None, None, &r).await })
+                .await;
+        }
+    };
+    let store = store.as_ref();
     let user = match user_name_of(obj) {
         Ok(u) => u,
         Err(message) => {
             return Halt::Wait(Readiness::not_ready(ConditionReason::InvalidSpec, message))
-                .settle(ctx, |r| async move { report(obj, ctx, None, None, &r).await })
+                .settle(ctx, |r| async move { report(obj, ctx, Some(store), None, None, &r).await })
                 .await;
         }
     };
-    match converge(obj, ctx, &user).await {
+    match converge(obj, ctx, store, &user).await {
         Ok((creds, grants)) => {
-            let message = format!("user {user} has {grants} grant(s); credentials in Secret {}", secret_name_of(obj));
-            report(obj, ctx, Some(&user), Some(&creds.access_key_id), &Readiness::available(message)).await?;
+            let message = format!(
+                "user {user} has {grants} grant(s) on {}; credentials in Secret {}",
+                store.name,
+                secret_name_of(obj)
+            );
+            let ready = Readiness::available(message);
+            report(obj, ctx, Some(store), Some(&user), Some(&creds.access_key_id), &ready).await?;
             Ok(ctx.resync())
         }
-        Err(halt) => halt.settle(ctx, |r| async move { report(obj, ctx, Some(&user), None, &r).await }).await,
+        Err(halt) => {
+            halt.settle(ctx, |r| async move { report(obj, ctx, Some(store), Some(&user), None, &r).await }).await
+        }
     }
 }
 
 /// The steps of a converging S3User, in order: its buckets, its Secret, the user, its grants,
 /// its key. Returns the key the Secret holds and the number of grants.
-async fn converge(obj: &S3User, ctx: &Context, user: &str) -> Result<(Credentials, usize), Halt> {
+async fn converge(obj: &S3User, ctx: &Context, store: &ActiveStore, user: &str) -> Result<(Credentials, usize), Halt> {
     let resolved = wait_for_buckets(obj, ctx).await?;
     let grants: Vec<Grant> = resolved.iter().map(|(_, g)| g.clone()).collect();
     let existing = own_secret(obj, ctx).await?;
-    let (info, created) = ensure_present(obj, ctx, user).await?;
-    ensure_grants(obj, ctx, user, &info, &resolved, &grants).await?;
-    let creds = ensure_key(obj, ctx, user, &info, created, existing.as_ref(), &grants).await?;
+    let (info, created) = ensure_present(obj, ctx, store, user).await?;
+    ensure_grants(obj, store, user, &info, &resolved, &grants).await?;
+    let creds = ensure_key(obj, ctx, store, user, &info, created, existing.as_ref(), &grants).await?;
     Ok((creds, grants.len()))
 }
 
@@ -314,6 +356,15 @@ async fn wait_for_buckets(obj: &S3User, ctx: &Context) -> Result<Vec<(String, Gr
     // missing and a converged user would warn BucketNotReady for nothing after a restart. Only
     // a dropped store, at shutdown, ends the wait early.
     let _ = wait_synced(&ctx.buckets).await;
+    let elsewhere = store_mismatches(obj, &ctx.buckets);
+    if !elsewhere.is_empty() {
+        let message = format!(
+            "S3Bucket {} not on this S3User's store ({}): a user is granted buckets of its own store only",
+            elsewhere.join(", "),
+            store_of(obj)
+        );
+        return Err(Halt::Wait(Readiness::not_ready(ConditionReason::StoreMismatch, message)));
+    }
     resolve_grants(obj, &ctx.buckets).map_err(|waiting| {
         let message = format!("waiting for S3Bucket {}", waiting.buckets.join(", "));
         // A wait for new buckets reads `Creating`, not `BucketNotReady`: a bucket that then
@@ -343,30 +394,35 @@ async fn own_secret(obj: &S3User, ctx: &Context) -> Result<Option<Secret>, Halt>
 
 /// Makes the user exist under this object's claim; returns it as the store has it, and whether
 /// it was made now.
-async fn ensure_present(obj: &S3User, ctx: &Context, user: &str) -> Result<(UserInfo, bool), Halt> {
+async fn ensure_present(
+    obj: &S3User,
+    ctx: &Context,
+    store: &ActiveStore,
+    user: &str,
+) -> Result<(UserInfo, bool), Halt> {
     let spec = UserSpec { name: user.to_string(), owner: owner_of(obj) };
     // A user already on the store with this object's claim needs nothing from ensure_user: a
     // converged resync reads the user once and writes nothing.
-    if let Some(info) = ctx.backend.describe_user(user).await?
+    if let Some(info) = store.backend.describe_user(user).await?
         && info.owner.as_ref().is_some_and(|o| o.same_claim(&spec.owner))
     {
         return Ok((info, false));
     }
-    let adopt = ctx.may_adopt(&spec.owner.namespace);
-    let created = ctx.backend.ensure_user(&spec, adopt).await? == Change::Created;
+    let adopt = store.may_adopt(&spec.owner.namespace);
+    let created = store.backend.ensure_user(&spec, adopt).await? == Change::Created;
     if created {
         // Status names the user as soon as the S3User waits for its buckets, before the user
         // exists; only a key issued earlier proves the user was there once.
         let recreated =
             obj.status.as_ref().is_some_and(|s| s.user_name.as_deref() == Some(user) && s.access_key_id.is_some());
         let (reason, note) = if recreated {
-            ("Recreated", format!("user {user} was missing on the store and has been created again"))
+            ("Recreated", format!("user {user} was missing on {} and has been created again", store.name))
         } else {
-            ("Created", format!("user {user} created"))
+            ("Created", format!("user {user} created on {}", store.name))
         };
         ctx.event(obj, false, reason, note).await;
     }
-    match ctx.backend.describe_user(user).await? {
+    match store.backend.describe_user(user).await? {
         Some(info) => Ok((info, created)),
         None => Err(BackendError::not_found(format!("user {user} right after ensuring it")).into()),
     }
@@ -376,7 +432,7 @@ async fn ensure_present(obj: &S3User, ctx: &Context, user: &str) -> Result<(User
 /// once the ledger confirms each bucket.
 async fn ensure_grants(
     obj: &S3User,
-    ctx: &Context,
+    store: &ActiveStore,
     user: &str,
     info: &UserInfo,
     resolved: &[(String, Grant)],
@@ -385,8 +441,8 @@ async fn ensure_grants(
     let mut have = info.grants.clone();
     have.sort();
     if have != grants {
-        verify_grants(ctx, &obj.namespace().unwrap_or_default(), resolved).await?;
-        ctx.backend.set_grants(user, grants).await?;
+        verify_grants(store, &obj.namespace().unwrap_or_default(), resolved).await?;
+        store.backend.set_grants(user, grants).await?;
     }
     Ok(())
 }
@@ -446,9 +502,11 @@ pub fn plan_keys(
 
 /// Carries out the key plan: the Secret is written before any key its apps may still use is
 /// revoked.
+#[allow(clippy::too_many_arguments)] // the steps' shared inputs; a struct would only rename them
 async fn ensure_key(
     obj: &S3User,
     ctx: &Context,
+    store: &ActiveStore,
     user: &str,
     info: &UserInfo,
     created: bool,
@@ -461,18 +519,18 @@ async fn ensure_key(
         &info.access_key_ids,
         previous,
         created,
-        ctx.backend.capabilities().multiple_keys,
+        store.backend.capabilities().multiple_keys,
     );
     let (creds, revoke_after, issued) = match plan {
         KeyPlan::Keep { creds, revoke } => (creds, revoke, false),
         KeyPlan::Issue { revoke_first, revoke_after } => {
             for id in &revoke_first {
-                ctx.backend.delete_key(user, id).await?;
+                store.backend.delete_key(user, id).await?;
             }
-            (ctx.backend.create_key(user, None).await?, revoke_after, true)
+            (store.backend.create_key(user, None).await?, revoke_after, true)
         }
     };
-    let desired = desired_secret(obj, ctx, &creds, grants);
+    let desired = desired_secret(obj, store, &creds, grants);
     if !existing.is_some_and(|s| secret_matches(s, &desired)) {
         write_secret(ctx, &desired).await?;
     }
@@ -485,7 +543,7 @@ async fn ensure_key(
         ctx.event(obj, false, "CredentialsRotated", note).await;
     }
     for id in &revoke_after {
-        ctx.backend.delete_key(user, id).await?;
+        store.backend.delete_key(user, id).await?;
     }
     Ok(creds)
 }
@@ -500,13 +558,18 @@ async fn cleanup(obj: &S3User, ctx: &Context) -> Result<Action> {
     let Some(user) = user_to_clean(obj) else {
         return Ok(Action::await_change());
     };
+    let Some(store) = ctx.stores.for_cleanup(&store_of(obj))? else {
+        // The store is gone (its own finalizer waits for its objects, so it never held this one).
+        return Ok(Action::await_change());
+    };
+    let backend = &store.backend;
     let owner = owner_of(obj);
-    match ctx.backend.describe_user(&user).await? {
+    match backend.describe_user(&user).await? {
         // Gone already (or never made): the name is free again.
-        None => ctx.backend.release_claim(Subject::User, &user, &owner).await?,
+        None => backend.release_claim(Subject::User, &user, &owner).await?,
         Some(info) if info.owner.as_ref().is_some_and(|o| o.same_claim(&owner)) => {
-            ctx.backend.delete_user(&user).await?;
-            ctx.event(obj, false, "Deleted", format!("user {user} and its keys deleted")).await;
+            backend.delete_user(&user).await?;
+            ctx.event(obj, false, "Deleted", format!("user {user} and its keys deleted from {}", store.name)).await;
         }
         Some(_) => {
             let note = format!("user {user} is not this object's to delete; it was left in place");

@@ -18,8 +18,18 @@ fn stderr(o: &Output) -> String {
 }
 
 #[test]
-fn missing_endpoint_is_one_line_naming_the_setting() {
+fn without_store_settings_the_operator_serves_store_objects_only() {
     let out = run(&[], &[]);
+    let err = stderr(&out);
+    assert!(err.contains("no default store"), "{err}");
+    // No Kubernetes here: the next step fails, clearly.
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("connecting to Kubernetes"), "{err}");
+}
+
+#[test]
+fn missing_endpoint_is_one_line_naming_the_setting() {
+    let out = run(&[("S3_ACCESS_KEY", "admin")], &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert_eq!(err.trim().lines().count(), 1, "{err}");

@@ -177,14 +177,27 @@ fn decode(b64: &Value) -> String {
     String::from_utf8(bytes.0).unwrap()
 }
 
-/// The rules every ClusterRole (or watched-namespace Role) of the chart must hold, exactly.
+/// The rules a watched-namespace Role of the chart must hold, exactly.
 fn operator_rules() -> Value {
     json!([
-        {"apiGroups": ["s3-resource-operator.io"], "resources": ["s3buckets", "s3users"], "verbs": ["get", "list", "watch", "patch"]},
-        {"apiGroups": ["s3-resource-operator.io"], "resources": ["s3buckets/status", "s3users/status"], "verbs": ["get", "patch"]},
+        {"apiGroups": ["s3-resource-operator.io"], "resources": ["s3buckets", "s3users", "s3stores"], "verbs": ["get", "list", "watch", "patch"]},
+        {"apiGroups": ["s3-resource-operator.io"], "resources": ["s3buckets/status", "s3users/status", "s3stores/status"], "verbs": ["get", "patch"]},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create", "patch"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     ])
+}
+
+/// The rules the cluster-wide ClusterRole must hold, exactly: the namespaced ones, ClusterS3Stores,
+/// and the namespaces' labels their selectors match.
+fn cluster_rules() -> Value {
+    let mut rules = operator_rules();
+    let extra = json!([
+        {"apiGroups": ["s3-resource-operator.io"], "resources": ["clusters3stores"], "verbs": ["get", "list", "watch", "patch"]},
+        {"apiGroups": ["s3-resource-operator.io"], "resources": ["clusters3stores/status"], "verbs": ["get", "patch"]},
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+    ]);
+    rules.as_array_mut().unwrap().extend(extra.as_array().unwrap().iter().cloned());
+    rules
 }
 
 fn assert_no_wildcard(role: &Value) {
@@ -565,7 +578,7 @@ fn new_values_reach_the_operator_environment() {
 fn rbac_is_exactly_what_the_operator_uses() {
     let (_, docs) = render("s3op", "ops", &existing());
     let cluster_role = one(&docs, "ClusterRole");
-    assert_eq!(cluster_role["rules"], operator_rules());
+    assert_eq!(cluster_role["rules"], cluster_rules());
     assert_no_wildcard(cluster_role);
     let binding = one(&docs, "ClusterRoleBinding");
     assert_eq!(
@@ -799,7 +812,13 @@ async fn the_operator_works_with_only_the_charts_rights() {
         (&["update", "secrets", "-A"][..], "no"),
         (&["delete", "s3buckets.s3-resource-operator.io", "-A"][..], "no"),
         (&["create", "s3buckets.s3-resource-operator.io", "-A"][..], "no"),
-        (&["list", "namespaces"][..], "no"),
+        // Namespaces' labels: a ClusterS3Store may allow namespaces by selector.
+        (&["list", "namespaces"][..], "yes"),
+        (&["patch", "namespaces"][..], "no"),
+        (&["watch", "clusters3stores.s3-resource-operator.io"][..], "yes"),
+        (&["patch", "clusters3stores.s3-resource-operator.io", "--subresource=status"][..], "yes"),
+        (&["delete", "clusters3stores.s3-resource-operator.io"][..], "no"),
+        (&["create", "s3stores.s3-resource-operator.io", "-A"][..], "no"),
         (&["list", "pods", "-A"][..], "no"),
         (&["create", "events", "-n", "default"][..], "no"),
     ] {

@@ -19,6 +19,7 @@ use std::{
 use crate::{
     context::{Context, Error, Result},
     reconcile,
+    stores::{StoreKey, Unusable},
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -34,6 +35,7 @@ use kube::{
     },
 };
 pub use metrics::LegacyMetrics;
+use s3op_api::STORE_ANNOTATION;
 use s3op_backends::{BackendError, ErrorCategory, Owner, compat::Outcome};
 
 /// The kind label of compatibility mode in metrics and readiness.
@@ -90,14 +92,26 @@ fn only_annotated(event: watcher::Event<SecretMeta>, key: &str) -> Option<watche
     }
 }
 
-/// Drops managed fields, labels and every other annotation: the last-applied annotation can
-/// hold the whole Secret, values included, and none of it is needed to decide or to trigger.
+/// Drops managed fields, labels and every annotation but the opt-in and the store's: the
+/// last-applied annotation can hold the whole Secret, values included, and none of it is needed
+/// to decide or to trigger (the store's is kept so a store knows who still uses it).
 fn slim(mut m: SecretMeta, key: &str) -> SecretMeta {
     m.metadata.managed_fields = None;
     m.metadata.labels = None;
-    m.metadata.annotations =
-        m.metadata.annotations.map(|a| a.into_iter().filter(|(k, _)| k == key).collect::<BTreeMap<_, _>>());
+    m.metadata.annotations = m
+        .metadata
+        .annotations
+        .map(|a| a.into_iter().filter(|(k, _)| k == key || k == STORE_ANNOTATION).collect::<BTreeMap<_, _>>());
     m
+}
+
+/// The store a compatibility Secret is for: the ClusterS3Store its store annotation names, or
+/// the default store.
+pub fn store_of(annotations: Option<&BTreeMap<String, String>>) -> StoreKey {
+    match annotations.and_then(|a| a.get(STORE_ANNOTATION)).map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        Some(name) => StoreKey::Cluster(name.to_string()),
+        None => StoreKey::Default,
+    }
 }
 
 fn key_of(m: &SecretMeta) -> String {
@@ -147,13 +161,27 @@ async fn handle(secret: &Secret, key: &str, compat: &Compat) -> Result<Action> {
             return Ok(Action::requeue(ctx.backoff(key)));
         }
     };
+    let namespace = secret.namespace().unwrap_or_default();
+    let store = match ctx.stores.usable(&store_of(secret.metadata.annotations.as_ref()), &namespace) {
+        Ok(store) => store,
+        Err(Unusable::Pending) => return Ok(Action::requeue(Duration::from_secs(1))),
+        Err(unusable) => {
+            let (reason, note) = match unusable.readiness() {
+                Some(r) => (r.reason.as_str(), r.message),
+                None => ("StoreNotReady", String::new()),
+            };
+            warn(reason, note).await;
+            return Ok(ctx.resync());
+        }
+    };
     if config.compat.enforce_endpoint_check
-        && let (Some(theirs), Some(ours)) = (&request.endpoint, &config.store.s3_endpoint_url)
+        && let (Some(theirs), Some(ours)) = (&request.endpoint, &store.config.s3_endpoint_url)
         && !fields::same_endpoint(theirs, ours)
     {
         let note = format!(
-            "skipped: the Secret is for endpoint {}, this operator manages {ours} (ENFORCE_ENDPOINT_CHECK=true)",
-            fields::shown_endpoint(theirs)
+            "skipped: the Secret is for endpoint {}, its store {} is at {ours} (ENFORCE_ENDPOINT_CHECK=true)",
+            fields::shown_endpoint(theirs),
+            store.name
         );
         ctx.event_on(&secret.object_ref(&()), KIND, false, "EndpointMismatch", note).await;
         return Ok(Action::await_change());
@@ -168,22 +196,21 @@ async fn handle(secret: &Secret, key: &str, compat: &Compat) -> Result<Action> {
         .await;
         return Ok(ctx.resync());
     }
-    let store = match ctx.backend.compat() {
-        Ok(store) => store,
+    let compat_store = match store.backend.compat() {
+        Ok(compat_store) => compat_store,
         Err(e) => {
-            let note = format!("the {} store cannot serve this Secret: {e}", ctx.backend.kind());
+            let note = format!("{} ({}) cannot serve this Secret: {e}", store.name, store.backend.kind());
             warn(reason_of(&e), note).await;
             return Ok(ctx.resync());
         }
     };
-    let claimant =
-        Owner::secret(secret.namespace().unwrap_or_default(), secret.name_any(), secret.uid().unwrap_or_default());
+    let claimant = Owner::secret(namespace, secret.name_any(), secret.uid().unwrap_or_default());
     match s3op_backends::compat::provision(
-        store,
+        compat_store,
         &claimant,
         &request.account,
         &request.bucket,
-        ctx.may_adopt(&claimant.namespace),
+        store.may_adopt(&claimant.namespace),
     )
     .await
     {

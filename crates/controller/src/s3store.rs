@@ -1,0 +1,592 @@
+//! The S3Store and ClusterS3Store reconciler: read the store's spec and admin Secret, build its
+//! backend (again only when either changed), check that it answers with those credentials,
+//! and hand it to the registry (`stores.rs`) with a status saying what was found. A store in
+//! use is not let go until its last S3Bucket, S3User or compatibility Secret is; deleting a
+//! store never deletes anything on it.
+
+use std::{fmt::Debug, sync::Arc, time::Duration};
+
+use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Condition};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{controller::Action, reflector::Store},
+};
+use s3op_api::{
+    ClusterS3Store, ConditionReason, FINALIZER, S3Store, S3StoreStatus, S3User, StoreCapabilities,
+    store::{
+        CredentialsSecretRef, DEFAULT_ACCESS_KEY_ID_KEY, DEFAULT_ADMIN_TOKEN_KEY, DEFAULT_MARKER_BUCKET,
+        DEFAULT_SECRET_ACCESS_KEY_KEY, NamespaceName, NamespaceSelection, Provider, StoreAuth,
+    },
+};
+use s3op_backends::{Backend, SecretString};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::{
+    compat::SecretMeta,
+    config::{AdminCredentials, BackendKind, GarageAdmin, StoreConfig},
+    context::{Context, Error, Result},
+    metered::MeteredBackend,
+    reconcile,
+    status::{Readiness, WithStatus, with_ready},
+    stores::{ActiveStore, Slot, StoreKey},
+};
+
+/// How soon a store that is not ready is checked again: a store coming back up (or a fixed
+/// Secret, if its watch event was missed) is noticed within this.
+const NOT_READY_RETRY: Duration = Duration::from_secs(20);
+/// How soon a store whose deletion waits for its objects counts them again.
+const IN_USE_RETRY: Duration = Duration::from_secs(5);
+
+/// The spec both store kinds share, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct SpecView<'a> {
+    /// Kind and address.
+    pub provider: &'a Provider,
+    /// Credentials.
+    pub auth: &'a StoreAuth,
+    /// Ledger bucket.
+    pub marker_bucket: Option<&'a String>,
+    /// Namespaces trusted to adopt.
+    pub adopt_namespaces: &'a [NamespaceName],
+    /// Namespaces allowed (cluster stores).
+    pub namespaces: Option<&'a NamespaceSelection>,
+}
+
+/// A store kind: what the reconciler needs to tell the two apart.
+pub trait StoreObject: WithStatus<Status = S3StoreStatus> + Serialize + Send + Sync + 'static {
+    /// The registry key of this store.
+    fn key(&self) -> StoreKey;
+    /// Its spec.
+    fn view(&self) -> SpecView<'_>;
+    /// The namespace its Secret is read from, or why the spec does not say one it may use.
+    fn secret_namespace(&self, secret: &CredentialsSecretRef) -> Result<String, String>;
+}
+
+macro_rules! view_of {
+    ($spec:expr) => {
+        SpecView {
+            provider: &$spec.provider,
+            auth: &$spec.auth,
+            marker_bucket: $spec.marker_bucket.as_ref(),
+            adopt_namespaces: &$spec.adopt_namespaces,
+            namespaces: $spec.namespaces.as_ref(),
+        }
+    };
+}
+
+impl WithStatus for S3Store {
+    type Status = S3StoreStatus;
+    const KIND: &'static str = "S3Store";
+    fn status_ref(&self) -> Option<&S3StoreStatus> {
+        self.status.as_ref()
+    }
+    fn api_of(&self, client: Client) -> Api<Self> {
+        Api::namespaced(client, &self.namespace().unwrap_or_default())
+    }
+    fn conditions(status: &S3StoreStatus) -> &[Condition] {
+        &status.conditions
+    }
+}
+
+impl StoreObject for S3Store {
+    fn key(&self) -> StoreKey {
+        StoreKey::Namespaced { namespace: self.namespace().unwrap_or_default(), name: self.name_any() }
+    }
+    fn view(&self) -> SpecView<'_> {
+        view_of!(self.spec)
+    }
+    fn secret_namespace(&self, secret: &CredentialsSecretRef) -> Result<String, String> {
+        let own = self.namespace().unwrap_or_default();
+        match &secret.namespace {
+            // The API server refuses this too; an S3Store must never read another namespace.
+            Some(other) if *other != own => {
+                Err(format!("an S3Store reads Secrets of its own namespace only, not of {other}"))
+            }
+            _ => Ok(own),
+        }
+    }
+}
+
+impl WithStatus for ClusterS3Store {
+    type Status = S3StoreStatus;
+    const KIND: &'static str = "ClusterS3Store";
+    fn status_ref(&self) -> Option<&S3StoreStatus> {
+        self.status.as_ref()
+    }
+    fn api_of(&self, client: Client) -> Api<Self> {
+        Api::all(client)
+    }
+    fn conditions(status: &S3StoreStatus) -> &[Condition] {
+        &status.conditions
+    }
+}
+
+impl StoreObject for ClusterS3Store {
+    fn key(&self) -> StoreKey {
+        StoreKey::Cluster(self.name_any())
+    }
+    fn view(&self) -> SpecView<'_> {
+        view_of!(self.spec)
+    }
+    fn secret_namespace(&self, secret: &CredentialsSecretRef) -> Result<String, String> {
+        secret.namespace.clone().ok_or_else(|| "auth.secretRef.namespace is required for a ClusterS3Store".into())
+    }
+}
+
+/// What the store reconciler shares: the operator's context and where references are counted.
+#[derive(Debug)]
+pub struct StoreContext {
+    /// The operator's context.
+    pub ctx: Arc<Context>,
+    /// S3Users, when CRD mode runs.
+    pub users: Option<Store<S3User>>,
+    /// Compatibility Secrets, when compatibility mode runs.
+    pub secrets: Option<Store<SecretMeta>>,
+    built: std::sync::Mutex<std::collections::HashMap<StoreKey, Built>>,
+}
+
+/// A backend built for a store, with the fingerprint of the settings it was built from.
+type Built = ([u8; 32], Arc<ActiveStore>);
+
+impl StoreContext {
+    /// The store reconciler's context.
+    pub fn new(ctx: Arc<Context>, users: Option<Store<S3User>>, secrets: Option<Store<SecretMeta>>) -> Self {
+        Self { ctx, users, secrets, built: Default::default() }
+    }
+
+    /// The objects on `key`, named for a message.
+    pub fn references(&self, key: &StoreKey) -> Vec<String> {
+        let mut refs: Vec<String> = Vec::new();
+        let named = |kind: &str, o: &dyn Fn() -> (Option<String>, String)| {
+            let (ns, name) = o();
+            format!("{kind} {}/{name}", ns.unwrap_or_default())
+        };
+        for b in self.ctx.buckets.state() {
+            if crate::bucket::store_of(&b) == *key {
+                refs.push(named("S3Bucket", &|| (b.namespace(), b.name_any())));
+            }
+        }
+        for u in self.users.iter().flat_map(|s| s.state()) {
+            if crate::user::store_of(&u) == *key {
+                refs.push(named("S3User", &|| (u.namespace(), u.name_any())));
+            }
+        }
+        for s in self.secrets.iter().flat_map(|s| s.state()) {
+            if crate::compat::store_of(s.metadata.annotations.as_ref()) == *key {
+                refs.push(named("Secret", &|| (s.namespace(), s.name_any())));
+            }
+        }
+        refs.sort();
+        refs
+    }
+}
+
+/// The settings a store's spec and Secret describe, or why they do not describe a usable store.
+/// `secret` is the referenced Secret's data (absent when it does not exist).
+pub fn settings(
+    view: SpecView<'_>,
+    secret: Option<&std::collections::BTreeMap<String, k8s_openapi::ByteString>>,
+    secret_name: &str,
+) -> Result<StoreConfig, String> {
+    let p = view.provider;
+    let (backend, endpoint, region, admin_endpoint) = match (&p.aws, &p.versitygw, &p.minio, &p.garage) {
+        (Some(aws), None, None, None) => (BackendKind::Aws, aws.endpoint.clone(), aws.region.clone(), None),
+        (None, Some(s3), None, None) => {
+            (BackendKind::Versitygw, Some(s3.endpoint.clone()), s3.region.clone().unwrap_or("us-east-1".into()), None)
+        }
+        (None, None, Some(s3), None) => {
+            (BackendKind::Minio, Some(s3.endpoint.clone()), s3.region.clone().unwrap_or("us-east-1".into()), None)
+        }
+        (None, None, None, Some(g)) => (
+            BackendKind::Garage,
+            Some(g.endpoint.clone()),
+            g.region.clone().unwrap_or("garage".into()),
+            Some(g.admin_endpoint.clone()),
+        ),
+        _ => return Err("provider needs exactly one of aws, versitygw, minio or garage".into()),
+    };
+    let text = |key: &str| -> Result<String, String> {
+        let data = secret.ok_or_else(|| format!("Secret {secret_name} does not exist"))?;
+        let value = data.get(key).ok_or_else(|| format!("Secret {secret_name} has no key {key}"))?;
+        let value = String::from_utf8(value.0.clone())
+            .map_err(|_| format!("Secret {secret_name} key {key} is not UTF-8 text"))?;
+        let value = value.trim().to_string();
+        if value.is_empty() { Err(format!("Secret {secret_name} key {key} is empty")) } else { Ok(value) }
+    };
+    let (admin, garage) = match (&view.auth.secret_ref, &view.auth.pod_identity) {
+        (Some(r), None) => {
+            let access_key = text(r.access_key_id_key.as_deref().unwrap_or(DEFAULT_ACCESS_KEY_ID_KEY))?;
+            let secret_key = text(r.secret_access_key_key.as_deref().unwrap_or(DEFAULT_SECRET_ACCESS_KEY_KEY))?;
+            let admin = AdminCredentials { access_key, secret_key: SecretString::new(secret_key) };
+            let garage = match admin_endpoint {
+                Some(endpoint) => Some(GarageAdmin {
+                    endpoint,
+                    token: SecretString::new(text(r.admin_token_key.as_deref().unwrap_or(DEFAULT_ADMIN_TOKEN_KEY))?),
+                }),
+                None => None,
+            };
+            (Some(admin), garage)
+        }
+        (None, Some(_)) if backend == BackendKind::Aws => (None, None),
+        (None, Some(_)) => return Err("auth.podIdentity is only for the aws provider".into()),
+        _ => return Err("auth needs exactly one of secretRef or podIdentity".into()),
+    };
+    let marker_bucket = view.marker_bucket.cloned().unwrap_or_else(|| DEFAULT_MARKER_BUCKET.to_string());
+    s3op_api::validate_bucket_name(&marker_bucket).map_err(|e| format!("markerBucket {marker_bucket:?}: {e}"))?;
+    Ok(StoreConfig {
+        backend,
+        s3_endpoint_url: endpoint,
+        admin,
+        region,
+        garage,
+        marker_bucket,
+        adopt_namespaces: view.adopt_namespaces.iter().map(|n| n.0.clone()).collect(),
+    })
+}
+
+/// A digest of everything a backend is built from, secrets included, so a rotated key or an
+/// edited spec is noticed without keeping a second copy of the secret around.
+pub fn fingerprint(c: &StoreConfig) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let mut field = |v: &str| {
+        h.update((v.len() as u64).to_be_bytes());
+        h.update(v.as_bytes());
+    };
+    field(c.backend.backend().as_str());
+    field(c.s3_endpoint_url.as_deref().unwrap_or(""));
+    field(&c.region);
+    field(&c.marker_bucket);
+    match &c.admin {
+        Some(a) => {
+            field(&a.access_key);
+            field(a.secret_key.expose());
+        }
+        None => field("-"),
+    }
+    match &c.garage {
+        Some(g) => {
+            field(&g.endpoint);
+            field(g.token.expose());
+        }
+        None => field("-"),
+    }
+    field(&c.adopt_namespaces.join(","));
+    h.finalize().into()
+}
+
+/// The status's view of a backend's capabilities.
+fn capabilities(backend: &dyn Backend) -> StoreCapabilities {
+    let c = backend.capabilities();
+    StoreCapabilities {
+        read_only_grants: c.read_only_grants,
+        quota_max_size: c.quota_max_size,
+        quota_max_objects: c.quota_max_objects,
+        versioning: c.versioning,
+        tags: c.tags,
+        multiple_keys: c.multiple_keys,
+    }
+}
+
+/// Reconciles one store object.
+pub async fn reconcile<K: StoreObject>(obj: Arc<K>, sctx: Arc<StoreContext>) -> Result<Action> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let ctx = sctx.ctx.clone();
+    let work = async {
+        if obj.meta().deletion_timestamp.is_some() {
+            return release(obj.as_ref(), &sctx).await;
+        }
+        add_finalizer(obj.as_ref(), &ctx).await?;
+        let key = obj.key();
+        let (slot, readiness) = connect(obj.as_ref(), &sctx).await?;
+        let active = match &slot {
+            Slot::Ready(s) => Some(s.clone()),
+            Slot::NotReady { built, .. } => built.clone(),
+        };
+        let ready = matches!(slot, Slot::Ready(_));
+        ctx.stores.set(key, slot);
+        report(obj.as_ref(), &ctx, active.as_deref(), &readiness).await?;
+        ctx.succeeded(&reconcile::key(K::KIND, &namespace, &name));
+        Ok(if ready { ctx.resync() } else { Action::requeue(NOT_READY_RETRY) })
+    };
+    reconcile::timed(K::KIND, &namespace, &name, &ctx, work).await
+}
+
+/// Builds (or reuses) the store's backend from its spec and Secret and checks its health.
+async fn connect<K: StoreObject>(obj: &K, sctx: &StoreContext) -> Result<(Slot, Readiness)> {
+    let ctx = &sctx.ctx;
+    let key = obj.key();
+    let view = obj.view();
+    let not_ready = |reason, message: String| {
+        (Slot::NotReady { message: message.clone(), built: None }, Readiness::not_ready(reason, message))
+    };
+    let secret = match &view.auth.secret_ref {
+        None => None,
+        Some(r) => {
+            let namespace = match obj.secret_namespace(r) {
+                Ok(ns) => ns,
+                Err(message) => return Ok(not_ready(ConditionReason::InvalidSpec, message)),
+            };
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+            Some((format!("{namespace}/{}", r.name), secrets.get_opt(&r.name).await?))
+        }
+    };
+    let (secret_name, data) = match &secret {
+        Some((name, s)) => (name.as_str(), s.as_ref().map(|s| s.data.clone().unwrap_or_default())),
+        None => ("", None),
+    };
+    let config = match settings(view, data.as_ref(), secret_name) {
+        Ok(c) => c,
+        Err(message) => {
+            let reason = if secret.as_ref().is_some_and(|(_, s)| s.is_none()) {
+                ConditionReason::NotFound
+            } else {
+                ConditionReason::InvalidSpec
+            };
+            return Ok(not_ready(reason, message));
+        }
+    };
+    let digest = fingerprint(&config);
+    let reused = {
+        let built = sctx.built.lock().unwrap_or_else(|p| p.into_inner());
+        built.get(&key).filter(|(d, _)| *d == digest).map(|(_, s)| s.clone())
+    };
+    let active = match reused {
+        Some(active) => active,
+        None => {
+            let shown = ctx.stores.shown(&key);
+            let raw = match crate::store::connect(&config).await {
+                Ok(raw) => raw,
+                Err(e) => return Ok(not_ready(crate::status::reason_of(e.category()), e.to_string())),
+            };
+            let backend: Arc<dyn Backend> = Arc::new(MeteredBackend::new(raw, ctx.metrics.clone(), &shown));
+            let active = Arc::new(ActiveStore { key: key.clone(), name: shown, config, backend });
+            sctx.built.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), (digest, active.clone()));
+            active
+        }
+    };
+    Ok(match active.backend.health().await {
+        Ok(()) => {
+            let message = format!("{} answered with these credentials", active.config.backend);
+            (Slot::Ready(active), Readiness::available(message))
+        }
+        Err(e) => {
+            let readiness = Readiness::of_error(&e);
+            (Slot::NotReady { message: e.to_string(), built: Some(active) }, readiness)
+        }
+    })
+}
+
+/// Writes the store's status.
+async fn report<K: StoreObject>(
+    obj: &K,
+    ctx: &Context,
+    active: Option<&ActiveStore>,
+    readiness: &Readiness,
+) -> Result<()> {
+    let generation = obj.meta().generation;
+    let previous = obj.status_ref().map(K::conditions).unwrap_or_default();
+    if readiness.warns_after(previous) {
+        ctx.event(obj, true, readiness.reason.as_str(), readiness.message.clone()).await;
+    }
+    let provider = active.map(|a| a.config.backend.to_string());
+    let endpoint = active.map(ActiveStore::endpoint);
+    let caps = active.map(|a| capabilities(a.backend.as_ref()));
+    ctx.write_status(obj, |current| {
+        let current = current.cloned().unwrap_or_default();
+        S3StoreStatus {
+            observed_generation: generation,
+            provider: provider.clone().or(current.provider),
+            endpoint: endpoint.clone().or(current.endpoint),
+            capabilities: caps.clone().or(current.capabilities),
+            conditions: with_ready(&current.conditions, readiness, generation),
+        }
+    })
+    .await
+}
+
+/// A deleted store: let it go once nothing uses it; until then say what still does.
+async fn release<K: StoreObject>(obj: &K, sctx: &StoreContext) -> Result<Action> {
+    let ctx = &sctx.ctx;
+    if !obj.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let key = obj.key();
+    let refs = sctx.references(&key);
+    if !refs.is_empty() {
+        let shown: Vec<&str> = refs.iter().take(10).map(String::as_str).collect();
+        let more =
+            if refs.len() > shown.len() { format!(" and {} more", refs.len() - shown.len()) } else { String::new() };
+        let message = format!(
+            "deletion waits: {} object(s) still use this store ({}{more}); delete them or let them go first. Nothing on the store is deleted with it",
+            refs.len(),
+            shown.join(", ")
+        );
+        report(obj, ctx, None, &Readiness::not_ready(ConditionReason::StoreInUse, message)).await?;
+        return Ok(Action::requeue(IN_USE_RETRY));
+    }
+    ctx.stores.remove(&key);
+    sctx.built.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+    remove_finalizer(obj, ctx).await?;
+    Ok(Action::await_change())
+}
+
+async fn add_finalizer<K: StoreObject>(obj: &K, ctx: &Context) -> Result<()> {
+    if obj.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    // The same JSON patch kube's finalizer helper makes: it fails if another writer changed
+    // the list meanwhile, so no one's finalizer is lost.
+    let patch = if obj.finalizers().is_empty() {
+        serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+        ])
+    } else {
+        serde_json::json!([{"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}])
+    };
+    patch_finalizers(obj, ctx, patch).await
+}
+
+async fn remove_finalizer<K: StoreObject>(obj: &K, ctx: &Context) -> Result<()> {
+    let Some(i) = obj.finalizers().iter().position(|f| f == FINALIZER) else { return Ok(()) };
+    let path = format!("/metadata/finalizers/{i}");
+    let patch = serde_json::json!([
+        {"op": "test", "path": path, "value": FINALIZER},
+        {"op": "remove", "path": path},
+    ]);
+    patch_finalizers(obj, ctx, patch).await
+}
+
+async fn patch_finalizers<K: StoreObject>(obj: &K, ctx: &Context, patch: serde_json::Value) -> Result<()> {
+    let patch: json_patch::Patch =
+        serde_json::from_value(patch).map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
+    obj.api_of(ctx.client.clone()).patch::<K>(&obj.name_any(), &PatchParams::default(), &Patch::Json(patch)).await?;
+    Ok(())
+}
+
+/// Retries a failed store reconcile with backoff.
+pub fn error_policy<K: StoreObject>(obj: Arc<K>, err: &Error, sctx: Arc<StoreContext>) -> Action {
+    reconcile::retry_later(&sctx.ctx, K::KIND, &obj.namespace().unwrap_or_default(), &obj.name_any(), err)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::ByteString;
+    use s3op_api::store::{AwsProvider, GarageProvider, PodIdentity, S3Provider};
+
+    use super::*;
+
+    fn secret(pairs: &[(&str, &str)]) -> BTreeMap<String, ByteString> {
+        pairs.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect()
+    }
+
+    fn spec(provider: Provider, auth: StoreAuth) -> s3op_api::S3StoreSpec {
+        s3op_api::S3StoreSpec { provider, auth, ..Default::default() }
+    }
+
+    fn by_secret() -> StoreAuth {
+        StoreAuth {
+            secret_ref: Some(CredentialsSecretRef { name: "admin".into(), ..Default::default() }),
+            pod_identity: None,
+        }
+    }
+
+    #[test]
+    fn a_minio_store_reads_its_keys_from_the_secret() {
+        let s = spec(
+            Provider {
+                minio: Some(S3Provider { endpoint: "http://m:9000".into(), region: None }),
+                ..Default::default()
+            },
+            by_secret(),
+        );
+        let data = secret(&[(DEFAULT_ACCESS_KEY_ID_KEY, "root"), (DEFAULT_SECRET_ACCESS_KEY_KEY, "pw\n")]);
+        let c = settings(view_of!(s), Some(&data), "ns/admin").unwrap();
+        assert_eq!(c.backend, BackendKind::Minio);
+        assert_eq!(c.region, "us-east-1");
+        assert_eq!(c.marker_bucket, DEFAULT_MARKER_BUCKET);
+        assert_eq!(c.admin.as_ref().unwrap().secret_key.expose(), "pw", "trailing newlines of a file-made Secret go");
+        let err = settings(view_of!(s), None, "ns/admin").unwrap_err();
+        assert!(err.contains("ns/admin does not exist"), "{err}");
+        let err = settings(view_of!(s), Some(&secret(&[(DEFAULT_ACCESS_KEY_ID_KEY, "root")])), "ns/admin").unwrap_err();
+        assert!(
+            err.contains(DEFAULT_SECRET_ACCESS_KEY_KEY) && !err.contains("root"),
+            "names the key, never a value: {err}"
+        );
+    }
+
+    #[test]
+    fn garage_needs_its_token_and_only_aws_may_use_the_pods_identity() {
+        let g = spec(
+            Provider {
+                garage: Some(GarageProvider {
+                    endpoint: "http://g:3900".into(),
+                    admin_endpoint: "http://g:3903".into(),
+                    region: None,
+                }),
+                ..Default::default()
+            },
+            by_secret(),
+        );
+        let keys = secret(&[(DEFAULT_ACCESS_KEY_ID_KEY, "GK1"), (DEFAULT_SECRET_ACCESS_KEY_KEY, "s")]);
+        assert!(settings(view_of!(g), Some(&keys), "x").unwrap_err().contains(DEFAULT_ADMIN_TOKEN_KEY));
+        let mut with_token = keys.clone();
+        with_token.insert(DEFAULT_ADMIN_TOKEN_KEY.into(), ByteString(b"tok".to_vec()));
+        let c = settings(view_of!(g), Some(&with_token), "x").unwrap();
+        assert_eq!((c.region.as_str(), c.garage.unwrap().token.expose()), ("garage", "tok"));
+
+        let pod = StoreAuth { secret_ref: None, pod_identity: Some(PodIdentity {}) };
+        let aws = spec(
+            Provider { aws: Some(AwsProvider { region: "eu-west-1".into(), endpoint: None }), ..Default::default() },
+            pod.clone(),
+        );
+        let c = settings(view_of!(aws), None, "").unwrap();
+        assert!(c.admin.is_none() && c.s3_endpoint_url.is_none());
+        let mut minio_by_pod = g.clone();
+        minio_by_pod.auth = pod;
+        assert!(settings(view_of!(minio_by_pod), None, "").unwrap_err().contains("podIdentity"));
+    }
+
+    #[test]
+    fn a_rotated_key_changes_the_fingerprint() {
+        let s = spec(
+            Provider {
+                minio: Some(S3Provider { endpoint: "http://m:9000".into(), region: None }),
+                ..Default::default()
+            },
+            by_secret(),
+        );
+        let a = settings(
+            view_of!(s),
+            Some(&secret(&[(DEFAULT_ACCESS_KEY_ID_KEY, "k"), (DEFAULT_SECRET_ACCESS_KEY_KEY, "one")])),
+            "x",
+        )
+        .unwrap();
+        let b = settings(
+            view_of!(s),
+            Some(&secret(&[(DEFAULT_ACCESS_KEY_ID_KEY, "k"), (DEFAULT_SECRET_ACCESS_KEY_KEY, "two")])),
+            "x",
+        )
+        .unwrap();
+        assert_ne!(fingerprint(&a), fingerprint(&b));
+        assert_eq!(fingerprint(&a), fingerprint(&a.clone()));
+    }
+
+    #[test]
+    fn an_s3store_never_reads_another_namespace() {
+        let mut store = S3Store::new("s", Default::default());
+        store.metadata.namespace = Some("team-a".into());
+        let elsewhere =
+            CredentialsSecretRef { name: "x".into(), namespace: Some("kube-system".into()), ..Default::default() };
+        assert!(store.secret_namespace(&elsewhere).is_err());
+        let own = CredentialsSecretRef { name: "x".into(), ..Default::default() };
+        assert_eq!(store.secret_namespace(&own).unwrap(), "team-a");
+        let cluster = ClusterS3Store::new("c", Default::default());
+        assert!(cluster.secret_namespace(&own).is_err(), "a cluster store names its Secret's namespace");
+    }
+}
