@@ -136,3 +136,61 @@ pub async fn aws(store: &Store) -> Aws {
     .await
     .expect("AWS backend")
 }
+
+/// The `provider` of a store object that reaches `store`.
+pub fn provider_of(store: &Store) -> s3op_api::store::Provider {
+    use s3op_api::store::{AwsProvider, GarageProvider, Provider, S3Provider};
+    let s3 = || S3Provider { endpoint: store.endpoint().to_string(), region: Some(store.region().to_string()) };
+    match store.kind() {
+        StoreKind::Versitygw => Provider { versitygw: Some(s3()), ..Default::default() },
+        StoreKind::Minio => Provider { minio: Some(s3()), ..Default::default() },
+        StoreKind::Garage => Provider {
+            garage: Some(GarageProvider {
+                endpoint: store.endpoint().to_string(),
+                admin_endpoint: store.garage_admin_endpoint().expect("a Garage store").to_string(),
+                region: Some(store.region().to_string()),
+            }),
+            ..Default::default()
+        },
+        StoreKind::Moto => Provider {
+            aws: Some(AwsProvider { region: store.region().to_string(), endpoint: Some(store.endpoint().to_string()) }),
+            ..Default::default()
+        },
+    }
+}
+
+/// The `auth` of a store object reading the Secret `name` (in `namespace`, for a cluster store)
+/// under its default keys.
+pub fn auth_by_secret(name: &str, namespace: Option<&str>) -> s3op_api::store::StoreAuth {
+    s3op_api::store::StoreAuth {
+        secret_ref: Some(s3op_api::store::CredentialsSecretRef {
+            name: name.to_string(),
+            namespace: namespace.map(str::to_string),
+            ..Default::default()
+        }),
+        pod_identity: None,
+    }
+}
+
+/// The admin Secret `name` a store object of `store` reads, under the default keys, holding
+/// `access_key` and `secret_key` (and Garage's admin token).
+pub fn admin_secret(
+    store: &Store,
+    name: &str,
+    access_key: &str,
+    secret_key: &str,
+) -> k8s_openapi::api::core::v1::Secret {
+    use s3op_api::store::{DEFAULT_ACCESS_KEY_ID_KEY, DEFAULT_ADMIN_TOKEN_KEY, DEFAULT_SECRET_ACCESS_KEY_KEY};
+    let mut data = std::collections::BTreeMap::from([
+        (DEFAULT_ACCESS_KEY_ID_KEY.to_string(), access_key.to_string()),
+        (DEFAULT_SECRET_ACCESS_KEY_KEY.to_string(), secret_key.to_string()),
+    ]);
+    if let Some(token) = store.garage_admin_token() {
+        data.insert(DEFAULT_ADMIN_TOKEN_KEY.to_string(), token.to_string());
+    }
+    k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta { name: Some(name.to_string()), ..Default::default() },
+        string_data: Some(data),
+        ..Default::default()
+    }
+}

@@ -14,7 +14,7 @@ use kube::{
     Api, Client, Resource,
     api::{ListParams, ObjectList},
 };
-use s3op_api::{S3Bucket, S3User};
+use s3op_api::{ClusterS3Store, S3Bucket, S3Store, S3User};
 use serde::de::DeserializeOwned;
 
 /// How long the suites wait for the operator to act before calling it a failure.
@@ -177,6 +177,26 @@ impl HasConditions for S3Bucket {
 }
 
 impl HasConditions for S3User {
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| s.conditions.as_slice())
+    }
+
+    fn status_text(&self) -> String {
+        format!("{:?}", self.status)
+    }
+}
+
+impl HasConditions for S3Store {
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| s.conditions.as_slice())
+    }
+
+    fn status_text(&self) -> String {
+        format!("{:?}", self.status)
+    }
+}
+
+impl HasConditions for ClusterS3Store {
     fn conditions(&self) -> &[Condition] {
         self.status.as_ref().map_or(&[], |s| s.conditions.as_slice())
     }

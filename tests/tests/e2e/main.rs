@@ -15,4 +15,5 @@ mod hostile;
 mod operator;
 mod ownership;
 mod reliability;
+mod store_objects;
 mod stores;
