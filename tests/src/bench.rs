@@ -28,7 +28,14 @@ use kube::{
     api::{ObjectMeta, PostParams},
     runtime::{WatchStreamExt, watcher},
 };
-use s3op_api::{DEFAULT_COMPAT_ANNOTATION, S3Bucket, S3User, naming::default_user_name};
+use s3op_api::{
+    ClusterS3Store, ClusterS3StoreSpec, DEFAULT_COMPAT_ANNOTATION, S3Bucket, S3User, StoreKind as StoreKind_, StoreRef,
+    naming::default_user_name,
+    store::{
+        AwsProvider, DEFAULT_ACCESS_KEY_ID_KEY, DEFAULT_ADMIN_TOKEN_KEY, DEFAULT_SECRET_ACCESS_KEY_KEY, GarageProvider,
+        NamespaceName, NamespaceSelection, Provider, S3Provider,
+    },
+};
 use s3op_backends::{Backend, BucketSpec, Grant, Owner, Permission, UserSpec, compat::provision};
 use s3op_controller::config::Cli;
 use serde::Serialize;
@@ -98,6 +105,15 @@ pub struct Options {
     /// was measured before (VersityGW's alone takes 13 min at 10,000 pairs).
     #[arg(long)]
     pub no_floor: bool,
+    /// Where the rollouts' store comes from: `cluster` (a ClusterS3Store the pairs name, the
+    /// operator configured with no default store) or `env` (the operator's environment, as
+    /// before stores were objects).
+    #[arg(long, default_value = "cluster")]
+    pub store_source: String,
+    /// Pairs per store of the many-stores figure: one operator, every measured store at once,
+    /// each a ClusterS3Store. Default 250 (0 with --quick); 0 skips it.
+    #[arg(long)]
+    pub multi: Option<usize>,
 }
 
 /// What a run measures, resolved from [`Options`].
@@ -118,6 +134,10 @@ pub struct Plan {
     pub concurrency: usize,
     /// Whether the rollouts' floors are measured.
     pub floor: bool,
+    /// Whether the rollouts' store is a ClusterS3Store (else the operator's environment).
+    pub cluster_store: bool,
+    /// Pairs per store of the many-stores figure (0: not measured).
+    pub multi: usize,
 }
 
 impl Options {
@@ -166,6 +186,11 @@ impl Options {
         if self.concurrency == 0 || self.resync_secs == 0 || self.rollout_resync_secs == 0 {
             bail!("--concurrency, --resync-secs and --rollout-resync-secs must be at least 1");
         }
+        let cluster_store = match self.store_source.as_str() {
+            "cluster" => true,
+            "env" => false,
+            other => bail!("--store-source: {other:?} is neither cluster nor env"),
+        };
         Ok(Plan {
             stores,
             sizes,
@@ -174,6 +199,8 @@ impl Options {
             resync: Duration::from_secs(self.resync_secs),
             concurrency: self.concurrency,
             floor: !self.no_floor,
+            cluster_store,
+            multi: self.multi.unwrap_or(if self.quick { 0 } else { 250 }),
         })
     }
 
@@ -271,6 +298,29 @@ pub struct Restart {
     pub first_pass: Window,
 }
 
+/// One operator rolling out pairs on several stores at once, each a ClusterS3Store.
+#[derive(Debug, Clone, Serialize)]
+pub struct MultiRun {
+    /// Backend names, one store each.
+    pub stores: Vec<String>,
+    /// Pairs per store.
+    pub per_store: usize,
+    /// RSS before anything was applied.
+    pub idle_rss_mib: f64,
+    /// First create until every pair of every store was Ready.
+    pub rollout_s: f64,
+    /// First create until every pair of that store was Ready.
+    pub ready_s: BTreeMap<String, f64>,
+    /// RSS when everything was Ready.
+    pub converged_rss_mib: f64,
+    /// What the operator did meanwhile.
+    pub rollout: Window,
+    /// What a new process (short resync) did over two resync intervals after its first pass.
+    pub steady: Window,
+    /// RSS after the steady-state window.
+    pub steady_rss_mib: f64,
+}
+
 /// Compatibility mode: annotated Secrets on VersityGW.
 #[derive(Debug, Clone, Serialize)]
 pub struct CompatRun {
@@ -308,6 +358,8 @@ pub struct Report {
     pub crd: Vec<CrdRun>,
     /// The compatibility-mode figure.
     pub compat: Option<CompatRun>,
+    /// The many-stores figure.
+    pub multi: Option<MultiRun>,
     /// Parts that failed, with why; the rest of the run went on.
     pub failures: Vec<String>,
     /// Each part, in order: name, wall time, and the machine's 1-minute load average when it
@@ -331,6 +383,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         machine: machine(),
         crd: Vec::new(),
         compat: None,
+        multi: None,
         failures: Vec::new(),
         parts: Vec::new(),
         took_s: 0.0,
@@ -352,6 +405,12 @@ pub async fn run(opts: &Options) -> Result<Report> {
     if plan.compat > 0 {
         let part = format!("compatibility mode, {} Secrets", plan.compat);
         report.compat = run_part(&mut report, part, bench.compat(plan.compat)).await;
+        report.took_s = started.elapsed().as_secs_f64();
+        report::write(&report, &out)?;
+    }
+    if plan.multi > 0 {
+        let part = format!("{} stores × {} pairs at once", plan.stores.len(), plan.multi);
+        report.multi = run_part(&mut report, part, bench.multi(plan.multi)).await;
     }
     report.took_s = started.elapsed().as_secs_f64();
     report::write(&report, &out)?;
@@ -487,7 +546,12 @@ impl Proxied {
 
 impl Bench<'_> {
     fn operator_env(&self, proxied: &Proxied, namespace: &str, crd: bool, resync: Duration) -> Vec<(String, String)> {
-        let mut env = proxied.env.clone();
+        let mut env = if crd && self.plan.cluster_store {
+            // No default store: the pairs name a ClusterS3Store (see `cluster_store`).
+            vec![("CLUSTER_STORES".to_string(), "true".to_string())]
+        } else {
+            proxied.env.clone()
+        };
         env.extend(
             [
                 // S3OP_BENCH_LOG_LEVEL=debug explains a slow run, at some cost to its figures.
@@ -528,12 +592,17 @@ impl Bench<'_> {
 
         let proxied = Proxied::start(kind).await?;
         let namespace = self.cp.namespace(&format!("bench-{name}-{n}")).await?;
+        let mut rollout = Rollout::new(&namespace, n);
+        if self.plan.cluster_store {
+            let store = format!("bench-{name}-{n}");
+            cluster_store(&self.client, &proxied, &store, &namespace, std::slice::from_ref(&namespace)).await?;
+            rollout = rollout.on(StoreRef { kind: StoreKind_::ClusterS3Store, name: store });
+        }
         let env = self.operator_env(&proxied, &namespace, true, self.plan.rollout_resync);
         let (mut op, startup_empty_s) = self.spawn(env, &format!("operator-{name}-{n}.log")).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let idle_rss_mib = op.rss_mib()?;
 
-        let rollout = Rollout::new(&namespace, n);
         let mut peers: Vec<(String, u32)> = self.cp.pids().into_iter().map(|(p, pid)| (p.to_string(), pid)).collect();
         peers.extend(proxied.store.pid().map(|pid| (name.to_string(), pid)));
         let peer_cpu_before = metrics::cpu_of(&peers);
@@ -644,6 +713,103 @@ impl Bench<'_> {
         Ok((op, restart))
     }
 
+    /// Every measured store at once, `per_store` pairs each, from one operator: its own control
+    /// plane (the operator watches every namespace, one per store), each store a ClusterS3Store.
+    async fn multi(&self, per_store: usize) -> Result<MultiRun> {
+        let cp = ControlPlane::start().await?;
+        let client = cp.client().await?;
+        let mut proxied = Vec::new();
+        let mut rollouts = Vec::new();
+        for &kind in &self.plan.stores {
+            let name = kind.backend_name();
+            let p = Proxied::start(kind).await?;
+            let namespace = cp.namespace(&format!("multi-{name}")).await?;
+            let store = format!("multi-{name}");
+            cluster_store(&client, &p, &store, &namespace, std::slice::from_ref(&namespace)).await?;
+            rollouts.push((
+                name.to_string(),
+                Rollout::new(&namespace, per_store).on(StoreRef { kind: StoreKind_::ClusterS3Store, name: store }),
+            ));
+            proxied.push(p);
+        }
+        let proxied_refs: Vec<&Proxied> = proxied.iter().collect();
+        let env = |resync: Duration| {
+            [
+                ("LOG_LEVEL", std::env::var("S3OP_BENCH_LOG_LEVEL").unwrap_or_else(|_| "warn".to_string())),
+                ("COMPAT_MODE", "false".to_string()),
+                ("RESYNC_INTERVAL", format!("{}s", resync.as_secs())),
+                ("RECONCILE_CONCURRENCY", self.plan.concurrency.to_string()),
+            ]
+            .map(|(k, v)| (k.to_string(), v))
+            .to_vec()
+        };
+        let log = self.logs.join("operator-multi.log");
+        let mut op = OperatorProcess::spawn(&self.binary, cp.kubeconfig(), env(self.plan.rollout_resync), &log)?;
+        op.wait_ready(Duration::from_secs(60)).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let idle_rss_mib = op.rss_mib()?;
+        let before = Scrape::take_all(&op, &proxied_refs).await?;
+        let started = Instant::now();
+        let n = per_store * rollouts.len();
+        let timeout = Duration::from_secs(300) + Duration::from_millis(300) * u32::try_from(n).unwrap_or(u32::MAX);
+        let runs = rollouts.iter().map(|(name, rollout)| {
+            let client = client.clone();
+            async move {
+                let (applied, ready) = tokio::join!(
+                    rollout.apply(&client, APPLY_CONCURRENCY / 4),
+                    wait_all_ready(&client, rollout, timeout)
+                );
+                applied.with_context(|| format!("creating the pairs on {name}"))?;
+                ready.with_context(|| format!("rolling out on {name}"))?;
+                Ok::<(String, f64), anyhow::Error>((name.clone(), started.elapsed().as_secs_f64()))
+            }
+        });
+        let ready_s: BTreeMap<String, f64> = match futures::future::try_join_all(runs).await {
+            Ok(r) => r.into_iter().collect(),
+            Err(e) => bail!("{e:#}\noperator log:\n{}", op.log_tail(20)),
+        };
+        let rollout_s = started.elapsed().as_secs_f64();
+        let converged_rss_mib = op.rss_mib()?;
+        let converged = Scrape::take_all(&op, &proxied_refs).await?;
+        println!(
+            "operator: {n} pairs on {} stores Ready in {rollout_s:.2}s ({:.1} pairs/s); per store {ready_s:?}; RSS {idle_rss_mib:.1} MiB idle, {converged_rss_mib:.1} MiB converged",
+            rollouts.len(),
+            n as f64 / rollout_s
+        );
+        op.terminate(Duration::from_secs(30)).await?;
+
+        let log = self.logs.join("operator-multi-steady.log");
+        let op = OperatorProcess::spawn(&self.binary, cp.kubeconfig(), env(self.plan.resync), &log)?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let s = Scrape::take_all(&op, &proxied_refs).await?;
+            if s.sum_where("s3op_reconciles_total", "kind=\"S3User\"") >= n as f64 {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the new operator process did not reconcile all {n} users within 10 minutes");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(SETTLE).await;
+        let steady_before = Scrape::take_all(&op, &proxied_refs).await?;
+        tokio::time::sleep(self.plan.resync.mul_f64(2.2) + STEADY_SLACK).await;
+        let steady_after = Scrape::take_all(&op, &proxied_refs).await?;
+        let steady = Window::between(&steady_before, &steady_after);
+        println!("{}", report::steady_line(&steady, n));
+        Ok(MultiRun {
+            stores: rollouts.iter().map(|(name, _)| name.clone()).collect(),
+            per_store,
+            idle_rss_mib,
+            rollout_s,
+            ready_s,
+            converged_rss_mib,
+            rollout: Window::between(&before, &converged),
+            steady,
+            steady_rss_mib: op.rss_mib()?,
+        })
+    }
+
     async fn compat(&self, n: usize) -> Result<CompatRun> {
         let concurrency = self.plan.concurrency;
         let (floor_s, floor_requests) = {
@@ -709,6 +875,74 @@ impl Bench<'_> {
             window: Window::between(&before, &after),
         })
     }
+}
+
+/// Creates the ClusterS3Store `name` for `proxied` (as its environment describes the store,
+/// through the proxy), its admin Secret in `secret_namespace`, allowing `namespaces`.
+async fn cluster_store(
+    client: &Client,
+    proxied: &Proxied,
+    name: &str,
+    secret_namespace: &str,
+    namespaces: &[String],
+) -> Result<()> {
+    let env = |k: &str| proxied.env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let need = |k: &str| env(k).ok_or_else(|| anyhow!("the store's environment has no {k}"));
+    let s3 =
+        || -> Result<S3Provider> { Ok(S3Provider { endpoint: need("S3_ENDPOINT_URL")?, region: env("S3_REGION") }) };
+    let provider = match need("BACKEND_NAME")?.as_str() {
+        "versitygw" => Provider { versitygw: Some(s3()?), ..Default::default() },
+        "minio" => Provider { minio: Some(s3()?), ..Default::default() },
+        "garage" => Provider {
+            garage: Some(GarageProvider {
+                endpoint: need("S3_ENDPOINT_URL")?,
+                admin_endpoint: need("GARAGE_ADMIN_ENDPOINT")?,
+                region: env("S3_REGION"),
+            }),
+            ..Default::default()
+        },
+        "aws" => Provider {
+            aws: Some(AwsProvider {
+                region: env("S3_REGION").unwrap_or_else(|| "us-east-1".into()),
+                endpoint: env("S3_ENDPOINT_URL"),
+            }),
+            ..Default::default()
+        },
+        other => bail!("no provider for backend {other}"),
+    };
+    let secret_name = format!("{name}-admin");
+    let mut data = BTreeMap::from([
+        (DEFAULT_ACCESS_KEY_ID_KEY.to_string(), need("S3_ACCESS_KEY")?),
+        (DEFAULT_SECRET_ACCESS_KEY_KEY.to_string(), need("S3_SECRET_KEY")?),
+    ]);
+    if let Some(token) = env("GARAGE_ADMIN_TOKEN") {
+        data.insert(DEFAULT_ADMIN_TOKEN_KEY.to_string(), token);
+    }
+    let secret = Secret {
+        metadata: ObjectMeta { name: Some(secret_name.clone()), ..Default::default() },
+        string_data: Some(data),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), secret_namespace).create(&PostParams::default(), &secret).await?;
+    let spec = ClusterS3StoreSpec {
+        provider,
+        auth: s3op_api::store::StoreAuth {
+            secret_ref: Some(s3op_api::store::CredentialsSecretRef {
+                name: secret_name,
+                namespace: Some(secret_namespace.to_string()),
+                ..Default::default()
+            }),
+            pod_identity: None,
+        },
+        marker_bucket: env("MARKER_BUCKET"),
+        namespaces: Some(NamespaceSelection {
+            names: namespaces.iter().map(|n| NamespaceName(n.clone())).collect(),
+            selector: None,
+        }),
+        ..Default::default()
+    };
+    Api::<ClusterS3Store>::all(client.clone()).create(&PostParams::default(), &ClusterS3Store::new(name, spec)).await?;
+    Ok(())
 }
 
 /// Secret `i` of the compatibility figure: a fresh bucket and account.

@@ -85,6 +85,7 @@ pub fn versitygw(store: &Store, marker_bucket: &str) -> VersityGw {
         access_key: store.admin_access_key().to_string(),
         secret_key: SecretString::new(store.admin_secret_key()),
         marker_bucket: marker_bucket.to_string(),
+        ca_bundle: store.ca_pem().map(str::to_string),
     })
     .expect("VersityGW backend")
 }
@@ -100,6 +101,7 @@ pub fn minio(store: &Store, marker_bucket: &str) -> Minio {
         access_key: store.admin_access_key().to_string(),
         secret_key: SecretString::new(store.admin_secret_key()),
         marker_bucket: marker_bucket.to_string(),
+        ca_bundle: store.ca_pem().map(str::to_string),
     })
     .expect("MinIO backend")
 }
@@ -118,6 +120,7 @@ pub fn garage(store: &Store, marker_bucket: &str) -> Garage {
         admin_endpoint: store.garage_admin_endpoint().expect("a Garage store").to_string(),
         admin_token: SecretString::new(store.garage_admin_token().expect("a Garage store")),
         marker_bucket: marker_bucket.to_string(),
+        ca_bundle: None,
     })
     .expect("Garage backend")
 }
@@ -132,6 +135,7 @@ pub async fn aws(store: &Store) -> Aws {
         region: Some(store.region().to_string()),
         endpoint: Some(store.endpoint().to_string()),
         credentials: Some((store.admin_access_key().to_string(), SecretString::new(store.admin_secret_key()))),
+        ca_bundle: None,
     })
     .await
     .expect("AWS backend")

@@ -15,7 +15,7 @@ use kube::{
     Api, Client,
     api::{ListParams, PostParams},
 };
-use s3op_api::{BucketAccess, DeletionPolicy, Permission, S3Bucket, S3BucketSpec, S3User, S3UserSpec};
+use s3op_api::{BucketAccess, DeletionPolicy, Permission, S3Bucket, S3BucketSpec, S3User, S3UserSpec, StoreRef};
 
 use crate::{stores::unique_name, wait::Look};
 
@@ -26,6 +26,8 @@ pub struct Rollout {
     pub namespace: String,
     /// How many pairs.
     pub n: usize,
+    /// The store every pair names (`None`: the operator's default store).
+    pub store_ref: Option<StoreRef>,
     prefix: String,
 }
 
@@ -47,7 +49,12 @@ fn ready(conditions: &[Condition]) -> Option<&Condition> {
 impl Rollout {
     /// `n` pairs in `namespace`, with store bucket names unique to this rollout.
     pub fn new(namespace: &str, n: usize) -> Self {
-        Self { namespace: namespace.to_string(), n, prefix: unique_name("r") }
+        Self { namespace: namespace.to_string(), n, store_ref: None, prefix: unique_name("r") }
+    }
+
+    /// The same rollout with every pair on the store `store_ref` names.
+    pub fn on(self, store_ref: StoreRef) -> Self {
+        Self { store_ref: Some(store_ref), ..self }
     }
 
     /// The S3Bucket of pair `i`.
@@ -55,6 +62,7 @@ impl Rollout {
         S3Bucket::new(
             &format!("b{i}"),
             S3BucketSpec {
+                store_ref: self.store_ref.clone(),
                 bucket_name: Some(self.bucket_name(i)),
                 deletion_policy: DeletionPolicy::Delete,
                 ..Default::default()
@@ -67,6 +75,7 @@ impl Rollout {
         S3User::new(
             &format!("u{i}"),
             S3UserSpec {
+                store_ref: self.store_ref.clone(),
                 access: vec![BucketAccess { bucket: format!("b{i}"), permission: Permission::ReadWrite }],
                 ..Default::default()
             },

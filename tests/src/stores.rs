@@ -119,6 +119,8 @@ pub struct Store {
     secret_key: String,
     garage_admin: Option<GarageAdmin>,
     moto_enforcing: bool,
+    // The CA (PEM) of a store serving https with a certificate of the harness's own CA.
+    ca_pem: Option<String>,
     startup_time: Duration,
     // Last field: removed only after the server is stopped (see Drop).
     dir: TempDir,
@@ -145,6 +147,12 @@ impl Store {
         Self::launch(StoreKind::Moto, true).await
     }
 
+    /// Starts MinIO serving https only, with a certificate for 127.0.0.1 signed by a CA of its
+    /// own that no system trusts ([`Store::ca_pem`]): a store with a private CA.
+    pub async fn start_minio_tls() -> Result<Store> {
+        Self::launch_once(StoreKind::Minio, false, true).await
+    }
+
     /// Starts one store of every kind, at the same time.
     pub async fn start_all() -> Result<Vec<Store>> {
         let (v, m, g, a) = tokio::join!(
@@ -163,7 +171,7 @@ impl Store {
         const ATTEMPTS: usize = 3;
         let mut attempt = 1;
         loop {
-            match Self::launch_once(kind, moto_enforcing).await {
+            match Self::launch_once(kind, moto_enforcing, false).await {
                 Err(e) if attempt < ATTEMPTS && format!("{e:#}").to_lowercase().contains("already in use") => {
                     attempt += 1;
                 }
@@ -172,7 +180,7 @@ impl Store {
         }
     }
 
-    async fn launch_once(kind: StoreKind, moto_enforcing: bool) -> Result<Store> {
+    async fn launch_once(kind: StoreKind, moto_enforcing: bool, tls: bool) -> Result<Store> {
         let program = peers::binary(kind.binary_name())?;
         let dir = tempfile::Builder::new()
             .prefix(&format!("s3op-{kind}-"))
@@ -183,8 +191,9 @@ impl Store {
         // Drop removes it normally; this covers a test binary that was killed.
         crate::process::remove_when_gone(&root);
         let port = free_port()?;
-        let endpoint = format!("http://127.0.0.1:{port}");
+        let endpoint = format!("{}://127.0.0.1:{port}", if tls { "https" } else { "http" });
         let log = root.join(format!("{kind}.log"));
+        let ca_pem = if tls { Some(tls_certificates(&mkdir(&root, "certs")?)?) } else { None };
         let access_key;
         let secret_key;
         let mut garage_admin = None;
@@ -226,11 +235,17 @@ impl Store {
             secret_key,
             garage_admin,
             moto_enforcing,
+            ca_pem,
             startup_time: Duration::ZERO,
             dir,
         };
         store.start_and_wait().await?;
         Ok(store)
+    }
+
+    /// The CA certificate (PEM) of a store serving https ([`Store::start_minio_tls`]).
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     /// Which kind of store this is.
@@ -351,11 +366,13 @@ impl Store {
         operation_timeout: Duration,
     ) -> aws_sdk_s3::Client {
         use aws_sdk_s3::config::retry::RetryConfig;
-        let config = s3_config(&self.endpoint, self.region(), access_key, secret_key)
+        let mut config = s3_config(&self.endpoint, self.region(), access_key, secret_key)
             .timeout_config(sdk_timeouts(operation_timeout))
-            .retry_config(RetryConfig::standard().with_max_attempts(attempts))
-            .build();
-        aws_sdk_s3::Client::from_conf(config)
+            .retry_config(RetryConfig::standard().with_max_attempts(attempts));
+        if let Ok(Some(http)) = s3op_backends::http::sdk_client(self.ca_pem()) {
+            config = config.http_client(http);
+        }
+        aws_sdk_s3::Client::from_conf(config.build())
     }
 
     /// An IAM client with the administrator's credentials, pointed at this store's endpoint
@@ -399,7 +416,7 @@ impl Store {
         let headers = s3op_backends::http::sigv4_headers(method, &url, &body, self.region(), &self.access_key, &secret)
             .map_err(|e| anyhow!("signing {method} {path_and_query}: {e}"))?;
         let method: reqwest::Method = method.parse().with_context(|| format!("HTTP method {method}"))?;
-        let mut req = http_client()?.request(method.clone(), &url);
+        let mut req = http_client(self.ca_pem())?.request(method.clone(), &url);
         for (k, v) in headers {
             req = req.header(k, v);
         }
@@ -510,7 +527,7 @@ impl Store {
     }
 
     async fn wait_http_ok(&mut self, url: String, deadline: Instant) -> Result<()> {
-        let http = http_client()?;
+        let http = http_client(self.ca_pem())?;
         let what = format!("GET {url} answering 200");
         self.wait_until(&what, deadline, move || {
             let req = http.get(&url);
@@ -723,7 +740,7 @@ async fn garage_admin_request(
     body: Option<&serde_json::Value>,
 ) -> Result<serde_json::Value> {
     let url = format!("{}{path_and_query}", admin.endpoint);
-    let mut req = http_client()?.request(method.clone(), &url).bearer_auth(&admin.token);
+    let mut req = http_client(None)?.request(method.clone(), &url).bearer_auth(&admin.token);
     if let Some(body) = body {
         req = req.json(body);
     }
@@ -744,12 +761,34 @@ fn sdk_error<E: std::error::Error + Send + Sync + 'static>(e: E) -> anyhow::Erro
     anyhow!("{}", aws_sdk_s3::error::DisplayErrorContext(e))
 }
 
-fn http_client() -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10))
-        .build()
-        .context("building an HTTP client")
+fn http_client(ca_pem: Option<&str>) -> Result<reqwest::Client> {
+    let mut builder =
+        reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(10));
+    if let Some(pem) = ca_pem {
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes())?);
+    }
+    builder.build().context("building an HTTP client")
+}
+
+/// Writes MinIO's `public.crt` and `private.key` into `certs`: a certificate for 127.0.0.1 and
+/// localhost signed by a fresh CA, whose certificate (PEM) is returned.
+fn tls_certificates(certs: &Path) -> Result<String> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.distinguished_name.push(DnType::CommonName, "s3op-test-store-ca");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let mut serving = CertificateParams::new(vec!["localhost".to_string()])?;
+    serving.subject_alt_names.push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+    serving.distinguished_name.push(DnType::CommonName, "s3op-test-store");
+    let key = KeyPair::generate()?;
+    let cert = serving.signed_by(&key, &issuer)?;
+    std::fs::write(certs.join("public.crt"), cert.pem()).context("writing public.crt")?;
+    std::fs::write(certs.join("private.key"), key.serialize_pem()).context("writing private.key")?;
+    Ok(ca_cert.pem())
 }
 
 fn mkdir(root: &Path, name: &str) -> Result<PathBuf> {

@@ -37,6 +37,10 @@ macro_rules! store_spec {
             /// The operator's credentials on this store.
             pub auth: StoreAuth,
 
+            /// TLS settings for the store's https endpoints.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub tls: Option<StoreTls>,
+
             /// Bucket where the operator records which buckets and users it created on this store
             /// (its ownership ledger), on stores whose users carry no tags (VersityGW, MinIO,
             /// Garage). Created on first use. Default "s3-resource-operator-markers".
@@ -83,6 +87,9 @@ store_spec! {
         .message("an S3Store reads Secrets of its own namespace only: leave auth.secretRef.namespace out"))]
     #[x_kube(validation = Rule::new("!has(self.namespaces)")
         .message("namespaces is for a ClusterS3Store; an S3Store serves its own namespace"))]
+    #[x_kube(validation = Rule::new(
+        "!has(self.tls) || !has(self.tls.caBundle) || !has(self.tls.caBundle.__namespace__)"
+    ).message("an S3Store reads its CA bundle from its own namespace: leave tls.caBundle.namespace out"))]
     S3StoreSpec
 }
 
@@ -107,6 +114,9 @@ store_spec! {
     )]
     #[x_kube(validation = Rule::new("!has(self.auth.secretRef) || has(self.auth.secretRef.__namespace__)")
         .message("a ClusterS3Store must name the namespace of its Secret: set auth.secretRef.namespace"))]
+    #[x_kube(validation = Rule::new(
+        "!has(self.tls) || !has(self.tls.caBundle) || has(self.tls.caBundle.__namespace__)"
+    ).message("a ClusterS3Store must name the namespace of its CA bundle: set tls.caBundle.namespace"))]
     ClusterS3StoreSpec
 }
 
@@ -193,6 +203,44 @@ pub struct StoreAuth {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_identity: Option<PodIdentity>,
 }
+
+/// TLS settings of a store.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreTls {
+    /// CA certificates (PEM) the store's certificates are checked against, besides the system's
+    /// roots: for a store with a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<CaBundleRef>,
+}
+
+/// Where a CA bundle is read: one key of a Secret or of a ConfigMap.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretName) != has(self.configMapName)")
+    .message("caBundle needs exactly one of secretName or configMapName"))]
+pub struct CaBundleRef {
+    /// A Secret holding the bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::object_name")]
+    pub secret_name: Option<String>,
+    /// A ConfigMap holding the bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::object_name")]
+    pub config_map_name: Option<String>,
+    /// Namespace of that Secret or ConfigMap: required for a ClusterS3Store, not allowed for an
+    /// S3Store (which reads its own namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::object_name")]
+    pub namespace: Option<String>,
+    /// Key holding the PEM bundle. Default ca.crt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::secret_key")]
+    pub key: Option<String>,
+}
+
+/// Default key of a CA bundle in its Secret or ConfigMap.
+pub const DEFAULT_CA_BUNDLE_KEY: &str = "ca.crt";
 
 /// Marker for the pod's own AWS identity; it has no settings.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]

@@ -442,3 +442,33 @@ fn store_ref_is_immutable() {
     };
     assert!(messages(validate_cel_update(&u("b"), &u("a"))).is_err());
 }
+
+#[test]
+fn a_ca_bundle_comes_from_one_object_of_the_stores_own_namespace() {
+    use s3op_api::store::{CaBundleRef, StoreTls};
+    let with_ca = |ca: CaBundleRef| S3StoreSpec {
+        provider: minio(),
+        auth: secret_ref(None),
+        tls: Some(StoreTls { ca_bundle: Some(ca) }),
+        ..Default::default()
+    };
+    let from_map = CaBundleRef { config_map_name: Some("ca".into()), ..Default::default() };
+    assert!(messages(validate_cel(&s3store(with_ca(from_map.clone())))).is_ok());
+    let both = CaBundleRef { secret_name: Some("ca".into()), ..from_map.clone() };
+    assert!(messages(validate_cel(&s3store(with_ca(both)))).unwrap_err().iter().any(|m| m.contains("exactly one")));
+    let elsewhere = CaBundleRef { namespace: Some("other".into()), ..from_map.clone() };
+    assert!(messages(validate_cel(&s3store(with_ca(elsewhere.clone())))).is_err());
+    let cluster = |ca: CaBundleRef| {
+        ClusterS3Store::new(
+            "c",
+            ClusterS3StoreSpec {
+                provider: minio(),
+                auth: secret_ref(Some("storage")),
+                tls: Some(StoreTls { ca_bundle: Some(ca) }),
+                ..Default::default()
+            },
+        )
+    };
+    assert!(messages(validate_cel(&cluster(from_map))).is_err(), "a cluster store names the namespace");
+    assert!(messages(validate_cel(&cluster(elsewhere))).is_ok());
+}

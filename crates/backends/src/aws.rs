@@ -51,6 +51,9 @@ pub struct AwsConfig {
     /// Static access key and secret; `None` uses aws-config's standard chain: environment, web
     /// identity (IRSA), profile, instance metadata.
     pub credentials: Option<(String, SecretString)>,
+    /// CA certificates (PEM) the endpoint's certificates are checked against, besides the
+    /// system's roots.
+    pub ca_bundle: Option<String>,
 }
 
 /// The AWS backend (IAM + S3).
@@ -92,6 +95,9 @@ impl Aws {
         if let Some(endpoint) = &config.endpoint {
             loader = loader.endpoint_url(endpoint);
         }
+        if let Some(http) = http::sdk_client(config.ca_bundle.as_deref())? {
+            loader = loader.http_client(http);
+        }
         if let Some((access_key, secret_key)) = &config.credentials {
             loader = loader.credentials_provider(aws_sdk_iam::config::Credentials::new(
                 access_key,
@@ -122,7 +128,7 @@ impl Aws {
             endpoint: config.endpoint.clone(),
             credentials: sdk.credentials_provider(),
             region,
-            http: http::client(BACKEND)?,
+            http: http::client(BACKEND, config.ca_bundle.as_deref())?,
             claiming: ClaimLocks::default(),
         })
     }

@@ -20,13 +20,43 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time allowed for a whole admin call.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// An HTTP client with the admin timeouts, so a dead store fails within seconds.
-pub fn client(backend: &'static str) -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT)
+/// An HTTP client with the admin timeouts, so a dead store fails within seconds; with
+/// `ca_bundle` (PEM) it also trusts those CAs, for a store with a private CA.
+pub fn client(backend: &'static str, ca_bundle: Option<&str>) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).timeout(REQUEST_TIMEOUT);
+    for ca in ca_certificates(ca_bundle)? {
+        builder = builder.add_root_certificate(ca);
+    }
+    builder.build().map_err(|e| BackendError::Unavailable { backend, cause: format!("building the HTTP client: {e}") })
+}
+
+/// The certificates of a PEM bundle; an error names what is wrong with it, never its content.
+fn ca_certificates(ca_bundle: Option<&str>) -> Result<Vec<reqwest::Certificate>> {
+    let Some(pem) = ca_bundle else { return Ok(Vec::new()) };
+    let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+        .map_err(|e| BackendError::InvalidInput(format!("the CA bundle is not PEM certificates: {e}")))?;
+    if certs.is_empty() {
+        return Err(BackendError::InvalidInput("the CA bundle holds no PEM certificate".into()));
+    }
+    Ok(certs)
+}
+
+/// The HTTP client of the AWS SDK clients, trusting `ca_bundle` (PEM) besides the system's
+/// roots; `None` keeps the SDK's default client.
+pub fn sdk_client(ca_bundle: Option<&str>) -> Result<Option<aws_sdk_s3::config::SharedHttpClient>> {
+    use aws_smithy_http_client::{
+        Builder,
+        tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode},
+    };
+    let Some(pem) = ca_bundle else { return Ok(None) };
+    // Checked here, where an error can say so; the SDK would only fail at the first request.
+    ca_certificates(Some(pem))?;
+    let trust = TrustStore::default().with_pem_certificate(pem.as_bytes().to_vec());
+    let context = TlsContext::builder()
+        .with_trust_store(trust)
         .build()
-        .map_err(|e| BackendError::Unavailable { backend, cause: format!("building the HTTP client: {e}") })
+        .map_err(|e| BackendError::InvalidInput(format!("the CA bundle cannot be used: {e}")))?;
+    Ok(Some(Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc)).tls_context(context).build_https()))
 }
 
 /// The headers that sign `method url` with `body` for SigV4 service `s3` in `region`,
@@ -79,7 +109,20 @@ pub fn signed_request(
 /// A request that never reached the store or whose reply could not be read: retryable.
 /// Without the URL: `op` names the call, and reqwest's text is about the transport.
 pub fn transport_error(backend: &'static str, op: &str, what: &str, err: reqwest::Error) -> BackendError {
-    BackendError::Unavailable { backend, cause: format!("{op} on {what}: {}", err.without_url()) }
+    // reqwest's own text says only "error sending request"; the causes below it say why (a
+    // refused connection, an untrusted certificate), and none of them holds a header.
+    let err = err.without_url();
+    let mut cause = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !cause.contains(&text) {
+            cause.push_str(": ");
+            cause.push_str(&text);
+        }
+        source = e.source();
+    }
+    BackendError::Unavailable { backend, cause: format!("{op} on {what}: {cause}") }
 }
 
 /// Maps a non-2xx admin reply to an error; `detail` already names the call, the store's

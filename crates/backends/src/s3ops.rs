@@ -40,8 +40,14 @@ const DELETE_BATCH: usize = 1000;
 /// checksums only when an operation requires them (the SDK's default CRC32 checksums since
 /// 1.69 break several S3-compatible servers), short connect/operation timeouts and a bounded
 /// number of attempts, so a dead store fails within seconds instead of hanging a reconcile.
-pub fn client(endpoint: &str, region: &str, access_key: &str, secret_key: &SecretString) -> Client {
-    let config = aws_sdk_s3::Config::builder()
+pub fn client(
+    endpoint: &str,
+    region: &str,
+    access_key: &str,
+    secret_key: &SecretString,
+    ca_bundle: Option<&str>,
+) -> Result<Client> {
+    let mut config = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(Region::new(region.to_string()))
@@ -56,9 +62,11 @@ pub fn client(endpoint: &str, region: &str, access_key: &str, secret_key: &Secre
                 .operation_timeout(Duration::from_secs(15))
                 .build(),
         )
-        .retry_config(RetryConfig::standard().with_max_attempts(3))
-        .build();
-    Client::from_conf(config)
+        .retry_config(RetryConfig::standard().with_max_attempts(3));
+    if let Some(http) = crate::http::sdk_client(ca_bundle)? {
+        config = config.http_client(http);
+    }
+    Ok(Client::from_conf(config.build()))
 }
 
 /// Maps an SDK error to a [`BackendError`]. `op` is the S3 operation (also the feature named
@@ -178,8 +186,9 @@ impl S3 {
         region: &str,
         access_key: &str,
         secret_key: &SecretString,
-    ) -> Self {
-        Self::new(client(endpoint, region, access_key, secret_key), backend)
+        ca_bundle: Option<&str>,
+    ) -> Result<Self> {
+        Ok(Self::new(client(endpoint, region, access_key, secret_key, ca_bundle)?, backend))
     }
 
     /// A client built elsewhere (AWS's, from the standard configuration chain).

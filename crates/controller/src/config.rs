@@ -180,6 +180,11 @@ pub struct StoreArgs {
     #[arg(long, env = "GARAGE_ADMIN_TOKEN_FILE")]
     pub garage_admin_token_file: Option<PathBuf>,
 
+    /// File of CA certificates (PEM) the store's https certificates are checked against, besides
+    /// the system's roots: for a store with a private CA.
+    #[arg(long, env = "S3_CA_BUNDLE_FILE")]
+    pub s3_ca_bundle_file: Option<PathBuf>,
+
     /// Bucket where the operator records which users and buckets it created, on stores whose
     /// users carry no tags (VersityGW, MinIO, Garage). Created on first use.
     #[arg(long, env = "MARKER_BUCKET", default_value = "s3-resource-operator-markers")]
@@ -227,6 +232,11 @@ pub struct ReconcileArgs {
     /// Watch only this namespace (for a namespace-scoped installation); empty: every namespace.
     #[arg(long, env = "WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
+
+    /// Serve ClusterS3Stores (which needs the right to list them and namespaces cluster-wide).
+    /// Default: true when every namespace is watched, false with WATCH_NAMESPACE.
+    #[arg(long, env = "CLUSTER_STORES", action = clap::ArgAction::Set, value_parser = parse_bool)]
+    pub cluster_stores: Option<bool>,
 
     /// How many objects of one kind are reconciled at the same time.
     #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = 8)]
@@ -341,6 +351,8 @@ pub struct Config {
     pub concurrency: u16,
     /// The only namespace watched, if any.
     pub watch_namespace: Option<String>,
+    /// Whether ClusterS3Stores are served.
+    pub cluster_stores: bool,
     /// Drift-repair period.
     pub resync_interval: Duration,
     /// Leader election, when enabled.
@@ -366,6 +378,9 @@ pub struct StoreConfig {
     pub marker_bucket: String,
     /// Namespaces trusted to adopt buckets and users made outside the operator.
     pub adopt_namespaces: Vec<String>,
+    /// CA certificates (PEM) the store's https certificates are checked against, besides the
+    /// system's roots.
+    pub ca_bundle: Option<String>,
 }
 
 /// Compatibility mode's settings.
@@ -465,6 +480,7 @@ impl Cli {
                 allowed_roles: list(modes.compat_allowed_roles),
             },
             concurrency: reconcile.concurrency,
+            cluster_stores: reconcile.cluster_stores.unwrap_or(non_empty(reconcile.watch_namespace.clone()).is_none()),
             watch_namespace: non_empty(reconcile.watch_namespace),
             resync_interval: reconcile.resync_interval,
             leader_election,
@@ -571,6 +587,7 @@ fn default_store(store: StoreArgs) -> Result<Option<StoreConfig>, ConfigError> {
         garage,
         marker_bucket: store.marker_bucket.trim().to_string(),
         adopt_namespaces: list(store.adopt_namespaces),
+        ca_bundle: read_secret_file(&store.s3_ca_bundle_file, "S3_CA_BUNDLE_FILE")?,
     }))
 }
 

@@ -69,10 +69,10 @@ pub async fn run(
         None => None,
     };
     let stores = Arc::new(Stores::new(default, config.default_store_name.clone()));
-    let cluster_scope = config.watch_namespace.is_none();
+    let serve_cluster_stores = config.cluster_stores;
     let readiness = Readiness::new();
     let mut kinds = vec![S3Store::KIND];
-    if cluster_scope {
+    if serve_cluster_stores {
         kinds.push(ClusterS3Store::KIND);
     }
     if config.crd_mode {
@@ -170,9 +170,9 @@ pub async fn run(
         scoped::<PartialObjectMeta<Secret>>(&client, &config),
         &config,
     );
-    let cluster_stores = cluster_scope
+    let cluster_stores = serve_cluster_stores
         .then(|| store_controller::<ClusterS3Store>(Api::all(client.clone()), Api::all(client.clone()), &config));
-    let namespaces = if cluster_scope {
+    let namespaces = if serve_cluster_stores {
         let (reader, writer) = reflector::store::<PartialObjectMeta<Namespace>>();
         let stream = reflector(
             writer,

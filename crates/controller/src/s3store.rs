@@ -6,7 +6,10 @@
 
 use std::{fmt::Debug, sync::Arc, time::Duration};
 
-use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Condition};
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, Secret},
+    apimachinery::pkg::apis::meta::v1::Condition,
+};
 use kube::{
     Api, Client, ResourceExt,
     api::{Patch, PatchParams},
@@ -15,8 +18,9 @@ use kube::{
 use s3op_api::{
     ClusterS3Store, ConditionReason, FINALIZER, S3Store, S3StoreStatus, S3User, StoreCapabilities,
     store::{
-        CredentialsSecretRef, DEFAULT_ACCESS_KEY_ID_KEY, DEFAULT_ADMIN_TOKEN_KEY, DEFAULT_MARKER_BUCKET,
-        DEFAULT_SECRET_ACCESS_KEY_KEY, NamespaceName, NamespaceSelection, Provider, StoreAuth,
+        CaBundleRef, CredentialsSecretRef, DEFAULT_ACCESS_KEY_ID_KEY, DEFAULT_ADMIN_TOKEN_KEY, DEFAULT_CA_BUNDLE_KEY,
+        DEFAULT_MARKER_BUCKET, DEFAULT_SECRET_ACCESS_KEY_KEY, NamespaceName, NamespaceSelection, Provider, StoreAuth,
+        StoreTls,
     },
 };
 use s3op_backends::{Backend, SecretString};
@@ -52,6 +56,8 @@ pub struct SpecView<'a> {
     pub adopt_namespaces: &'a [NamespaceName],
     /// Namespaces allowed (cluster stores).
     pub namespaces: Option<&'a NamespaceSelection>,
+    /// TLS settings.
+    pub tls: Option<&'a StoreTls>,
 }
 
 /// A store kind: what the reconciler needs to tell the two apart.
@@ -61,7 +67,11 @@ pub trait StoreObject: WithStatus<Status = S3StoreStatus> + Serialize + Send + S
     /// Its spec.
     fn view(&self) -> SpecView<'_>;
     /// The namespace its Secret is read from, or why the spec does not say one it may use.
-    fn secret_namespace(&self, secret: &CredentialsSecretRef) -> Result<String, String>;
+    fn secret_namespace(&self, secret: &CredentialsSecretRef) -> Result<String, String> {
+        self.namespace_for(secret.namespace.as_deref(), "auth.secretRef")
+    }
+    /// The namespace a reference naming `named` (or none) reads from, or why it may not.
+    fn namespace_for(&self, named: Option<&str>, field: &str) -> Result<String, String>;
 }
 
 macro_rules! view_of {
@@ -72,6 +82,7 @@ macro_rules! view_of {
             marker_bucket: $spec.marker_bucket.as_ref(),
             adopt_namespaces: &$spec.adopt_namespaces,
             namespaces: $spec.namespaces.as_ref(),
+            tls: $spec.tls.as_ref(),
         }
     };
 }
@@ -97,12 +108,12 @@ impl StoreObject for S3Store {
     fn view(&self) -> SpecView<'_> {
         view_of!(self.spec)
     }
-    fn secret_namespace(&self, secret: &CredentialsSecretRef) -> Result<String, String> {
+    fn namespace_for(&self, named: Option<&str>, field: &str) -> Result<String, String> {
         let own = self.namespace().unwrap_or_default();
-        match &secret.namespace {
+        match named {
             // The API server refuses this too; an S3Store must never read another namespace.
-            Some(other) if *other != own => {
-                Err(format!("an S3Store reads Secrets of its own namespace only, not of {other}"))
+            Some(other) if other != own => {
+                Err(format!("{field}: an S3Store reads its own namespace only, not {other}"))
             }
             _ => Ok(own),
         }
@@ -130,8 +141,8 @@ impl StoreObject for ClusterS3Store {
     fn view(&self) -> SpecView<'_> {
         view_of!(self.spec)
     }
-    fn secret_namespace(&self, secret: &CredentialsSecretRef) -> Result<String, String> {
-        secret.namespace.clone().ok_or_else(|| "auth.secretRef.namespace is required for a ClusterS3Store".into())
+    fn namespace_for(&self, named: Option<&str>, field: &str) -> Result<String, String> {
+        named.map(str::to_string).ok_or_else(|| format!("{field}.namespace is required for a ClusterS3Store"))
     }
 }
 
@@ -189,6 +200,7 @@ pub fn settings(
     view: SpecView<'_>,
     secret: Option<&std::collections::BTreeMap<String, k8s_openapi::ByteString>>,
     secret_name: &str,
+    ca_bundle: Option<String>,
 ) -> Result<StoreConfig, String> {
     let p = view.provider;
     let (backend, endpoint, region, admin_endpoint) = match (&p.aws, &p.versitygw, &p.minio, &p.garage) {
@@ -243,6 +255,7 @@ pub fn settings(
         garage,
         marker_bucket,
         adopt_namespaces: view.adopt_namespaces.iter().map(|n| n.0.clone()).collect(),
+        ca_bundle,
     })
 }
 
@@ -273,6 +286,7 @@ pub fn fingerprint(c: &StoreConfig) -> [u8; 32] {
         None => field("-"),
     }
     field(&c.adopt_namespaces.join(","));
+    field(c.ca_bundle.as_deref().unwrap_or("-"));
     h.finalize().into()
 }
 
@@ -337,7 +351,14 @@ async fn connect<K: StoreObject>(obj: &K, sctx: &StoreContext) -> Result<(Slot, 
         Some((name, s)) => (name.as_str(), s.as_ref().map(|s| s.data.clone().unwrap_or_default())),
         None => ("", None),
     };
-    let config = match settings(view, data.as_ref(), secret_name) {
+    let ca_bundle = match view.tls.and_then(|t| t.ca_bundle.as_ref()) {
+        None => None,
+        Some(r) => match ca_bundle(obj, r, ctx).await? {
+            Ok(pem) => Some(pem),
+            Err((reason, message)) => return Ok(not_ready(reason, message)),
+        },
+    };
+    let config = match settings(view, data.as_ref(), secret_name, ca_bundle) {
         Ok(c) => c,
         Err(message) => {
             let reason = if secret.as_ref().is_some_and(|(_, s)| s.is_none()) {
@@ -376,6 +397,43 @@ async fn connect<K: StoreObject>(obj: &K, sctx: &StoreContext) -> Result<(Slot, 
             let readiness = Readiness::of_error(&e);
             (Slot::NotReady { message: e.to_string(), built: Some(active) }, readiness)
         }
+    })
+}
+
+/// The PEM bundle `r` names, or the reason and message to show when it cannot be read.
+async fn ca_bundle<K: StoreObject>(
+    obj: &K,
+    r: &CaBundleRef,
+    ctx: &Context,
+) -> Result<Result<String, (ConditionReason, String)>> {
+    let namespace = match obj.namespace_for(r.namespace.as_deref(), "tls.caBundle") {
+        Ok(ns) => ns,
+        Err(message) => return Ok(Err((ConditionReason::InvalidSpec, message))),
+    };
+    let key = r.key.as_deref().unwrap_or(DEFAULT_CA_BUNDLE_KEY);
+    let (what, value) = match (&r.secret_name, &r.config_map_name) {
+        (Some(name), None) => {
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+            let found = secrets.get_opt(name).await?;
+            let value = found
+                .as_ref()
+                .map(|s| s.data.as_ref().and_then(|d| d.get(key)).and_then(|v| String::from_utf8(v.0.clone()).ok()));
+            (format!("Secret {namespace}/{name}"), value)
+        }
+        (None, Some(name)) => {
+            let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+            let found = maps.get_opt(name).await?;
+            (format!("ConfigMap {namespace}/{name}"), found.map(|m| m.data.and_then(|d| d.get(key).cloned())))
+        }
+        _ => {
+            let message = "tls.caBundle needs exactly one of secretName or configMapName".to_string();
+            return Ok(Err((ConditionReason::InvalidSpec, message)));
+        }
+    };
+    Ok(match value {
+        None => Err((ConditionReason::NotFound, format!("{what} (the CA bundle) does not exist"))),
+        Some(None) => Err((ConditionReason::InvalidSpec, format!("{what} has no text key {key} (the CA bundle)"))),
+        Some(Some(pem)) => Ok(pem),
     })
 }
 
@@ -506,14 +564,15 @@ mod tests {
             by_secret(),
         );
         let data = secret(&[(DEFAULT_ACCESS_KEY_ID_KEY, "root"), (DEFAULT_SECRET_ACCESS_KEY_KEY, "pw\n")]);
-        let c = settings(view_of!(s), Some(&data), "ns/admin").unwrap();
+        let c = settings(view_of!(s), Some(&data), "ns/admin", None).unwrap();
         assert_eq!(c.backend, BackendKind::Minio);
         assert_eq!(c.region, "us-east-1");
         assert_eq!(c.marker_bucket, DEFAULT_MARKER_BUCKET);
         assert_eq!(c.admin.as_ref().unwrap().secret_key.expose(), "pw", "trailing newlines of a file-made Secret go");
-        let err = settings(view_of!(s), None, "ns/admin").unwrap_err();
+        let err = settings(view_of!(s), None, "ns/admin", None).unwrap_err();
         assert!(err.contains("ns/admin does not exist"), "{err}");
-        let err = settings(view_of!(s), Some(&secret(&[(DEFAULT_ACCESS_KEY_ID_KEY, "root")])), "ns/admin").unwrap_err();
+        let err =
+            settings(view_of!(s), Some(&secret(&[(DEFAULT_ACCESS_KEY_ID_KEY, "root")])), "ns/admin", None).unwrap_err();
         assert!(
             err.contains(DEFAULT_SECRET_ACCESS_KEY_KEY) && !err.contains("root"),
             "names the key, never a value: {err}"
@@ -534,10 +593,10 @@ mod tests {
             by_secret(),
         );
         let keys = secret(&[(DEFAULT_ACCESS_KEY_ID_KEY, "GK1"), (DEFAULT_SECRET_ACCESS_KEY_KEY, "s")]);
-        assert!(settings(view_of!(g), Some(&keys), "x").unwrap_err().contains(DEFAULT_ADMIN_TOKEN_KEY));
+        assert!(settings(view_of!(g), Some(&keys), "x", None).unwrap_err().contains(DEFAULT_ADMIN_TOKEN_KEY));
         let mut with_token = keys.clone();
         with_token.insert(DEFAULT_ADMIN_TOKEN_KEY.into(), ByteString(b"tok".to_vec()));
-        let c = settings(view_of!(g), Some(&with_token), "x").unwrap();
+        let c = settings(view_of!(g), Some(&with_token), "x", None).unwrap();
         assert_eq!((c.region.as_str(), c.garage.unwrap().token.expose()), ("garage", "tok"));
 
         let pod = StoreAuth { secret_ref: None, pod_identity: Some(PodIdentity {}) };
@@ -545,11 +604,11 @@ mod tests {
             Provider { aws: Some(AwsProvider { region: "eu-west-1".into(), endpoint: None }), ..Default::default() },
             pod.clone(),
         );
-        let c = settings(view_of!(aws), None, "").unwrap();
+        let c = settings(view_of!(aws), None, "", None).unwrap();
         assert!(c.admin.is_none() && c.s3_endpoint_url.is_none());
         let mut minio_by_pod = g.clone();
         minio_by_pod.auth = pod;
-        assert!(settings(view_of!(minio_by_pod), None, "").unwrap_err().contains("podIdentity"));
+        assert!(settings(view_of!(minio_by_pod), None, "", None).unwrap_err().contains("podIdentity"));
     }
 
     #[test]
@@ -565,12 +624,14 @@ mod tests {
             view_of!(s),
             Some(&secret(&[(DEFAULT_ACCESS_KEY_ID_KEY, "k"), (DEFAULT_SECRET_ACCESS_KEY_KEY, "one")])),
             "x",
+            None,
         )
         .unwrap();
         let b = settings(
             view_of!(s),
             Some(&secret(&[(DEFAULT_ACCESS_KEY_ID_KEY, "k"), (DEFAULT_SECRET_ACCESS_KEY_KEY, "two")])),
             "x",
+            None,
         )
         .unwrap();
         assert_ne!(fingerprint(&a), fingerprint(&b));

@@ -28,6 +28,7 @@ pub async fn connect(store: &StoreConfig) -> Result<Arc<dyn Backend>, BackendErr
                 access_key: admin.access_key,
                 secret_key: admin.secret_key,
                 marker_bucket: store.marker_bucket.clone(),
+                ca_bundle: store.ca_bundle.clone(),
             })?)
         }
         BackendKind::Minio => {
@@ -38,6 +39,7 @@ pub async fn connect(store: &StoreConfig) -> Result<Arc<dyn Backend>, BackendErr
                 access_key: admin.access_key,
                 secret_key: admin.secret_key,
                 marker_bucket: store.marker_bucket.clone(),
+                ca_bundle: store.ca_bundle.clone(),
             })?)
         }
         BackendKind::Garage => {
@@ -51,6 +53,7 @@ pub async fn connect(store: &StoreConfig) -> Result<Arc<dyn Backend>, BackendErr
                 admin_endpoint: garage.endpoint,
                 admin_token: garage.token,
                 marker_bucket: store.marker_bucket.clone(),
+                ca_bundle: store.ca_bundle.clone(),
             })?)
         }
         BackendKind::Aws => Arc::new(
@@ -58,6 +61,7 @@ pub async fn connect(store: &StoreConfig) -> Result<Arc<dyn Backend>, BackendErr
                 region: Some(store.region.clone()),
                 endpoint: store.s3_endpoint_url.clone(),
                 credentials: store.admin.clone().map(|a| (a.access_key, a.secret_key)),
+                ca_bundle: store.ca_bundle.clone(),
             })
             .await?,
         ),

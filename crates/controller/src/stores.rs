@@ -290,7 +290,7 @@ impl Stores {
             StoreKey::Cluster(name) => {
                 let Some(store) = watched.cluster.as_ref().and_then(|s| s.get(&ObjectRef::new(name))) else {
                     let why = if watched.cluster.is_none() {
-                        "this operator watches one namespace and does not serve ClusterS3Stores"
+                        "this operator does not serve ClusterS3Stores (it watches one namespace; CLUSTER_STORES=true serves them)"
                     } else {
                         "it does not exist"
                     };

@@ -33,6 +33,19 @@ impl Scrape {
         Ok(Scrape { series: parse(&text), requests: proxied.requests(), at: Instant::now(), cpu_s })
     }
 
+    /// Scrapes `op` and reads the counts of every store in `proxied`, added up.
+    pub(super) async fn take_all(op: &OperatorProcess, proxied: &[&Proxied]) -> Result<Scrape> {
+        let text = op.metrics().await?;
+        let cpu_s = op.pid().map_or(Ok(0.0), cpu_seconds)?;
+        let mut requests = Counts::default();
+        for p in proxied {
+            for (k, v) in p.requests() {
+                *requests.entry(k).or_default() += v;
+            }
+        }
+        Ok(Scrape { series: parse(&text), requests, at: Instant::now(), cpu_s })
+    }
+
     /// Sum of every series of the family `name`.
     pub fn sum(&self, name: &str) -> f64 {
         self.series.iter().filter(|(k, _)| family(k) == name).map(|(_, v)| v).fold(0.0, |a, b| a + b)

@@ -70,11 +70,12 @@ pub fn markdown(report: &Report) -> String {
     let mut out = String::from("# s3-resource-operator bench\n\n");
     let _ = writeln!(
         out,
-        "{}; operator release binary, RECONCILE_CONCURRENCY={}, LOG_LEVEL=warn, RESYNC_INTERVAL={}s while rolling out and {}s for steady state; took {:.1} min.\n",
+        "{}; operator release binary, RECONCILE_CONCURRENCY={}, LOG_LEVEL=warn, RESYNC_INTERVAL={}s while rolling out and {}s for steady state; the rollouts' store from {}; took {:.1} min.\n",
         report.machine,
         plan.concurrency,
         plan.rollout_resync.as_secs(),
         plan.resync.as_secs(),
+        if plan.cluster_store { "a ClusterS3Store (no default store)" } else { "the operator's environment" },
         report.took_s / 60.0
     );
     out.push_str(
@@ -141,6 +142,10 @@ figure come from a new operator process started on the converged pairs with the 
             }
         }
         table(&mut out, &["store request, per Secret".to_string(), "operator / floor".to_string()], &ops);
+    }
+
+    if let Some(m) = &report.multi {
+        multi_section(&mut out, m);
     }
 
     targets(&mut out, report);
@@ -384,4 +389,35 @@ fn targets(out: &mut String, report: &Report) {
         }
         out.push('\n');
     }
+}
+
+/// The many-stores figure: one operator, every store at once.
+fn multi_section(out: &mut String, m: &super::MultiRun) {
+    let n = (m.per_store * m.stores.len()) as f64;
+    let _ = writeln!(
+        out,
+        "## {} stores at once ({} pairs each, one operator, each store a ClusterS3Store)\n",
+        m.stores.len(),
+        m.per_store
+    );
+    let w = &m.rollout;
+    let mut rows = vec![
+        ("stores".to_string(), vec![m.stores.join(", ")]),
+        ("first create → every pair Ready (s)".into(), vec![fmt2(m.rollout_s)]),
+        ("pairs/s".into(), vec![format!("{:.1}", n / m.rollout_s)]),
+    ];
+    for (store, s) in &m.ready_s {
+        rows.push((format!("first create → {store}'s pairs Ready (s)"), vec![fmt2(*s)]));
+    }
+    rows.extend([
+        (
+            "RSS idle / converged / steady (MiB)".to_string(),
+            vec![format!("{:.1} / {:.1} / {:.1}", m.idle_rss_mib, m.converged_rss_mib, m.steady_rss_mib)],
+        ),
+        ("store requests per pair".into(), vec![format!("{:.1}", per(w.store_requests_total(), n))]),
+        ("reconcile errors during the rollout".into(), vec![format!("{:.0}", w.reconcile_errors_total())]),
+        ("operator CPU during the rollout (s)".into(), vec![fmt2(w.operator_cpu_s)]),
+    ]);
+    table(out, &["".to_string(), "value".to_string()], &rows);
+    let _ = writeln!(out, "{}\n", steady_line(&m.steady, m.per_store * m.stores.len()));
 }

@@ -493,3 +493,48 @@ async fn deleting_a_store_in_use_waits_for_its_objects_and_keeps_every_bucket() 
     assert_eq!(stores.get_opt("minio").await.unwrap().map(|s| s.name_any()), None);
     op.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_with_a_private_ca_is_reached_through_its_ca_bundle() {
+    let client = client().await;
+    let ns = cp().namespace("stores-tls").await.unwrap();
+    let store = Store::start_minio_tls().await.unwrap();
+    assert!(store.endpoint().starts_with("https://"));
+    let op = operator(client.clone(), Some(&ns), false).await;
+    let stores: Api<S3Store> = Api::namespaced(client.clone(), &ns);
+    let buckets: Api<S3Bucket> = Api::namespaced(client.clone(), &ns);
+    let users: Api<S3User> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+
+    // Without the bundle the store's certificate is not trusted: the store says so.
+    s3store(&client, &ns, "private", &store).await;
+    let untrusted = wait_condition(&stores, "private", "False", "BackendUnavailable").await;
+    let message = &untrusted.ready().unwrap().message;
+    assert!(message.contains("certificate"), "the reason is named: {message}");
+    let on_it = on(RefKind::S3Store, "private");
+    buckets.create(&PostParams::default(), &bucket("data", on_it.clone(), DeletionPolicy::Retain)).await.unwrap();
+    wait_condition(&buckets, "data", "False", "StoreNotReady").await;
+
+    // The bundle from a ConfigMap: the store turns Ready and its objects converge.
+    let ca = k8s_openapi::api::core::v1::ConfigMap {
+        metadata: ObjectMeta { name: Some("store-ca".into()), ..Default::default() },
+        data: Some(BTreeMap::from([("ca.crt".to_string(), store.ca_pem().unwrap().to_string())])),
+        ..Default::default()
+    };
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &ca)
+        .await
+        .unwrap();
+    let tls = serde_json::json!({"spec": {"tls": {"caBundle": {"configMapName": "store-ca"}}}});
+    stores.patch("private", &PatchParams::default(), &Patch::Merge(&tls)).await.unwrap();
+    wait_ready(&stores, "private").await;
+    users.create(&PostParams::default(), &user("app", on_it, &["data"])).await.unwrap();
+    let name = wait_ready(&buckets, "data").await.spec.bucket_name.unwrap();
+    let u = wait_ready(&users, "app").await;
+    let secret = secrets.get(&u.status.unwrap().secret_name.unwrap()).await.unwrap();
+    assert_eq!(text(&secret, secret_keys::ENDPOINT_URL), store.endpoint());
+    let app = store
+        .s3_client_with(&text(&secret, secret_keys::ACCESS_KEY_ID), &text(&secret, secret_keys::SECRET_ACCESS_KEY));
+    app.put_object().bucket(&name).key("k").body(ByteStream::from_static(b"v")).send().await.unwrap();
+    op.stop().await.unwrap();
+}

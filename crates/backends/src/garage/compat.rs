@@ -210,6 +210,7 @@ mod tests {
             admin_endpoint: "http://127.0.0.1:2".into(),
             admin_token: SecretString::from("t"),
             marker_bucket: "markers".into(),
+            ca_bundle: None,
         })
         .unwrap();
         let info: BucketDetails = parse(

@@ -52,6 +52,9 @@ pub struct GarageConfig {
     /// Bucket holding the ownership markers; created on first use, with only the operator's key
     /// allowed on it.
     pub marker_bucket: String,
+    /// CA certificates (PEM) the store's https certificates are checked against, besides the
+    /// system's roots.
+    pub ca_bundle: Option<String>,
 }
 
 /// The Garage backend.
@@ -139,8 +142,9 @@ fn normalize(grants: &[Grant]) -> Vec<Grant> {
 impl Garage {
     /// A backend for the Garage cluster described by `config`. Makes no call.
     pub fn new(config: GarageConfig) -> Result<Self> {
-        let s3 = S3::connect(BACKEND, &config.endpoint, &config.region, &config.access_key, &config.secret_key);
-        let http = http::client(BACKEND)?;
+        let ca = config.ca_bundle.as_deref();
+        let s3 = S3::connect(BACKEND, &config.endpoint, &config.region, &config.access_key, &config.secret_key, ca)?;
+        let http = http::client(BACKEND, ca)?;
         // Garage 2.5 ignores `If-None-Match: *` (measured: four concurrent conditional writes of
         // one key all succeed).
         let markers = Ledger::new(s3.client().clone(), BACKEND, config.marker_bucket.clone(), Conditional::Ignored);

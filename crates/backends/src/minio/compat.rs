@@ -73,7 +73,13 @@ impl CompatStore for Minio {
         // MinIO never returns a user's secret: sign a request with the wanted one and see
         // whether the server takes it. AccessDenied comes after authentication, so the secret
         // matches (the user may simply not list buckets).
-        let probe = s3ops::client(&self.config.endpoint, &self.config.region, user, &wanted.secret_key);
+        let probe = s3ops::client(
+            &self.config.endpoint,
+            &self.config.region,
+            user,
+            &wanted.secret_key,
+            self.config.ca_bundle.as_deref(),
+        )?;
         match probe.list_buckets().send().await {
             Ok(_) => Ok(AccountState::Matches),
             Err(e) => match aws_sdk_s3::error::ProvideErrorMetadata::code(&e) {

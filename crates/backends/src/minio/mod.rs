@@ -54,6 +54,9 @@ pub struct MinioConfig {
     /// Bucket holding one marker object per user and bucket the operator created (see
     /// [`Minio`]); created on first use, readable and writable by administrators only.
     pub marker_bucket: String,
+    /// CA certificates (PEM) the store's https certificates are checked against, besides the
+    /// system's roots.
+    pub ca_bundle: Option<String>,
 }
 
 /// The MinIO backend.
@@ -88,8 +91,9 @@ fn policy_name(user: &str) -> String {
 impl Minio {
     /// A backend for the MinIO server described by `config`. Makes no call.
     pub fn new(config: MinioConfig) -> Result<Self> {
-        let s3 = S3::connect(BACKEND, &config.endpoint, &config.region, &config.access_key, &config.secret_key);
-        let http = http::client(BACKEND)?;
+        let ca = config.ca_bundle.as_deref();
+        let s3 = S3::connect(BACKEND, &config.endpoint, &config.region, &config.access_key, &config.secret_key, ca)?;
+        let http = http::client(BACKEND, ca)?;
         let markers = Ledger::new(s3.client().clone(), BACKEND, config.marker_bucket.clone(), Conditional::Atomic);
         Ok(Self {
             s3,

@@ -50,6 +50,9 @@ pub struct VersityGwConfig {
     /// Bucket holding one marker object per user and bucket the operator created (see the
     /// comment on [`VersityGw`]); created on first use, owned by the admin account.
     pub marker_bucket: String,
+    /// CA certificates (PEM) the store's https certificates are checked against, besides the
+    /// system's roots.
+    pub ca_bundle: Option<String>,
 }
 
 /// The VersityGW backend.
@@ -81,8 +84,9 @@ const SNAPSHOT_TTL: Duration = Duration::from_secs(5);
 impl VersityGw {
     /// A backend for the gateway described by `config`. Makes no call.
     pub fn new(config: VersityGwConfig) -> Result<Self> {
-        let s3 = S3::connect(BACKEND, &config.endpoint, &config.region, &config.access_key, &config.secret_key);
-        let http = http::client(BACKEND)?;
+        let ca = config.ca_bundle.as_deref();
+        let s3 = S3::connect(BACKEND, &config.endpoint, &config.region, &config.access_key, &config.secret_key, ca)?;
+        let http = http::client(BACKEND, ca)?;
         let markers = Ledger::new(s3.client().clone(), BACKEND, config.marker_bucket.clone(), Conditional::Sequential);
         Ok(Self {
             s3,
