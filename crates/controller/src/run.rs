@@ -328,8 +328,10 @@ where
 }
 
 /// The controller of one store kind over `api`, woken when a Secret it references changes (a
-/// rotated admin key is picked up without a restart). Secrets are watched as metadata and
-/// none is kept: only the stores' references are looked up.
+/// rotated admin key or CA bundle is picked up without a restart). Secrets are watched as
+/// metadata and none is kept: only the stores' references are looked up. A CA bundle in a
+/// ConfigMap is read again at the store's next resync (ConfigMaps are not watched: the operator
+/// may only get the ones stores name).
 fn store_controller<K>(api: Api<K>, secrets: Api<PartialObjectMeta<Secret>>, config: &Config) -> Controller<K>
 where
     K: s3store::StoreObject + kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -345,13 +347,7 @@ where
             stores
                 .state()
                 .into_iter()
-                .filter(|s| {
-                    s.view()
-                        .auth
-                        .secret_ref
-                        .as_ref()
-                        .is_some_and(|r| r.name == name && s.secret_namespace(r).is_ok_and(|ns| ns == namespace))
-                })
+                .filter(|s| s.reads_secret(&namespace, &name))
                 .map(|s| ObjectRef::from_obj(s.as_ref()))
                 .collect::<Vec<_>>()
         },

@@ -72,6 +72,22 @@ pub trait StoreObject: WithStatus<Status = S3StoreStatus> + Serialize + Send + S
     }
     /// The namespace a reference naming `named` (or none) reads from, or why it may not.
     fn namespace_for(&self, named: Option<&str>, field: &str) -> Result<String, String>;
+
+    /// Whether the store reads the Secret `namespace/name` (its admin credentials or its CA
+    /// bundle): a change to it is a change to the store.
+    fn reads_secret(&self, namespace: &str, name: &str) -> bool {
+        let view = self.view();
+        let admin = view
+            .auth
+            .secret_ref
+            .as_ref()
+            .is_some_and(|r| r.name == name && self.secret_namespace(r).is_ok_and(|ns| ns == namespace));
+        let ca = view.tls.and_then(|t| t.ca_bundle.as_ref()).is_some_and(|r| {
+            r.secret_name.as_deref() == Some(name)
+                && self.namespace_for(r.namespace.as_deref(), "tls.caBundle").is_ok_and(|ns| ns == namespace)
+        });
+        admin || ca
+    }
 }
 
 macro_rules! view_of {
@@ -636,6 +652,30 @@ mod tests {
         .unwrap();
         assert_ne!(fingerprint(&a), fingerprint(&b));
         assert_eq!(fingerprint(&a), fingerprint(&a.clone()));
+    }
+
+    #[test]
+    fn a_store_is_woken_by_the_secrets_it_reads_only() {
+        use s3op_api::store::{CaBundleRef, StoreTls};
+        let mut store = S3Store::new("s", Default::default());
+        store.metadata.namespace = Some("team-a".into());
+        store.spec.auth = by_secret();
+        assert!(store.reads_secret("team-a", "admin"));
+        assert!(!store.reads_secret("team-b", "admin"), "the same name elsewhere is not its Secret");
+        assert!(!store.reads_secret("team-a", "ca"));
+        store.spec.tls =
+            Some(StoreTls { ca_bundle: Some(CaBundleRef { secret_name: Some("ca".into()), ..Default::default() }) });
+        assert!(store.reads_secret("team-a", "ca"));
+        let mut cluster = ClusterS3Store::new("c", Default::default());
+        cluster.spec.auth = StoreAuth {
+            secret_ref: Some(CredentialsSecretRef {
+                name: "admin".into(),
+                namespace: Some("storage".into()),
+                ..Default::default()
+            }),
+            pod_identity: None,
+        };
+        assert!(cluster.reads_secret("storage", "admin") && !cluster.reads_secret("team-a", "admin"));
     }
 
     #[test]
