@@ -68,6 +68,21 @@ The backend name in lower case (BACKEND_NAME is case-insensitive).
 {{- end }}
 
 {{/*
+"true" when the operator has a default store (operator.backend_name set), else empty. Without
+one the chart sets no BACKEND_NAME and neither creates nor reads the credentials Secret.
+*/}}
+{{- define "s3-resource-operator.hasDefaultStore" -}}
+{{- if .Values.operator.backend_name }}true{{ end }}
+{{- end }}
+
+{{/*
+"true" when the chart creates the credentials Secret: a default store, and operator.secret.create.
+*/}}
+{{- define "s3-resource-operator.createSecret" -}}
+{{- if and (include "s3-resource-operator.hasDefaultStore" .) .Values.operator.secret.create }}true{{ end }}
+{{- end }}
+
+{{/*
 The Secret holding the operator's credentials for the object store.
 */}}
 {{- define "s3-resource-operator.secretName" -}}
@@ -104,6 +119,8 @@ value to set. Included by the Deployment, which every configuration renders.
 {{- $backend := include "s3-resource-operator.backend" . }}
 {{- $secret := .Values.operator.secret }}
 {{- $data := $secret.data | default dict }}
+{{- /* Without a default store (backend_name "") no credentials are read: nothing to check. */}}
+{{- if $backend }}
 {{- $_ := include "s3-resource-operator.secretName" . }}
 {{- if $secret.create }}
 {{- if ne $backend "aws" }}
@@ -126,6 +143,7 @@ value to set. Included by the Deployment, which every configuration renders.
 {{- end }}
 {{- if and $secret.create (not .Values.operator.garage.adminToken.secretName) (not (index $data .Values.operator.garage.adminToken.secretKey)) }}
 {{- fail (printf "operator.secret.data.%s is required with backend_name garage when operator.secret.create is true: Garage's admin API token (or set operator.garage.adminToken.secretName to a Secret holding it)" .Values.operator.garage.adminToken.secretKey) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
@@ -170,6 +188,9 @@ Cluster-wide only: ClusterS3Stores, and the namespaces' labels their namespace s
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

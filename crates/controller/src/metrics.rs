@@ -73,6 +73,11 @@ struct BackendOperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    store: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendRequestLabels {
     store: Arc<str>,
     backend: &'static str,
@@ -85,6 +90,7 @@ struct BackendRequestLabels {
 pub struct Metrics {
     registry: Registry,
     leader: Gauge,
+    stores_ready: Family<StoreLabels, Gauge>,
     reconciles: Family<KindOutcomeLabels, Counter>,
     reconcile_duration: HistogramFamily<KindLabels>,
     reconcile_errors: Family<KindReasonLabels, Counter>,
@@ -174,10 +180,18 @@ impl Metrics {
             leader.clone(),
         );
 
+        let stores_ready = Family::<StoreLabels, Gauge>::default();
+        registry.register(
+            "s3op_store_ready",
+            "1 while an S3Store or ClusterS3Store answers its health check with its credentials, else 0; by store",
+            stores_ready.clone(),
+        );
+
         extra(&mut registry);
 
         Arc::new(Metrics {
             leader,
+            stores_ready,
             registry,
             reconciles,
             reconcile_duration,
@@ -191,6 +205,16 @@ impl Metrics {
             api_writes_sum: AtomicU64::new(0),
             backend_writes_sum: AtomicU64::new(0),
         })
+    }
+
+    /// Records whether the store shown as `store` is ready.
+    pub fn set_store_ready(&self, store: &str, ready: bool) {
+        self.stores_ready.get_or_create(&StoreLabels { store: store.into() }).set(i64::from(ready));
+    }
+
+    /// Forgets a deleted store.
+    pub fn forget_store(&self, store: &str) {
+        self.stores_ready.remove(&StoreLabels { store: store.into() });
     }
 
     /// Records whether this replica is the one reconciling.

@@ -336,6 +336,7 @@ pub async fn reconcile<K: StoreObject>(obj: Arc<K>, sctx: Arc<StoreContext>) -> 
             Slot::NotReady { built, .. } => built.clone(),
         };
         let ready = matches!(slot, Slot::Ready(_));
+        ctx.metrics.set_store_ready(&ctx.stores.label(&key), ready);
         ctx.stores.set(key, slot);
         report(obj.as_ref(), &ctx, active.as_deref(), &readiness).await?;
         ctx.succeeded(&reconcile::key(K::KIND, &namespace, &name));
@@ -398,7 +399,8 @@ async fn connect<K: StoreObject>(obj: &K, sctx: &StoreContext) -> Result<(Slot, 
                 Ok(raw) => raw,
                 Err(e) => return Ok(not_ready(crate::status::reason_of(e.category()), e.to_string())),
             };
-            let backend: Arc<dyn Backend> = Arc::new(MeteredBackend::new(raw, ctx.metrics.clone(), &shown));
+            let label = ctx.stores.label(&key);
+            let backend: Arc<dyn Backend> = Arc::new(MeteredBackend::new(raw, ctx.metrics.clone(), &label));
             let active = Arc::new(ActiveStore { key: key.clone(), name: shown, config, backend });
             sctx.built.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), (digest, active.clone()));
             active
@@ -502,6 +504,7 @@ async fn release<K: StoreObject>(obj: &K, sctx: &StoreContext) -> Result<Action>
         return Ok(Action::requeue(IN_USE_RETRY));
     }
     ctx.stores.remove(&key);
+    ctx.metrics.forget_store(&ctx.stores.label(&key));
     sctx.built.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
     remove_finalizer(obj, ctx).await?;
     Ok(Action::await_change())

@@ -51,6 +51,15 @@ impl StoreKey {
         }
     }
 
+    /// The store's label in metrics, unique in the cluster: `S3Store/<namespace>/<name>`,
+    /// `ClusterS3Store/<name>`, or the default store's configured name.
+    pub fn label(&self, default_name: &str) -> String {
+        match self {
+            StoreKey::Namespaced { namespace, name } => format!("S3Store/{namespace}/{name}"),
+            other => other.shown(default_name),
+        }
+    }
+
     /// How objects name this store in their status: `S3Store/<name>`, `ClusterS3Store/<name>`,
     /// or the default store's configured name.
     pub fn shown(&self, default_name: &str) -> String {
@@ -224,6 +233,11 @@ impl Stores {
         key.shown(&self.default_name)
     }
 
+    /// The metrics label of `key`.
+    pub fn label(&self, key: &StoreKey) -> String {
+        key.label(&self.default_name)
+    }
+
     /// A stream of stores whose state changed (built, rebuilt, turned ready or not, deleted),
     /// so the objects on them are reconciled at once.
     pub fn subscribe(&self) -> UnboundedReceiver<StoreKey> {
@@ -369,6 +383,11 @@ mod tests {
         let c = StoreRef { kind: StoreKind::ClusterS3Store, name: "aws".into() };
         assert_eq!(StoreKey::of(Some(&c), "x").shown("default"), "ClusterS3Store/aws");
         assert_eq!(StoreKey::Default.shown("legacy"), "legacy");
+        let namespaced = StoreKey::of(Some(&r), "team-b");
+        assert_eq!(
+            (namespaced.shown("d"), namespaced.label("d")),
+            ("S3Store/minio".into(), "S3Store/team-b/minio".into())
+        );
     }
 
     #[test]

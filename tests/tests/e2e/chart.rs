@@ -128,6 +128,30 @@ extraEnv: [{{name: RUST_BACKTRACE, value: "1"}}]
     )
 }
 
+/// ClusterS3Stores as values: every provider, both forms of auth, and every optional key.
+const CLUSTER_STORES: &str = r#"
+clusterStores:
+  - name: chart-minio
+    provider: {minio: {endpoint: "http://minio.storage:9000", region: us-east-1}}
+    auth: {secretRef: {name: minio-admin, namespace: storage, accessKeyIdKey: user, secretAccessKeyKey: password}}
+    markerBucket: chart-markers
+    adoptNamespaces: [legacy]
+    namespaces:
+      names: [team-a]
+      selector: {matchLabels: {s3.example.com/store: minio}}
+  - name: chart-versitygw
+    provider: {versitygw: {endpoint: "http://versitygw.storage:7070"}}
+    auth: {secretRef: {name: versitygw-admin, namespace: storage}}
+    namespaces: {selector: {matchExpressions: [{key: team, operator: Exists}]}}
+  - name: chart-garage
+    provider: {garage: {endpoint: "http://garage.storage:3900", adminEndpoint: "http://garage.storage:3903", region: garage}}
+    auth: {secretRef: {name: garage-admin, namespace: storage, adminTokenKey: token}}
+  - name: chart-aws.eu
+    provider: {aws: {region: eu-west-1}}
+    auth: {podIdentity: {}}
+    namespaces: {names: [team-b]}
+"#;
+
 /// Renders; panics with helm's message when it fails.
 fn render(release: &str, namespace: &str, extra: &[String]) -> (String, Vec<Value>) {
     let out = chart::template(release, namespace, extra).unwrap();
@@ -183,6 +207,8 @@ fn operator_rules() -> Value {
         {"apiGroups": ["s3-resource-operator.io"], "resources": ["s3buckets", "s3users", "s3stores"], "verbs": ["get", "list", "watch", "patch"]},
         {"apiGroups": ["s3-resource-operator.io"], "resources": ["s3buckets/status", "s3users/status", "s3stores/status"], "verbs": ["get", "patch"]},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create", "patch"]},
+        // A store's CA bundle may be a ConfigMap key: read by name, never listed.
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     ])
 }
@@ -662,6 +688,173 @@ fn the_deployment_is_locked_down_and_probed() {
 }
 
 #[test]
+fn cluster_stores_render_one_cluster_s3_store_per_item() {
+    let (_dir, mut values) = values_file(CLUSTER_STORES);
+    values.extend(existing());
+    let (_, docs) = render("s3op", "ops", &values);
+    let stores = all_of(&docs, "ClusterS3Store");
+    let names: Vec<&str> = stores.iter().map(|s| s["metadata"]["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["chart-minio", "chart-versitygw", "chart-garage", "chart-aws.eu"]);
+    for store in &stores {
+        assert_eq!(store["apiVersion"], "s3-resource-operator.io/v1alpha1");
+        assert!(store["metadata"].get("namespace").is_none(), "a ClusterS3Store is cluster-scoped: {store}");
+        assert_eq!(store["metadata"]["labels"]["app.kubernetes.io/instance"], "s3op");
+        assert_eq!(store["metadata"]["labels"]["app.kubernetes.io/managed-by"], "Helm");
+    }
+    // The spec is the item as given, less its name.
+    assert_eq!(
+        stores[0]["spec"],
+        json!({
+            "provider": {"minio": {"endpoint": "http://minio.storage:9000", "region": "us-east-1"}},
+            "auth": {"secretRef": {"name": "minio-admin", "namespace": "storage", "accessKeyIdKey": "user", "secretAccessKeyKey": "password"}},
+            "markerBucket": "chart-markers",
+            "adoptNamespaces": ["legacy"],
+            "namespaces": {"names": ["team-a"], "selector": {"matchLabels": {"s3.example.com/store": "minio"}}},
+        })
+    );
+    assert_eq!(
+        stores[2]["spec"],
+        json!({
+            "provider": {"garage": {"endpoint": "http://garage.storage:3900", "adminEndpoint": "http://garage.storage:3903", "region": "garage"}},
+            "auth": {"secretRef": {"name": "garage-admin", "namespace": "storage", "adminTokenKey": "token"}},
+        })
+    );
+    assert_eq!(
+        stores[3]["spec"],
+        json!({"provider": {"aws": {"region": "eu-west-1"}}, "auth": {"podIdentity": {}}, "namespaces": {"names": ["team-b"]}})
+    );
+    // The stores change nothing else: the default store is configured as without them.
+    assert_eq!(env_value(&docs, "BACKEND_NAME"), Some("versitygw"));
+    assert_eq!(container(&docs)["envFrom"], json!([{"secretRef": {"name": "my-s3-admin"}}]));
+
+    // None by default.
+    let (_, docs) = render("s3op", "ops", &existing());
+    assert!(all_of(&docs, "ClusterS3Store").is_empty());
+
+    // helm lint --strict takes them too.
+    let mut args = vec!["lint".to_string(), chart::CHART_DIR.to_string(), "--strict".to_string()];
+    args.extend(values.iter().cloned());
+    let out = chart::helm(&args).unwrap();
+    assert!(out.ok, "helm {args:?}:\n{}\n{}", out.stdout, out.stderr);
+}
+
+#[test]
+fn a_bad_cluster_store_fails_naming_the_value() {
+    let store = "provider: {minio: {endpoint: \"http://minio:9000\"}}, auth: {secretRef: {name: a, namespace: b}}";
+    let table = [
+        (
+            "clusterStores: [{name: a, auth: {secretRef: {name: a, namespace: b}}}]".to_string(),
+            "at '/clusterStores/0': missing property 'provider'",
+        ),
+        (
+            format!("clusterStores: [{{name: a, {store}}}, {{name: b, provider: {{aws: {{region: x}}}}}}]"),
+            "at '/clusterStores/1': missing property 'auth'",
+        ),
+        (format!("clusterStores: [{{{store}}}]"), "at '/clusterStores/0': missing property 'name'"),
+        (
+            format!("clusterStores: [{{name: a, {store}, namespace: [x]}}]"),
+            "at '/clusterStores/0': additional properties 'namespace' not allowed",
+        ),
+        (
+            format!("clusterStores: [{{name: a, {store}, namespaces: {{labels: {{a: b}}}}}}]"),
+            "at '/clusterStores/0/namespaces': additional properties 'labels' not allowed",
+        ),
+        (
+            "clusterStores: [{name: a, provider: {s3: {}}, auth: {podIdentity: {}}}]".to_string(),
+            "at '/clusterStores/0/provider': additional properties 's3' not allowed",
+        ),
+        (
+            "clusterStores: [{name: a, provider: {aws: {region: x}, minio: {}}, auth: {podIdentity: {}}}]".to_string(),
+            "at '/clusterStores/0/provider': maxProperties",
+        ),
+        (
+            "clusterStores: [{name: a, provider: {aws: {region: x}}, auth: {podIdentity: {}, secretRef: {}}}]"
+                .to_string(),
+            "at '/clusterStores/0/auth': maxProperties",
+        ),
+        (
+            "clusterStores: [{name: a, provider: {aws: {region: x}}, auth: []}]".to_string(),
+            "at '/clusterStores/0/auth': got array, want object",
+        ),
+        (
+            format!("clusterStores: [{{name: Bad_Name, {store}}}]"),
+            "at '/clusterStores/0/name': 'Bad_Name' does not match pattern",
+        ),
+        (format!("clusterStores: {{a: {{name: a, {store}}}}}"), "at '/clusterStores': got object, want array"),
+    ];
+    for (yaml, want) in table {
+        let (_dir, mut values) = values_file(&yaml);
+        values.extend(existing());
+        let err = render_err(&values);
+        assert!(err.contains("values don't meet the specifications of the schema"), "{yaml}: {err}");
+        assert!(err.contains(want), "{yaml}: expected {want:?} in: {err}");
+    }
+}
+
+#[test]
+fn without_a_default_store_no_backend_and_no_credentials_secret() {
+    // backend_name "" with the rest at their defaults (which with a backend fail for want of
+    // credentials), with create=false and no name, and with credentials and Garage values left
+    // in: none of them is used.
+    let (_dir, leftovers) = values_file(&format!(
+        r#"
+operator:
+  backend_name: ""
+  secret:
+    data: {{S3_ENDPOINT_URL: "{ENDPOINT}", S3_ACCESS_KEY: {ACCESS_KEY}, S3_SECRET_KEY: {SECRET_KEY}}}
+  garage:
+    adminEndpoint: http://garage.storage:3903
+"#
+    ));
+    let mut create_false = vec!["--set".to_string(), "operator.secret.create=false".to_string()];
+    create_false.extend(set(&["operator.backend_name="]));
+    for values in [set(&["operator.backend_name="]), create_false, leftovers] {
+        let (text, docs) = render("s3op", "ops", &values);
+        assert!(all_of(&docs, "Secret").is_empty(), "{values:?}: a credentials Secret was rendered");
+        let c = container(&docs);
+        assert!(c.get("envFrom").is_none(), "{values:?}: envFrom {}", c["envFrom"]);
+        for absent in ["BACKEND_NAME", "GARAGE_ADMIN_ENDPOINT", "GARAGE_ADMIN_TOKEN", "DEFAULT_STORE_NAME"] {
+            assert!(c["env"].as_array().unwrap().iter().all(|e| e["name"] != absent), "{values:?}: {absent} set");
+        }
+        assert!(
+            one(&docs, "Deployment")["spec"]["template"]["metadata"].get("annotations").is_none(),
+            "{values:?}: no Secret, so no checksum/secret"
+        );
+        assert!(!text.contains(SECRET_KEY) && !text.contains(ACCESS_KEY), "{values:?}: a credential was rendered");
+        // The rest of the operator's configuration is as with a default store.
+        assert_eq!(env_value(&docs, "COMPAT_MODE"), Some("true"));
+        assert_eq!(env_value(&docs, "CRD_MODE"), Some("true"));
+        assert_eq!(one(&docs, "ClusterRole")["rules"], cluster_rules());
+    }
+    // The name of the default store in objects' status, when there is one.
+    let mut named = existing();
+    named.extend(set(&["operator.defaultStoreName=legacy"]));
+    let (_, docs) = render("s3op", "ops", &named);
+    assert_eq!(env_value(&docs, "DEFAULT_STORE_NAME"), Some("legacy"));
+    assert_eq!(env_value(&docs, "BACKEND_NAME"), Some("versitygw"));
+}
+
+#[test]
+fn the_default_backend_still_configures_the_default_store() {
+    // Default values alone still fail for want of the store's credentials, as before.
+    let err = render_err(&[]);
+    assert!(err.contains("operator.secret.data.S3_ENDPOINT_URL is required"), "{err}");
+
+    let (_, docs) = render("s3op", "ops", &existing());
+    assert_eq!(env_value(&docs, "BACKEND_NAME"), Some("versitygw"));
+    assert_eq!(container(&docs)["env"][0]["name"], "BACKEND_NAME", "BACKEND_NAME first, as before");
+    assert_eq!(container(&docs)["envFrom"], json!([{"secretRef": {"name": "my-s3-admin"}}]));
+    assert!(env_value(&docs, "DEFAULT_STORE_NAME").is_none(), "DEFAULT_STORE_NAME set by default");
+
+    let (_, docs) = render("s3op", "ops", &inline_s3());
+    assert_eq!(env_value(&docs, "BACKEND_NAME"), Some("versitygw"));
+    assert_eq!(container(&docs)["envFrom"], json!([{"secretRef": {"name": "s3op-s3-resource-operator"}}]));
+    assert_eq!(one(&docs, "Secret")["metadata"]["name"], "s3op-s3-resource-operator");
+    let annotations = &one(&docs, "Deployment")["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["checksum/secret"].as_str().unwrap().len(), 64, "{annotations}");
+}
+
+#[test]
 fn deploy_operator_yaml_is_current() {
     let want = chart::operator_manifest().unwrap();
     let have = std::fs::read_to_string(chart::operator_manifest_path()).unwrap_or_default();
@@ -766,6 +959,38 @@ async fn the_api_server_accepts_the_rendered_manifests() {
         kubectl_ok(cp, &["create", "namespace", chart::NAMESPACE]);
     }
     server_dry_run(&std::fs::read_to_string(chart::operator_manifest_path()).unwrap());
+}
+
+/// The ClusterS3Stores the chart renders are ones the API server takes (CRD schema and CEL rules
+/// included), next to an operator with no default store; what only the CRD can judge is left
+/// to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_accepts_the_rendered_cluster_stores() {
+    let cp = cp();
+    let ns = cp.namespace("chart-stores").await.unwrap();
+    let (_dir, mut values) = values_file(CLUSTER_STORES);
+    values.extend(set(&["operator.backend_name="]));
+    let (text, docs) = render("s3op", &ns, &values);
+    assert_eq!(all_of(&docs, "ClusterS3Store").len(), 4);
+    assert!(all_of(&docs, "Secret").is_empty());
+    server_dry_run(&text);
+
+    // The schema checks the keys; the CRD the content: a ClusterS3Store must name its Secret's
+    // namespace.
+    let (_dir, values) = values_file(
+        r#"
+operator: {backend_name: ""}
+clusterStores: [{name: chart-no-secret-namespace, provider: {minio: {endpoint: "http://minio:9000"}}, auth: {secretRef: {name: admin}}}]
+"#,
+    );
+    let (text, _) = render("s3op", &ns, &values);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifests.yaml");
+    std::fs::write(&path, text).unwrap();
+    let out = cp.kubectl(&["apply", "--dry-run=server", "-f", &path.display().to_string()]).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the API server took a ClusterS3Store without the Secret's namespace");
+    assert!(stderr.contains("a ClusterS3Store must name the namespace of its Secret"), "{stderr}");
 }
 
 /// The operator, run under the chart's ServiceAccount with only the chart's RBAC, does its whole
@@ -874,8 +1099,15 @@ async fn the_operator_works_with_only_the_charts_rights() {
             "patch a Deployment",
         );
         let configmaps: Api<ConfigMap> = Api::namespaced(sa_client.clone(), "kube-system");
-        forbidden(configmaps.get("kube-root-ca.crt").await.map(|_| ()), "read a ConfigMap");
+        // One ConfigMap by name is readable (a store's CA bundle); listing them is not.
         forbidden(configmaps.list(&ListParams::default()).await.map(|_| ()), "list ConfigMaps");
+        forbidden(
+            configmaps
+                .patch("kube-root-ca.crt", &PatchParams::default(), &Patch::Merge(json!({"data": {"x": "y"}})))
+                .await
+                .map(|_| ()),
+            "patch a ConfigMap",
+        );
         let secrets_sa: Api<Secret> = Api::namespaced(sa_client.clone(), &ns);
         forbidden(secrets_sa.delete("anything", &DeleteParams::default()).await.map(|_| ()), "delete a Secret");
     }

@@ -190,6 +190,14 @@ async fn one_operator_serves_every_kind_of_store_at_once() {
         }
     }
 
+    // Metrics carry the store: its readiness, and every backend call's.
+    let metrics = op.metrics().await.unwrap();
+    for store in &all {
+        let label = format!("S3Store/{ns}/{}", store.kind().backend_name());
+        assert!(metrics.contains(&format!("s3op_store_ready{{store=\"{label}\"}} 1")), "{label}:\n{metrics}");
+        assert!(metrics.contains(&format!("s3op_backend_writes_total{{store=\"{label}\"")), "{label}");
+    }
+
     // `kubectl get` names each object's store.
     let out = cp().kubectl(&["get", "s3b,s3u", "-n", &ns]).unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
