@@ -165,13 +165,18 @@ pub async fn run(
         config.crd_mode.then(|| user_store.clone()),
         compat_parts.as_ref().map(|(_, _, s)| s.clone()),
     ));
-    let namespaced_stores = store_controller::<S3Store>(
-        scoped::<S3Store>(&client, &config),
-        scoped::<PartialObjectMeta<Secret>>(&client, &config),
-        &config,
-    );
+    // One metadata watch of Secrets wakes the stores of both kinds: each watch costs a
+    // connection and its buffers, and the cluster-wide one sees every Secret the scoped one would.
+    let secrets_api = if serve_cluster_stores {
+        Api::<PartialObjectMeta<Secret>>::all(client.clone())
+    } else {
+        scoped::<PartialObjectMeta<Secret>>(&client, &config)
+    };
+    let mut secret_changes = SecretChanges::default();
+    let namespaced_stores = store_controller(scoped::<S3Store>(&client, &config), secret_changes.subscribe(), &config);
     let cluster_stores = serve_cluster_stores
-        .then(|| store_controller::<ClusterS3Store>(Api::all(client.clone()), Api::all(client.clone()), &config));
+        .then(|| store_controller(Api::<ClusterS3Store>::all(client.clone()), secret_changes.subscribe(), &config));
+    tokio::spawn(secret_changes.run(secrets_api, stopped()));
     let namespaces = if serve_cluster_stores {
         let (reader, writer) = reflector::store::<PartialObjectMeta<Namespace>>();
         let stream = reflector(
@@ -328,30 +333,65 @@ where
 }
 
 /// The controller of one store kind over `api`, woken when a Secret it references changes (a
-/// rotated admin key or CA bundle is picked up without a restart). Secrets are watched as
-/// metadata and none is kept: only the stores' references are looked up. A CA bundle in a
-/// ConfigMap is read again at the store's next resync (ConfigMaps are not watched: the operator
-/// may only get the ones stores name).
-fn store_controller<K>(api: Api<K>, secrets: Api<PartialObjectMeta<Secret>>, config: &Config) -> Controller<K>
+/// rotated admin key or CA bundle is picked up without a restart; `secrets` names each Secret
+/// that changed). A CA bundle in a ConfigMap is read again at the store's next resync
+/// (ConfigMaps are not watched: the operator may only get the ones stores name).
+fn store_controller<K>(
+    api: Api<K>,
+    secrets: futures::channel::mpsc::UnboundedReceiver<(String, String)>,
+    config: &Config,
+) -> Controller<K>
 where
     K: s3store::StoreObject + kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let controller = Controller::new(api, watcher::Config::default().any_semantic())
         .with_config(controller::Config::default().concurrency(config.concurrency));
     let stores = controller.store();
-    controller.watches_stream(
-        watcher(secrets, watcher::Config::default().any_semantic()).default_backoff().touched_objects(),
-        move |secret: PartialObjectMeta<Secret>| {
-            let namespace = secret.namespace().unwrap_or_default();
-            let name = secret.name_any();
-            stores
-                .state()
-                .into_iter()
-                .filter(|s| s.reads_secret(&namespace, &name))
-                .map(|s| ObjectRef::from_obj(s.as_ref()))
-                .collect::<Vec<_>>()
-        },
-    )
+    controller.reconcile_on(secrets.flat_map(move |(namespace, name)| {
+        let woken: Vec<ObjectRef<K>> = stores
+            .state()
+            .into_iter()
+            .filter(|s| s.reads_secret(&namespace, &name))
+            .map(|s| ObjectRef::from_obj(s.as_ref()))
+            .collect();
+        futures::stream::iter(woken)
+    }))
+}
+
+/// Secrets that changed, from one metadata-only watch, told to every subscriber as
+/// (namespace, name). Nothing is cached: only the stores' references are looked up.
+#[derive(Default)]
+struct SecretChanges {
+    subscribers: Vec<futures::channel::mpsc::UnboundedSender<(String, String)>>,
+}
+
+impl SecretChanges {
+    fn subscribe(&mut self) -> futures::channel::mpsc::UnboundedReceiver<(String, String)> {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        self.subscribers.push(tx);
+        rx
+    }
+
+    /// Watches `api` until `stop` completes.
+    async fn run(self, api: Api<PartialObjectMeta<Secret>>, stop: impl Future<Output = ()>) {
+        let changes = watcher(api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .touched_objects()
+            .for_each(|secret| {
+                if let Ok(secret) = secret {
+                    let key = (secret.namespace().unwrap_or_default(), secret.name_any());
+                    for s in &self.subscribers {
+                        // A closed receiver is a controller that stopped: nothing to tell it.
+                        let _ = s.unbounded_send(key.clone());
+                    }
+                }
+                futures::future::ready(())
+            });
+        tokio::select! {
+            _ = changes => {}
+            _ = stop => {}
+        }
+    }
 }
 
 /// Tells `readiness` once `store` holds its first full list.
