@@ -779,7 +779,8 @@ impl Bench<'_> {
         op.terminate(Duration::from_secs(30)).await?;
 
         let log = self.logs.join("operator-multi-steady.log");
-        let op = OperatorProcess::spawn(&self.binary, cp.kubeconfig(), env(self.plan.resync), &log)?;
+        let mut op = OperatorProcess::spawn(&self.binary, cp.kubeconfig(), env(self.plan.resync), &log)?;
+        op.wait_ready(Duration::from_secs(120)).await?;
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
             let s = Scrape::take_all(&op, &proxied_refs).await?;

@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Instant};
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, Client, ResourceExt,
@@ -29,10 +29,10 @@ use crate::{
     metered::MeteredBackend,
     metrics::Metrics,
     reconcile::{error_policy, reconcile},
-    s3store::{self, StoreContext},
+    s3store::{self, SecretWatches, StoreContext},
     status::WithStatus,
     store,
-    stores::{ActiveStore, StoreKey, Stores},
+    stores::{ActiveStore, StoreChange, StoreKey, Stores},
     triggers, user,
 };
 
@@ -59,12 +59,7 @@ pub async fn run(
                 // Not fatal: the conditions of the objects on it report it, and reconciles retry.
                 tracing::warn!(error = %e, "the default object store does not answer yet");
             }
-            Some(Arc::new(ActiveStore {
-                key: StoreKey::Default,
-                name: config.default_store_name.clone(),
-                config: store_config.clone(),
-                backend,
-            }))
+            Some(ActiveStore::default_store(&config.default_store_name, store_config.clone(), backend))
         }
         None => None,
     };
@@ -97,8 +92,8 @@ pub async fn run(
     let server =
         tokio::spawn(http::serve(config.telemetry.metrics_addr, metrics.clone(), readiness.clone(), stopped()));
 
-    // A stand-by replica is ready as soon as the store answers, so a rolling update can bring
-    // it up while the old leader still holds the Lease.
+    // A stand-by replica is ready at once, so a rolling update can bring it up while the old
+    // leader still holds the Lease.
     let mut leadership = match &config.leader_election {
         Some(election) => {
             readiness.expect(&[]);
@@ -137,7 +132,7 @@ pub async fn run(
     .reconcile_on(
         stores
             .subscribe()
-            .flat_map(move |key| futures::stream::iter(on_store(&buckets_on_store, &key, bucket::store_of))),
+            .flat_map(move |change| futures::stream::iter(on_store(&buckets_on_store, &change, bucket::store_of))),
     )
     .graceful_shutdown_on(stopped());
     let own_secret_writes = Arc::new(triggers::OwnWrites::default());
@@ -160,30 +155,33 @@ pub async fn run(
         let (secrets, secret_store) = compat::controller(scoped::<compat::SecretMeta>(&client, &config), &compat);
         compat_parts = Some((compat, secrets, secret_store));
     }
+    let mut secret_watches = SecretWatches::new(client.clone());
+    let namespaced_stores = store_controller(scoped::<S3Store>(&client, &config), secret_watches.subscribe(), &config);
+    let cluster_stores = serve_cluster_stores
+        .then(|| store_controller(Api::<ClusterS3Store>::all(client.clone()), secret_watches.subscribe(), &config));
     let store_ctx = Arc::new(StoreContext::new(
         ctx.clone(),
         config.crd_mode.then(|| user_store.clone()),
         compat_parts.as_ref().map(|(_, _, s)| s.clone()),
+        (namespaced_stores.store(), cluster_stores.as_ref().map(Controller::store)),
+        secret_watches,
     ));
-    // One metadata watch of Secrets wakes the stores of both kinds: each watch costs a
-    // connection and its buffers, and the cluster-wide one sees every Secret the scoped one would.
-    let secrets_api = if serve_cluster_stores {
-        Api::<PartialObjectMeta<Secret>>::all(client.clone())
-    } else {
-        scoped::<PartialObjectMeta<Secret>>(&client, &config)
-    };
-    let mut secret_changes = SecretChanges::default();
-    let namespaced_stores = store_controller(scoped::<S3Store>(&client, &config), secret_changes.subscribe(), &config);
-    let cluster_stores = serve_cluster_stores
-        .then(|| store_controller(Api::<ClusterS3Store>::all(client.clone()), secret_changes.subscribe(), &config));
-    tokio::spawn(secret_changes.run(secrets_api, stopped()));
     let namespaces = if serve_cluster_stores {
         let (reader, writer) = reflector::store::<PartialObjectMeta<Namespace>>();
-        let stream = reflector(
-            writer,
-            watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default())
-                .default_backoff(),
-        );
+        // A namespace whose labels change may now match a ClusterS3Store's selector, or no
+        // longer: its objects look again at once. Compared before the reflector stores it.
+        let (seen, stores_told) = (reader.clone(), stores.clone());
+        let events = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .inspect_ok(move |event| {
+                if let watcher::Event::Apply(ns) = event {
+                    let before = seen.get(&ObjectRef::from_obj(ns)).map(|o| o.labels().clone());
+                    if before.as_ref() != Some(ns.labels()) {
+                        stores_told.namespace_changed(ns.name_any());
+                    }
+                }
+            });
+        let stream = reflector(writer, events);
         let stop = stopped();
         tokio::spawn(async move {
             tokio::select! {
@@ -250,7 +248,7 @@ pub async fn run(
         .reconcile_on(
             stores
                 .subscribe()
-                .flat_map(move |key| futures::stream::iter(on_store(&users_on_store, &key, user::store_of))),
+                .flat_map(move |change| futures::stream::iter(on_store(&users_on_store, &change, user::store_of))),
         )
         .graceful_shutdown_on(stopped());
 
@@ -271,8 +269,8 @@ pub async fn run(
     }
     if let Some((compat, secrets, secret_store)) = compat_parts {
         let secrets_on_store = secret_store.clone();
-        let secrets = secrets.reconcile_on(stores.subscribe().flat_map(move |key| {
-            futures::stream::iter(on_store(&secrets_on_store, &key, |m| {
+        let secrets = secrets.reconcile_on(stores.subscribe().flat_map(move |change| {
+            futures::stream::iter(on_store(&secrets_on_store, &change, |m| {
                 compat::store_of(m.metadata.annotations.as_ref())
             }))
         }));
@@ -324,12 +322,17 @@ pub async fn run(
     Ok(())
 }
 
-/// The objects in `cache` on the store `key`.
-fn on_store<K>(cache: &Store<K>, key: &StoreKey, store_of: impl Fn(&K) -> StoreKey) -> Vec<ObjectRef<K>>
+/// The objects in `cache` that `change` concerns.
+fn on_store<K>(cache: &Store<K>, change: &StoreChange, store_of: impl Fn(&K) -> StoreKey) -> Vec<ObjectRef<K>>
 where
     K: kube::Resource<DynamicType = ()> + Clone + 'static,
 {
-    cache.state().into_iter().filter(|o| store_of(o) == *key).map(|o| ObjectRef::from_obj(o.as_ref())).collect()
+    cache
+        .state()
+        .into_iter()
+        .filter(|o| change.concerns(&o.namespace().unwrap_or_default(), &store_of(o)))
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
 }
 
 /// The controller of one store kind over `api`, woken when a Secret it references changes (a
@@ -356,42 +359,6 @@ where
             .collect();
         futures::stream::iter(woken)
     }))
-}
-
-/// Secrets that changed, from one metadata-only watch, told to every subscriber as
-/// (namespace, name). Nothing is cached: only the stores' references are looked up.
-#[derive(Default)]
-struct SecretChanges {
-    subscribers: Vec<futures::channel::mpsc::UnboundedSender<(String, String)>>,
-}
-
-impl SecretChanges {
-    fn subscribe(&mut self) -> futures::channel::mpsc::UnboundedReceiver<(String, String)> {
-        let (tx, rx) = futures::channel::mpsc::unbounded();
-        self.subscribers.push(tx);
-        rx
-    }
-
-    /// Watches `api` until `stop` completes.
-    async fn run(self, api: Api<PartialObjectMeta<Secret>>, stop: impl Future<Output = ()>) {
-        let changes = watcher(api, watcher::Config::default().any_semantic())
-            .default_backoff()
-            .touched_objects()
-            .for_each(|secret| {
-                if let Ok(secret) = secret {
-                    let key = (secret.namespace().unwrap_or_default(), secret.name_any());
-                    for s in &self.subscribers {
-                        // A closed receiver is a controller that stopped: nothing to tell it.
-                        let _ = s.unbounded_send(key.clone());
-                    }
-                }
-                futures::future::ready(())
-            });
-        tokio::select! {
-            _ = changes => {}
-            _ = stop => {}
-        }
-    }
 }
 
 /// Tells `readiness` once `store` holds its first full list.

@@ -4,7 +4,7 @@
 //! use is not let go until its last S3Bucket, S3User or compatibility Secret is; deleting a
 //! store never deletes anything on it.
 
-use std::{fmt::Debug, sync::Arc, time::Duration};
+use std::{collections::BTreeSet, fmt::Debug, sync::Arc, time::Duration};
 
 use k8s_openapi::{
     api::core::v1::{ConfigMap, Secret},
@@ -73,20 +73,20 @@ pub trait StoreObject: WithStatus<Status = S3StoreStatus> + Serialize + Send + S
     /// The namespace a reference naming `named` (or none) reads from, or why it may not.
     fn namespace_for(&self, named: Option<&str>, field: &str) -> Result<String, String>;
 
-    /// Whether the store reads the Secret `namespace/name` (its admin credentials or its CA
-    /// bundle): a change to it is a change to the store.
-    fn reads_secret(&self, namespace: &str, name: &str) -> bool {
+    /// The Secrets (namespace, name) the store reads: its admin credentials and its CA
+    /// bundle's; a change to one is a change to the store.
+    fn secrets_read(&self) -> Vec<(String, String)> {
         let view = self.view();
-        let admin = view
-            .auth
-            .secret_ref
-            .as_ref()
-            .is_some_and(|r| r.name == name && self.secret_namespace(r).is_ok_and(|ns| ns == namespace));
-        let ca = view.tls.and_then(|t| t.ca_bundle.as_ref()).is_some_and(|r| {
-            r.secret_name.as_deref() == Some(name)
-                && self.namespace_for(r.namespace.as_deref(), "tls.caBundle").is_ok_and(|ns| ns == namespace)
+        let admin = view.auth.secret_ref.as_ref().and_then(|r| Some((self.secret_namespace(r).ok()?, r.name.clone())));
+        let ca = view.tls.and_then(|t| t.ca_bundle.as_ref()).and_then(|r| {
+            Some((self.namespace_for(r.namespace.as_deref(), "tls.caBundle").ok()?, r.secret_name.clone()?))
         });
-        admin || ca
+        admin.into_iter().chain(ca).collect()
+    }
+
+    /// Whether the store reads the Secret `namespace/name`.
+    fn reads_secret(&self, namespace: &str, name: &str) -> bool {
+        self.secrets_read().iter().any(|(ns, n)| ns == namespace && n == name)
     }
 }
 
@@ -162,7 +162,8 @@ impl StoreObject for ClusterS3Store {
     }
 }
 
-/// What the store reconciler shares: the operator's context and where references are counted.
+/// What the store reconciler shares: the operator's context, where references are counted,
+/// and the watches of the Secrets stores read.
 #[derive(Debug)]
 pub struct StoreContext {
     /// The operator's context.
@@ -171,6 +172,10 @@ pub struct StoreContext {
     pub users: Option<Store<S3User>>,
     /// Compatibility Secrets, when compatibility mode runs.
     pub secrets: Option<Store<SecretMeta>>,
+    /// The S3Stores and, when served, ClusterS3Stores, as their controllers see them.
+    pub stores: (Store<S3Store>, Option<Store<ClusterS3Store>>),
+    /// One watch per Secret a store reads.
+    pub secret_watches: SecretWatches,
     built: std::sync::Mutex<std::collections::HashMap<StoreKey, Built>>,
 }
 
@@ -179,8 +184,22 @@ type Built = ([u8; 32], Arc<ActiveStore>);
 
 impl StoreContext {
     /// The store reconciler's context.
-    pub fn new(ctx: Arc<Context>, users: Option<Store<S3User>>, secrets: Option<Store<SecretMeta>>) -> Self {
-        Self { ctx, users, secrets, built: Default::default() }
+    pub fn new(
+        ctx: Arc<Context>,
+        users: Option<Store<S3User>>,
+        secrets: Option<Store<SecretMeta>>,
+        stores: (Store<S3Store>, Option<Store<ClusterS3Store>>),
+        secret_watches: SecretWatches,
+    ) -> Self {
+        Self { ctx, users, secrets, stores, secret_watches, built: Default::default() }
+    }
+
+    /// Keeps exactly the Secret watches the stores need now.
+    fn watch_referenced_secrets(&self) {
+        let (namespaced, cluster) = &self.stores;
+        let mut wanted: BTreeSet<(String, String)> = namespaced.state().iter().flat_map(|s| s.secrets_read()).collect();
+        wanted.extend(cluster.iter().flat_map(|c| c.state()).flat_map(|s| s.secrets_read()));
+        self.secret_watches.keep(wanted);
     }
 
     /// The objects on `key`, named for a message.
@@ -337,7 +356,13 @@ pub async fn reconcile<K: StoreObject>(obj: Arc<K>, sctx: Arc<StoreContext>) -> 
         };
         let ready = matches!(slot, Slot::Ready(_));
         ctx.metrics.set_store_ready(&ctx.stores.label(&key), ready);
-        ctx.stores.set(key, slot);
+        ctx.stores.set(key.clone(), slot);
+        // A new spec may allow other namespaces (the slot is the same when the backend is):
+        // its objects look again.
+        if obj.status_ref().and_then(|s| s.observed_generation) != obj.meta().generation {
+            ctx.stores.notify(key);
+        }
+        sctx.watch_referenced_secrets();
         report(obj.as_ref(), &ctx, active.as_deref(), &readiness).await?;
         ctx.succeeded(&reconcile::key(K::KIND, &namespace, &name));
         Ok(if ready { ctx.resync() } else { Action::requeue(NOT_READY_RETRY) })
@@ -507,7 +532,81 @@ async fn release<K: StoreObject>(obj: &K, sctx: &StoreContext) -> Result<Action>
     ctx.metrics.forget_store(&ctx.stores.label(&key));
     sctx.built.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
     remove_finalizer(obj, ctx).await?;
+    sctx.watch_referenced_secrets();
     Ok(Action::await_change())
+}
+
+/// Metadata-only watches of exactly the Secrets stores read, one per Secret (a field selector
+/// on its name), each telling subscribers (namespace, name) when it changes. A cluster-wide
+/// watch of every Secret would list them all at start, which costs memory with thousands of
+/// Secrets; stores are few.
+pub struct SecretWatches {
+    client: Client,
+    subscribers: Vec<futures::channel::mpsc::UnboundedSender<(String, String)>>,
+    running: std::sync::Mutex<std::collections::BTreeMap<(String, String), tokio::task::AbortHandle>>,
+}
+
+impl Debug for SecretWatches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        f.debug_struct("SecretWatches").field("watched", &running.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl SecretWatches {
+    /// No watches yet, over `client`.
+    pub fn new(client: Client) -> Self {
+        Self { client, subscribers: Vec::new(), running: Default::default() }
+    }
+
+    /// Changes from now on; subscribe before the first [`SecretWatches::keep`].
+    pub fn subscribe(&mut self) -> futures::channel::mpsc::UnboundedReceiver<(String, String)> {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        self.subscribers.push(tx);
+        rx
+    }
+
+    /// Runs exactly one watch for each of `wanted`, stopping the others.
+    pub fn keep(&self, wanted: BTreeSet<(String, String)>) {
+        use futures::StreamExt;
+        use kube::runtime::{WatchStreamExt, watcher};
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.retain(|key, task| {
+            let keep = wanted.contains(key);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (namespace, name) in wanted {
+            if running.contains_key(&(namespace.clone(), name.clone())) {
+                continue;
+            }
+            let api: Api<kube::core::PartialObjectMeta<Secret>> = Api::namespaced(self.client.clone(), &namespace);
+            let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+            let subscribers = self.subscribers.clone();
+            let key = (namespace.clone(), name.clone());
+            let told = key.clone();
+            let task = tokio::spawn(watcher(api, config).default_backoff().touched_objects().for_each(move |seen| {
+                if seen.is_ok() {
+                    for s in &subscribers {
+                        // A closed receiver is a controller that stopped: nothing to tell it.
+                        let _ = s.unbounded_send(told.clone());
+                    }
+                }
+                futures::future::ready(())
+            }));
+            running.insert(key, task.abort_handle());
+        }
+    }
+}
+
+impl Drop for SecretWatches {
+    fn drop(&mut self) {
+        for task in self.running.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            task.abort();
+        }
+    }
 }
 
 async fn add_finalizer<K: StoreObject>(obj: &K, ctx: &Context) -> Result<()> {

@@ -96,6 +96,11 @@ pub struct ActiveStore {
 }
 
 impl ActiveStore {
+    /// The default store: the one the environment configures, named `name`, over `backend`.
+    pub fn default_store(name: &str, config: StoreConfig, backend: Arc<dyn Backend>) -> Arc<ActiveStore> {
+        Arc::new(ActiveStore { key: StoreKey::Default, name: name.to_string(), config, backend })
+    }
+
     /// Whether buckets and users in `namespace` may adopt ones made outside the operator.
     pub fn may_adopt(&self, namespace: &str) -> bool {
         self.config.adopt_namespaces.iter().any(|n| n == namespace)
@@ -176,6 +181,26 @@ pub fn namespace_allowed(
     }
 }
 
+/// What changed about the stores objects use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreChange {
+    /// The store was built, rebuilt, turned ready or not, or deleted: its objects look again.
+    Store(StoreKey),
+    /// A namespace's labels changed: its objects on ClusterS3Stores (whose selectors match
+    /// labels) look again.
+    Namespace(String),
+}
+
+impl StoreChange {
+    /// Whether an object of `namespace` on `store` is concerned.
+    pub fn concerns(&self, namespace: &str, store: &StoreKey) -> bool {
+        match self {
+            StoreChange::Store(key) => key == store,
+            StoreChange::Namespace(ns) => ns == namespace && matches!(store, StoreKey::Cluster(_)),
+        }
+    }
+}
+
 /// Every store the operator serves, and who is told when one changes.
 #[derive(Default)]
 pub struct Stores {
@@ -183,7 +208,7 @@ pub struct Stores {
     default_name: String,
     slots: RwLock<HashMap<StoreKey, Slot>>,
     watched: RwLock<Watched>,
-    subscribers: Mutex<Vec<UnboundedSender<StoreKey>>>,
+    subscribers: Mutex<Vec<UnboundedSender<StoreChange>>>,
 }
 
 /// The caches the registry reads store objects and namespaces from (absent in unit tests and
@@ -238,9 +263,9 @@ impl Stores {
         key.label(&self.default_name)
     }
 
-    /// A stream of stores whose state changed (built, rebuilt, turned ready or not, deleted),
-    /// so the objects on them are reconciled at once.
-    pub fn subscribe(&self) -> UnboundedReceiver<StoreKey> {
+    /// A stream of changes to stores (built, rebuilt, turned ready or not, deleted) and to
+    /// namespaces' labels, so the objects concerned are reconciled at once.
+    pub fn subscribe(&self) -> UnboundedReceiver<StoreChange> {
         let (tx, rx) = unbounded();
         self.subscribers.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
         rx
@@ -277,9 +302,20 @@ impl Stores {
         self.slots.read().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
     }
 
-    fn notify(&self, key: StoreKey) {
+    /// Tells subscribers that the labels of `namespace` changed.
+    pub fn namespace_changed(&self, namespace: String) {
+        self.tell(StoreChange::Namespace(namespace));
+    }
+
+    /// Tells subscribers that the store `key` changed in a way its slot does not show (its
+    /// spec's namespace selection).
+    pub fn notify(&self, key: StoreKey) {
+        self.tell(StoreChange::Store(key));
+    }
+
+    fn tell(&self, change: StoreChange) {
         let mut subscribers = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
-        subscribers.retain(|s| s.unbounded_send(key.clone()).is_ok());
+        subscribers.retain(|s| s.unbounded_send(change.clone()).is_ok());
     }
 
     /// The store an object of `namespace` may create and change things on, or why it cannot.
@@ -421,6 +457,21 @@ mod tests {
             }),
         };
         assert!(namespace_allowed(Some(&exists), "b", Some(&labels)));
+    }
+
+    #[test]
+    fn a_namespace_change_concerns_its_objects_on_cluster_stores_only() {
+        let cluster = StoreKey::Cluster("minio".into());
+        let own = StoreKey::Namespaced { namespace: "a".into(), name: "minio".into() };
+        let labelled = StoreChange::Namespace("a".into());
+        assert!(labelled.concerns("a", &cluster));
+        assert!(!labelled.concerns("b", &cluster), "another namespace");
+        assert!(
+            !labelled.concerns("a", &own) && !labelled.concerns("a", &StoreKey::Default),
+            "labels select nothing there"
+        );
+        assert!(StoreChange::Store(own.clone()).concerns("a", &own));
+        assert!(!StoreChange::Store(own).concerns("a", &cluster));
     }
 
     #[test]

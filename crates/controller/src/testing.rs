@@ -26,7 +26,7 @@ use crate::{
     events::Publisher,
     metrics::{API_WRITE_FINALIZER_ADD, Metrics},
     reconcile::{Reconciled, reconcile},
-    stores::{ActiveStore, StoreKey, Stores},
+    stores::{ActiveStore, Stores},
     triggers::OwnWrites,
 };
 
@@ -245,12 +245,7 @@ impl TestContext {
         writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
         let events = Publisher::new(client.clone(), "s3-resource-operator", None);
         let default = config.store.clone().map(|store_config| {
-            Arc::new(ActiveStore {
-                key: StoreKey::Default,
-                name: config.default_store_name.clone(),
-                config: store_config,
-                backend: backend.clone() as Arc<dyn Backend>,
-            })
+            ActiveStore::default_store(&config.default_store_name, store_config, backend.clone() as Arc<dyn Backend>)
         });
         let stores = Arc::new(Stores::new(default, config.default_store_name.clone()));
         let (ctx, _recreated) =

@@ -124,7 +124,12 @@ async fn bucket_exists(store: &Store, bucket: &str) -> bool {
 /// An operator with no default store, watching `namespace` (or, with `None`, the whole cluster
 /// of `client`), resyncing every 3 s.
 async fn operator(client: Client, namespace: Option<&str>, compat: bool) -> Operator {
-    let mut args = vec!["--resync-interval".to_string(), "3s".into(), "--compat-mode".into(), compat.to_string()];
+    operator_resyncing(client, namespace, compat, "3s").await
+}
+
+/// [`operator`] resyncing every `resync`: a long one shows that what converges was woken.
+async fn operator_resyncing(client: Client, namespace: Option<&str>, compat: bool, resync: &str) -> Operator {
+    let mut args = vec!["--resync-interval".to_string(), resync.into(), "--compat-mode".into(), compat.to_string()];
     if let Some(ns) = namespace {
         args.extend(["--watch-namespace".to_string(), ns.to_string()]);
     }
@@ -241,7 +246,8 @@ async fn a_cluster_store_serves_the_namespaces_it_allows_and_a_namespaced_store_
         ..Default::default()
     };
     cluster_stores.create(&PostParams::default(), &ClusterS3Store::new("minio", spec)).await.unwrap();
-    let op = operator(client.clone(), None, true).await;
+    // No resync within the test: everything below converges because something woke it.
+    let op = operator_resyncing(client.clone(), None, true, "10m").await;
     wait_ready(&cluster_stores, "minio").await;
 
     let in_ns = |ns: &str| Api::<S3Bucket>::namespaced(client.clone(), ns);
@@ -295,6 +301,12 @@ async fn a_cluster_store_serves_the_namespaces_it_allows_and_a_namespaced_store_
         let ready = wait_ready(&in_ns(ns), "data").await;
         assert!(bucket_exists(&store, &ready.spec.bucket_name.unwrap()).await);
     }
+    // A namespace that gets the label later converges as soon as it has it.
+    let d = cp.namespace("team-d").await.unwrap();
+    in_ns(&d).create(&PostParams::default(), &bucket("data", shared.clone(), DeletionPolicy::Retain)).await.unwrap();
+    wait_condition(&in_ns(&d), "data", "False", "StoreNotAllowed").await;
+    namespaces.patch(&d, &PatchParams::default(), &Patch::Merge(&labels)).await.unwrap();
+    wait_ready(&in_ns(&d), "data").await;
     let provisioned = wait_event(&client, &b, "legacy", "Provisioned").await.unwrap().note;
     assert!(provisioned.contains(&compat_bucket), "{provisioned}");
     let app = aws_sdk_s3::Client::from_conf(s3_config(store.endpoint(), store.region(), &access, &secret).build());
