@@ -168,6 +168,23 @@ impl Context {
         self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
 
+    /// Waits until the caches store lookups read hold their first full list, so that a store
+    /// which exists never reads as missing after a restart (which would flip converged objects
+    /// to `StoreNotFound`, or let a deletion go without its cleanup). Only a dropped cache, at
+    /// shutdown, ends the wait early.
+    pub async fn stores_synced(&self) {
+        let crate::stores::Watched { namespaced, cluster, namespaces } = self.stores.caches();
+        if let Some(c) = namespaced {
+            let _ = wait_synced(&c).await;
+        }
+        if let Some(c) = cluster {
+            let _ = wait_synced(&c).await;
+        }
+        if let Some(c) = namespaces {
+            let _ = wait_synced(&c).await;
+        }
+    }
+
     /// Publishes an event about `obj`; a failure to publish is logged, never fatal.
     pub async fn event<K: WithStatus>(&self, obj: &K, warning: bool, reason: &'static str, note: String) {
         self.event_on(&obj.object_ref(&()), K::KIND, warning, reason, note).await;

@@ -111,6 +111,7 @@ pub async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<
     let api: Api<K> = obj.api_of(ctx.client.clone());
     let finalizer_patch = finalizer_write(obj.as_ref());
     let work = async {
+        ctx.stores_synced().await;
         finalizer(&api, FINALIZER, obj, |event| async {
             match event {
                 FinalizerEvent::Apply(o) => o.apply(&ctx).await,

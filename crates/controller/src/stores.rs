@@ -213,11 +213,24 @@ pub struct Stores {
 
 /// The caches the registry reads store objects and namespaces from (absent in unit tests and
 /// where the operator does not watch that kind).
-#[derive(Default)]
-struct Watched {
-    namespaced: Option<Store<S3Store>>,
-    cluster: Option<Store<ClusterS3Store>>,
-    namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
+#[derive(Default, Clone)]
+pub struct Watched {
+    /// S3Stores.
+    pub namespaced: Option<Store<S3Store>>,
+    /// ClusterS3Stores.
+    pub cluster: Option<Store<ClusterS3Store>>,
+    /// Namespaces (metadata), for ClusterS3Stores' selectors.
+    pub namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
+}
+
+impl fmt::Debug for Watched {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Watched")
+            .field("namespaced", &self.namespaced.is_some())
+            .field("cluster", &self.cluster.is_some())
+            .field("namespaces", &self.namespaces.is_some())
+            .finish()
+    }
 }
 
 impl fmt::Debug for Stores {
@@ -243,14 +256,10 @@ impl Stores {
         *self.watched.write().unwrap_or_else(|p| p.into_inner()) = Watched { namespaced, cluster, namespaces };
     }
 
-    /// The default store's reported name.
-    pub fn default_name(&self) -> &str {
-        &self.default_name
-    }
-
-    /// The default store, if the environment configures one.
-    pub fn default_store(&self) -> Option<&Arc<ActiveStore>> {
-        self.default.as_ref()
+    /// The caches store lookups read, to wait for their first full list: before it, a store
+    /// that exists would read as missing (and a namespace as not allowed).
+    pub fn caches(&self) -> Watched {
+        self.watched.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// How an object names `key` in its status.

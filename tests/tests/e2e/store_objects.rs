@@ -452,8 +452,16 @@ async fn the_default_store_keeps_todays_objects_ready_with_zero_writes() {
     let users: Api<S3User> = Api::namespaced(client.clone(), &ns);
     buckets.create(&PostParams::default(), &bucket("data", None, DeletionPolicy::Retain)).await.unwrap();
     users.create(&PostParams::default(), &user("app", None, &["data"])).await.unwrap();
+    // And a pair on an S3Store beside it: after a restart its store must not read as missing
+    // while the S3Store cache fills.
+    s3store(&client, &ns, "beside", &store).await;
+    let beside = on(RefKind::S3Store, "beside");
+    buckets.create(&PostParams::default(), &bucket("more", beside.clone(), DeletionPolicy::Retain)).await.unwrap();
+    users.create(&PostParams::default(), &user("more", beside, &["more"])).await.unwrap();
     wait_ready(&users, "app").await;
+    wait_ready(&users, "more").await;
     let before = wait_ready(&buckets, "data").await;
+    let more_before = wait_ready(&buckets, "more").await;
     assert_eq!(before.status.as_ref().unwrap().store.as_deref(), Some("default"));
     op.stop().await.unwrap();
 
@@ -479,6 +487,14 @@ async fn the_default_store_keeps_todays_objects_ready_with_zero_writes() {
         "Ready never flipped"
     );
     assert_eq!(op.metric_sum("s3op_backend_writes_total").await.unwrap(), 0.0, "no backend write");
+    let more_after = buckets.get("more").await.unwrap();
+    assert_eq!(
+        more_after.ready().unwrap().last_transition_time,
+        more_before.ready().unwrap().last_transition_time,
+        "the S3Store's objects never flipped either: {:?}",
+        more_after.status
+    );
+    assert_eq!(op.metric_sum("s3op_events_total").await.unwrap(), 0.0, "no event at all");
     op.stop().await.unwrap();
 }
 

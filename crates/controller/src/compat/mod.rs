@@ -162,6 +162,7 @@ async fn handle(secret: &Secret, key: &str, compat: &Compat) -> Result<Action> {
         }
     };
     let namespace = secret.namespace().unwrap_or_default();
+    ctx.stores_synced().await;
     let store = match ctx.stores.usable(&store_of(secret.metadata.annotations.as_ref()), &namespace) {
         Ok(store) => store,
         Err(Unusable::Pending) => return Ok(Action::requeue(Duration::from_secs(1))),
