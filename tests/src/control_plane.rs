@@ -67,26 +67,35 @@ fn client_cert(issuer: &Issuer<'_, KeyPair>, cn: &str, groups: &[&str]) -> Resul
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-fn make_pki() -> Result<Pki> {
+/// A fresh CA named `cn`: what signs with it, and its certificate (PEM).
+pub(crate) fn new_ca(cn: &str) -> Result<(Issuer<'static, KeyPair>, String)> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name.push(DnType::CommonName, "s3op-test-ca");
+    ca_params.distinguished_name.push(DnType::CommonName, cn);
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params, ca_key);
+    Ok((Issuer::new(ca_params, ca_key), ca_cert.pem()))
+}
 
+/// A serving certificate for 127.0.0.1 and localhost named `cn`, signed by `issuer`: (cert, key) PEM.
+pub(crate) fn serving_cert(issuer: &Issuer<'static, KeyPair>, cn: &str) -> Result<(String, String)> {
     let mut serving = CertificateParams::new(vec!["localhost".to_string()])?;
     serving.subject_alt_names.push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
-    serving.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+    serving.distinguished_name.push(DnType::CommonName, cn);
     serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let serving_key = KeyPair::generate()?;
-    let serving_cert = serving.signed_by(&serving_key, &issuer)?;
+    let key = KeyPair::generate()?;
+    let cert = serving.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+fn make_pki() -> Result<Pki> {
+    let (issuer, ca_pem) = new_ca("s3op-test-ca")?;
 
     let sa_key = KeyPair::generate()?;
     Ok(Pki {
-        ca_pem: ca_cert.pem(),
-        serving: (serving_cert.pem(), serving_key.serialize_pem()),
+        ca_pem,
+        serving: serving_cert(&issuer, "kube-apiserver")?,
         admin: client_cert(&issuer, "s3op-test-admin", &["system:masters"])?,
         // No groups beyond system:authenticated: RBAC grants it nothing.
         nobody: client_cert(&issuer, "s3op-test-nobody", &[])?,

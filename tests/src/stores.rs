@@ -773,22 +773,11 @@ fn http_client(ca_pem: Option<&str>) -> Result<reqwest::Client> {
 /// Writes MinIO's `public.crt` and `private.key` into `certs`: a certificate for 127.0.0.1 and
 /// localhost signed by a fresh CA, whose certificate (PEM) is returned.
 fn tls_certificates(certs: &Path) -> Result<String> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name.push(DnType::CommonName, "s3op-test-store-ca");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
-    let ca_key = KeyPair::generate()?;
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params, ca_key);
-    let mut serving = CertificateParams::new(vec!["localhost".to_string()])?;
-    serving.subject_alt_names.push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
-    serving.distinguished_name.push(DnType::CommonName, "s3op-test-store");
-    let key = KeyPair::generate()?;
-    let cert = serving.signed_by(&key, &issuer)?;
-    std::fs::write(certs.join("public.crt"), cert.pem()).context("writing public.crt")?;
-    std::fs::write(certs.join("private.key"), key.serialize_pem()).context("writing private.key")?;
-    Ok(ca_cert.pem())
+    let (issuer, ca_pem) = crate::control_plane::new_ca("s3op-test-store-ca")?;
+    let (cert, key) = crate::control_plane::serving_cert(&issuer, "s3op-test-store")?;
+    std::fs::write(certs.join("public.crt"), cert).context("writing public.crt")?;
+    std::fs::write(certs.join("private.key"), key).context("writing private.key")?;
+    Ok(ca_pem)
 }
 
 fn mkdir(root: &Path, name: &str) -> Result<PathBuf> {
