@@ -87,6 +87,8 @@ store_spec! {
         .message("an S3Store reads Secrets of its own namespace only: leave auth.secretRef.namespace out"))]
     #[x_kube(validation = Rule::new("!has(self.namespaces)")
         .message("namespaces is for a ClusterS3Store; an S3Store serves its own namespace"))]
+    #[x_kube(validation = Rule::new("!has(self.auth.podIdentity)")
+        .message("an S3Store cannot use the operator's own identity (podIdentity): give it a secretRef, or ask an administrator for a ClusterS3Store"))]
     #[x_kube(validation = Rule::new(
         "!has(self.tls) || !has(self.tls.caBundle) || !has(self.tls.caBundle.__namespace__)"
     ).message("an S3Store reads its CA bundle from its own namespace: leave tls.caBundle.namespace out"))]
@@ -198,8 +200,9 @@ pub struct StoreAuth {
     /// A Secret holding the admin credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<CredentialsSecretRef>,
-    /// AWS only: the operator pod's own identity (IRSA / web identity, environment, instance
-    /// role), as the AWS SDKs find it.
+    /// AWS only, ClusterS3Store only: the operator pod's own identity (IRSA / web identity,
+    /// environment, instance role), as the AWS SDKs find it. A namespaced S3Store may not lend
+    /// itself the operator's identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_identity: Option<PodIdentity>,
 }

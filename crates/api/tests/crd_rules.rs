@@ -397,8 +397,16 @@ fn a_store_has_exactly_one_provider_and_one_kind_of_auth() {
     let both = StoreAuth { pod_identity: Some(PodIdentity {}), ..secret_ref(None) };
     assert!(messages(validate_cel(&s3store(S3StoreSpec { auth: both, ..ok.clone() }))).is_err());
     let pod = StoreAuth { secret_ref: None, pod_identity: Some(PodIdentity {}) };
-    let err = messages(validate_cel(&s3store(S3StoreSpec { auth: pod, ..ok.clone() }))).unwrap_err();
+    let err = messages(validate_cel(&s3store(S3StoreSpec { auth: pod.clone(), ..ok.clone() }))).unwrap_err();
     assert!(err.iter().any(|m| m.contains("only for the aws provider")), "{err:?}");
+    // The operator's own AWS identity: an administrator's ClusterS3Store may use it, a tenant's
+    // S3Store may not.
+    let aws = Provider { aws: Some(AwsProvider { region: "eu-west-1".into(), endpoint: None }), ..Default::default() };
+    let tenant = S3StoreSpec { provider: aws.clone(), auth: pod.clone(), ..Default::default() };
+    let err = messages(validate_cel(&s3store(tenant))).unwrap_err();
+    assert!(err.iter().any(|m| m.contains("operator's own identity")), "{err:?}");
+    let admin = ClusterS3Store::new("aws", ClusterS3StoreSpec { provider: aws, auth: pod, ..Default::default() });
+    assert!(messages(validate_cel(&admin)).is_ok());
     let bad_endpoint =
         Provider { minio: Some(S3Provider { endpoint: "minio:9000".into(), region: None }), ..Default::default() };
     assert!(messages(validate_cel(&s3store(S3StoreSpec { provider: bad_endpoint, ..ok }))).is_err());

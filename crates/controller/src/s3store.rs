@@ -62,6 +62,10 @@ pub struct SpecView<'a> {
 
 /// A store kind: what the reconciler needs to tell the two apart.
 pub trait StoreObject: WithStatus<Status = S3StoreStatus> + Serialize + Send + Sync + 'static {
+    /// Whether the kind may use the operator's own identity (`auth.podIdentity`): only a
+    /// store an administrator made. A tenant's S3Store must bring its own credentials, or it
+    /// could act (and allow itself adoption) with the operator's account.
+    const MAY_USE_POD_IDENTITY: bool;
     /// The registry key of this store.
     fn key(&self) -> StoreKey;
     /// Its spec.
@@ -118,6 +122,7 @@ impl WithStatus for S3Store {
 }
 
 impl StoreObject for S3Store {
+    const MAY_USE_POD_IDENTITY: bool = false;
     fn key(&self) -> StoreKey {
         StoreKey::Namespaced { namespace: self.namespace().unwrap_or_default(), name: self.name_any() }
     }
@@ -151,6 +156,7 @@ impl WithStatus for ClusterS3Store {
 }
 
 impl StoreObject for ClusterS3Store {
+    const MAY_USE_POD_IDENTITY: bool = true;
     fn key(&self) -> StoreKey {
         StoreKey::Cluster(self.name_any())
     }
@@ -378,6 +384,11 @@ async fn connect<K: StoreObject>(obj: &K, sctx: &StoreContext) -> Result<(Slot, 
     let not_ready = |reason, message: String| {
         (Slot::NotReady { message: message.clone(), built: None }, Readiness::not_ready(reason, message))
     };
+    if view.auth.pod_identity.is_some() && !K::MAY_USE_POD_IDENTITY {
+        // The API server refuses this too; the operator's identity is never lent to a tenant.
+        let message = "an S3Store cannot use the operator's own identity (podIdentity): give it a secretRef";
+        return Ok(not_ready(ConditionReason::InvalidSpec, message.to_string()));
+    }
     let secret = match &view.auth.secret_ref {
         None => None,
         Some(r) => {
@@ -778,6 +789,23 @@ mod tests {
             pod_identity: None,
         };
         assert!(cluster.reads_secret("storage", "admin") && !cluster.reads_secret("team-a", "admin"));
+    }
+
+    #[tokio::test]
+    async fn a_tenants_store_never_gets_the_operators_identity() {
+        let t = crate::testing::TestContext::new();
+        let (namespaced, _) = kube::runtime::reflector::store();
+        let sctx =
+            StoreContext::new(t.ctx.clone(), None, None, (namespaced, None), SecretWatches::new(t.ctx.client.clone()));
+        let mut store = S3Store::new("borrowed", Default::default());
+        store.metadata.namespace = Some("team-a".into());
+        store.spec.provider =
+            Provider { aws: Some(AwsProvider { region: "eu-west-1".into(), endpoint: None }), ..Default::default() };
+        store.spec.auth = StoreAuth { secret_ref: None, pod_identity: Some(PodIdentity {}) };
+        let (slot, readiness) = connect(&store, &sctx).await.unwrap();
+        assert!(matches!(slot, Slot::NotReady { built: None, .. }), "no backend is built: {slot:?}");
+        assert_eq!(readiness.reason, ConditionReason::InvalidSpec);
+        assert!(readiness.message.contains("operator's own identity"), "{}", readiness.message);
     }
 
     #[test]

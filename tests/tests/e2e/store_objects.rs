@@ -337,9 +337,22 @@ async fn a_cluster_store_serves_the_namespaces_it_allows_and_a_namespaced_store_
     let err =
         Api::<S3Store>::namespaced(client.clone(), &a).create(&PostParams::default(), &reaching).await.unwrap_err();
     assert!(err.to_string().contains("own namespace"), "{err}");
-
-    // The refusal and the namespaced lookup do not depend on the cluster store's name either:
-    // an S3Store named like it in b is b's own (and reads b's Secrets only).
+    // Nor can it borrow the operator's own identity.
+    let mut borrowing = S3Store::new(
+        "borrowing",
+        S3StoreSpec {
+            provider: s3op_api::store::Provider {
+                aws: Some(s3op_api::store::AwsProvider { region: "us-east-1".into(), endpoint: None }),
+                ..Default::default()
+            },
+            auth: s3op_api::store::StoreAuth { secret_ref: None, pod_identity: Some(Default::default()) },
+            ..Default::default()
+        },
+    );
+    borrowing.metadata.namespace = Some(a.clone());
+    let err =
+        Api::<S3Store>::namespaced(client.clone(), &a).create(&PostParams::default(), &borrowing).await.unwrap_err();
+    assert!(err.to_string().contains("operator's own identity"), "{err}");
     op.stop().await.unwrap();
 }
 
