@@ -210,25 +210,21 @@ impl StoreContext {
 
     /// The objects on `key`, named for a message.
     pub fn references(&self, key: &StoreKey) -> Vec<String> {
-        let mut refs: Vec<String> = Vec::new();
-        let named = |kind: &str, o: &dyn Fn() -> (Option<String>, String)| {
-            let (ns, name) = o();
-            format!("{kind} {}/{name}", ns.unwrap_or_default())
-        };
-        for b in self.ctx.buckets.state() {
-            if crate::bucket::store_of(&b) == *key {
-                refs.push(named("S3Bucket", &|| (b.namespace(), b.name_any())));
-            }
+        fn on<K: kube::Resource>(kind: &str, objects: Vec<Arc<K>>, on_key: impl Fn(&K) -> bool) -> Vec<String> {
+            objects
+                .iter()
+                .filter(|o| on_key(o))
+                .map(|o| format!("{kind} {}/{}", o.namespace().unwrap_or_default(), o.name_any()))
+                .collect()
         }
-        for u in self.users.iter().flat_map(|s| s.state()) {
-            if crate::user::store_of(&u) == *key {
-                refs.push(named("S3User", &|| (u.namespace(), u.name_any())));
-            }
+        let mut refs = on("S3Bucket", self.ctx.buckets.state(), |b| crate::bucket::store_of(b) == *key);
+        if let Some(users) = &self.users {
+            refs.extend(on("S3User", users.state(), |u| crate::user::store_of(u) == *key));
         }
-        for s in self.secrets.iter().flat_map(|s| s.state()) {
-            if crate::compat::store_of(s.metadata.annotations.as_ref()) == *key {
-                refs.push(named("Secret", &|| (s.namespace(), s.name_any())));
-            }
+        if let Some(secrets) = &self.secrets {
+            refs.extend(on("Secret", secrets.state(), |s| {
+                crate::compat::store_of(s.metadata.annotations.as_ref()) == *key
+            }));
         }
         refs.sort();
         refs
@@ -437,7 +433,7 @@ async fn connect<K: StoreObject>(obj: &K, sctx: &StoreContext) -> Result<(Slot, 
             };
             let label = ctx.stores.label(&key);
             let backend: Arc<dyn Backend> = Arc::new(MeteredBackend::new(raw, ctx.metrics.clone(), &label));
-            let active = Arc::new(ActiveStore { key: key.clone(), name: shown, config, backend });
+            let active = Arc::new(ActiveStore { name: shown, config, backend });
             sctx.built.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), (digest, active.clone()));
             active
         }

@@ -85,8 +85,6 @@ impl fmt::Display for StoreKey {
 /// objects report.
 #[derive(Debug)]
 pub struct ActiveStore {
-    /// Which store this is.
-    pub key: StoreKey,
     /// The name objects on it report in status and metrics carry.
     pub name: String,
     /// Its settings (endpoint, region, policy).
@@ -98,7 +96,7 @@ pub struct ActiveStore {
 impl ActiveStore {
     /// The default store: the one the environment configures, named `name`, over `backend`.
     pub fn default_store(name: &str, config: StoreConfig, backend: Arc<dyn Backend>) -> Arc<ActiveStore> {
-        Arc::new(ActiveStore { key: StoreKey::Default, name: name.to_string(), config, backend })
+        Arc::new(ActiveStore { name: name.to_string(), config, backend })
     }
 
     /// Whether buckets and users in `namespace` may adopt ones made outside the operator.

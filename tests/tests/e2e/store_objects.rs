@@ -216,6 +216,12 @@ async fn one_operator_serves_every_kind_of_store_at_once() {
     let mixed = wait_condition(&users, "mixed", "False", "StoreMismatch").await;
     let message = &mixed.ready().unwrap().message;
     assert!(message.contains("data-garage"), "{message}");
+    // The bucket's own user is untouched, and the refused one got no user anywhere.
+    let garage = all.iter().find(|s| s.kind() == StoreKind::Garage).unwrap();
+    let owner = secrets.get("app-garage-s3-credentials").await.unwrap();
+    let data = buckets.get("data-garage").await.unwrap().spec.bucket_name.unwrap();
+    assert!(works_at(&owner, garage.endpoint(), &data).await, "the bucket's own user still works");
+    assert_eq!(secrets.get_opt("mixed-s3-credentials").await.unwrap().map(|s| s.name_any()), None);
     op.stop().await.unwrap();
 }
 

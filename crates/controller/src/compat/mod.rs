@@ -167,11 +167,10 @@ async fn handle(secret: &Secret, key: &str, compat: &Compat) -> Result<Action> {
         Ok(store) => store,
         Err(Unusable::Pending) => return Ok(Action::requeue(Duration::from_secs(1))),
         Err(unusable) => {
-            let (reason, note) = match unusable.readiness() {
-                Some(r) => (r.reason.as_str(), r.message),
-                None => ("StoreNotReady", String::new()),
-            };
-            warn(reason, note).await;
+            // Pending is handled above: every other case has a condition to show.
+            if let Some(r) = unusable.readiness() {
+                warn(r.reason.as_str(), r.message).await;
+            }
             return Ok(ctx.resync());
         }
     };
