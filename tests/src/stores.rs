@@ -466,7 +466,8 @@ impl Store {
             StoreKind::Minio => {
                 let url = format!("{}/minio/health/ready", self.endpoint);
                 self.wait_http_ok(url, deadline).await?;
-                self.wait_s3(deadline).await
+                self.wait_s3(deadline).await?;
+                self.wait_minio_iam(deadline).await
             }
             StoreKind::Garage => {
                 let admin = self.garage_admin.clone().context("Garage without admin settings")?;
@@ -521,6 +522,32 @@ impl Store {
             async move {
                 s3.list_buckets().send().await.map_err(sdk_error)?;
                 Ok(true)
+            }
+        })
+        .await
+    }
+
+    /// MinIO answers S3 and admin calls before its first IAM load: until then even the
+    /// built-in policies are missing, so a test's first admin call could see them absent.
+    async fn wait_minio_iam(&mut self, deadline: Instant) -> Result<()> {
+        let http = http_client(self.ca_pem())?;
+        let url = format!("{}/minio/admin/v3/info-canned-policy?name=readonly", self.endpoint);
+        let (region, access_key) = (self.region(), self.access_key.clone());
+        let secret = s3op_backends::SecretString::new(&self.secret_key);
+        self.wait_until("MinIO's built-in policy readonly", deadline, move || {
+            let signed = s3op_backends::http::sigv4_headers("GET", &url, &[], region, &access_key, &secret);
+            let req = http.get(&url);
+            async move {
+                let mut req = req;
+                for (k, v) in signed.map_err(|e| anyhow!("signing: {e}"))? {
+                    req = req.header(k, v);
+                }
+                let status = req.send().await?.status();
+                if status.is_success() {
+                    Ok(true)
+                } else {
+                    bail!("status {status}");
+                }
             }
         })
         .await

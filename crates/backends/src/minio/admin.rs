@@ -265,7 +265,18 @@ impl Minio {
 
     /// A cheap admin read: proves the server answers and our credentials hold admin rights.
     pub(super) async fn admin_probe(&self) -> Result<()> {
-        self.admin(Method::GET, "/info-canned-policy?name=readonly", Vec::new(), "policy readonly").await.map(|_| ())
+        const PROBE: &str = "/info-canned-policy?name=readonly";
+        let answer = self.send(Method::GET, PROBE, Vec::new(), None, "policy readonly").await?;
+        // MinIO serves admin calls before its first IAM load has filled the policy cache, and
+        // the built-in policies cannot be deleted: their absence means "still starting", not
+        // a permanent fault (seen right after a start, while /minio/health/ready says 200).
+        if answer.code() == "XMinioAdminNoSuchPolicy" {
+            return Err(BackendError::Unavailable {
+                backend: BACKEND,
+                cause: "its IAM has not finished loading (built-in policy readonly not there yet)".into(),
+            });
+        }
+        answer.into_result("/info-canned-policy", "policy readonly").map(|_| ())
     }
 
     /// The user's info, or `None` when MinIO has no such user.
