@@ -14,6 +14,7 @@ pub mod memory;
 pub mod minio;
 pub mod model;
 pub mod policy;
+pub mod recorded_grants;
 pub mod s3ops;
 pub mod secret;
 pub mod snapshot;

@@ -1,7 +1,9 @@
-//! IAM-style policy documents carrying a user's grants, for the stores that evaluate them (an
-//! AWS inline user policy, a MinIO canned policy): built from the grants with least privilege,
-//! and read back into grants only when a document is exactly what we would have written, so a
-//! policy edited by hand is rewritten instead of being trusted.
+//! IAM-style policy documents carrying grants, for the stores that evaluate them: a user's
+//! document (an AWS inline user policy, a MinIO canned policy) and a bucket's (VersityGW's
+//! bucket policy, naming each granted user as principal). Built with least privilege from one
+//! definition of what each permission allows, and read back only when a document is exactly
+//! what we would have written, so a policy edited by hand is rewritten or reported instead of
+//! being trusted.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -125,6 +127,73 @@ pub fn grants_from_document(partition: &str, doc: &Value) -> Option<Vec<Grant>> 
     Some(bucket_level.into_iter().map(|(bucket, permission)| Grant { bucket, permission }).collect())
 }
 
+/// The bucket policy granting `principals` (user name → permission) on `bucket`, or `None`
+/// when nobody is granted. One pair of statements per permission (bucket actions, object
+/// actions), each naming all its principals, sorted so the same grants always give the same
+/// document; the same actions as [`policy_document`]. Never a wildcard principal.
+pub fn bucket_policy_document(bucket: &str, principals: &BTreeMap<String, Permission>) -> Option<Value> {
+    let mut statements = Vec::new();
+    for p in PERMISSIONS {
+        let who: Vec<&String> = principals.iter().filter(|(_, q)| **q == p).map(|(u, _)| u).collect();
+        if who.is_empty() {
+            continue;
+        }
+        let principal = json!({"AWS": who});
+        statements.push(json!({"Effect": "Allow", "Principal": principal, "Action": bucket_actions(p),
+            "Resource": [format!("arn:aws:s3:::{bucket}")]}));
+        statements.push(json!({"Effect": "Allow", "Principal": principal, "Action": object_actions(p),
+            "Resource": [format!("arn:aws:s3:::{bucket}/*")]}));
+    }
+    (!statements.is_empty()).then(|| json!({"Version": "2012-10-17", "Statement": statements}))
+}
+
+/// The principals a bucket policy grants and how, or `None` when the document holds anything
+/// [`bucket_policy_document`] would not have written for `bucket` (another effect, principal
+/// form, action, resource or a condition): such a policy is someone else's.
+pub fn principals_from_bucket_policy(bucket: &str, doc: &Value) -> Option<BTreeMap<String, Permission>> {
+    let bucket_arn = format!("arn:aws:s3:::{bucket}");
+    let object_arn = format!("{bucket_arn}/*");
+    let mut bucket_level: BTreeMap<String, Permission> = BTreeMap::new();
+    let mut object_level: BTreeMap<String, Permission> = BTreeMap::new();
+    for st in doc.get("Statement")?.as_array()? {
+        let obj = st.as_object()?;
+        if obj.keys().any(|k| !matches!(k.as_str(), "Effect" | "Principal" | "Action" | "Resource" | "Sid")) {
+            return None;
+        }
+        if obj.get("Effect")?.as_str()? != "Allow" {
+            return None;
+        }
+        let principal = obj.get("Principal")?.as_object()?;
+        if principal.keys().any(|k| k != "AWS") {
+            return None;
+        }
+        let users = strings(principal.get("AWS"))?;
+        if users.iter().any(|u| u.is_empty() || u == "*") {
+            return None;
+        }
+        let actions = strings(obj.get("Action"))?;
+        let resources = strings(obj.get("Resource"))?;
+        let set = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<BTreeSet<String>>();
+        let (permission, objects) = PERMISSIONS.iter().find_map(|&p| {
+            if actions == set(bucket_actions(p)) && resources == BTreeSet::from([bucket_arn.clone()]) {
+                Some((p, false))
+            } else if actions == set(object_actions(p)) && resources == BTreeSet::from([object_arn.clone()]) {
+                Some((p, true))
+            } else {
+                None
+            }
+        })?;
+        let target = if objects { &mut object_level } else { &mut bucket_level };
+        for u in users {
+            if target.insert(u, permission).is_some() {
+                return None;
+            }
+        }
+    }
+    // Each principal needs both halves with the same permission, as written.
+    (bucket_level == object_level).then_some(bucket_level)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -184,5 +253,46 @@ mod tests {
         let cn = policy_document("aws-cn", &[g("x", Permission::ReadWrite)]).unwrap();
         assert_eq!(grants_from_document("aws-cn", &cn).unwrap(), vec![g("x", Permission::ReadWrite)]);
         assert!(grants_from_document("aws", &cn).is_none(), "another partition's ARNs are not ours");
+    }
+
+    #[test]
+    fn bucket_policies_round_trip_and_refuse_what_we_did_not_write() {
+        let who = BTreeMap::from([
+            ("app-a".to_string(), Permission::ReadWrite),
+            ("app-b".to_string(), Permission::ReadWrite),
+            ("reader".to_string(), Permission::ReadOnly),
+        ]);
+        let doc = bucket_policy_document("b", &who).unwrap();
+        let text = doc.to_string();
+        assert!(!text.contains("s3:*") && !text.contains("\"*\"") && !text.contains("Policy"), "{text}");
+        assert_eq!(principals_from_bucket_policy("b", &doc).unwrap(), who);
+        assert!(bucket_policy_document("b", &BTreeMap::new()).is_none());
+        assert!(principals_from_bucket_policy("other", &doc).is_none(), "another bucket's document");
+
+        let public = json!({"Statement": [
+            {"Effect": "Allow", "Principal": "*", "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::b/*"]},
+        ]});
+        assert!(principals_from_bucket_policy("b", &public).is_none());
+        let star = json!({"Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": ["*"]}, "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::b/*"]},
+            {"Effect": "Allow", "Principal": {"AWS": ["*"]}, "Action": ["s3:ListBucket", "s3:GetBucketLocation"], "Resource": ["arn:aws:s3:::b"]},
+        ]});
+        assert!(principals_from_bucket_policy("b", &star).is_none(), "everyone is not a grant we write");
+        let half = json!({"Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": "u"}, "Action": ["s3:GetObject"], "Resource": "arn:aws:s3:::b/*"},
+        ]});
+        assert!(principals_from_bucket_policy("b", &half).is_none(), "object access without the bucket half");
+        let deny = json!({"Statement": [
+            {"Effect": "Deny", "Principal": {"AWS": "u"}, "Action": ["s3:GetObject"], "Resource": "arn:aws:s3:::b/*"},
+        ]});
+        assert!(principals_from_bucket_policy("b", &deny).is_none());
+        let reformatted = json!({"Statement": [
+            {"Principal": {"AWS": "u"}, "Resource": "arn:aws:s3:::b/*", "Action": "s3:GetObject", "Effect": "Allow"},
+            {"Effect": "Allow", "Principal": {"AWS": ["u"]}, "Action": ["s3:ListBucket", "s3:GetBucketLocation"], "Resource": ["arn:aws:s3:::b"]},
+        ]});
+        assert_eq!(
+            principals_from_bucket_policy("b", &reformatted).unwrap(),
+            BTreeMap::from([("u".to_string(), Permission::ReadOnly)])
+        );
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::{BACKEND, Garage, normalize};
+use super::{BACKEND, Garage};
 use crate::{
     BackendError, Result, SecretString,
     http::{self, encode},
@@ -199,7 +199,7 @@ pub(super) fn grants_of(keys: &[KeyDetails]) -> Vec<Grant> {
             Some(Grant { bucket, permission })
         })
         .collect();
-    normalize(&grants)
+    crate::recorded_grants::normalize(&grants)
 }
 
 pub(super) fn parse<T: DeserializeOwned>(text: &str, op: &str) -> Result<T> {

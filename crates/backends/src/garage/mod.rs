@@ -15,7 +15,6 @@ mod compat;
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use self::admin::{Perm, Quotas, grants_of};
 use crate::{
@@ -24,9 +23,10 @@ use crate::{
     http,
     ledger::{Conditional, Ledger, Subject},
     model::{
-        BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner,
-        Permission, UserInfo, UserSpec, Versioning,
+        BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner, UserInfo,
+        UserSpec, Versioning,
     },
+    recorded_grants,
     s3ops::{COUNT_LIMIT, S3},
 };
 
@@ -79,64 +79,11 @@ pub struct Garage {
     config: GarageConfig,
 }
 
-/// A grant as recorded in a user marker's body.
-#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
-struct StoredGrant {
-    bucket: String,
-    /// `rw` or `ro`.
-    access: String,
-}
-
 /// A user's marker: the claim, and the grants last set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct UserMarker {
     owner: Owner,
     grants: Vec<Grant>,
-}
-
-fn encode_grants(grants: &[Grant]) -> Result<Vec<u8>> {
-    let stored: Vec<StoredGrant> = grants
-        .iter()
-        .map(|g| StoredGrant {
-            bucket: g.bucket.clone(),
-            access: match g.permission {
-                Permission::ReadWrite => "rw".into(),
-                Permission::ReadOnly => "ro".into(),
-            },
-        })
-        .collect();
-    serde_json::to_vec(&stored).map_err(|e| BackendError::InvalidInput(format!("user marker: {e}")))
-}
-
-/// Grants from a marker body; an empty body is no grants, and an unreadable one too (the next
-/// set_grants writes it again).
-fn decode_grants(body: &[u8]) -> Vec<Grant> {
-    let stored: Vec<StoredGrant> = serde_json::from_slice(body).unwrap_or_default();
-    let mut grants: Vec<Grant> = stored
-        .into_iter()
-        .filter_map(|g| {
-            let permission = match g.access.as_str() {
-                "rw" => Permission::ReadWrite,
-                "ro" => Permission::ReadOnly,
-                _ => return None,
-            };
-            Some(Grant { bucket: g.bucket, permission })
-        })
-        .collect();
-    grants.sort();
-    grants
-}
-
-/// Grants as one entry per bucket, sorted; a bucket named twice keeps its strongest permission.
-fn normalize(grants: &[Grant]) -> Vec<Grant> {
-    let mut by_bucket: BTreeMap<&str, Permission> = BTreeMap::new();
-    for g in grants {
-        let p = by_bucket.entry(g.bucket.as_str()).or_insert(g.permission);
-        if g.permission == Permission::ReadWrite {
-            *p = Permission::ReadWrite;
-        }
-    }
-    by_bucket.into_iter().map(|(bucket, permission)| Grant { bucket: bucket.to_string(), permission }).collect()
 }
 
 impl Garage {
@@ -188,12 +135,12 @@ impl Garage {
 
     async fn read_user_marker(&self, user: &str) -> Result<Option<UserMarker>> {
         let marker = self.read_marker(|| self.markers.read(Subject::User, user)).await?;
-        Ok(marker.and_then(|m| m.owner.map(|owner| UserMarker { owner, grants: decode_grants(&m.body) })))
+        Ok(marker.and_then(|m| m.owner.map(|owner| UserMarker { owner, grants: recorded_grants::decode(&m.body) })))
     }
 
     /// Rewrites the grants a user's claim records; the caller holds the claim.
     async fn write_user_marker(&self, user: &str, marker: &UserMarker) -> Result<()> {
-        let body = encode_grants(&marker.grants)?;
+        let body = recorded_grants::encode(&marker.grants)?;
         self.markers.record(Subject::User, user, &marker.owner, body, || self.ensure_marker_bucket()).await
     }
 }
@@ -433,7 +380,7 @@ impl Backend for Garage {
     }
 
     async fn set_grants(&self, user: &str, grants: &[Grant]) -> Result<Change> {
-        let wanted = normalize(grants);
+        let wanted = recorded_grants::normalize(grants);
         let marker = self.read_user_marker(user).await?;
         let keys = self.user_keys(user).await?;
         if marker.is_none() && keys.is_empty() {
@@ -505,29 +452,5 @@ impl Backend for Garage {
             self.delete_key_by_id(&key.access_key_id).await?;
         }
         self.markers.release(Subject::User, name).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn grants_round_trip_through_the_marker_body() {
-        let grants = normalize(&[
-            Grant { bucket: "b".into(), permission: Permission::ReadOnly },
-            Grant { bucket: "a".into(), permission: Permission::ReadOnly },
-            Grant { bucket: "b".into(), permission: Permission::ReadWrite },
-        ]);
-        assert_eq!(
-            grants,
-            vec![
-                Grant { bucket: "a".into(), permission: Permission::ReadOnly },
-                Grant { bucket: "b".into(), permission: Permission::ReadWrite },
-            ]
-        );
-        assert_eq!(decode_grants(&encode_grants(&grants).unwrap()), grants);
-        assert!(decode_grants(b"").is_empty());
     }
 }
