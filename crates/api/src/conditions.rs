@@ -8,6 +8,12 @@ use std::fmt;
 pub enum ConditionType {
     /// The backend resource exists and matches the spec.
     Ready,
+    /// Not Ready yet, and the operator is still working on it: a retry, a wait for the store or
+    /// for another object may end it without anyone changing anything. kstatus reads `InProgress`.
+    Reconciling,
+    /// Not Ready, and the operator cannot make progress until someone changes the spec or the
+    /// objects it depends on. kstatus reads `Failed`, so `kubectl wait` and Flux stop waiting.
+    Stalled,
 }
 
 impl ConditionType {
@@ -15,6 +21,8 @@ impl ConditionType {
     pub const fn as_str(self) -> &'static str {
         match self {
             ConditionType::Ready => "Ready",
+            ConditionType::Reconciling => "Reconciling",
+            ConditionType::Stalled => "Stalled",
         }
     }
 }
@@ -108,6 +116,33 @@ impl ConditionReason {
 }
 
 impl ConditionReason {
+    /// True when an object that is not Ready for this reason is `Stalled` rather than
+    /// `Reconciling`: the operator cannot make progress until someone changes the spec, a
+    /// referenced object or the data (kstatus then reports `Failed` instead of waiting for
+    /// ever). A retryable outage of the store never stalls. `Available` is never shown as
+    /// either: a Ready object carries neither condition.
+    pub const fn stalls(self) -> bool {
+        // Exhaustive on purpose: a new reason must be classified here.
+        match self {
+            ConditionReason::InvalidSpec
+            | ConditionReason::Conflict
+            | ConditionReason::Forbidden
+            | ConditionReason::Unsupported
+            | ConditionReason::StoreNotFound
+            | ConditionReason::StoreNotAllowed
+            | ConditionReason::StoreMismatch
+            | ConditionReason::DeletionBlocked => true,
+            ConditionReason::Available
+            | ConditionReason::Creating
+            | ConditionReason::BackendUnavailable
+            | ConditionReason::NotFound
+            | ConditionReason::BucketNotReady
+            | ConditionReason::Deleting
+            | ConditionReason::StoreNotReady
+            | ConditionReason::StoreInUse => false,
+        }
+    }
+
     /// The reason written as `s`, if it is one.
     pub fn parse(s: &str) -> Option<ConditionReason> {
         ConditionReason::ALL.into_iter().find(|r| r.as_str() == s)
@@ -133,5 +168,35 @@ mod tests {
             assert!(s.chars().all(|c| c.is_ascii_alphanumeric()), "{s}");
             assert!(seen.insert(s), "duplicate reason {s}");
         }
+    }
+
+    #[test]
+    fn reasons_needing_a_change_stall_and_the_rest_reconcile() {
+        use ConditionReason::*;
+        let stalled = [
+            InvalidSpec,
+            Conflict,
+            Forbidden,
+            Unsupported,
+            StoreNotFound,
+            StoreNotAllowed,
+            StoreMismatch,
+            DeletionBlocked,
+        ];
+        let reconciling =
+            [Available, Creating, BackendUnavailable, NotFound, BucketNotReady, Deleting, StoreNotReady, StoreInUse];
+        for r in stalled {
+            assert!(r.stalls(), "{r} waits for a change by the user");
+        }
+        for r in reconciling {
+            assert!(!r.stalls(), "{r} may end without a change by the user");
+        }
+        assert_eq!(stalled.len() + reconciling.len(), ConditionReason::ALL.len(), "every reason is listed above");
+    }
+
+    #[test]
+    fn condition_types_are_the_kstatus_words() {
+        let types = [ConditionType::Ready, ConditionType::Reconciling, ConditionType::Stalled];
+        assert_eq!(types.map(ConditionType::as_str), ["Ready", "Reconciling", "Stalled"]);
     }
 }
