@@ -43,6 +43,9 @@ impl Reconciled for S3Bucket {
     async fn cleanup(&self, ctx: &Context) -> Result<Action> {
         cleanup(self, ctx).await
     }
+    async fn report(&self, ctx: &Context, readiness: &Readiness) -> Result<()> {
+        report(self, ctx, None, None, readiness).await
+    }
 }
 
 /// The store an S3Bucket lives on.
@@ -327,12 +330,55 @@ mod tests {
             });
         }
 
+        fn status_writes(t: &TestContext) -> usize {
+            t.api.writes().iter().filter(|w| w.ends_with("/status")).count()
+        }
+
         #[tokio::test]
         async fn a_spec_that_stopped_validating_does_not_stop_a_deletion() {
             let t = made(DeletionPolicy::Delete).await;
             delete_with_a_spec_that_no_longer_validates(&t);
+            t.api.clear_writes();
             t.try_reconcile::<S3Bucket>("team-a", "backups").await.unwrap();
             assert!(t.backend.describe_bucket("team-a-backups").await.unwrap().is_none());
+            assert_eq!(status_writes(&t), 0, "a deletion done in one pass writes no status: {:?}", t.api.writes());
+        }
+
+        #[tokio::test]
+        async fn a_deletion_waiting_for_the_store_shows_deleting_then_completes() {
+            let t = made(DeletionPolicy::Delete).await;
+            t.api.edit::<S3Bucket>("team-a", "backups", |b| {
+                b.metadata.deletion_timestamp = Some(Time(Timestamp::now()))
+            });
+            t.backend.set_down(true);
+            t.api.clear_writes();
+            t.try_reconcile::<S3Bucket>("team-a", "backups").await.unwrap_err();
+            let conditions = t.api.get::<S3Bucket>("team-a", "backups").unwrap().status.unwrap().conditions;
+            let shown: Vec<_> =
+                conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str())).collect();
+            assert_eq!(shown, [("Ready", "False", "Deleting"), ("Reconciling", "True", "Deleting")]);
+            assert!(conditions[0].message.contains("unavailable"), "says what it waits for: {}", conditions[0].message);
+            assert!(!t.api.writes().iter().any(|w| w.contains("/events")), "a waiting deletion raises no event");
+            t.try_reconcile::<S3Bucket>("team-a", "backups").await.unwrap_err();
+            assert_eq!(status_writes(&t), 1, "the same wait is written once: {:?}", t.api.writes());
+            t.backend.set_down(false);
+            t.try_reconcile::<S3Bucket>("team-a", "backups").await.unwrap();
+            assert!(t.backend.describe_bucket("team-a-backups").await.unwrap().is_none());
+        }
+
+        #[tokio::test]
+        async fn a_blocked_deletion_stalls() {
+            let t = made(DeletionPolicy::Delete).await;
+            t.backend.put_objects("team-a-backups", 2).unwrap();
+            t.api.edit::<S3Bucket>("team-a", "backups", |b| {
+                b.metadata.deletion_timestamp = Some(Time(Timestamp::now()))
+            });
+            t.try_reconcile::<S3Bucket>("team-a", "backups").await.unwrap_err();
+            let conditions = t.api.get::<S3Bucket>("team-a", "backups").unwrap().status.unwrap().conditions;
+            let shown: Vec<_> =
+                conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str())).collect();
+            assert_eq!(shown, [("Ready", "False", "DeletionBlocked"), ("Stalled", "True", "DeletionBlocked")]);
+            assert!(conditions[1].message.contains("forceDelete"));
         }
 
         #[tokio::test]
@@ -349,9 +395,13 @@ mod tests {
             let mut t = TestContext::new();
             t.put_bucket(&obj(S3BucketSpec { bucket_name: Some("Bad_Name".into()), ..Default::default() }));
             let b = t.reconcile_bucket("team-a", "backups").await;
-            let ready = crate::status::ready_condition(&b.status.unwrap().conditions).cloned().unwrap();
+            let status = b.status.unwrap();
+            let ready = crate::status::ready_condition(&status.conditions).cloned().unwrap();
             assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
             assert!(ready.message.contains("Bad_Name"));
+            let stalled = status.conditions.iter().find(|c| c.type_ == "Stalled").expect("an invalid spec stalls");
+            assert_eq!((stalled.status.as_str(), stalled.reason.as_str()), ("True", "InvalidSpec"));
+            assert_eq!(status.observed_generation, b.metadata.generation);
         }
     }
 }

@@ -15,14 +15,14 @@ use kube::{
         finalizer::{Event as FinalizerEvent, finalizer},
     },
 };
-use s3op_api::FINALIZER;
+use s3op_api::{ConditionReason, FINALIZER};
 use s3op_backends::BackendError;
 use serde::Serialize;
 use tracing::Instrument;
 
 use crate::{
     context::{Context, Error, Result, finalizer_write},
-    status::{Readiness, WithStatus, with_ready},
+    status::{Readiness, WithStatus, conditions_for},
     stores::Unusable,
 };
 
@@ -34,6 +34,37 @@ pub trait Reconciled: WithStatus + Serialize + Send + Sync + 'static {
     /// Removes what the object holds on the store, as its deletion policy says; an error keeps
     /// the finalizer (and the object) until a retry succeeds.
     fn cleanup(&self, ctx: &Context) -> impl Future<Output = Result<Action>> + Send;
+    /// Writes the object's status for `readiness`, keeping what status already names.
+    fn report(&self, ctx: &Context, readiness: &Readiness) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// What a deleted object shows while its cleanup, failed with `err`, waits for a retry; `None`
+/// when there is nothing new to show. A failure a retry may clear (the store down or still
+/// being connected) reads `Deleting`, quietly: the deletion is still in progress. A store's
+/// refusal that needs a human shows its own reason (and stalls). A blocked deletion has already
+/// said why, and a Kubernetes API failure would likely fail the status write too.
+pub fn deletion_wait(err: &Error) -> Option<Readiness> {
+    let waiting = |message: String| Readiness::pending(ConditionReason::Deleting, message);
+    match err {
+        Error::Backend(e) if e.is_retryable() => Some(waiting(format!("deletion is retried after a store error: {e}"))),
+        Error::Backend(e) => Some(Readiness { warn: false, ..Readiness::of_error(e) }),
+        Error::Store(m) => Some(waiting(format!("deletion waits for the store: {m}"))),
+        Error::Blocked(_) | Error::Kube(_) | Error::Finalizer(_) => None,
+    }
+}
+
+/// Runs `obj`'s cleanup; when it cannot finish now, says so in status before the retry (only
+/// then: a deletion that succeeds at once writes no status).
+async fn clean_up<K: Reconciled>(obj: &K, ctx: &Context) -> Result<Action> {
+    let result = obj.cleanup(ctx).await;
+    if let Err(err) = &result
+        && let Some(readiness) = deletion_wait(err)
+        && let Err(write) = obj.report(ctx, &readiness).await
+    {
+        // The cleanup's own error is what the retry and the metrics are about.
+        tracing::debug!(kind = K::KIND, error = %write, "could not show the waiting deletion in status");
+    }
+    result
 }
 
 /// Why a reconcile stops before it converged: a state to show while waiting for a change (or
@@ -115,7 +146,7 @@ pub async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<
         finalizer(&api, FINALIZER, obj, |event| async {
             match event {
                 FinalizerEvent::Apply(o) => o.apply(&ctx).await,
-                FinalizerEvent::Cleanup(o) => o.cleanup(&ctx).await,
+                FinalizerEvent::Cleanup(o) => clean_up(o.as_ref(), &ctx).await,
             }
         })
         .await
@@ -166,7 +197,7 @@ pub async fn report<K: WithStatus>(
     let generation = obj.meta().generation;
     ctx.write_status(obj, |current| {
         let current = current.cloned().unwrap_or_default();
-        let conditions = with_ready(K::conditions(&current), readiness, generation);
+        let conditions = conditions_for(K::conditions(&current), readiness, generation);
         build(current, conditions)
     })
     .await
@@ -191,4 +222,28 @@ pub fn retry_later(ctx: &Context, kind: &'static str, namespace: &str, name: &st
     let delay = ctx.backoff(&key(kind, namespace, name));
     tracing::warn!(kind, %namespace, %name, error = %err, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use s3op_backends::BackendError;
+
+    use super::*;
+
+    #[test]
+    fn a_deletion_that_a_retry_may_finish_reads_deleting_and_one_needing_a_human_stalls() {
+        let down = Error::Backend(BackendError::Unavailable { backend: "minio", cause: "connection refused".into() });
+        let shown = deletion_wait(&down).expect("shown");
+        assert_eq!(
+            (shown.ready, shown.reason, shown.stalled, shown.warn),
+            (false, ConditionReason::Deleting, false, false)
+        );
+        assert!(shown.message.contains("connection refused"), "{}", shown.message);
+        let store = deletion_wait(&Error::Store("team-a/minio is not ready: down".into())).expect("shown");
+        assert_eq!((store.reason, store.stalled), (ConditionReason::Deleting, false));
+        assert!(store.message.contains("team-a/minio is not ready"), "{}", store.message);
+        let refused = deletion_wait(&Error::Backend(BackendError::Forbidden("AccessDenied".into()))).expect("shown");
+        assert_eq!((refused.reason, refused.stalled, refused.warn), (ConditionReason::Forbidden, true, false));
+        assert_eq!(deletion_wait(&Error::Blocked("not empty".into())), None, "already reported as DeletionBlocked");
+    }
 }

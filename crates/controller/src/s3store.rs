@@ -33,7 +33,7 @@ use crate::{
     context::{Context, Error, Result},
     metered::MeteredBackend,
     reconcile,
-    status::{Readiness, WithStatus, with_ready},
+    status::{Readiness, WithStatus, conditions_for},
     stores::{ActiveStore, Slot, StoreKey},
 };
 
@@ -377,20 +377,19 @@ async fn connect<K: StoreObject>(obj: &K, sctx: &StoreContext) -> Result<(Slot, 
     let ctx = &sctx.ctx;
     let key = obj.key();
     let view = obj.view();
-    let not_ready = |reason, message: String| {
-        (Slot::NotReady { message: message.clone(), built: None }, Readiness::not_ready(reason, message))
-    };
+    let not_ready =
+        |readiness: Readiness| (Slot::NotReady { message: readiness.message.clone(), built: None }, readiness);
     if view.auth.pod_identity.is_some() && !K::MAY_USE_POD_IDENTITY {
         // The API server refuses this too; the operator's identity is never lent to a tenant.
         let message = "an S3Store cannot use the operator's own identity (podIdentity): give it a secretRef";
-        return Ok(not_ready(ConditionReason::InvalidSpec, message.to_string()));
+        return Ok(not_ready(Readiness::not_ready(ConditionReason::InvalidSpec, message)));
     }
     let secret = match &view.auth.secret_ref {
         None => None,
         Some(r) => {
             let namespace = match obj.secret_namespace(r) {
                 Ok(ns) => ns,
-                Err(message) => return Ok(not_ready(ConditionReason::InvalidSpec, message)),
+                Err(message) => return Ok(not_ready(Readiness::not_ready(ConditionReason::InvalidSpec, message))),
             };
             let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
             Some((format!("{namespace}/{}", r.name), secrets.get_opt(&r.name).await?))
@@ -404,18 +403,14 @@ async fn connect<K: StoreObject>(obj: &K, sctx: &StoreContext) -> Result<(Slot, 
         None => None,
         Some(r) => match ca_bundle(obj, r, ctx).await? {
             Ok(pem) => Some(pem),
-            Err((reason, message)) => return Ok(not_ready(reason, message)),
+            Err(readiness) => return Ok(not_ready(readiness)),
         },
     };
     let config = match settings(view, data.as_ref(), secret_name, ca_bundle) {
         Ok(c) => c,
         Err(message) => {
-            let reason = if secret.as_ref().is_some_and(|(_, s)| s.is_none()) {
-                ConditionReason::NotFound
-            } else {
-                ConditionReason::InvalidSpec
-            };
-            return Ok(not_ready(reason, message));
+            let secret_missing = secret.as_ref().is_some_and(|(_, s)| s.is_none());
+            return Ok(not_ready(unreadable_settings(secret_missing, message)));
         }
     };
     let digest = fingerprint(&config);
@@ -429,7 +424,7 @@ async fn connect<K: StoreObject>(obj: &K, sctx: &StoreContext) -> Result<(Slot, 
             let shown = ctx.stores.shown(&key);
             let raw = match crate::store::connect(&config).await {
                 Ok(raw) => raw,
-                Err(e) => return Ok(not_ready(crate::status::reason_of(e.category()), e.to_string())),
+                Err(e) => return Ok(not_ready(Readiness::of_error(&e))),
             };
             let label = ctx.stores.label(&key);
             let backend: Arc<dyn Backend> = Arc::new(MeteredBackend::new(raw, ctx.metrics.clone(), &label));
@@ -450,15 +445,12 @@ async fn connect<K: StoreObject>(obj: &K, sctx: &StoreContext) -> Result<(Slot, 
     })
 }
 
-/// The PEM bundle `r` names, or the reason and message to show when it cannot be read.
-async fn ca_bundle<K: StoreObject>(
-    obj: &K,
-    r: &CaBundleRef,
-    ctx: &Context,
-) -> Result<Result<String, (ConditionReason, String)>> {
+/// The PEM bundle `r` names, or what the store shows when it cannot be read: each case waits
+/// for the user (a missing bundle for its creation), so it stalls.
+async fn ca_bundle<K: StoreObject>(obj: &K, r: &CaBundleRef, ctx: &Context) -> Result<Result<String, Readiness>> {
     let namespace = match obj.namespace_for(r.namespace.as_deref(), "tls.caBundle") {
         Ok(ns) => ns,
-        Err(message) => return Ok(Err((ConditionReason::InvalidSpec, message))),
+        Err(message) => return Ok(Err(Readiness::not_ready(ConditionReason::InvalidSpec, message))),
     };
     let key = r.key.as_deref().unwrap_or(DEFAULT_CA_BUNDLE_KEY);
     let (what, value) = match (&r.secret_name, &r.config_map_name) {
@@ -477,14 +469,22 @@ async fn ca_bundle<K: StoreObject>(
         }
         _ => {
             let message = "tls.caBundle needs exactly one of secretName or configMapName".to_string();
-            return Ok(Err((ConditionReason::InvalidSpec, message)));
+            return Ok(Err(Readiness::not_ready(ConditionReason::InvalidSpec, message)));
         }
     };
     Ok(match value {
-        None => Err((ConditionReason::NotFound, format!("{what} (the CA bundle) does not exist"))),
-        Some(None) => Err((ConditionReason::InvalidSpec, format!("{what} has no text key {key} (the CA bundle)"))),
+        None => Err(unreadable_settings(true, format!("{what} (the CA bundle) does not exist"))),
+        Some(None) => Err(unreadable_settings(false, format!("{what} has no text key {key} (the CA bundle)"))),
         Some(Some(pem)) => Ok(pem),
     })
+}
+
+/// What a store whose spec and Secrets do not make usable settings shows: `NotFound` when a
+/// Secret (or CA bundle) it reads does not exist, else `InvalidSpec`. Both stall: the store is
+/// checked again, but only the user creating or fixing what it reads can make it usable.
+pub fn unreadable_settings(missing: bool, message: String) -> Readiness {
+    let reason = if missing { ConditionReason::NotFound } else { ConditionReason::InvalidSpec };
+    Readiness::not_ready(reason, message).stalling()
 }
 
 /// Writes the store's status.
@@ -509,7 +509,7 @@ async fn report<K: StoreObject>(
             provider: provider.clone().or(current.provider),
             endpoint: endpoint.clone().or(current.endpoint),
             capabilities: caps.clone().or(current.capabilities),
-            conditions: with_ready(&current.conditions, readiness, generation),
+            conditions: conditions_for(&current.conditions, readiness, generation),
         }
     })
     .await
@@ -802,6 +802,50 @@ mod tests {
         assert!(matches!(slot, Slot::NotReady { built: None, .. }), "no backend is built: {slot:?}");
         assert_eq!(readiness.reason, ConditionReason::InvalidSpec);
         assert!(readiness.message.contains("operator's own identity"), "{}", readiness.message);
+    }
+
+    #[tokio::test]
+    async fn a_missing_admin_secret_stalls_and_a_store_that_does_not_answer_reconciles() {
+        let t = crate::testing::TestContext::new();
+        let (namespaced, _) = kube::runtime::reflector::store();
+        let sctx =
+            StoreContext::new(t.ctx.clone(), None, None, (namespaced, None), SecretWatches::new(t.ctx.client.clone()));
+        let mut store = S3Store::new("minio", Default::default());
+        store.metadata.namespace = Some("team-a".into());
+        store.spec.provider = Provider {
+            minio: Some(S3Provider { endpoint: "http://127.0.0.1:1".into(), region: None }),
+            ..Default::default()
+        };
+        store.spec.auth = by_secret();
+        let (_, readiness) = connect(&store, &sctx).await.unwrap();
+        assert_eq!((readiness.reason, readiness.stalled), (ConditionReason::NotFound, true), "{readiness:?}");
+        assert!(readiness.message.contains("team-a/admin does not exist"), "{}", readiness.message);
+
+        let admin = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some("admin".into()),
+                namespace: Some("team-a".into()),
+                ..Default::default()
+            },
+            data: Some(secret(&[(DEFAULT_ACCESS_KEY_ID_KEY, "root"), (DEFAULT_SECRET_ACCESS_KEY_KEY, "pw")])),
+            ..Default::default()
+        };
+        t.api.put(&admin);
+        let (slot, readiness) = connect(&store, &sctx).await.unwrap();
+        assert!(matches!(slot, Slot::NotReady { built: Some(_), .. }), "{slot:?}");
+        assert_eq!(
+            (readiness.reason, readiness.stalled),
+            (ConditionReason::BackendUnavailable, false),
+            "{readiness:?}"
+        );
+    }
+
+    #[test]
+    fn unreadable_settings_stall() {
+        let missing = unreadable_settings(true, "Secret ns/admin does not exist".into());
+        assert_eq!((missing.reason, missing.stalled, missing.ready), (ConditionReason::NotFound, true, false));
+        let invalid = unreadable_settings(false, "Secret ns/admin has no key x".into());
+        assert_eq!((invalid.reason, invalid.stalled), (ConditionReason::InvalidSpec, true));
     }
 
     #[test]

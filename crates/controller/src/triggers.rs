@@ -166,7 +166,7 @@ pub fn bucket_usability_changes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{Readiness, with_ready};
+    use crate::status::{Readiness, conditions_for};
     use s3op_api::{S3BucketSpec, S3BucketStatus};
 
     fn bucket(name: &str, ready: Option<bool>) -> Arc<S3Bucket> {
@@ -181,7 +181,7 @@ mod tests {
             };
             S3BucketStatus {
                 bucket_name: Some(name.to_string()),
-                conditions: with_ready(&[], &readiness, Some(1)),
+                conditions: conditions_for(&[], &readiness, Some(1)),
                 ..S3BucketStatus::default()
             }
         });
@@ -219,7 +219,7 @@ mod tests {
             let mut b = (*bucket(name, Some(true))).clone();
             b.metadata.generation = Some(2);
             if let Some(s) = b.status.as_mut() {
-                s.conditions = with_ready(&[], &Readiness::available("ok"), Some(2));
+                s.conditions = conditions_for(&[], &Readiness::available("ok"), Some(2));
             }
             Arc::new(b)
         };

@@ -63,6 +63,9 @@ impl Reconciled for S3User {
     async fn cleanup(&self, ctx: &Context) -> Result<Action> {
         cleanup(self, ctx).await
     }
+    async fn report(&self, ctx: &Context, readiness: &Readiness) -> Result<()> {
+        report(self, ctx, None, None, None, readiness).await
+    }
 }
 
 /// The store an S3User lives on.
@@ -743,6 +746,25 @@ mod tests {
             t.try_reconcile::<S3User>(NS, "app").await.unwrap();
             assert_eq!(secret_key(&t).0, id, "an outage costs no key");
             assert!(t.backend.key_works(&id, &secret));
+        }
+
+        #[tokio::test]
+        async fn a_deletion_waiting_for_the_store_shows_deleting() {
+            let (t, _) = converged().await;
+            t.api.edit::<S3User>(NS, "app", |u| {
+                u.metadata.deletion_timestamp =
+                    Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
+            });
+            t.backend.set_down(true);
+            t.try_reconcile::<S3User>(NS, "app").await.unwrap_err();
+            let status = t.api.get::<S3User>(NS, "app").unwrap().status.unwrap();
+            let shown: Vec<_> =
+                status.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str())).collect();
+            assert_eq!(shown, [("Ready", "False", "Deleting"), ("Reconciling", "True", "Deleting")]);
+            assert!(status.access_key_id.is_some(), "status still names the key");
+            t.backend.set_down(false);
+            t.try_reconcile::<S3User>(NS, "app").await.unwrap();
+            assert!(t.backend.describe_user("team-a-app").await.unwrap().is_none());
         }
 
         #[tokio::test]
