@@ -308,6 +308,42 @@ impl S3 {
         }
     }
 
+    /// The bucket's policy document as stored; `None` when it has none. A missing bucket is
+    /// `NotFound`.
+    pub async fn get_bucket_policy(&self, bucket: &str) -> Result<Option<String>> {
+        match self.client.get_bucket_policy().bucket(bucket).send().await {
+            Ok(out) => Ok(out.policy().map(str::to_string).filter(|p| !p.trim().is_empty())),
+            Err(e) => {
+                // Like tags: no policy is a 404 of its own code, told apart from a missing bucket.
+                if e.code() == Some("NoSuchBucketPolicy") {
+                    return Ok(None);
+                }
+                Err(self.map_error("GetBucketPolicy", &format!("bucket {bucket}"), e))
+            }
+        }
+    }
+
+    /// Replaces the bucket's policy with `policy` (a JSON document).
+    pub async fn put_bucket_policy(&self, bucket: &str, policy: &str) -> Result<()> {
+        self.client
+            .put_bucket_policy()
+            .bucket(bucket)
+            .policy(policy)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.map_error("PutBucketPolicy", &format!("bucket {bucket}"), e))
+    }
+
+    /// Removes the bucket's policy; none there is success.
+    pub async fn delete_bucket_policy(&self, bucket: &str) -> Result<()> {
+        match self.client.delete_bucket_policy().bucket(bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("NoSuchBucketPolicy") => Ok(()),
+            Err(e) => Err(self.map_error("DeleteBucketPolicy", &format!("bucket {bucket}"), e)),
+        }
+    }
+
     /// Replaces the bucket's tags with `tags` plus the ownership marker of `owner`.
     pub async fn put_tags(&self, bucket: &str, owner: &Owner, tags: &BTreeMap<String, String>) -> Result<()> {
         let what = format!("bucket {bucket}");

@@ -1,14 +1,15 @@
 //! Versity S3 Gateway: users are gateway accounts (role `user`, access key = user name) made
-//! through its admin API on the S3 endpoint; buckets go through [`crate::claimed_buckets`]. A
-//! ReadWrite grant makes the user the bucket's owner, the only per-user access the gateway's
-//! internal IAM gives without bucket policies, so one bucket can be granted to one user at a
-//! time.
+//! through its admin API on the S3 endpoint; buckets go through [`crate::claimed_buckets`] and
+//! stay owned by the admin account; grants are statements of the buckets' policies (`grants`).
+//! Compatibility mode keeps the older operator's model instead: the Secret's account owns its
+//! bucket.
 //!
 //! This file holds the backend; `admin` the admin API's wire types and calls (with the shared
-//! snapshots of its lists), `compat` compatibility mode.
+//! snapshots of its lists), `grants` the bucket policies, `compat` compatibility mode.
 
 mod admin;
 mod compat;
+mod grants;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -25,10 +26,10 @@ use crate::{
     claimed_users,
     compat::CompatStore,
     http,
-    ledger::{Conditional, Ledger, Subject},
+    ledger::{ClaimLocks, Conditional, Ledger, Subject},
     model::{
-        BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner,
-        Permission, UserInfo, UserSpec,
+        BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner, UserInfo,
+        UserSpec,
     },
     s3ops::S3,
     snapshot::Snapshot,
@@ -74,6 +75,8 @@ pub struct VersityGw {
     // list of everything: shared snapshots keep a resync of N objects at a few lists, not N.
     account_names: Arc<Snapshot<BTreeSet<String>>>,
     owners: Arc<Snapshot<BTreeMap<String, String>>>,
+    // Serialise the read-change-write of one bucket's policy (see `grants`).
+    policy_locks: ClaimLocks,
 }
 
 /// How long one `/list-users` or `/list-buckets` answer serves other reconciles. Long enough
@@ -95,6 +98,7 @@ impl VersityGw {
             config,
             account_names: Arc::new(Snapshot::new(SNAPSHOT_TTL)),
             owners: Arc::new(Snapshot::new(SNAPSHOT_TTL)),
+            policy_locks: ClaimLocks::default(),
         })
     }
 
@@ -131,8 +135,8 @@ impl Backend for VersityGw {
             object_lock: true,
             quota_max_size: false,
             quota_max_objects: false,
-            // A ReadOnly grant would need bucket policies; refused rather than over-granted.
-            read_only_grants: false,
+            // Bucket policies carry either permission.
+            read_only_grants: true,
             multiple_keys: false,
             // Only with the access key equal to the user name (the gateway's account id).
             import_credentials: true,
@@ -173,13 +177,7 @@ impl Backend for VersityGw {
             return Ok(None);
         }
         let owner = self.markers.holder(Subject::User, name).await?;
-        let grants = self
-            .bucket_owners(&[])
-            .await?
-            .iter()
-            .filter(|(_, o)| *o == name)
-            .map(|(bucket, _)| Grant { bucket: bucket.clone(), permission: Permission::ReadWrite })
-            .collect();
+        let grants = self.policy_grants(name).await?;
         // The account's one key is the user name itself.
         Ok(Some(UserInfo { name: name.to_string(), owner, access_key_ids: vec![name.to_string()], grants }))
     }
@@ -192,10 +190,10 @@ impl Backend for VersityGw {
         }
         // A new name is judged by the claim itself (one read under the ledger's lock).
         if self.account_exists(name).await? {
-            return claimed_users::judge_existing(&self.markers, spec, adopt, "account", || {
-                self.account_privilege(name)
-            })
-            .await;
+            let judged =
+                claimed_users::judge_existing(&self.markers, spec, adopt, "account", || self.account_privilege(name))
+                    .await?;
+            return Ok(judged.and(self.migrate_owned(name, &spec.owner).await?));
         }
         // A claim without an account (deleted behind our back) still names its holder; the
         // claim comes first, so an account without one would look foreign for ever.
@@ -245,41 +243,10 @@ impl Backend for VersityGw {
     }
 
     async fn set_grants(&self, user: &str, grants: &[Grant]) -> Result<Change> {
-        if grants.iter().any(|g| g.permission == Permission::ReadOnly) {
-            return Err(BackendError::Unsupported { backend: BACKEND, feature: "read-only grants" });
-        }
         if !self.account_exists(user).await? {
             return Err(BackendError::not_found(format!("user {user}")));
         }
-        let wanted: BTreeSet<&str> = grants.iter().map(|g| g.bucket.as_str()).collect();
-        let owners = self.bucket_owners(&wanted.iter().copied().collect::<Vec<_>>()).await?;
-        for bucket in &wanted {
-            match owners.get(*bucket) {
-                None => return Err(BackendError::not_found(format!("bucket {bucket}"))),
-                Some(o) if o != user && o != &self.config.access_key => {
-                    return Err(BackendError::Conflict {
-                        what: format!("bucket {bucket}"),
-                        detail: "already granted to another user (VersityGW grants a bucket to one owner)".into(),
-                    });
-                }
-                _ => {}
-            }
-        }
-        let mut change = Change::Unchanged;
-        for bucket in &wanted {
-            if owners.get(*bucket).map(String::as_str) != Some(user) {
-                self.change_owner(bucket, user).await?;
-                change = Change::Updated;
-            }
-        }
-        for (bucket, owner) in owners.iter() {
-            if owner == user && !wanted.contains(bucket.as_str()) {
-                // Handing the bucket back to the admin account is how a grant is removed.
-                self.change_owner(bucket, &self.config.access_key).await?;
-                change = Change::Updated;
-            }
-        }
-        Ok(change)
+        self.converge_grants(user, grants).await
     }
 
     fn compat(&self) -> Result<&dyn CompatStore> {
@@ -295,6 +262,9 @@ impl Backend for VersityGw {
     }
 
     async fn delete_user(&self, name: &str) -> Result<()> {
+        // First out of the policies: a statement outliving the account would grant a later
+        // account of the same name.
+        self.drop_grants(name).await?;
         // Buckets keep their owner's name after the account goes: hand them back first, so a
         // later account of the same name does not inherit them.
         // Listed now, not from the snapshot: a bucket missed here would stay with the name.

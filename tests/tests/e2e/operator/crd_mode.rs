@@ -73,11 +73,6 @@ impl Crd {
         }
     }
 
-    /// VersityGW has no read-only grant: a user is given a bucket by owning it.
-    fn read_only_enforced(&self) -> bool {
-        self.kind != StoreKind::Versitygw
-    }
-
     /// Applies the S3Buckets `data` (Delete) and `logs` (Retain); returns their bucket names.
     async fn create_buckets(&self) -> (String, String) {
         let pp = PostParams::default();
@@ -100,10 +95,7 @@ impl Crd {
     async fn apply_app(&self) -> App {
         let t = Instant::now();
         let (data, logs) = self.create_buckets().await;
-        let mut access = vec![("data", Permission::ReadWrite)];
-        if self.read_only_enforced() {
-            access.push(("logs", Permission::ReadOnly));
-        }
+        let access = vec![("data", Permission::ReadWrite), ("logs", Permission::ReadOnly)];
         self.users.create(&PostParams::default(), &user("app", &access)).await.unwrap();
         let ns = self.ns.as_str();
         let out = cp().kubectl(&["wait", "--for=condition=Ready", "s3user/app", "-n", ns, "--timeout=90s"]).unwrap();
@@ -145,13 +137,11 @@ async fn the_secret_reads_and_writes_only_what_is_granted(kind: StoreKind) {
     let s3 = app_client(&app.secret);
     assert!(put(&s3, &app.data, "hello.txt").await, "{kind}: PutObject with the Secret");
     assert!(get(&s3, &app.data, "hello.txt").await, "{kind}: GetObject with the Secret");
-    if crd.read_only_enforced() {
-        let seed = ByteStream::from_static(b"hello");
-        crd.store.s3_client().put_object().bucket(&app.logs).key("seed").body(seed).send().await.unwrap();
-        assert!(get(&s3, &app.logs, "seed").await, "{kind}: ReadOnly reads");
-        assert!(!put(&s3, &app.logs, "nope").await, "{kind}: ReadOnly must not write");
-        empty(&crd.store, &app.logs).await;
-    }
+    let seed = ByteStream::from_static(b"hello");
+    crd.store.s3_client().put_object().bucket(&app.logs).key("seed").body(seed).send().await.unwrap();
+    assert!(get(&s3, &app.logs, "seed").await, "{kind}: ReadOnly reads");
+    assert!(!put(&s3, &app.logs, "nope").await, "{kind}: ReadOnly must not write");
+    empty(&crd.store, &app.logs).await;
     let foreign = unique_name("foreign");
     crd.store.s3_client().create_bucket().bucket(&foreign).send().await.unwrap();
     assert!(!put(&s3, &foreign, "x").await, "{kind}: a bucket not granted is denied");

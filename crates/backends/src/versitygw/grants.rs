@@ -1,0 +1,235 @@
+//! Grants on VersityGW as bucket policies. The gateway evaluates a bucket's policy for every
+//! account without the admin role, and then looks at nothing else (not the bucket's ACL), so a
+//! policy naming each granted user, with exactly the actions of its permission, gives
+//! least-privilege access, ReadOnly grants and any number of users per bucket. Buckets stay
+//! owned by the admin account: a user may not change a policy or delete a bucket.
+//!
+//! Which buckets a user is in is recorded in the body of its ledger record (the policies are
+//! spread over buckets, and listing them all per reconcile would cost one read per bucket),
+//! written before a statement is added and trimmed after one is removed, so a cut between the
+//! two never leaves a statement the record does not name.
+//!
+//! Earlier versions made a ReadWrite user the bucket's owner; [`VersityGw::migrate_owned`]
+//! moves such a bucket to the new model in one pass: the statement first (from that moment
+//! the policy, not the ownership, gives the access), then the bucket back to the admin.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use super::VersityGw;
+use crate::{
+    BackendError, Result,
+    ledger::Subject,
+    model::{Change, ClaimantKind, Grant, Owner, Permission},
+    policy, recorded_grants,
+};
+
+/// What a bucket's policy holds for the operator.
+enum BucketPolicy {
+    /// The bucket does not exist.
+    NoBucket,
+    /// A policy of ours (or none): each granted user and how.
+    Ours(BTreeMap<String, Permission>),
+    /// A policy the operator did not write; `names_user` says whether it mentions the user
+    /// asked about anywhere.
+    Foreign { names_user: bool },
+}
+
+/// Every principal string a policy document names, whatever its shape.
+fn principals_named(doc: &Value) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for st in doc.get("Statement").and_then(Value::as_array).into_iter().flatten() {
+        let principal = st.get("Principal");
+        let values = match principal {
+            Some(Value::Object(m)) => m.values().collect::<Vec<_>>(),
+            Some(v) => vec![v],
+            None => Vec::new(),
+        };
+        for v in values {
+            match v {
+                Value::String(s) => {
+                    out.insert(s.clone());
+                }
+                Value::Array(a) => out.extend(a.iter().filter_map(Value::as_str).map(str::to_string)),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Reads a stored policy for `user`'s sake: ours, or foreign (and whether it names the user).
+fn classify(bucket: &str, user: &str, text: Option<&str>) -> BucketPolicy {
+    let Some(text) = text else { return BucketPolicy::Ours(BTreeMap::new()) };
+    let Ok(doc) = serde_json::from_str::<Value>(text) else {
+        return BucketPolicy::Foreign { names_user: text.contains(user) };
+    };
+    match policy::principals_from_bucket_policy(bucket, &doc) {
+        Some(principals) => BucketPolicy::Ours(principals),
+        None => BucketPolicy::Foreign { names_user: principals_named(&doc).contains(user) },
+    }
+}
+
+fn foreign(bucket: &str) -> BackendError {
+    BackendError::Conflict {
+        what: format!("bucket {bucket}"),
+        detail: "its bucket policy was not written by the operator; remove it (or the grant) to let the operator \
+                 manage access"
+            .into(),
+    }
+}
+
+impl VersityGw {
+    async fn bucket_policy(&self, bucket: &str, user: &str) -> Result<BucketPolicy> {
+        match self.s3.get_bucket_policy(bucket).await {
+            Ok(text) => Ok(classify(bucket, user, text.as_deref())),
+            Err(BackendError::NotFound { .. }) => Ok(BucketPolicy::NoBucket),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes `user`'s statement on `bucket` grant `want` (`None`: no statement). A missing
+    /// bucket needs no removal; a foreign policy is reported, unless there is nothing of the
+    /// user's to remove from it.
+    async fn set_principal(&self, bucket: &str, user: &str, want: Option<Permission>) -> Result<Change> {
+        self.markers.refuse_own_bucket(bucket)?;
+        // Read, change, write: two grants on one bucket at once must not lose each other.
+        let _one_at_a_time = self.policy_locks.lock(Subject::Bucket, bucket).await;
+        let mut principals = match self.bucket_policy(bucket, user).await? {
+            BucketPolicy::NoBucket if want.is_none() => return Ok(Change::Unchanged),
+            BucketPolicy::NoBucket => return Err(BackendError::not_found(format!("bucket {bucket}"))),
+            BucketPolicy::Foreign { names_user: false } if want.is_none() => return Ok(Change::Unchanged),
+            BucketPolicy::Foreign { .. } => return Err(foreign(bucket)),
+            BucketPolicy::Ours(principals) => principals,
+        };
+        if principals.get(user).copied() == want {
+            return Ok(Change::Unchanged);
+        }
+        match want {
+            Some(p) => principals.insert(user.to_string(), p),
+            None => principals.remove(user),
+        };
+        // The gateway refuses a whole document naming an account it does not know: one deleted
+        // behind our back would block every other grant on the bucket.
+        let mut kept = BTreeMap::new();
+        for (name, p) in principals {
+            if name == user || self.account_exists(&name).await? {
+                kept.insert(name, p);
+            }
+        }
+        match policy::bucket_policy_document(bucket, &kept) {
+            Some(doc) => self.s3.put_bucket_policy(bucket, &doc.to_string()).await?,
+            None => self.s3.delete_bucket_policy(bucket).await?,
+        }
+        Ok(Change::Updated)
+    }
+
+    /// The user's ledger record: its claim and the grants it records.
+    async fn user_record(&self, user: &str) -> Result<(Owner, Vec<Grant>)> {
+        match self.markers.read(Subject::User, user).await? {
+            Some(crate::ledger::Record { owner: Some(owner), body }) => Ok((owner, recorded_grants::decode(&body))),
+            _ => Err(BackendError::not_found(format!("claim on user {user}"))),
+        }
+    }
+
+    async fn record_grants(&self, user: &str, owner: &Owner, grants: &[Grant]) -> Result<()> {
+        let body = recorded_grants::encode(grants)?;
+        self.markers.record(Subject::User, user, owner, body, || self.markers.create_bucket()).await
+    }
+
+    /// The grants the bucket policies give `user`, looked up in the buckets its record names.
+    pub(super) async fn policy_grants(&self, user: &str) -> Result<Vec<Grant>> {
+        let Some(record) = self.markers.read(Subject::User, user).await? else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for g in recorded_grants::decode(&record.body) {
+            if let BucketPolicy::Ours(principals) = self.bucket_policy(&g.bucket, user).await?
+                && let Some(&permission) = principals.get(user)
+            {
+                out.push(Grant { bucket: g.bucket, permission });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes the bucket policies give `user` exactly `grants`.
+    pub(super) async fn converge_grants(&self, user: &str, grants: &[Grant]) -> Result<Change> {
+        let wanted = recorded_grants::normalize(grants);
+        let (owner, recorded) = self.user_record(user).await?;
+        let mut union = recorded.clone();
+        union.extend(wanted.iter().cloned());
+        let union = recorded_grants::normalize(&union);
+        let mut change = Change::Unchanged;
+        if union != recorded {
+            self.record_grants(user, &owner, &union).await?;
+            change = Change::Updated;
+        }
+        for g in &wanted {
+            change = change.and(self.set_principal(&g.bucket, user, Some(g.permission)).await?);
+        }
+        let kept: BTreeSet<&str> = wanted.iter().map(|g| g.bucket.as_str()).collect();
+        for g in recorded.iter().filter(|g| !kept.contains(g.bucket.as_str())) {
+            change = change.and(self.set_principal(&g.bucket, user, None).await?);
+        }
+        if wanted != union {
+            self.record_grants(user, &owner, &wanted).await?;
+            change = Change::Updated;
+        }
+        Ok(change)
+    }
+
+    /// Takes `user` out of every bucket policy its record names (before its account goes).
+    pub(super) async fn drop_grants(&self, user: &str) -> Result<()> {
+        let Some(record) = self.markers.read(Subject::User, user).await? else { return Ok(()) };
+        for g in recorded_grants::decode(&record.body) {
+            self.set_principal(&g.bucket, user, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves the buckets an earlier version granted by making `owner`'s user their owner to
+    /// bucket policies, without a moment without access: only buckets the ledger holds for an
+    /// S3Bucket of the user's own namespace (a bucket an adopted account owned before is not
+    /// ours to change).
+    pub(super) async fn migrate_owned(&self, user: &str, owner: &Owner) -> Result<Change> {
+        let owned: Vec<String> =
+            self.bucket_owners(&[]).await?.iter().filter(|(_, o)| *o == user).map(|(b, _)| b.clone()).collect();
+        let mut change = Change::Unchanged;
+        for bucket in owned {
+            let held = self.markers.holder(Subject::Bucket, &bucket).await?;
+            if !held.is_some_and(|h| h.kind == ClaimantKind::S3Bucket && h.namespace == owner.namespace) {
+                continue;
+            }
+            let (claim, mut recorded) = self.user_record(user).await?;
+            if !recorded.iter().any(|g| g.bucket == bucket) {
+                recorded.push(Grant { bucket: bucket.clone(), permission: Permission::ReadWrite });
+                self.record_grants(user, &claim, &recorded_grants::normalize(&recorded)).await?;
+            }
+            self.set_principal(&bucket, user, Some(Permission::ReadWrite)).await?;
+            self.change_owner(&bucket, &self.config.access_key).await?;
+            change = Change::Updated;
+        }
+        Ok(change)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_policy_is_ours_only_when_we_could_have_written_it() {
+        let ours = policy::bucket_policy_document("b", &BTreeMap::from([("u".to_string(), Permission::ReadOnly)]))
+            .unwrap()
+            .to_string();
+        assert!(matches!(classify("b", "u", Some(&ours)), BucketPolicy::Ours(p) if p["u"] == Permission::ReadOnly));
+        assert!(matches!(classify("b", "u", None), BucketPolicy::Ours(p) if p.is_empty()));
+        let public = r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*"}]}"#;
+        assert!(matches!(classify("b", "u", Some(public)), BucketPolicy::Foreign { names_user: false }));
+        let widened = r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":["u","v"]},"Action":"s3:*","Resource":"arn:aws:s3:::b/*"}]}"#;
+        assert!(matches!(classify("b", "u", Some(widened)), BucketPolicy::Foreign { names_user: true }));
+        assert!(matches!(classify("b", "w", Some(widened)), BucketPolicy::Foreign { names_user: false }));
+        assert!(matches!(classify("b", "u", Some("not json u")), BucketPolicy::Foreign { names_user: true }));
+    }
+}
