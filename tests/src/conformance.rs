@@ -168,6 +168,40 @@ impl Probe<'_> {
         }
     }
 
+    /// With `creds`: changing `bucket`'s policy and deleting the bucket are refused, and the
+    /// bucket is still there with the policy it had. A grant gives data access, never the
+    /// bucket itself.
+    pub async fn cannot_administer(&self, creds: &Credentials, bucket: &str) -> Result<(), String> {
+        let (store, s3) = match self {
+            // The fake has no bucket administration to refuse.
+            Probe::Memory(_) => return Ok(()),
+            Probe::Store(store) => (store, self.s3(creds).unwrap()),
+        };
+        let admin = store.s3_client();
+        let policy_before = admin.get_bucket_policy().bucket(bucket).send().await.ok().and_then(|p| p.policy);
+        let public = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":"*","Action":["s3:GetObject"],"Resource":["arn:aws:s3:::{bucket}/*"]}}]}}"#
+        );
+        if s3.put_bucket_policy().bucket(bucket).policy(public).send().await.is_ok() {
+            return Err("a grant allowed PutBucketPolicy".into());
+        }
+        if s3.delete_bucket_policy().bucket(bucket).send().await.is_ok() && policy_before.is_some() {
+            let after = admin.get_bucket_policy().bucket(bucket).send().await.ok().and_then(|p| p.policy);
+            if after.is_none() {
+                return Err("a grant allowed DeleteBucketPolicy".into());
+            }
+        }
+        if s3.delete_bucket().bucket(bucket).send().await.is_ok() {
+            return Err("a grant allowed DeleteBucket".into());
+        }
+        admin.head_bucket().bucket(bucket).send().await.map_err(|x| sdk_err("the bucket after the attempts", &x))?;
+        let policy_after = admin.get_bucket_policy().bucket(bucket).send().await.ok().and_then(|p| p.policy);
+        if policy_after != policy_before {
+            return Err(format!("the bucket policy changed: {policy_before:?} -> {policy_after:?}"));
+        }
+        Ok(())
+    }
+
     /// Fills a bucket with two versions of one key, one of another and a delete marker for
     /// it (on a versioned bucket: four entries). Returns how many entries the bucket holds.
     pub async fn fill(&self, bucket: &str) -> u64 {
@@ -450,6 +484,53 @@ pub async fn suite(b: &dyn Backend, probe: &Probe<'_>, prefix: &str) {
 
     settings(b, &caps, prefix).await;
     foreign(b, probe, &caps, prefix).await;
+    shared_bucket(b, probe, &caps, prefix).await;
+}
+
+/// Many apps, one bucket: two ReadWrite users and one ReadOnly user on one bucket each work
+/// with their own key, none may change the bucket's policy or delete it, and revoking one
+/// user's grant takes only that user's access.
+async fn shared_bucket(b: &dyn Backend, probe: &Probe<'_>, caps: &Capabilities, prefix: &str) {
+    let kind = b.kind();
+    let shared = unique_name(&format!("{prefix}-shared"));
+    b.ensure_bucket(&bucket_spec(&shared, caps, None), false).await.unwrap();
+    let wanted = [Permission::ReadWrite, Permission::ReadWrite, Permission::ReadOnly];
+    let wanted = if caps.read_only_grants { &wanted[..] } else { &wanted[..2] };
+    let mut users = Vec::new();
+    for (i, permission) in wanted.iter().enumerate() {
+        let user = unique_name(&format!("{prefix}-app{i}"));
+        b.ensure_user(&user_spec(&user), false).await.unwrap();
+        let key = b.create_key(&user, None).await.unwrap();
+        let grant = Grant { bucket: shared.clone(), permission: *permission };
+        assert_eq!(b.set_grants(&user, std::slice::from_ref(&grant)).await.unwrap(), Change::Updated, "{kind}");
+        users.push((user, key, grant));
+    }
+    for (user, key, grant) in &users {
+        assert_eq!(b.set_grants(user, std::slice::from_ref(grant)).await.unwrap(), Change::Unchanged, "{kind}");
+        assert_eq!(b.describe_user(user).await.unwrap().unwrap().grants, vec![grant.clone()], "{kind}: {user}");
+        let works = match grant.permission {
+            Permission::ReadWrite => probe.read_write(user, key, &shared).await,
+            Permission::ReadOnly => probe.read_only(user, key, &shared).await,
+        };
+        works.unwrap_or_else(|e| panic!("{kind}: {user} ({:?}) on a shared bucket: {e}", grant.permission));
+        probe.cannot_administer(key, &shared).await.unwrap_or_else(|e| panic!("{kind}: {user}: {e}"));
+    }
+
+    // Revoking the first writer leaves the others as they were.
+    let (gone, gone_key, _) = &users[0];
+    assert_eq!(b.set_grants(gone, &[]).await.unwrap(), Change::Updated, "{kind}");
+    assert!(probe.denied(gone, gone_key, &shared).await, "{kind}: a revoked user keeps access to a shared bucket");
+    for (user, key, grant) in &users[1..] {
+        let works = match grant.permission {
+            Permission::ReadWrite => probe.read_write(user, key, &shared).await,
+            Permission::ReadOnly => probe.read_only(user, key, &shared).await,
+        };
+        works.unwrap_or_else(|e| panic!("{kind}: {user} after another user's grant went: {e}"));
+    }
+    for (user, _, _) in &users {
+        b.delete_user(user).await.unwrap();
+    }
+    assert_eq!(b.delete_bucket(&shared, true).await.unwrap(), BucketDeletion::Deleted, "{kind}");
 }
 
 /// Object lock, quotas, and what the store cannot do: read back where supported, reported
