@@ -1,10 +1,11 @@
 //! `cargo xtask peers`: builds, caches and records the real servers the test
-//! harness runs (Kubernetes control plane, etcd, helm, S3 backends, moto).
+//! harness runs (Kubernetes control plane, etcd, helm, S3 backends, moto) and
+//! the judges of our status (kstatus, and a Lua for Argo CD's health script).
 //!
 //! Every peer is built from a package registry (Go module proxy, crates.io,
-//! PyPI) into `<cache>/<name>-<version>/`. A build goes into a temporary folder
-//! beside it and is renamed into place only after it succeeded and its
-//! binaries answered a smoke check, so a half-done install is never taken for
+//! PyPI, Debian's packages) into `<cache>/<name>-<version>/`. A build goes
+//! into a temporary folder beside it and is renamed into place only after it
+//! succeeded and its binaries answered a smoke check, so a half-done install is never taken for
 //! a good one. A present install whose recipe stamp matches and whose binaries
 //! still run is reused. `<cache>/manifest.json` maps each binary name to its
 //! absolute path; the test harness reads it (same cache-dir rule as
@@ -39,6 +40,13 @@ pub const MINIO_VERSION: &str = "v0.0.0-20260212201848-7aac2a2c5b7c";
 pub const GARAGE_VERSION: &str = "2.5.0";
 /// moto release on PyPI (installed as `moto[server]`).
 pub const MOTO_VERSION: &str = "5.2.5";
+/// sigs.k8s.io/cli-utils release whose kstatus the `kstatus` peer links (the
+/// only one the Go module proxy lists); `xtask/peers/kstatus/go.mod` must
+/// require the same.
+pub const KSTATUS_VERSION: &str = "v0.37.2";
+/// Debian's lua5.1 (bookworm). Argo CD runs health scripts in gopher-lua, a
+/// Lua 5.1, so the script is tested on the reference 5.1.
+pub const LUA_DEB_VERSION: &str = "5.1.5-9";
 
 /// Helm's `.Capabilities.KubeVersion` default, as helm v3.22.0's own Makefile
 /// derives it (client-go v0.37 => 1.37); official release binaries report the
@@ -87,7 +95,8 @@ usage: cargo xtask peers [--list] [--only NAME[,NAME...]] [--jobs N]
 Builds the test peers into the cache folder and writes <cache>/manifest.json.
   --list        print each peer, its pinned version and whether it is installed
   --only NAMES  install only these peers (kubernetes, etcd, helm, versitygw,
-                minio, garage, moto; a binary name such as kubectl also works)
+                minio, garage, moto, kstatus, lua; a binary name such as
+                kubectl also works)
   --jobs N      run at most N builds at once (default 2)
 Cache folder: $S3OP_PEERS_DIR, else $XDG_CACHE_HOME/s3-resource-operator/peers,
 else $HOME/.cache/s3-resource-operator/peers.";
@@ -164,6 +173,7 @@ enum Recipe {
         /// (package, binary name). One package is built with `-o bin/<name>`
         /// (`go build` would name `go.etcd.io/etcd/server/v3` "server");
         /// several with `-o bin/`, where the names come from the packages.
+        /// "." is the wrapper module's own `main` package.
         packages: &'static [(&'static str, &'static str)],
         ldflags: String,
     },
@@ -173,6 +183,11 @@ enum Recipe {
     Cargo { krate: &'static str, version: &'static str },
     /// A virtualenv with `<requirement>`, and a relocatable launcher script.
     PipVenv { requirement: String, launcher: &'static str, module: &'static str },
+    /// Debian packages (name, exact version) fetched with `apt-get download`
+    /// and unpacked with `dpkg-deb -x` into the install folder, never
+    /// installed system-wide; `bin/<launcher>` runs `<program>` (a path in
+    /// the unpacked tree) with the unpacked libraries first on the loader path.
+    Deb { packages: &'static [(&'static str, &'static str)], launcher: &'static str, program: &'static str },
 }
 
 #[derive(Debug)]
@@ -202,6 +217,7 @@ impl Peer {
             Recipe::GoWrapper { .. } | Recipe::GoInstall { .. } => "go / Go module proxy",
             Recipe::Cargo { .. } => "cargo install / crates.io",
             Recipe::PipVenv { .. } => "python3 venv + pip / PyPI",
+            Recipe::Deb { .. } => "apt-get download + dpkg-deb / Debian's packages",
         }
     }
 
@@ -215,6 +231,12 @@ impl Peer {
                 let path = dir.join(file);
                 let body = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
                 text.push_str(&body);
+            }
+            // A wrapper with its own main package is rebuilt when its source
+            // changes; wrappers without Go files keep the stamp they had.
+            for path in go_sources(&dir)? {
+                let body = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                write!(text, "{}\n{body}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default())?;
             }
         }
         Ok(text)
@@ -358,6 +380,37 @@ fn all_peers() -> Result<Vec<Peer>> {
             }],
         },
         Peer {
+            name: "kstatus",
+            version: KSTATUS_VERSION,
+            aliases: &[],
+            recipe: Recipe::GoWrapper { dir: "kstatus", packages: &[(".", "kstatus")], ldflags: "-s -w".to_owned() },
+            binaries: vec![Binary {
+                name: "kstatus",
+                rel_path: "bin/kstatus",
+                check_args: &["--version"],
+                expect: format!("sigs.k8s.io/cli-utils {KSTATUS_VERSION}"),
+            }],
+        },
+        Peer {
+            name: "lua",
+            version: LUA_DEB_VERSION,
+            aliases: &["lua5.1"],
+            recipe: Recipe::Deb {
+                // Debian links the interpreter with liblua statically, so
+                // liblua5.1-0 is not needed; its other dependencies (libc6,
+                // libreadline8) are part of the base system wherever apt is.
+                packages: &[("lua5.1", LUA_DEB_VERSION)],
+                launcher: "lua",
+                program: "usr/bin/lua5.1",
+            },
+            binaries: vec![Binary {
+                name: "lua",
+                rel_path: "bin/lua",
+                check_args: &["-v"],
+                expect: "Lua 5.1".to_owned(),
+            }],
+        },
+        Peer {
             name: "moto",
             version: MOTO_VERSION,
             aliases: &["moto_server", "moto-server"],
@@ -395,6 +448,19 @@ fn select<'a>(peers: &'a [Peer], names: &[String]) -> Result<Vec<&'a Peer>> {
 /// Where the wrapper Go modules live (in the checkout, next to this file's crate).
 fn wrapper_dir(dir: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("peers").join(dir)
+}
+
+/// The `.go` files of a wrapper module's own folder, sorted so the stamp is stable.
+fn go_sources(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_file() && path.extension().is_some_and(|e| e == "go") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -578,6 +644,8 @@ struct Tools {
     go: Option<PathBuf>,
     cargo: Option<PathBuf>,
     python: Option<PathBuf>,
+    apt_get: Option<PathBuf>,
+    dpkg_deb: Option<PathBuf>,
 }
 
 impl Tools {
@@ -610,6 +678,10 @@ impl Tools {
                         &[Some(PathBuf::from("python3"))],
                         &["-c", "import venv, ensurepip"],
                     )?);
+                }
+                Recipe::Deb { .. } if tools.apt_get.is_none() => {
+                    tools.apt_get = Some(find_tool("apt-get", &[Some(PathBuf::from("apt-get"))], &["--version"])?);
+                    tools.dpkg_deb = Some(find_tool("dpkg-deb", &[Some(PathBuf::from("dpkg-deb"))], &["--version"])?);
                 }
                 _ => {}
             }
@@ -852,7 +924,122 @@ fn build_into(peer: &Peer, tmp: &Path, tools: &Tools, log: &Path) -> Result<()> 
             fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
                 .with_context(|| format!("chmod {}", path.display()))
         }
+        Recipe::Deb { packages, launcher, program } => {
+            let apt_get = tool(&tools.apt_get, "apt-get")?;
+            let dpkg_deb = tool(&tools.dpkg_deb, "dpkg-deb")?;
+            let debs = tmp.join("debs");
+            fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
+            let download = || {
+                packages
+                    .iter()
+                    .fold(Step::new(apt_get, &debs).arg("download"), |step, (name, version)| {
+                        step.arg(format!("{name}={version}"))
+                    })
+                    .run(peer, log)
+            };
+            if let Err(first) = download() {
+                // A fresh machine has empty package lists; refresh them once.
+                // A version the lists still lack afterwards has left the
+                // archive, and the pin must move.
+                if !is_missing_package(&format!("{first:#}")) {
+                    return Err(first);
+                }
+                Step::new(apt_get, &debs).arg("update").run(peer, log)?;
+                download().with_context(|| {
+                    format!("after `apt-get update`; pin a version that `apt-cache policy` lists for {packages:?}")
+                })?;
+            }
+            let mut files: Vec<PathBuf> = fs::read_dir(&debs)
+                .with_context(|| format!("listing {}", debs.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+                .collect();
+            files.sort();
+            if files.len() != packages.len() {
+                bail!(
+                    "apt-get download left {} .deb files in {}, expected {}",
+                    files.len(),
+                    debs.display(),
+                    packages.len()
+                );
+            }
+            for deb in &files {
+                Step::new(dpkg_deb, tmp)
+                    .arg("-x")
+                    .arg(deb.display().to_string())
+                    .arg(tmp.display().to_string())
+                    .run(peer, log)?;
+            }
+            fs::remove_dir_all(&debs).with_context(|| format!("removing {}", debs.display()))?;
+            let lib_dirs = library_dirs(tmp)?;
+            let path = bin.join(launcher);
+            fs::write(&path, deb_launcher(program, &lib_dirs))
+                .with_context(|| format!("writing {}", path.display()))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("chmod {}", path.display()))
+        }
     }
+}
+
+/// Whether a failed `apt-get download` means the package lists lack the
+/// package or version (cured by `apt-get update`) rather than, say, no network.
+fn is_missing_package(error: &str) -> bool {
+    ["Unable to locate package", "has no installation candidate", "Can't find a source to download", "was not found"]
+        .iter()
+        .any(|needle| error.contains(needle))
+}
+
+/// Folders (relative to `root`) of the unpacked tree that hold shared libraries.
+fn library_dirs(root: &Path) -> Result<Vec<String>> {
+    let mut dirs = Vec::new();
+    for top in ["lib", "usr/lib"] {
+        let top_dir = root.join(top);
+        if !top_dir.is_dir() {
+            continue;
+        }
+        // Debian puts libraries in <top>/<multiarch triplet>/, sometimes in <top>/.
+        let mut candidates = vec![top_dir.clone()];
+        for entry in fs::read_dir(&top_dir).with_context(|| format!("listing {}", top_dir.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                candidates.push(path);
+            }
+        }
+        for dir in candidates {
+            let has_library = fs::read_dir(&dir)
+                .with_context(|| format!("listing {}", dir.display()))?
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().contains(".so"));
+            if has_library && let Ok(rel) = dir.strip_prefix(root) {
+                dirs.push(rel.display().to_string());
+            }
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// A launcher that finds the unpacked tree from its own path, so the install
+/// folder stays valid after the rename into place.
+fn deb_launcher(program: &str, lib_dirs: &[String]) -> String {
+    let mut script = String::from(
+        "#!/bin/sh\n# Relocatable launcher written by `cargo xtask peers`: runs the unpacked\n\
+         # Debian program with the unpacked libraries, if any, ahead of the system's.\n\
+         root=\"$(cd \"$(dirname \"$0\")/..\" && pwd)\"\n",
+    );
+    if !lib_dirs.is_empty() {
+        // An empty entry (a stray colon) would make the loader search the
+        // working directory, so the caller's value is joined only if set.
+        let path: Vec<String> = lib_dirs.iter().map(|dir| format!("$root/{dir}")).collect();
+        writeln!(
+            script,
+            "LD_LIBRARY_PATH=\"{}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}\"\nexport LD_LIBRARY_PATH",
+            path.join(":")
+        )
+        .ok();
+    }
+    writeln!(script, "exec \"$root/{program}\" \"$@\"").ok();
+    script
 }
 
 fn manifest_entries(peers: &[Peer], cache: &Path) -> Result<BTreeMap<String, String>> {
@@ -956,7 +1143,32 @@ mod tests {
         keys.sort_unstable();
         keys.dedup();
         assert_eq!(n, keys.len());
-        assert_eq!(n, 9);
+        assert_eq!(n, 11);
+    }
+
+    #[test]
+    fn kstatus_wrapper_requires_the_pinned_cli_utils() {
+        let go_mod = fs::read_to_string(wrapper_dir("kstatus").join("go.mod")).unwrap();
+        assert!(go_mod.contains(&format!("sigs.k8s.io/cli-utils {KSTATUS_VERSION}\n")), "{go_mod}");
+    }
+
+    #[test]
+    fn deb_launcher_finds_its_tree_from_its_own_path() {
+        let script = deb_launcher("usr/bin/lua5.1", &["usr/lib/x86_64-linux-gnu".to_owned()]);
+        assert!(script.starts_with("#!/bin/sh\n"));
+        assert!(
+            script.contains("LD_LIBRARY_PATH=\"$root/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\"")
+        );
+        assert!(script.contains("exec \"$root/usr/bin/lua5.1\" \"$@\""));
+        let bare = deb_launcher("usr/bin/lua5.1", &[]);
+        assert!(!bare.contains("LD_LIBRARY_PATH"), "{bare}");
+    }
+
+    #[test]
+    fn only_a_missing_package_calls_for_apt_get_update() {
+        assert!(is_missing_package("E: Unable to locate package lua5.1"));
+        assert!(is_missing_package("E: Version '5.1.5-9' for 'lua5.1' was not found"));
+        assert!(!is_missing_package("E: Failed to fetch http://deb.debian.org/... Temporary failure resolving"));
     }
 
     #[test]
