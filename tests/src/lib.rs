@@ -9,6 +9,7 @@ pub mod compat;
 pub mod conformance;
 pub mod control_plane;
 pub mod fixture;
+pub mod health;
 pub mod inspect;
 pub mod inventory;
 pub mod operator;
