@@ -51,7 +51,8 @@ pub struct Snapshot {
     pub accounts: BTreeMap<String, Account>,
     /// Buckets by name, with the owner's access key (VersityGW) or "" where buckets have none.
     pub buckets: BTreeMap<String, String>,
-    /// Canned policies by name, with their document (MinIO; empty elsewhere).
+    /// Policies with their document: MinIO's canned policies by name, VersityGW's bucket
+    /// policies as `bucket <name>`.
     pub policies: BTreeMap<String, String>,
 }
 
@@ -205,6 +206,16 @@ async fn versitygw_snapshot(store: &Store) -> Result<Snapshot> {
     let base = store.endpoint().trim_end_matches('/');
     let users: VgwUsers = xml(&ok_body(store, "PATCH", &format!("{base}/list-users")).await?, "list-users")?;
     let buckets: VgwBuckets = xml(&ok_body(store, "PATCH", &format!("{base}/list-buckets")).await?, "list-buckets")?;
+    // Grants are bucket policies: a takeover through one must show as a change.
+    let mut policies = BTreeMap::new();
+    for b in &buckets.buckets {
+        if let Ok(out) = store.s3_client().get_bucket_policy().bucket(&b.name).send().await
+            && let Some(doc) = out.policy()
+        {
+            let doc = serde_json::from_str(doc).map_or_else(|_| doc.to_string(), |v| canonical(v).to_string());
+            policies.insert(format!("bucket {}", b.name), doc);
+        }
+    }
     Ok(Snapshot {
         accounts: users
             .accounts
@@ -221,7 +232,7 @@ async fn versitygw_snapshot(store: &Store) -> Result<Snapshot> {
             })
             .collect(),
         buckets: buckets.buckets.into_iter().map(|b| (b.name, b.owner)).collect(),
-        policies: BTreeMap::new(),
+        policies,
     })
 }
 

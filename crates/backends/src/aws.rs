@@ -523,7 +523,7 @@ impl Backend for Aws {
             .await?
             .and_then(|doc| policy::grants_from_document(self.partition, &doc))
             .unwrap_or_default();
-        Ok(Some(UserInfo { name: name.to_string(), owner, access_key_ids, grants }))
+        Ok(Some(UserInfo { name: name.to_string(), owner, access_key_ids, grants, legacy_grants: Vec::new() }))
     }
 
     async fn ensure_user(&self, spec: &UserSpec, adopt: bool) -> Result<Change> {

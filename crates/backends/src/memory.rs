@@ -326,6 +326,7 @@ impl Backend for MemoryBackend {
             owner: u.owner.clone(),
             access_key_ids: u.keys.keys().cloned().collect(),
             grants: u.grants.iter().cloned().collect(),
+            legacy_grants: Vec::new(),
         }))
     }
 

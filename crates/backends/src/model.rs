@@ -241,6 +241,10 @@ pub struct UserInfo {
     pub access_key_ids: Vec<String>,
     /// The user's grants, sorted by bucket.
     pub grants: Vec<Grant>,
+    /// Buckets the user reaches through an older grant model that `set_grants` replaces
+    /// (VersityGW before bucket policies: the user owns the bucket). Not empty: `set_grants`
+    /// is due even when `grants` match.
+    pub legacy_grants: Vec<String>,
 }
 
 /// What an idempotent `ensure_*` did.

@@ -431,7 +431,8 @@ async fn ensure_present(
     }
 }
 
-/// Writes the grants (`resolved`, each with its S3Bucket, as `grants`) when the store's differ,
+/// Writes the grants (`resolved`, each with its S3Bucket, as `grants`) when the store's differ
+/// or still carry grants of an older model,
 /// once the ledger confirms each bucket.
 async fn ensure_grants(
     obj: &S3User,
@@ -443,7 +444,7 @@ async fn ensure_grants(
 ) -> Result<(), Halt> {
     let mut have = info.grants.clone();
     have.sort();
-    if have != grants {
+    if have != grants || !info.legacy_grants.is_empty() {
         verify_grants(store, &obj.namespace().unwrap_or_default(), resolved).await?;
         store.backend.set_grants(user, grants).await?;
     }

@@ -258,3 +258,235 @@ async fn versitygw_recreated_bucket_gives_its_users_access_back_at_once() {
     eprintln!("access back {:?} after the bucket was recreated (resync 600 s)", started.elapsed());
     op.stop().await.unwrap();
 }
+
+/// The bucket's policy document as the administrator reads it; `None` without one.
+async fn bucket_policy(store: &Store, bucket: &str) -> Option<String> {
+    store.s3_client().get_bucket_policy().bucket(bucket).send().await.ok().and_then(|p| p.policy)
+}
+
+/// The Secret of a Ready S3User.
+async fn secret_of(secrets: &Api<Secret>, user: &S3User) -> Secret {
+    let name = user.status.as_ref().and_then(|s| s.secret_name.clone()).unwrap();
+    secrets.get(&name).await.unwrap()
+}
+
+/// VersityGW grants by bucket policy: two ReadWrite users and one ReadOnly user on one bucket
+/// each work with their own Secret, none may change the policy or delete the bucket, a
+/// converged resync writes nothing, and revoking one grant removes its statement and only that
+/// user's access.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versitygw_many_users_share_a_bucket_with_least_privilege() {
+    let store = start(StoreKind::Versitygw).await;
+    let ns = cp().namespace("vgw-shared").await.unwrap();
+    let client = client().await;
+    let op = Operator::start(client.clone(), &store, &ns, "2s", &[]).await.unwrap();
+    let buckets: Api<S3Bucket> = Api::namespaced(client.clone(), &ns);
+    let users: Api<S3User> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let pp = PostParams::default();
+    buckets.create(&pp, &bucket("shared", DeletionPolicy::Delete)).await.unwrap();
+    let apps =
+        [("writer-a", Permission::ReadWrite), ("writer-b", Permission::ReadWrite), ("reader", Permission::ReadOnly)];
+    for (name, permission) in apps {
+        users.create(&pp, &user(name, &[("shared", permission)])).await.unwrap();
+    }
+    let shared = wait_ready(&buckets, "shared").await.status.unwrap().bucket_name.unwrap();
+    let mut clients = Vec::new();
+    for (name, _) in apps {
+        let u = wait_ready(&users, name).await;
+        clients.push((name, app_client(&secret_of(&secrets, &u).await)));
+    }
+    let seed = ByteStream::from_static(b"hello");
+    store.s3_client().put_object().bucket(&shared).key("seed").body(seed).send().await.unwrap();
+    for (name, s3) in &clients {
+        assert!(get(s3, &shared, "seed").await, "{name} reads");
+        assert!(s3.list_objects_v2().bucket(&shared).send().await.is_ok(), "{name} lists");
+        let writes = put(s3, &shared, &format!("{name}.txt")).await;
+        assert_eq!(writes, *name != "reader", "{name}: writes only with ReadWrite");
+        let public = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":"*","Action":["s3:GetObject"],"Resource":["arn:aws:s3:::{shared}/*"]}}]}}"#
+        );
+        assert!(s3.put_bucket_policy().bucket(&shared).policy(public).send().await.is_err(), "{name} set a policy");
+        assert!(s3.delete_bucket_policy().bucket(&shared).send().await.is_err(), "{name} removed the policy");
+        assert!(s3.delete_bucket().bucket(&shared).send().await.is_err(), "{name} deleted the bucket");
+    }
+    let owner = |snap: s3op_tests::inspect::Snapshot| snap.buckets.get(&shared).cloned();
+    let snap = s3op_tests::inspect::snapshot(&store).await.unwrap();
+    assert_eq!(owner(snap).as_deref(), Some(store.admin_access_key()), "the bucket stays the admin's");
+    let policy = bucket_policy(&store, &shared).await.unwrap();
+    for (name, _) in apps {
+        let user_name = users.get(name).await.unwrap().status.unwrap().user_name.unwrap();
+        assert!(policy.contains(&user_name), "the policy names {name}: {policy}");
+    }
+
+    // Converged: resyncs (every 2 s) write nothing to the store and no status.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let writes = op.metric_sum("s3op_backend_writes_total").await.unwrap();
+    let status_writes = op.metric_sum("s3op_status_writes_total").await.unwrap();
+    let reconciles = op.metric_sum("s3op_reconciles_total").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(op.metric_sum("s3op_reconciles_total").await.unwrap() >= reconciles + 4.0, "resyncs ran");
+    assert_eq!(op.metric_sum("s3op_backend_writes_total").await.unwrap(), writes, "a converged resync wrote");
+    assert_eq!(op.metric_sum("s3op_status_writes_total").await.unwrap(), status_writes, "status written");
+
+    // Revoking writer-a's grant takes its statement and its access, and nobody else's.
+    let writer_a = users.get("writer-a").await.unwrap().status.unwrap().user_name.unwrap();
+    let revoke = serde_json::json!({"spec": {"access": []}});
+    users.patch("writer-a", &PatchParams::default(), &Patch::Merge(&revoke)).await.unwrap();
+    wait_until("writer-a loses its access", TIMEOUT, || async {
+        !put(&clients[0].1, &shared, "late.txt").await && !get(&clients[0].1, &shared, "seed").await
+    })
+    .await
+    .unwrap();
+    let policy = bucket_policy(&store, &shared).await.unwrap();
+    assert!(!policy.contains(&writer_a), "writer-a's statement stayed: {policy}");
+    assert!(put(&clients[1].1, &shared, "still.txt").await, "writer-b lost access with writer-a");
+    assert!(get(&clients[2].1, &shared, "seed").await, "reader lost access with writer-a");
+    empty(&store, &shared).await;
+    op.stop().await.unwrap();
+}
+
+/// An upgrade from the versions that granted by making the user the bucket's owner: the new
+/// operator moves the grant to the bucket's policy while the app keeps working, without one
+/// failed request. The bucket stays with the user while granted (VersityGW's change of owner
+/// drops a bucket's policy, so moving it would cut the app off; under a policy the owner has
+/// no rights of its own) and goes back to the admin, access and all, when the grant goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versitygw_owner_based_grants_move_to_bucket_policies_without_a_gap() {
+    let store = start(StoreKind::Versitygw).await;
+    let ns = cp().namespace("vgw-upgrade").await.unwrap();
+    let client = client().await;
+    let first = Operator::start(client.clone(), &store, &ns, "2s", &[]).await.unwrap();
+    let buckets: Api<S3Bucket> = Api::namespaced(client.clone(), &ns);
+    let users: Api<S3User> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let pp = PostParams::default();
+    buckets.create(&pp, &bucket("data", DeletionPolicy::Delete)).await.unwrap();
+    users.create(&pp, &user("app", &[("data", Permission::ReadWrite)])).await.unwrap();
+    let data = wait_ready(&buckets, "data").await.status.unwrap().bucket_name.unwrap();
+    let app = wait_ready(&users, "app").await;
+    let user_name = app.status.as_ref().unwrap().user_name.clone().unwrap();
+    let s3 = app_client(&secret_of(&secrets, &app).await);
+    let args = first.args();
+    let markers = first.marker_bucket().unwrap().to_string();
+    first.stop().await.unwrap();
+
+    // What an earlier version left: the user owns the bucket, no policy, a record without grants.
+    let admin = store.s3_client();
+    admin.delete_bucket_policy().bucket(&data).send().await.unwrap();
+    let path = format!("/change-bucket-owner?bucket={data}&owner={user_name}");
+    let (status, reply) = store.signed_admin_call("PATCH", &path, Vec::new()).await.unwrap();
+    assert!((200..300).contains(&status), "change-bucket-owner: {status} {}", String::from_utf8_lossy(&reply));
+    let record = format!("users/{user_name}");
+    let head = admin.head_object().bucket(&markers).key(&record).send().await.unwrap();
+    let mut rewrite = admin.put_object().bucket(&markers).key(&record).body(ByteStream::from_static(b""));
+    for (k, v) in head.metadata().unwrap() {
+        rewrite = rewrite.metadata(k, v);
+    }
+    rewrite.send().await.unwrap();
+    assert!(put(&s3, &data, "legacy.txt").await, "the owner writes before the upgrade");
+
+    // The app keeps working while the new operator moves it over.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let app_loop = {
+        let (s3, data, stop) = (s3.clone(), data.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("during-{i}.txt");
+                let body = ByteStream::from_static(b"hello");
+                let round = match s3.put_object().bucket(&data).key(&key).body(body).send().await {
+                    Ok(_) => s3
+                        .get_object()
+                        .bucket(&data)
+                        .key(&key)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| format!("GetObject: {}", aws_sdk_s3::error::DisplayErrorContext(e))),
+                    Err(e) => Err(format!("PutObject: {}", aws_sdk_s3::error::DisplayErrorContext(e))),
+                };
+                match round {
+                    Ok(()) => ok += 1,
+                    Err(e) => failed.push(format!("{key}: {e}")),
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (ok, failed)
+        })
+    };
+    let second = Operator::start_with(client.clone(), args).await.unwrap();
+    wait_until("a bucket policy names the user", TIMEOUT, || async {
+        bucket_policy(&store, &data).await.is_some_and(|p| p.contains(&user_name))
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = app_loop.await.unwrap();
+    eprintln!("during the upgrade: {ok} put+get pairs succeeded, {} failed", failed.len());
+    assert!(failed.is_empty(), "requests failed during the upgrade: {failed:?}");
+    assert!(ok >= 10, "too few requests to tell: {ok}");
+    assert!(get(&s3, &data, "legacy.txt").await, "data from before the upgrade");
+    assert!(s3.delete_bucket().bucket(&data).send().await.is_err(), "the owner still deletes the bucket");
+    let public = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":"*","Action":["s3:GetObject"],"Resource":["arn:aws:s3:::{data}/*"]}}]}}"#
+    );
+    assert!(s3.put_bucket_policy().bucket(&data).policy(public).send().await.is_err(), "the owner set a policy");
+    assert!(s3.delete_bucket_policy().bucket(&data).send().await.is_err(), "the owner dropped the policy");
+    let record_body = admin.get_object().bucket(&markers).key(&record).send().await.unwrap();
+    let body = record_body.body.collect().await.unwrap().into_bytes();
+    assert!(String::from_utf8_lossy(&body).contains(&data), "the record names the bucket now");
+    wait_ready(&users, "app").await;
+
+    // The grant going takes the access and gives the bucket back to the admin.
+    let revoke = serde_json::json!({"spec": {"access": []}});
+    users.patch("app", &PatchParams::default(), &Patch::Merge(&revoke)).await.unwrap();
+    wait_until("the bucket is the admin's again", TIMEOUT, || async {
+        let snap = s3op_tests::inspect::snapshot(&store).await.unwrap();
+        snap.buckets.get(&data).map(String::as_str) == Some(store.admin_access_key())
+    })
+    .await
+    .unwrap();
+    assert!(!put(&s3, &data, "after.txt").await && !get(&s3, &data, "legacy.txt").await, "access stayed");
+    assert!(bucket_policy(&store, &data).await.is_none(), "a policy without statements stayed");
+    empty(&store, &data).await;
+    second.stop().await.unwrap();
+}
+
+/// A bucket policy the operator did not write is reported on the S3User (Stalled, Conflict),
+/// never merged or dropped; once the administrator removes it, the grant is written again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versitygw_a_bucket_policy_written_by_hand_is_reported_not_merged() {
+    let store = start(StoreKind::Versitygw).await;
+    let ns = cp().namespace("vgw-foreign").await.unwrap();
+    let client = client().await;
+    let op = Operator::start(client.clone(), &store, &ns, "2s", &[]).await.unwrap();
+    let buckets: Api<S3Bucket> = Api::namespaced(client.clone(), &ns);
+    let users: Api<S3User> = Api::namespaced(client.clone(), &ns);
+    let pp = PostParams::default();
+    buckets.create(&pp, &bucket("data", DeletionPolicy::Delete)).await.unwrap();
+    users.create(&pp, &user("app", &[("data", Permission::ReadWrite)])).await.unwrap();
+    let data = wait_ready(&buckets, "data").await.status.unwrap().bucket_name.unwrap();
+    wait_ready(&users, "app").await;
+
+    let by_hand = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":"*","Action":["s3:GetObject"],"Resource":["arn:aws:s3:::{data}/*"]}}]}}"#
+    );
+    store.s3_client().put_bucket_policy().bucket(&data).policy(&by_hand).send().await.unwrap();
+    let u = wait_condition(&users, "app", "False", "Conflict").await;
+    let conditions = &u.status.as_ref().unwrap().conditions;
+    let stalled = conditions.iter().find(|c| c.type_ == "Stalled").expect("a Stalled condition");
+    assert_eq!((stalled.status.as_str(), stalled.reason.as_str()), ("True", "Conflict"));
+    assert!(stalled.message.contains("bucket policy"), "{}", stalled.message);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let kept: serde_json::Value = serde_json::from_str(&bucket_policy(&store, &data).await.unwrap()).unwrap();
+    assert_eq!(kept, serde_json::from_str::<serde_json::Value>(&by_hand).unwrap(), "the policy was changed");
+
+    store.s3_client().delete_bucket_policy().bucket(&data).send().await.unwrap();
+    let u = wait_ready(&users, "app").await;
+    assert!(u.status.unwrap().conditions.iter().all(|c| c.type_ != "Stalled"), "Stalled stays after recovery");
+    op.stop().await.unwrap();
+}

@@ -301,7 +301,13 @@ impl Backend for Garage {
             grants_of(&keys)
         };
         let ids = keys.into_iter().map(|k| k.access_key_id).collect();
-        Ok(Some(UserInfo { name: name.to_string(), owner: marker.map(|m| m.owner), access_key_ids: ids, grants }))
+        Ok(Some(UserInfo {
+            name: name.to_string(),
+            owner: marker.map(|m| m.owner),
+            access_key_ids: ids,
+            grants,
+            legacy_grants: Vec::new(),
+        }))
     }
 
     async fn ensure_user(&self, spec: &UserSpec, adopt: bool) -> Result<Change> {

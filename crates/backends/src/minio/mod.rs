@@ -202,7 +202,7 @@ impl Backend for Minio {
         let owner = self.markers.holder(Subject::User, name).await?;
         let access_key_ids = self.shared_service_accounts(name).await?;
         let grants = self.grants(name, &info).await?;
-        Ok(Some(UserInfo { name: name.to_string(), owner, access_key_ids, grants }))
+        Ok(Some(UserInfo { name: name.to_string(), owner, access_key_ids, grants, legacy_grants: Vec::new() }))
     }
 
     async fn ensure_user(&self, spec: &UserSpec, adopt: bool) -> Result<Change> {

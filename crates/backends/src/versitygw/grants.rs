@@ -9,9 +9,13 @@
 //! written before a statement is added and trimmed after one is removed, so a cut between the
 //! two never leaves a statement the record does not name.
 //!
-//! Earlier versions made a ReadWrite user the bucket's owner; [`VersityGw::migrate_owned`]
-//! moves such a bucket to the new model in one pass: the statement first (from that moment
-//! the policy, not the ownership, gives the access), then the bucket back to the admin.
+//! Earlier versions made a ReadWrite user the bucket's owner. `describe_user` reports such
+//! buckets as `legacy_grants` until a statement names the user, so `set_grants` runs and
+//! writes it: from that moment the policy, not the ownership, gives the access (with a policy
+//! the gateway gives an owner no rights of its own). The bucket stays with that user until the
+//! grant goes, because the gateway's change of owner drops the bucket's policy: moving it while
+//! granted would cut the app off for a moment. When the policy ends empty the bucket goes back
+//! to the admin.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -71,12 +75,11 @@ fn classify(bucket: &str, user: &str, text: Option<&str>) -> BucketPolicy {
     }
 }
 
+/// A policy someone else wrote: not ours to rewrite, and no retry changes that.
 fn foreign(bucket: &str) -> BackendError {
-    BackendError::Conflict {
-        what: format!("bucket {bucket}"),
-        detail: "its bucket policy was not written by the operator; remove it (or the grant) to let the operator \
-                 manage access"
-            .into(),
+    BackendError::NotOwned {
+        what: format!("the bucket policy of bucket {bucket}"),
+        detail: "written outside the operator; remove it (or the grant) to let the operator manage access".into(),
     }
 }
 
@@ -120,9 +123,35 @@ impl VersityGw {
         }
         match policy::bucket_policy_document(bucket, &kept) {
             Some(doc) => self.s3.put_bucket_policy(bucket, &doc.to_string()).await?,
-            None => self.s3.delete_bucket_policy(bucket).await?,
+            // Without a policy the gateway judges by the bucket's ACL, where an owner has full
+            // control: a bucket an earlier version gave to a user goes back to the admin now
+            // (which drops the policy as well), or that user would get more than it had.
+            None => match self.bucket_owners(&[bucket]).await?.get(bucket) {
+                Some(owner) if *owner != self.config.access_key => {
+                    self.change_owner(bucket, &self.config.access_key).await?;
+                }
+                _ => self.s3.delete_bucket_policy(bucket).await?,
+            },
         }
         Ok(Change::Updated)
+    }
+
+    /// Gives a bucket a user owns back to the admin, keeping the grants of its policy. The
+    /// gateway's change of owner drops the policy, so its statements are written again right
+    /// after: the other users of the bucket lose access for that one round trip. A policy the
+    /// operator did not write is left with the bucket and its owner: while a policy exists the
+    /// owner has no rights of its own, and that policy is not ours to drop.
+    pub(super) async fn hand_back(&self, bucket: &str) -> Result<()> {
+        let _one_at_a_time = self.policy_locks.lock(Subject::Bucket, bucket).await;
+        let principals = match self.bucket_policy(bucket, "").await? {
+            BucketPolicy::NoBucket | BucketPolicy::Foreign { .. } => return Ok(()),
+            BucketPolicy::Ours(principals) => principals,
+        };
+        self.change_owner(bucket, &self.config.access_key).await?;
+        if let Some(doc) = policy::bucket_policy_document(bucket, &principals) {
+            self.s3.put_bucket_policy(bucket, &doc.to_string()).await?;
+        }
+        Ok(())
     }
 
     /// The user's ledger record: its claim and the grants it records.
@@ -167,9 +196,13 @@ impl VersityGw {
         for g in &wanted {
             change = change.and(self.set_principal(&g.bucket, user, Some(g.permission)).await?);
         }
+        // Grants no longer wanted: recorded ones, and those an earlier version gave by
+        // ownership (their policy then ends empty, and the bucket goes back to the admin).
         let kept: BTreeSet<&str> = wanted.iter().map(|g| g.bucket.as_str()).collect();
-        for g in recorded.iter().filter(|g| !kept.contains(g.bucket.as_str())) {
-            change = change.and(self.set_principal(&g.bucket, user, None).await?);
+        let mut unwanted: BTreeSet<String> = recorded.iter().map(|g| g.bucket.clone()).collect();
+        unwanted.extend(self.owned_buckets(user, &owner).await?);
+        for bucket in unwanted.iter().filter(|b| !kept.contains(b.as_str())) {
+            change = change.and(self.set_principal(bucket, user, None).await?);
         }
         if wanted != union {
             self.record_grants(user, &owner, &wanted).await?;
@@ -187,29 +220,20 @@ impl VersityGw {
         Ok(())
     }
 
-    /// Moves the buckets an earlier version granted by making `owner`'s user their owner to
-    /// bucket policies, without a moment without access: only buckets the ledger holds for an
-    /// S3Bucket of the user's own namespace (a bucket an adopted account owned before is not
-    /// ours to change).
-    pub(super) async fn migrate_owned(&self, user: &str, owner: &Owner) -> Result<Change> {
+    /// The buckets an earlier version granted to `user` by making it their owner: only those
+    /// the ledger holds for an S3Bucket of the namespace of `owner` (the user's claim). A
+    /// bucket an adopted account owned before is not ours to change.
+    pub(super) async fn owned_buckets(&self, user: &str, owner: &Owner) -> Result<Vec<String>> {
         let owned: Vec<String> =
             self.bucket_owners(&[]).await?.iter().filter(|(_, o)| *o == user).map(|(b, _)| b.clone()).collect();
-        let mut change = Change::Unchanged;
+        let mut out = Vec::new();
         for bucket in owned {
             let held = self.markers.holder(Subject::Bucket, &bucket).await?;
-            if !held.is_some_and(|h| h.kind == ClaimantKind::S3Bucket && h.namespace == owner.namespace) {
-                continue;
+            if held.is_some_and(|h| h.kind == ClaimantKind::S3Bucket && h.namespace == owner.namespace) {
+                out.push(bucket);
             }
-            let (claim, mut recorded) = self.user_record(user).await?;
-            if !recorded.iter().any(|g| g.bucket == bucket) {
-                recorded.push(Grant { bucket: bucket.clone(), permission: Permission::ReadWrite });
-                self.record_grants(user, &claim, &recorded_grants::normalize(&recorded)).await?;
-            }
-            self.set_principal(&bucket, user, Some(Permission::ReadWrite)).await?;
-            self.change_owner(&bucket, &self.config.access_key).await?;
-            change = Change::Updated;
         }
-        Ok(change)
+        Ok(out)
     }
 }
 

@@ -178,8 +178,21 @@ impl Backend for VersityGw {
         }
         let owner = self.markers.holder(Subject::User, name).await?;
         let grants = self.policy_grants(name).await?;
+        let legacy_grants = match &owner {
+            Some(owner) => {
+                let moved: BTreeSet<&str> = grants.iter().map(|g| g.bucket.as_str()).collect();
+                self.owned_buckets(name, owner).await?.into_iter().filter(|b| !moved.contains(b.as_str())).collect()
+            }
+            None => Vec::new(),
+        };
         // The account's one key is the user name itself.
-        Ok(Some(UserInfo { name: name.to_string(), owner, access_key_ids: vec![name.to_string()], grants }))
+        Ok(Some(UserInfo {
+            name: name.to_string(),
+            owner,
+            access_key_ids: vec![name.to_string()],
+            grants,
+            legacy_grants,
+        }))
     }
 
     async fn ensure_user(&self, spec: &UserSpec, adopt: bool) -> Result<Change> {
@@ -190,10 +203,10 @@ impl Backend for VersityGw {
         }
         // A new name is judged by the claim itself (one read under the ledger's lock).
         if self.account_exists(name).await? {
-            let judged =
-                claimed_users::judge_existing(&self.markers, spec, adopt, "account", || self.account_privilege(name))
-                    .await?;
-            return Ok(judged.and(self.migrate_owned(name, &spec.owner).await?));
+            return claimed_users::judge_existing(&self.markers, spec, adopt, "account", || {
+                self.account_privilege(name)
+            })
+            .await;
         }
         // A claim without an account (deleted behind our back) still names its holder; the
         // claim comes first, so an account without one would look foreign for ever.
@@ -270,7 +283,7 @@ impl Backend for VersityGw {
         // Listed now, not from the snapshot: a bucket missed here would stay with the name.
         for (bucket, owner) in self.list_bucket_owners().await? {
             if owner == name {
-                self.change_owner(&bucket, &self.config.access_key).await?;
+                self.hand_back(&bucket).await?;
             }
         }
         self.remove_user(name).await?;

@@ -152,7 +152,6 @@ async fn the_secret_reads_and_writes_only_what_is_granted(kind: StoreKind) {
 async fn converged_resyncs_write_nothing(kind: StoreKind) {
     let crd = Crd::start(kind).await;
     crd.apply_app().await;
-    // The logs bucket too: nothing waited for it on VersityGW, where no user is granted it.
     wait_ready(&crd.buckets, "logs").await;
     // The window starts a resync after Ready, as it did when this case ran after others.
     tokio::time::sleep(Duration::from_secs(2)).await;
