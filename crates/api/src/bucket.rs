@@ -153,6 +153,8 @@ pub struct S3BucketStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// Current state, keyed by type. Ready tells whether the bucket exists and matches the spec.
+    /// Reconciling (True) while work or a retryable wait is under way; Stalled (True) when only
+    /// a change by a person can help. Both carry the reason, and neither is there when Ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -24,8 +24,30 @@ pub use store::{
 };
 pub use user::{BucketAccess, Permission, S3User, S3UserSpec, S3UserStatus};
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSON};
+
 /// Every CustomResourceDefinition this crate defines, in a stable order.
-pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
+pub fn crds() -> Vec<CustomResourceDefinition> {
     use kube::CustomResourceExt;
-    vec![S3Bucket::crd(), S3User::crd(), S3Store::crd(), ClusterS3Store::crd()]
+    let mut crds = vec![S3Bucket::crd(), S3User::crd(), S3Store::crd(), ClusterS3Store::crd()];
+    crds.iter_mut().for_each(default_unobserved_status);
+    crds
+}
+
+/// Gives `status` the default `{observedGeneration: 0}`, so an object the operator has not
+/// seen yet reads as "generation 1, observed 0": kstatus (Flux, kpt) calls it in progress. An
+/// object without any status would be `Current` to kstatus, and `flux`'s wait would pass
+/// before the operator even looked at it.
+fn default_unobserved_status(crd: &mut CustomResourceDefinition) {
+    for version in &mut crd.spec.versions {
+        let status = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("status"));
+        if let Some(status) = status {
+            status.default = Some(JSON(serde_json::json!({"observedGeneration": 0})));
+        }
+    }
 }

@@ -11,6 +11,7 @@ mod compat;
 mod compat_stores;
 mod conformance;
 mod control_plane;
+mod gitops;
 mod health;
 mod hostile;
 mod operator;
