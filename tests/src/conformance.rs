@@ -533,6 +533,57 @@ async fn shared_bucket(b: &dyn Backend, probe: &Probe<'_>, caps: &Capabilities, 
     assert_eq!(b.delete_bucket(&shared, true).await.unwrap(), BucketDeletion::Deleted, "{kind}");
 }
 
+/// VersityGW only: a grant is a bucket policy, and a bucket's first policy takes away what its
+/// owner had through the ACL. A bucket an account outside the operator owns is refused (that
+/// account keeps its access and its data); one an earlier version gave an S3User by ownership
+/// keeps that user's access beside the new grant.
+pub async fn grants_never_cut_an_owner_off(b: &dyn Backend, store: &Store, prefix: &str) {
+    let caps = b.capabilities();
+    let admin_call = |path: String| async move {
+        let (status, reply) = store.signed_admin_call("PATCH", &path, Vec::new()).await.unwrap();
+        assert!((200..300).contains(&status), "{path}: {status} {}", String::from_utf8_lossy(&reply));
+    };
+    let probe = Probe::Store(store);
+    let user = unique_name(&format!("{prefix}-grantee"));
+    b.ensure_user(&user_spec(&user), false).await.unwrap();
+    b.create_key(&user, None).await.unwrap();
+
+    // An account made by hand owns a bucket with its data; the bucket is adopted, then granted.
+    let outsider = unique_name(&format!("{prefix}-outsider"));
+    probe.foreign_user(&outsider).await;
+    let outsider_key = Credentials {
+        access_key_id: outsider.clone(),
+        secret_access_key: s3op_backends::SecretString::new("foreignsecret0123456789"),
+    };
+    let theirs = unique_name(&format!("{prefix}-theirs"));
+    probe.foreign_bucket(&theirs).await;
+    admin_call(format!("/change-bucket-owner?bucket={theirs}&owner={outsider}")).await;
+    probe.read_write(&outsider, &outsider_key, &theirs).await.unwrap();
+    b.ensure_bucket(&bucket_spec(&theirs, &caps, None), true).await.unwrap();
+    let err = b.set_grants(&user, &[rw(&theirs)]).await.unwrap_err();
+    assert!(matches!(err, BackendError::NotOwned { .. }) && !err.is_retryable(), "{err}");
+    probe.read_write(&outsider, &outsider_key, &theirs).await.unwrap_or_else(|e| panic!("the owner lost access: {e}"));
+    let policy = store.s3_client().get_bucket_policy().bucket(&theirs).send().await;
+    assert!(policy.is_err(), "a policy was written on a bucket of an account outside the operator");
+
+    // An S3User an earlier version made the owner keeps its access when another user is granted.
+    let legacy = unique_name(&format!("{prefix}-legacy"));
+    b.ensure_user(&user_spec(&legacy), false).await.unwrap();
+    let legacy_key = b.create_key(&legacy, None).await.unwrap();
+    let shared = unique_name(&format!("{prefix}-legacyshared"));
+    b.ensure_bucket(&bucket_spec(&shared, &caps, None), false).await.unwrap();
+    admin_call(format!("/change-bucket-owner?bucket={shared}&owner={legacy}")).await;
+    probe.read_write(&legacy, &legacy_key, &shared).await.unwrap();
+    assert_eq!(b.set_grants(&user, &[ro(&shared)]).await.unwrap(), Change::Updated);
+    probe.read_write(&legacy, &legacy_key, &shared).await.unwrap_or_else(|e| panic!("the legacy owner: {e}"));
+
+    for u in [&user, &legacy] {
+        b.delete_user(u).await.unwrap();
+    }
+    assert!(probe.key_works(&outsider_key).await, "the outsider's key stopped working");
+    b.delete_bucket(&shared, true).await.unwrap();
+}
+
 /// Object lock, quotas, and what the store cannot do: read back where supported, reported
 /// `Unsupported` (with the bucket itself still created and marked) where not.
 async fn settings(b: &dyn Backend, caps: &Capabilities, prefix: &str) {

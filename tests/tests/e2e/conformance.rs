@@ -6,7 +6,8 @@
 use s3op_backends::{Backend, BucketSpec, Owner, UserSpec, memory::MemoryBackend};
 use s3op_tests::{
     conformance::{
-        Probe, adoption_never_reaches_the_operator, claims_race, latencies, outage_is_retryable_and_fast, suite,
+        Probe, adoption_never_reaches_the_operator, claims_race, grants_never_cut_an_owner_off, latencies,
+        outage_is_retryable_and_fast, suite,
     },
     fixture::{self, start, start_enforcing},
     stores::{Store, StoreKind, unique_name},
@@ -36,6 +37,13 @@ async fn versitygw_conforms() {
     let store = start(StoreKind::Versitygw).await;
     let b = fixture::versitygw(&store, &unique_name("s3op-markers"));
     conforms(&b, &store, b.marker_bucket(), "vgw").await;
+}
+
+#[tokio::test]
+async fn versitygw_grants_never_cut_an_owner_off() {
+    let store = start(StoreKind::Versitygw).await;
+    let b = fixture::versitygw(&store, &unique_name("s3op-markers"));
+    grants_never_cut_an_owner_off(&b, &store, "vgw").await;
 }
 
 #[tokio::test]

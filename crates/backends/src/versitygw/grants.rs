@@ -109,6 +109,9 @@ impl VersityGw {
         if principals.get(user).copied() == want {
             return Ok(Change::Unchanged);
         }
+        if want.is_some() && principals.is_empty() {
+            principals.extend(self.owner_to_keep(bucket, user).await?);
+        }
         match want {
             Some(p) => principals.insert(user.to_string(), p),
             None => principals.remove(user),
@@ -126,7 +129,7 @@ impl VersityGw {
             // Without a policy the gateway judges by the bucket's ACL, where an owner has full
             // control: a bucket an earlier version gave to a user goes back to the admin now
             // (which drops the policy as well), or that user would get more than it had.
-            None => match self.bucket_owners(&[bucket]).await?.get(bucket) {
+            None => match self.owner_now(bucket).await?.as_ref() {
                 Some(owner) if *owner != self.config.access_key => {
                     self.change_owner(bucket, &self.config.access_key).await?;
                 }
@@ -134,6 +137,39 @@ impl VersityGw {
             },
         }
         Ok(Change::Updated)
+    }
+
+    /// The bucket's owner as the gateway has it now, read from its ACL: the shared snapshot may be
+    /// seconds old, and a wrong answer here would cut an owner off or leave it full control.
+    async fn owner_now(&self, bucket: &str) -> Result<Option<String>> {
+        let what = format!("bucket {bucket}");
+        match self.s3.client().get_bucket_acl().bucket(bucket).send().await {
+            Ok(acl) => Ok(acl.owner().and_then(|o| o.id()).filter(|id| !id.is_empty()).map(str::to_string)),
+            Err(e) => match self.s3.map_error("GetBucketAcl", &what, e) {
+                BackendError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// The first statement of a policy takes away what the bucket's owner had through the ACL.
+    /// An owner that is an S3User an earlier version granted the bucket keeps its access as a
+    /// statement of its own (its own reconcile records it); an account the operator does not
+    /// manage is not cut off: that is a conflict to resolve by hand.
+    async fn owner_to_keep(&self, bucket: &str, user: &str) -> Result<Option<(String, Permission)>> {
+        let Some(owner) = self.owner_now(bucket).await? else { return Ok(None) };
+        if owner == user || owner == self.config.access_key || owner.is_empty() {
+            return Ok(None);
+        }
+        match self.markers.holder(Subject::User, &owner).await? {
+            Some(h) if h.kind == ClaimantKind::S3User => Ok(Some((owner, Permission::ReadWrite))),
+            _ => Err(BackendError::NotOwned {
+                what: format!("bucket {bucket}"),
+                detail: format!(
+                    "owned by account {owner}, which the operator does not manage; a grant would cut its access"
+                ),
+            }),
+        }
     }
 
     /// Gives a bucket a user owns back to the admin, keeping the grants of its policy. The
