@@ -12,6 +12,7 @@ mod compat_stores;
 mod conformance;
 mod control_plane;
 mod gitops;
+mod grant_table;
 mod health;
 mod hostile;
 mod operator;
