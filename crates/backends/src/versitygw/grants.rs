@@ -203,11 +203,11 @@ impl VersityGw {
         self.markers.record(Subject::User, user, owner, body, || self.markers.create_bucket()).await
     }
 
-    /// The grants the bucket policies give `user`, looked up in the buckets its record names.
-    pub(super) async fn policy_grants(&self, user: &str) -> Result<Vec<Grant>> {
-        let Some(record) = self.markers.read(Subject::User, user).await? else { return Ok(Vec::new()) };
+    /// The grants the bucket policies give `user`, looked up in the buckets its record names
+    /// (`recorded`).
+    pub(super) async fn policy_grants(&self, user: &str, recorded: Vec<Grant>) -> Result<Vec<Grant>> {
         let mut out = Vec::new();
-        for g in recorded_grants::decode(&record.body) {
+        for g in recorded {
             if let BucketPolicy::Ours(principals) = self.bucket_policy(&g.bucket, user).await?
                 && let Some(&permission) = principals.get(user)
             {

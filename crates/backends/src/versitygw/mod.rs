@@ -176,8 +176,12 @@ impl Backend for VersityGw {
         if !self.account_exists(name).await? {
             return Ok(None);
         }
-        let owner = self.markers.holder(Subject::User, name).await?;
-        let grants = self.policy_grants(name).await?;
+        // One read of the record: the claim, and the buckets whose policies to look in.
+        let (owner, recorded) = match self.markers.read(Subject::User, name).await? {
+            Some(record) => (record.owner, crate::recorded_grants::decode(&record.body)),
+            None => (None, Vec::new()),
+        };
+        let grants = self.policy_grants(name, recorded).await?;
         let legacy_grants = match &owner {
             Some(owner) => {
                 let moved: BTreeSet<&str> = grants.iter().map(|g| g.bucket.as_str()).collect();
