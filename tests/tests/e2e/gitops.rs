@@ -157,8 +157,15 @@ async fn states_read_right(kind: StoreKind) {
     let obj = raw::<S3Bucket>(&client, &ns, "full").await;
     assert_verdicts(&obj, ["Terminating", "Failed", "Degraded"], Some("DeletionBlocked"), &format!("{kind}: blocked"));
 
-    // A store outage is a wait, not a failure.
+    // A store outage is a wait, not a failure; a deletion it holds up shows Deleting.
+    buckets.create(&pp, &bucket("doomed", &unique_name("doomed"), json!({}))).await.unwrap();
+    wait_reason(&buckets, "doomed", "True", "Available").await;
     store.stop().await;
+    buckets.delete("doomed", &DeleteParams::default()).await.unwrap();
+    wait_reason(&buckets, "doomed", "False", "Deleting").await;
+    let obj = raw::<S3Bucket>(&client, &ns, "doomed").await;
+    assert_verdicts(&obj, ["Terminating", "InProgress", "Progressing"], None, &format!("{kind}: deleting"));
+    assert!(argo_health(&obj).unwrap().message.starts_with("Deleting: "), "{kind}: {obj}");
     wait_reason(&buckets, "ready", "False", "BackendUnavailable").await;
     let obj = raw::<S3Bucket>(&client, &ns, "ready").await;
     assert_verdicts(&obj, ["InProgress", "InProgress", "Progressing"], None, &format!("{kind}: outage"));
@@ -167,6 +174,11 @@ async fn states_read_right(kind: StoreKind) {
     assert_verdicts(&obj, ["InProgress", "InProgress", "Progressing"], None, &format!("{kind}: store outage"));
     store.restart().await.unwrap();
     wait_reason(&buckets, "ready", "True", "Available").await;
+    wait_until("the held-up deletion finishes", TIMEOUT, || async {
+        buckets.get_opt("doomed").await.unwrap().is_none()
+    })
+    .await
+    .unwrap();
     let obj = raw::<S3Bucket>(&client, &ns, "ready").await;
     assert_verdicts(&obj, ["Current", "Current", "Healthy"], None, &format!("{kind}: after the outage"));
     let conditions: Vec<String> =
