@@ -162,6 +162,14 @@ impl Operator {
         s3op_controller::store::connect(&store).await.map_err(|e| anyhow!("{e}"))
     }
 
+    /// The account a compatibility bucket belongs to, read by a backend of its own: the
+    /// operator's backends (and one kept by a test) answer from a list of policy holders up
+    /// to seconds old on MinIO.
+    pub async fn bucket_owner_now(&self, bucket: &str) -> Result<Option<String>> {
+        let backend = self.backend().await?;
+        backend.compat().map_err(|e| anyhow!("{e}"))?.bucket_owner(bucket).await.map_err(|e| anyhow!("{e}"))
+    }
+
     /// The text of `/metrics`.
     pub async fn metrics(&self) -> Result<String> {
         let r = reqwest::get(format!("{}/metrics", self.metrics_url)).await?;

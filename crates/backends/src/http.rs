@@ -154,21 +154,32 @@ pub fn encode(value: &str) -> String {
 
 /// A secret of 40 characters from `[A-Za-z0-9]`, from the operating system's generator.
 pub fn generate_secret(backend: &'static str) -> Result<SecretString> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut out = String::with_capacity(40);
+    random_text(backend, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", 40).map(SecretString::new)
+}
+
+/// An access key id of 20 characters from `[A-Z0-9]`, the shape MinIO and AWS give theirs.
+pub fn generate_access_key(backend: &'static str) -> Result<String> {
+    random_text(backend, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 20)
+}
+
+/// `len` characters drawn uniformly from `alphabet` (at most 256 symbols).
+fn random_text(backend: &'static str, alphabet: &[u8], len: usize) -> Result<String> {
+    // The largest multiple of the alphabet's size that fits a byte: rejecting bytes at or above
+    // it keeps every character equally likely.
+    let limit = 256 - 256 % alphabet.len();
+    let mut out = String::with_capacity(len);
     let mut buf = [0u8; 64];
-    while out.len() < 40 {
+    while out.len() < len {
         getrandom::fill(&mut buf)
             .map_err(|e| BackendError::Unavailable { backend, cause: format!("random generator: {e}") })?;
-        // 248 = 4 × 62: rejecting larger bytes keeps every character equally likely.
-        for &b in buf.iter().filter(|&&b| b < 248) {
-            if out.len() == 40 {
+        for &b in buf.iter().filter(|&&b| usize::from(b) < limit) {
+            if out.len() == len {
                 break;
             }
-            out.push(char::from(ALPHABET[usize::from(b % 62)]));
+            out.push(char::from(alphabet[usize::from(b) % alphabet.len()]));
         }
     }
-    Ok(SecretString::new(out))
+    Ok(out)
 }
 
 /// Parses a JSON admin reply; anything else is a protocol error naming the call.
@@ -193,6 +204,9 @@ mod tests {
         assert_eq!(a.expose().len(), 40);
         assert!(a.expose().bytes().all(|c| c.is_ascii_alphanumeric()));
         assert_ne!(a, b);
+        let key = generate_access_key("test").unwrap();
+        assert_eq!(key.len(), 20);
+        assert!(key.bytes().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()), "{key}");
     }
 
     #[test]

@@ -130,7 +130,7 @@ async fn create_and_update(kind: StoreKind) {
     // bucket, and the account as the bucket's owner.
     assert_eq!(store_view.account(&account_with_ids(&ak1, &sk1, ids)).await.unwrap(), AccountState::Matches);
     assert!(store_view.bucket_exists(&bucket).await.unwrap());
-    assert_eq!(store_view.bucket_owner(&bucket).await.unwrap().as_deref(), Some(ak1.as_str()));
+    assert_eq!(op.bucket_owner_now(&bucket).await.unwrap().as_deref(), Some(ak1.as_str()));
     assert!(works(&store, &ak1, &sk1, &bucket).await, "the Secret's own credentials put and get an object");
     for name in [
         "s3_operator_secrets_processed_total",
@@ -181,7 +181,7 @@ async fn create_and_update(kind: StoreKind) {
     wait_until("the new access key works", TIMEOUT, || works(&store, &ak2, &current_secret, &bucket)).await.unwrap();
     let note = wait_note(&ns, "app", "AccessKeyChanged").await;
     assert!(note.contains(&ak1) && note.contains(&ak2), "{note}");
-    assert_eq!(store_view.bucket_owner(&bucket).await.unwrap().as_deref(), Some(ak2.as_str()));
+    assert_eq!(op.bucket_owner_now(&bucket).await.unwrap().as_deref(), Some(ak2.as_str()));
     assert_ne!(store_view.account(&account_with_ids(&ak1, &current_secret, ids)).await.unwrap(), AccountState::Missing);
 
     // Deleting the Secret deletes nothing.

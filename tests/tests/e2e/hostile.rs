@@ -815,7 +815,7 @@ async fn injection_cases(client: &Client, ns: &str, store: &Store, op: &Operator
             "{}: the account does not hold exactly the Secret's keys",
             inj.case
         );
-        assert_eq!(view.bucket_owner(&bucket).await.unwrap().as_deref(), Some(inj.access_key.as_str()));
+        assert_eq!(op.bucket_owner_now(&bucket).await.unwrap().as_deref(), Some(inj.access_key.as_str()));
         let want_markers = vec![format!("buckets/{bucket}"), format!("users/{}", inj.access_key)];
         let mut want_markers = want_markers;
         want_markers.sort();

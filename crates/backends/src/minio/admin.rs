@@ -93,24 +93,10 @@ impl UserInfoReply {
 struct AddServiceAccount<'a> {
     #[serde(rename = "targetUser")]
     target_user: &'a str,
-    #[serde(rename = "accessKey", skip_serializing_if = "Option::is_none")]
-    access_key: Option<&'a str>,
-    #[serde(rename = "secretKey", skip_serializing_if = "Option::is_none")]
-    secret_key: Option<&'a str>,
-}
-
-/// Reply of `add-service-account` (encrypted).
-#[derive(Deserialize)]
-struct AddServiceAccountReply {
-    credentials: NewCredentials,
-}
-
-#[derive(Deserialize)]
-struct NewCredentials {
     #[serde(rename = "accessKey")]
-    access_key: String,
+    access_key: &'a str,
     #[serde(rename = "secretKey")]
-    secret_key: String,
+    secret_key: &'a str,
 }
 
 /// Body of `update-service-account` (encrypted): only the secret changes.
@@ -186,18 +172,18 @@ struct PolicyEntities {
 }
 
 impl PolicyEntitiesReply {
-    /// The users `policy` is attached to directly, sorted (groups are not ours to manage).
-    fn users_of(self, policy: &str) -> Vec<String> {
-        let mut users: Vec<String> = self
-            .policy_mappings
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|m| m.policy == policy)
-            .flat_map(|m| m.users.unwrap_or_default())
-            .collect();
-        users.sort();
-        users.dedup();
-        users
+    /// Every policy's users (attached directly: groups are not ours to manage), each list
+    /// sorted.
+    fn by_policy(self) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for m in self.policy_mappings.unwrap_or_default() {
+            out.entry(m.policy).or_default().extend(m.users.unwrap_or_default());
+        }
+        for users in out.values_mut() {
+            users.sort();
+            users.dedup();
+        }
+        out
     }
 }
 
@@ -242,8 +228,8 @@ impl Minio {
         self.send(method, path_and_query, body, None, what).await?.into_result(&op, what)
     }
 
-    /// madmin's encryption with the admin secret as password, off the executor: each call
-    /// derives a key with Argon2id (64 MiB).
+    /// madmin's encryption with the admin secret as password (PBKDF2, a few milliseconds), off
+    /// the executor.
     async fn encrypt(&self, plain: Vec<u8>, op: &str) -> Result<Vec<u8>> {
         let password = self.config.secret_key.clone();
         let op = op.to_string();
@@ -407,22 +393,26 @@ impl Minio {
     }
 
     /// A new service account of the user (its parent), with the imported key and secret or
-    /// with ones MinIO generates.
+    /// with new ones. The operator picks them itself, as MinIO would (20 characters of A–Z and
+    /// 0–9, a 40-character secret): MinIO seals its reply with Argon2id, which costs 64 MiB and
+    /// tens of milliseconds to open, for credentials we would then already know.
     pub(super) async fn add_service_account(&self, user: &str, import: Option<&Credentials>) -> Result<Credentials> {
+        let creds = match import {
+            Some(c) => c.clone(),
+            None => Credentials {
+                access_key_id: http::generate_access_key(BACKEND)?,
+                secret_access_key: http::generate_secret(BACKEND)?,
+            },
+        };
         let plain = http::to_json(&AddServiceAccount {
             target_user: user,
-            access_key: import.map(|c| c.access_key_id.as_str()),
-            secret_key: import.map(|c| c.secret_access_key.expose()),
+            access_key: &creds.access_key_id,
+            secret_key: creds.secret_access_key.expose(),
         })?;
         let body = self.encrypt(plain, "add-service-account").await?;
-        let reply = self.admin(Method::PUT, "/add-service-account", body, &format!("user {user}")).await?;
-        let plain = self.decrypt(reply, "add-service-account").await?;
-        let reply: AddServiceAccountReply = parse_json(&plain, "add-service-account")?;
-        self.key_changed(user, &reply.credentials.access_key, true);
-        Ok(Credentials {
-            access_key_id: reply.credentials.access_key,
-            secret_access_key: SecretString::new(reply.credentials.secret_key),
-        })
+        self.admin(Method::PUT, "/add-service-account", body, &format!("user {user}")).await?;
+        self.key_changed(user, &creds.access_key_id, true);
+        Ok(creds)
     }
 
     /// Sets the secret of the user's existing service account `creds.access_key_id`.
@@ -496,10 +486,11 @@ impl Minio {
         let answer = self
             .send(Method::POST, &format!("/idp/builtin/{op}"), body, Some("application/octet-stream"), &what)
             .await?;
-        if answer.code() == "XMinioAdminPolicyChangeAlreadyApplied" {
-            return Ok(());
+        if answer.code() != "XMinioAdminPolicyChangeAlreadyApplied" {
+            answer.into_result(op, &what)?;
         }
-        answer.into_result(op, &what).map(|_| ())
+        self.holders_changed(user, policies, attach);
+        Ok(())
     }
 
     /// The bucket's size quota, `None` when it has none.
@@ -536,13 +527,37 @@ impl Minio {
     // policy-entities rather than list-users: one call whose reply does not grow with the
     // number of users, and the server's own mapping, so an attachment made or removed by hand
     // is seen (and repaired) at the next resync.
-    pub(super) async fn policy_users(&self, policy: &str) -> Result<Vec<String>> {
-        let what = format!("policy {policy}");
-        let path = format!("/idp/builtin/policy-entities?policy={}", encode(policy));
-        let body = self.admin(Method::GET, &path, Vec::new(), &what).await?;
-        let plain = self.decrypt(body, "policy-entities").await?;
-        let reply: PolicyEntitiesReply = parse_json(&plain, "policy-entities")?;
-        Ok(reply.users_of(policy))
+    /// The users `policy` is attached to, from the shared snapshot of every mapping (patched
+    /// by the operator's own attach and detach). MinIO answers who holds a policy only
+    /// encrypted, with Argon2id: one list per compatibility Secret made a burst of Secrets one
+    /// queue of derivations that every tenant's work waited behind. What can be stale is what
+    /// someone changed behind the operator's back, for seconds (see [`crate::snapshot`]).
+    pub(super) async fn shared_policy_users(&self, policy: &str) -> Result<Vec<String>> {
+        let all = self
+            .holders
+            .get(|| async {
+                let what = "every policy's users";
+                let body = self.admin(Method::GET, "/idp/builtin/policy-entities", Vec::new(), what).await?;
+                let plain = self.decrypt(body, "policy-entities").await?;
+                let reply: PolicyEntitiesReply = parse_json(&plain, "policy-entities")?;
+                Ok(reply.by_policy())
+            })
+            .await?;
+        Ok(all.get(policy).cloned().unwrap_or_default())
+    }
+
+    /// Records an attach (`true`) or detach the operator made in the shared snapshot.
+    fn holders_changed(&self, user: &str, policies: &[&str], attached: bool) {
+        self.holders.patch(|all| {
+            for policy in policies {
+                let users = all.entry((*policy).to_string()).or_default();
+                users.retain(|u| u != user);
+                if attached {
+                    users.push(user.to_string());
+                    users.sort();
+                }
+            }
+        });
     }
 }
 
@@ -558,9 +573,16 @@ mod tests {
             "t",
         )
         .unwrap();
-        assert_eq!(reply.users_of("s3op_compat_b"), ["U1", "U2"]);
+        assert_eq!(reply.by_policy()["s3op_compat_b"], ["U1", "U2"]);
+        let all: PolicyEntitiesReply = parse_json(
+            br#"{"policyMappings":[{"policy":"a","users":["U2","U1","U2"]},{"policy":"b","users":null}]}"#,
+            "t",
+        )
+        .unwrap();
+        let all = all.by_policy();
+        assert_eq!((all["a"].as_slice(), all["b"].len()), (["U1".to_string(), "U2".to_string()].as_slice(), 0));
         let none: PolicyEntitiesReply = parse_json(br#"{"timestamp":"2026-01-01T00:00:00Z"}"#, "t").unwrap();
-        assert!(none.users_of("s3op_compat_b").is_empty());
+        assert!(none.by_policy().is_empty());
         let info: UserInfoReply = parse_json(br#"{"status":"disabled","updatedAt":"x"}"#, "t").unwrap();
         assert_eq!(info.status, "disabled");
     }
@@ -586,13 +608,6 @@ mod tests {
         let empty: ServiceAccounts = parse_json(br#"{"accounts":null}"#, "t").unwrap();
         assert!(empty.accounts.is_none());
 
-        let created: AddServiceAccountReply = parse_json(
-            br#"{"credentials":{"accessKey":"AK","secretKey":"SK","expiration":"1970-01-01T00:00:00Z"}}"#,
-            "t",
-        )
-        .unwrap();
-        assert_eq!((created.credentials.access_key.as_str(), created.credentials.secret_key.as_str()), ("AK", "SK"));
-
         let quota: BucketQuota = parse_json(br#"{"quota":0,"size":1048576,"quotatype":"hard"}"#, "t").unwrap();
         assert_eq!(quota.max_size(), Some(1 << 20));
         let old: BucketQuota = parse_json(br#"{"quota":5,"quotatype":"hard"}"#, "t").unwrap();
@@ -603,8 +618,8 @@ mod tests {
 
     #[test]
     fn request_bodies_have_madmin_field_names() {
-        let add = http::to_json(&AddServiceAccount { target_user: "u", access_key: None, secret_key: None }).unwrap();
-        assert_eq!(String::from_utf8(add).unwrap(), r#"{"targetUser":"u"}"#);
+        let add = http::to_json(&AddServiceAccount { target_user: "u", access_key: "AK", secret_key: "SK" }).unwrap();
+        assert_eq!(String::from_utf8(add).unwrap(), r#"{"targetUser":"u","accessKey":"AK","secretKey":"SK"}"#);
         let assoc = http::to_json(&PolicyAssociation { policies: vec!["p"], user: "u" }).unwrap();
         assert_eq!(String::from_utf8(assoc).unwrap(), r#"{"policies":["p"],"user":"u"}"#);
         let user = http::to_json(&AddUser { secret_key: "s", status: "enabled" }).unwrap();

@@ -109,7 +109,7 @@ impl CompatStore for Minio {
     }
 
     async fn bucket_owner(&self, bucket: &str) -> Result<Option<String>> {
-        let users = self.policy_users(&compat_policy_name(bucket)).await?;
+        let users = self.shared_policy_users(&compat_policy_name(bucket)).await?;
         // Several holders (attached by hand) is drift: reporting none makes the caller set the
         // owner, which detaches the others. A policy edited by hand grants nobody ReadWrite.
         let [user] = users.as_slice() else { return Ok(None) };
@@ -131,8 +131,8 @@ impl CompatStore for Minio {
         // Attached beside the user's other policies: the user keeps whatever it had.
         self.associate(owner, &[&name], true).await?;
         // Everyone else holding it loses it: `previous` if it still does, and any holder
-        // attached by hand. MinIO's own mapping is the truth, so no holder is missed.
-        for user in self.policy_users(&name).await?.into_iter().filter(|u| u != owner) {
+        // attached by hand (seen once the shared list of mappings is read again: seconds).
+        for user in self.shared_policy_users(&name).await?.into_iter().filter(|u| u != owner) {
             self.associate(&user, &[&name], false).await?;
         }
         Ok(())

@@ -76,11 +76,16 @@ pub struct Minio {
     // derivation (64 MiB, tens of ms of CPU). One bulk list of every user's keys, shared by the
     // reconciles of a burst, replaces one list per user.
     keys: Arc<Snapshot<BTreeMap<String, Vec<String>>>>,
+    // Who holds each policy, from one list of every mapping: a compatibility Secret's resync
+    // asks who holds its bucket's policy, and a list per Secret made a burst of Secrets one
+    // Argon2id queue that every tenant's work waited behind.
+    holders: Arc<Snapshot<BTreeMap<String, Vec<String>>>>,
     // Set when the server has no bulk list (before 2024): then keys are listed per user.
     no_bulk_keys: Arc<AtomicBool>,
 }
 
-/// How long one bulk key list serves other reconciles (see [`Minio`]).
+/// How long one bulk key list (or list of policy holders) serves other reconciles (see
+/// [`Minio`]).
 const KEYS_SNAPSHOT_TTL: Duration = Duration::from_secs(5);
 
 /// Name of the canned policy holding `user`'s grants.
@@ -101,6 +106,7 @@ impl Minio {
             markers,
             config,
             keys: Arc::new(Snapshot::new(KEYS_SNAPSHOT_TTL)),
+            holders: Arc::new(Snapshot::new(KEYS_SNAPSHOT_TTL)),
             no_bulk_keys: Arc::new(AtomicBool::new(false)),
         })
     }
