@@ -2,8 +2,9 @@
 //! operator process (the release binary, configured by environment as a cluster runs it) rolls
 //! out N S3Bucket + S3User pairs on a fresh store; the same backend calls are also made
 //! directly, with no Kubernetes, on another fresh store of the same kind (the floor); then the
-//! converged operator is watched for two resync intervals. Compatibility mode and start-up
-//! with existing objects are measured too. Writes `bench.md` and `bench.json`.
+//! converged operator is watched for two resync intervals. Compatibility mode, start-up with
+//! existing objects and (`--compat-burst`) a tenant's wait behind a burst of compatibility
+//! Secrets are measured too. Writes `bench.md` and `bench.json`.
 //!
 //! Both the operator and the floor reach their store through a [`proxy::CountingProxy`], so
 //! the store requests behind each `Backend` call are counted as well.
@@ -13,7 +14,7 @@ pub mod proxy;
 pub mod report;
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
@@ -48,7 +49,7 @@ use crate::{
     rollout::Rollout,
     stores::{Store, StoreKind, unique_name},
 };
-use metrics::{Scrape, Window};
+use metrics::{RssPeak, RssSampler, Scrape, Window};
 use proxy::{CountingProxy, Counts};
 
 /// Rollout size that adds the 10,000-pair memory figure (`--large`).
@@ -114,6 +115,12 @@ pub struct Options {
     /// each a ClusterS3Store. Default 250 (0 with --quick); 0 skips it.
     #[arg(long)]
     pub multi: Option<usize>,
+    /// Annotated Secrets of the compatibility-burst figure, for each selected store with
+    /// compatibility mode (versitygw, minio, garage; not aws): one operator in both modes,
+    /// these Secrets created in one namespace, then a tenant's S3Bucket + S3User (ReadWrite) in
+    /// another; how long the tenant waits for Ready while the Secrets converge. 0 skips it.
+    #[arg(long, default_value_t = 0)]
+    pub compat_burst: usize,
 }
 
 /// What a run measures, resolved from [`Options`].
@@ -138,6 +145,11 @@ pub struct Plan {
     pub cluster_store: bool,
     /// Pairs per store of the many-stores figure (0: not measured).
     pub multi: usize,
+    /// Compatibility Secrets of the burst figure (0: not measured).
+    pub compat_burst: usize,
+    /// Stores the burst figure runs on: those of `stores` with compatibility mode.
+    #[serde(serialize_with = "store_names")]
+    pub compat_burst_stores: Vec<StoreKind>,
 }
 
 impl Options {
@@ -186,6 +198,14 @@ impl Options {
         if self.concurrency == 0 || self.resync_secs == 0 || self.rollout_resync_secs == 0 {
             bail!("--concurrency, --resync-secs and --rollout-resync-secs must be at least 1");
         }
+        let compat_burst_stores: Vec<StoreKind> = if self.compat_burst > 0 {
+            stores.iter().copied().filter(|k| has_compat_mode(*k)).collect()
+        } else {
+            vec![]
+        };
+        if self.compat_burst > 0 && compat_burst_stores.is_empty() {
+            bail!("--compat-burst: none of the stores has compatibility mode (versitygw, minio, garage)");
+        }
         let cluster_store = match self.store_source.as_str() {
             "cluster" => true,
             "env" => false,
@@ -201,6 +221,8 @@ impl Options {
             floor: !self.no_floor,
             cluster_store,
             multi: self.multi.unwrap_or(if self.quick { 0 } else { 250 }),
+            compat_burst: self.compat_burst,
+            compat_burst_stores,
         })
     }
 
@@ -243,6 +265,12 @@ fn parse_store(s: &str) -> Result<StoreKind> {
     })
 }
 
+/// Whether the operator has compatibility mode on this store: AWS's IAM generates every access
+/// key itself, so the keys a compatibility Secret brings can never be given to a user there.
+fn has_compat_mode(kind: StoreKind) -> bool {
+    kind != StoreKind::Moto
+}
+
 /// The operator's name for a store kind (moto stands in for aws).
 /// One rollout of N pairs on one store.
 #[derive(Debug, Clone, Serialize)]
@@ -265,6 +293,8 @@ pub struct CrdRun {
     pub floor_requests: Counts,
     /// RSS when everything was Ready.
     pub converged_rss_mib: f64,
+    /// The largest RSS from first create until all Ready.
+    pub rollout_rss_peak: RssPeak,
     /// What the operator did from first create until all Ready.
     pub rollout: Window,
     /// CPU seconds the other processes on the machine used during the rollout: where the time
@@ -340,6 +370,35 @@ pub struct CompatRun {
     pub window: Window,
 }
 
+/// A tenant's S3Bucket + S3User created while a burst of compatibility Secrets converges, on
+/// one operator in both modes (every namespace watched, the store from its environment).
+#[derive(Debug, Clone, Serialize)]
+pub struct CompatBurstRun {
+    /// Backend name.
+    pub store: String,
+    /// Secrets in the burst.
+    pub n: usize,
+    /// RSS before anything was created.
+    pub idle_rss_mib: f64,
+    /// Time creating the Secrets took (the tenant's pair is created right after).
+    pub secrets_created_s: f64,
+    /// The tenant's S3Bucket: its create until it was Ready.
+    pub tenant_bucket_ready_s: f64,
+    /// The tenant's S3User: its create until it was Ready.
+    pub tenant_user_ready_s: f64,
+    /// Secrets processed (`s3_operator_secrets_processed_total`) when the S3User was Ready,
+    /// as last polled (every 100 ms).
+    pub secrets_processed_at_user_ready: f64,
+    /// First Secret create until every Secret was processed.
+    pub secrets_processed_s: f64,
+    /// Failed Secret flows (`s3_operator_errors_total`; each is retried).
+    pub secret_errors: f64,
+    /// The largest RSS from first create until the tenant was Ready and every Secret processed.
+    pub rss_peak: RssPeak,
+    /// What the operator did over that time.
+    pub window: Window,
+}
+
 impl CompatRun {
     /// Operator time over floor time.
     pub fn ratio(&self) -> f64 {
@@ -360,6 +419,8 @@ pub struct Report {
     pub compat: Option<CompatRun>,
     /// The many-stores figure.
     pub multi: Option<MultiRun>,
+    /// The compatibility-burst figure, one entry per store.
+    pub compat_burst: Vec<CompatBurstRun>,
     /// Parts that failed, with why; the rest of the run went on.
     pub failures: Vec<String>,
     /// Each part, in order: name, wall time, and the machine's 1-minute load average when it
@@ -384,6 +445,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         crd: Vec::new(),
         compat: None,
         multi: None,
+        compat_burst: Vec::new(),
         failures: Vec::new(),
         parts: Vec::new(),
         took_s: 0.0,
@@ -405,6 +467,14 @@ pub async fn run(opts: &Options) -> Result<Report> {
     if plan.compat > 0 {
         let part = format!("compatibility mode, {} Secrets", plan.compat);
         report.compat = run_part(&mut report, part, bench.compat(plan.compat)).await;
+        report.took_s = started.elapsed().as_secs_f64();
+        report::write(&report, &out)?;
+    }
+    for &kind in &plan.compat_burst_stores {
+        let part = format!("{} compatibility burst, {} Secrets", kind.backend_name(), plan.compat_burst);
+        if let Some(r) = run_part(&mut report, part, bench.compat_burst(kind, plan.compat_burst)).await {
+            report.compat_burst.push(r);
+        }
         report.took_s = started.elapsed().as_secs_f64();
         report::write(&report, &out)?;
     }
@@ -554,17 +624,26 @@ impl Bench<'_> {
         };
         env.extend(
             [
-                // S3OP_BENCH_LOG_LEVEL=debug explains a slow run, at some cost to its figures.
-                ("LOG_LEVEL", std::env::var("S3OP_BENCH_LOG_LEVEL").unwrap_or_else(|_| "warn".to_string())),
                 ("WATCH_NAMESPACE", namespace.to_string()),
                 ("CRD_MODE", crd.to_string()),
                 ("COMPAT_MODE", (!crd).to_string()),
-                ("RESYNC_INTERVAL", format!("{}s", resync.as_secs())),
-                ("RECONCILE_CONCURRENCY", self.plan.concurrency.to_string()),
             ]
             .map(|(k, v)| (k.to_string(), v)),
         );
+        env.extend(self.tuning_env(resync));
         env
+    }
+
+    /// Log level, resync interval and concurrency: what every operator of the bench is given.
+    fn tuning_env(&self, resync: Duration) -> Vec<(String, String)> {
+        [
+            // S3OP_BENCH_LOG_LEVEL=debug explains a slow run, at some cost to its figures.
+            ("LOG_LEVEL", std::env::var("S3OP_BENCH_LOG_LEVEL").unwrap_or_else(|_| "warn".to_string())),
+            ("RESYNC_INTERVAL", format!("{}s", resync.as_secs())),
+            ("RECONCILE_CONCURRENCY", self.plan.concurrency.to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v))
+        .to_vec()
     }
 
     async fn spawn(&self, env: Vec<(String, String)>, log: &str) -> Result<(OperatorProcess, f64)> {
@@ -609,12 +688,14 @@ impl Bench<'_> {
         // Its own process only: every peer and the operator are its descendants.
         let driver_cpu_before = metrics::cpu_seconds(std::process::id()).unwrap_or(0.0);
         let before = Scrape::take(&op, &proxied).await?;
+        let sampler = RssSampler::start(op.pid().context("the operator is not running")?);
         let started = Instant::now();
         let timeout = Duration::from_secs(300) + Duration::from_millis(300) * u32::try_from(n).unwrap_or(u32::MAX);
         let (applied, ready) = tokio::join!(
             rollout.apply(&self.client, APPLY_CONCURRENCY),
             wait_all_ready(&self.client, &rollout, timeout)
         );
+        let rollout_rss_peak = sampler.finish();
         let apply_s = applied.context("creating the pairs")?.as_secs_f64();
         if let Err(e) = ready {
             let dump = self.logs.join(format!("failed-{name}-{n}.metrics"));
@@ -638,8 +719,9 @@ impl Bench<'_> {
         );
         let ratio = floor_s.map_or_else(|| "no floor".to_string(), |f| format!("{:.2}x the floor", rollout_s / f));
         println!(
-            "operator: {n} pairs Ready in {rollout_s:.2}s ({:.1} pairs/s, {ratio}); RSS {idle_rss_mib:.1} MiB idle, {converged_rss_mib:.1} MiB converged",
+            "operator: {n} pairs Ready in {rollout_s:.2}s ({:.1} pairs/s, {ratio}); RSS {idle_rss_mib:.1} MiB idle, {converged_rss_mib:.1} MiB converged, peak {}",
             n as f64 / rollout_s,
+            report::rss_peak(&rollout_rss_peak),
         );
         op.terminate(Duration::from_secs(30)).await?;
 
@@ -671,6 +753,7 @@ impl Bench<'_> {
             floor_s,
             floor_requests,
             converged_rss_mib,
+            rollout_rss_peak,
             rollout: rollout_window,
             rollout_peer_cpu_s,
             restart,
@@ -734,14 +817,9 @@ impl Bench<'_> {
         }
         let proxied_refs: Vec<&Proxied> = proxied.iter().collect();
         let env = |resync: Duration| {
-            [
-                ("LOG_LEVEL", std::env::var("S3OP_BENCH_LOG_LEVEL").unwrap_or_else(|_| "warn".to_string())),
-                ("COMPAT_MODE", "false".to_string()),
-                ("RESYNC_INTERVAL", format!("{}s", resync.as_secs())),
-                ("RECONCILE_CONCURRENCY", self.plan.concurrency.to_string()),
-            ]
-            .map(|(k, v)| (k.to_string(), v))
-            .to_vec()
+            let mut env = vec![("COMPAT_MODE".to_string(), "false".to_string())];
+            env.extend(self.tuning_env(resync));
+            env
         };
         let log = self.logs.join("operator-multi.log");
         let mut op = OperatorProcess::spawn(&self.binary, cp.kubeconfig(), env(self.plan.rollout_resync), &log)?;
@@ -830,33 +908,8 @@ impl Bench<'_> {
         let before = Scrape::take(&op, &proxied).await?;
         let started = Instant::now();
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
-        let prefix = unique_name("c");
-        let create = stream::iter(0..n)
-            .map(|i| {
-                let secrets = secrets.clone();
-                let secret = compat_secret(i, &prefix);
-                async move { secrets.create(&PostParams::default(), &secret).await.map(|_| ()) }
-            })
-            .buffer_unordered(APPLY_CONCURRENCY)
-            .try_collect::<Vec<()>>();
-        let processed = async {
-            let deadline = Instant::now() + Duration::from_secs(600) + Duration::from_millis(300) * (n as u32);
-            loop {
-                let s = Scrape::take(&op, &proxied).await?;
-                if s.sum("s3_operator_secrets_processed_total") >= n as f64 {
-                    return Ok::<Scrape, anyhow::Error>(s);
-                }
-                if Instant::now() > deadline {
-                    bail!(
-                        "{} of {n} Secrets processed, {} errors\noperator log:\n{}",
-                        s.sum("s3_operator_secrets_processed_total"),
-                        s.sum("s3_operator_errors_total"),
-                        op.log_tail(20)
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        };
+        let create = create_compat_secrets(&secrets, n);
+        let processed = wait_secrets_processed(&op, &proxied, n, |_| {});
         let (created, processed) = tokio::join!(create, processed);
         created.context("creating the Secrets")?;
         let after = processed?;
@@ -874,6 +927,95 @@ impl Bench<'_> {
             floor_requests,
             rss_mib,
             window: Window::between(&before, &after),
+        })
+    }
+
+    /// `n` compatibility Secrets created at once in one namespace, then, as soon as they all
+    /// exist, a tenant's S3Bucket + S3User (ReadWrite) in another: how long the tenant waits
+    /// for Ready while the Secrets converge. One operator in both modes, the store from its
+    /// environment, every namespace watched: so a control plane of its own (the shared one
+    /// holds the other parts' objects).
+    async fn compat_burst(&self, kind: StoreKind, n: usize) -> Result<CompatBurstRun> {
+        let name = kind.backend_name();
+        let cp = ControlPlane::start().await?;
+        let client = cp.client().await?;
+        let proxied = Proxied::start(kind).await?;
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &cp.namespace(&format!("burst-{name}")).await?);
+        let tenant = Rollout::new(&cp.namespace(&format!("tenant-{name}")).await?, 1);
+        let mut env = proxied.env.clone();
+        env.extend([("CRD_MODE", "true"), ("COMPAT_MODE", "true")].map(|(k, v)| (k.to_string(), v.to_string())));
+        env.extend(self.tuning_env(self.plan.rollout_resync));
+        let log = self.logs.join(format!("operator-burst-{name}.log"));
+        let mut op = OperatorProcess::spawn(&self.binary, cp.kubeconfig(), env, &log)?;
+        op.wait_ready(Duration::from_secs(60)).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let idle_rss_mib = op.rss_mib()?;
+
+        let before = Scrape::take(&op, &proxied).await?;
+        let sampler = RssSampler::start(op.pid().context("the operator is not running")?);
+        let started = Instant::now();
+        let timeout = Duration::from_secs(600) + Duration::from_millis(300) * u32::try_from(n).unwrap_or(u32::MAX);
+        let tenant_run = async {
+            create_compat_secrets(&secrets, n).await.context("creating the Secrets")?;
+            let secrets_created_s = started.elapsed().as_secs_f64();
+            let create = async {
+                let bucket_at = Instant::now();
+                Api::<S3Bucket>::namespaced(client.clone(), &tenant.namespace)
+                    .create(&PostParams::default(), &tenant.bucket(0))
+                    .await?;
+                let user_at = Instant::now();
+                Api::<S3User>::namespaced(client.clone(), &tenant.namespace)
+                    .create(&PostParams::default(), &tenant.user(0))
+                    .await?;
+                Ok::<_, anyhow::Error>((bucket_at, user_at))
+            };
+            let (created, ready) = tokio::join!(create, wait_all_ready(&client, &tenant, timeout));
+            let (bucket_at, user_at) = created.context("creating the tenant's S3Bucket and S3User")?;
+            let ready = ready.map_err(|e| anyhow!("the tenant's pair: {e:#}\noperator log:\n{}", op.log_tail(20)))?;
+            let since = |at: Option<&Instant>, from: Instant| at.map(|at| at.saturating_duration_since(from));
+            let bucket_ready = since(ready.buckets.get("b0"), bucket_at).context("no Ready time for the S3Bucket")?;
+            let user_ready_at = *ready.users.get("u0").context("no Ready time for the S3User")?;
+            Ok::<_, anyhow::Error>((
+                secrets_created_s,
+                bucket_ready,
+                user_ready_at,
+                user_ready_at.saturating_duration_since(user_at),
+            ))
+        };
+        let mut polled: Vec<(Instant, f64)> = Vec::new();
+        let processed = wait_secrets_processed(&op, &proxied, n, |s| {
+            polled.push((s.at, s.sum("s3_operator_secrets_processed_total")));
+        });
+        let (tenant_run, processed) = tokio::join!(tenant_run, processed);
+        let rss_peak = sampler.finish();
+        let (secrets_created_s, bucket_ready, user_ready_at, user_ready) = tenant_run?;
+        let processed = processed?;
+        let secrets_processed_s = processed.at.saturating_duration_since(started).as_secs_f64();
+        let after = Scrape::take(&op, &proxied).await?;
+        let secrets_processed_at_user_ready =
+            polled.iter().rev().find(|(at, _)| *at <= user_ready_at).map_or(0.0, |(_, v)| *v);
+        let secret_errors = after.sum("s3_operator_errors_total") - before.sum("s3_operator_errors_total");
+        let window = Window::between(&before, &after);
+        println!(
+            "tenant: S3User Ready {:.2}s after its create ({secrets_processed_at_user_ready:.0} of {n} Secrets processed by then), S3Bucket {:.2}s; {n} Secrets created in {secrets_created_s:.2}s, all processed in {secrets_processed_s:.2}s; RSS {idle_rss_mib:.1} MiB idle, peak {}; operator CPU {:.2}s",
+            user_ready.as_secs_f64(),
+            bucket_ready.as_secs_f64(),
+            report::rss_peak(&rss_peak),
+            window.operator_cpu_s,
+        );
+        op.terminate(Duration::from_secs(30)).await?;
+        Ok(CompatBurstRun {
+            store: name.to_string(),
+            n,
+            idle_rss_mib,
+            secrets_created_s,
+            tenant_bucket_ready_s: bucket_ready.as_secs_f64(),
+            tenant_user_ready_s: user_ready.as_secs_f64(),
+            secrets_processed_at_user_ready,
+            secrets_processed_s,
+            secret_errors,
+            rss_peak,
+            window,
         })
     }
 }
@@ -946,6 +1088,49 @@ async fn cluster_store(
     Ok(())
 }
 
+/// Creates `n` compatibility Secrets (each a fresh bucket and account) in `secrets`' namespace,
+/// [`APPLY_CONCURRENCY`] at a time.
+async fn create_compat_secrets(secrets: &Api<Secret>, n: usize) -> Result<()> {
+    let prefix = unique_name("c");
+    stream::iter(0..n)
+        .map(|i| {
+            let secrets = secrets.clone();
+            let secret = compat_secret(i, &prefix);
+            async move { secrets.create(&PostParams::default(), &secret).await.map(|_| ()) }
+        })
+        .buffer_unordered(APPLY_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// Polls `op`'s metrics every 100 ms until `n` Secrets were processed
+/// (`s3_operator_secrets_processed_total`), handing each scrape to `polled`; returns the last.
+async fn wait_secrets_processed(
+    op: &OperatorProcess,
+    proxied: &Proxied,
+    n: usize,
+    mut polled: impl FnMut(&Scrape),
+) -> Result<Scrape> {
+    let deadline = Instant::now() + Duration::from_secs(600) + Duration::from_millis(300) * (n as u32);
+    loop {
+        let s = Scrape::take(op, proxied).await?;
+        polled(&s);
+        if s.sum("s3_operator_secrets_processed_total") >= n as f64 {
+            return Ok(s);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} of {n} Secrets processed, {} errors\noperator log:\n{}",
+                s.sum("s3_operator_secrets_processed_total"),
+                s.sum("s3_operator_errors_total"),
+                op.log_tail(20)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Secret `i` of the compatibility figure: a fresh bucket and account.
 fn compat_secret(i: usize, prefix: &str) -> Secret {
     let data = BTreeMap::from([
@@ -964,8 +1149,16 @@ fn compat_secret(i: usize, prefix: &str) -> Secret {
     }
 }
 
-/// Waits, through watches, until all of the rollout's S3Buckets and S3Users are Ready.
-async fn wait_all_ready(client: &Client, rollout: &Rollout, timeout: Duration) -> Result<()> {
+/// When each object of a rollout was first seen Ready, by name.
+#[derive(Debug, Default)]
+struct ReadyAt {
+    buckets: HashMap<String, Instant>,
+    users: HashMap<String, Instant>,
+}
+
+/// Waits, through watches, until all of the rollout's S3Buckets and S3Users are Ready; returns
+/// when each was first seen Ready.
+async fn wait_all_ready(client: &Client, rollout: &Rollout, timeout: Duration) -> Result<ReadyAt> {
     fn ready(conditions: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>) -> bool {
         conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
     }
@@ -981,6 +1174,7 @@ async fn wait_all_ready(client: &Client, rollout: &Rollout, timeout: Duration) -
         .boxed();
     let mut events = stream::select(b, u);
     let (mut ready_buckets, mut ready_users) = (HashSet::new(), HashSet::new());
+    let mut first = ReadyAt::default();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         match tokio::time::timeout_at(deadline, events.next()).await {
@@ -998,14 +1192,19 @@ async fn wait_all_ready(client: &Client, rollout: &Rollout, timeout: Duration) -
             // The watcher retries by itself; a failed request is no reason to stop.
             Ok(Some(Err(_))) => tokio::time::sleep(Duration::from_millis(200)).await,
             Ok(Some(Ok((is_bucket, name, is_ready)))) => {
-                let set = if is_bucket { &mut ready_buckets } else { &mut ready_users };
+                let (set, seen) = if is_bucket {
+                    (&mut ready_buckets, &mut first.buckets)
+                } else {
+                    (&mut ready_users, &mut first.users)
+                };
                 if is_ready {
+                    seen.entry(name.clone()).or_insert_with(Instant::now);
                     set.insert(name);
                 } else {
                     set.remove(&name);
                 }
                 if ready_buckets.len() >= rollout.n && ready_users.len() >= rollout.n {
-                    return Ok(());
+                    return Ok(first);
                 }
             }
         }

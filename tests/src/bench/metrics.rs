@@ -1,7 +1,14 @@
 //! Snapshots of the operator's `/metrics` and of the store requests the proxy counted, and
 //! what happened between two of them, by operation.
 
-use std::{collections::BTreeMap, time::Instant};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use anyhow::Result;
 use serde::Serialize;
@@ -101,6 +108,99 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the name.
     Ok((ticks(11) + ticks(12)) / clock_ticks())
+}
+
+/// How often [`RssSampler`] reads the process's resident memory.
+pub const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+/// The largest resident memory of a process over a stretch of time (a rollout, a burst).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct RssPeak {
+    /// The kernel's high-water mark (`VmHWM`) at the end of the stretch, reset to the resident
+    /// memory at its start (`clear_refs`): the true peak, which no sampling misses.
+    pub hwm_mib: f64,
+    /// Whether the high-water mark was reset at the start; if not, it covers the process's
+    /// whole life (for a fresh operator its idle memory, which is lower).
+    pub hwm_reset: bool,
+    /// The largest `VmRSS` read every 100 ms over the stretch.
+    pub sampled_max_mib: f64,
+    /// How many times `VmRSS` was read.
+    pub samples: usize,
+}
+
+/// Reads a process's `VmRSS` every [`RSS_SAMPLE_EVERY`] on a thread of its own (a busy runtime
+/// does not delay it), from [`RssSampler::start`] until [`RssSampler::finish`].
+#[derive(Debug)]
+pub struct RssSampler {
+    pid: u32,
+    hwm_reset: bool,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(f64, usize)>>,
+}
+
+impl RssSampler {
+    /// Resets the process's high-water mark to its resident memory now, and starts sampling.
+    pub fn start(pid: u32) -> RssSampler {
+        // `5` resets VmHWM (proc(5), clear_refs); our own child, so we may write it.
+        let hwm_reset = std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut max, mut samples) = (0.0_f64, 0);
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(kib) = proc_status_kib(pid, "VmRSS") {
+                        max = max.max(kib / 1024.0);
+                        samples += 1;
+                    }
+                    std::thread::park_timeout(RSS_SAMPLE_EVERY);
+                }
+                (max, samples)
+            })
+        };
+        RssSampler { pid, hwm_reset, stop, thread: Some(thread) }
+    }
+
+    /// Stops sampling; the peak since [`RssSampler::start`].
+    pub fn finish(mut self) -> RssPeak {
+        let hwm_kib = proc_status_kib(self.pid, "VmHWM");
+        let last_kib = proc_status_kib(self.pid, "VmRSS");
+        let (sampled, samples) = self.stop_thread();
+        // A last reading, so a stretch shorter than one interval still has one.
+        let sampled_max_mib = last_kib.map_or(sampled, |k| sampled.max(k / 1024.0));
+        RssPeak {
+            hwm_mib: hwm_kib.map_or(sampled_max_mib, |k| k / 1024.0),
+            hwm_reset: self.hwm_reset && hwm_kib.is_some(),
+            sampled_max_mib,
+            samples: samples + usize::from(last_kib.is_some()),
+        }
+    }
+
+    fn stop_thread(&mut self) -> (f64, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take() {
+            Some(t) => {
+                t.thread().unpark();
+                t.join().unwrap_or((0.0, 0))
+            }
+            None => (0.0, 0),
+        }
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on every Linux this runs on).
@@ -314,6 +414,24 @@ s3op_events_total{kind=\"S3User\",reason=\"Created\"} 1\n\
         let me = cpu_seconds(std::process::id()).unwrap();
         assert!(me >= 0.0, "{me}");
         assert_eq!(before.sum_where("s3op_reconciles_total", "kind=\"S3Bucket\""), 10.0);
+    }
+
+    #[test]
+    fn the_rss_sampler_reads_a_process_and_its_high_water_mark() {
+        // A sleeping child: every sample reads its memory, and the reset high-water mark
+        // (never below the resident memory) is at least the largest sample.
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let sampler = RssSampler::start(child.id());
+        std::thread::sleep(RSS_SAMPLE_EVERY * 3);
+        let peak = sampler.finish();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(peak.samples >= 2, "{peak:?}");
+        assert!(peak.sampled_max_mib > 0.0 && peak.hwm_mib > 0.0, "{peak:?}");
+        assert!(peak.hwm_reset, "{peak:?}");
+        assert!(peak.hwm_mib + 0.01 >= peak.sampled_max_mib, "{peak:?}");
+        assert!(proc_status_kib(std::process::id(), "VmRSS").is_some());
+        assert_eq!(proc_status_kib(std::process::id(), "NoSuchField"), None);
     }
 
     #[test]

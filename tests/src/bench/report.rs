@@ -5,8 +5,8 @@ use std::{collections::BTreeSet, fmt::Write as _, path::Path};
 use anyhow::{Context, Result};
 
 use super::{
-    CrdRun, Report,
-    metrics::{Window, kind_of},
+    CompatBurstRun, CrdRun, Report,
+    metrics::{RssPeak, Window, kind_of},
 };
 
 /// Targets of issue #8, reported beside the figures (never asserted).
@@ -53,6 +53,12 @@ pub fn steady_line(w: &Window, n: usize) -> String {
         per(w.events_total(), r),
         per(w.store_requests_total(), r),
     )
+}
+
+/// A peak of resident memory: the high-water mark, then the largest sample (MiB).
+pub fn rss_peak(p: &RssPeak) -> String {
+    let hwm = if p.hwm_reset { format!("{:.1}", p.hwm_mib) } else { format!("{:.1}*", p.hwm_mib) };
+    format!("{hwm} / {:.1}", p.sampled_max_mib)
 }
 
 fn table(out: &mut String, header: &[String], rows: &[(String, Vec<String>)]) {
@@ -144,6 +150,10 @@ figure come from a new operator process started on the converged pairs with the 
         table(&mut out, &["store request, per Secret".to_string(), "operator / floor".to_string()], &ops);
     }
 
+    if !report.compat_burst.is_empty() {
+        compat_burst_section(&mut out, &report.compat_burst);
+    }
+
     if let Some(m) = &report.multi {
         multi_section(&mut out, m);
     }
@@ -180,6 +190,7 @@ fn store_table(out: &mut String, runs: &[&CrdRun]) {
             r.ratio().map_or_else(|| SKIPPED.into(), |x| format!("**{x:.2}**"))
         }),
         row("RSS all Ready (MiB)", &|r| format!("{:.1}", r.converged_rss_mib)),
+        row("rollout: RSS peak (MiB), high-water mark / max sampled every 100 ms", &|r| rss_peak(&r.rollout_rss_peak)),
         row("rollout: reconciles per pair (S3Bucket + S3User)", &|r| {
             let n = r.n as f64;
             format!("{:.1} + {:.1}", r.rollout.reconciles_of("S3Bucket") / n, r.rollout.reconciles_of("S3User") / n)
@@ -420,4 +431,52 @@ fn multi_section(out: &mut String, m: &super::MultiRun) {
     ]);
     table(out, &["".to_string(), "value".to_string()], &rows);
     let _ = writeln!(out, "{}\n", steady_line(&m.steady, m.per_store * m.stores.len()));
+}
+
+/// The compatibility-burst figure: a tenant's pair created behind a burst of Secrets.
+fn compat_burst_section(out: &mut String, runs: &[CompatBurstRun]) {
+    out.push_str("## Compatibility burst: a tenant's S3User while compatibility Secrets converge\n\n");
+    out.push_str(
+        "One operator in both modes (CRD_MODE and COMPAT_MODE true, every namespace watched, the store from \
+its environment). The N annotated Secrets are created in one namespace, as fast as in the compatibility-mode \
+figure; once all exist, an S3Bucket and an S3User granted ReadWrite on it are created in another. The tenant's \
+times run from its own create, *all Secrets done* from the first Secret's create \
+(`s3_operator_secrets_processed_total`). *RSS peak*: the kernel's high-water mark over the burst / the largest \
+RSS sampled every 100 ms (* : the mark could not be reset and covers the process's life).\n\n",
+    );
+    let header = [
+        "store",
+        "N Secrets",
+        "Secrets created in (s)",
+        "tenant S3User Ready after (s)",
+        "tenant S3Bucket Ready after (s)",
+        "Secrets done when the S3User was Ready",
+        "all Secrets done (s)",
+        "operator RSS idle (MiB)",
+        "operator RSS peak (MiB)",
+        "operator CPU (s)",
+        "Secret errors / failed reconciles",
+    ]
+    .map(String::from);
+    let rows: Vec<(String, Vec<String>)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r.store.clone(),
+                vec![
+                    r.n.to_string(),
+                    fmt2(r.secrets_created_s),
+                    fmt2(r.tenant_user_ready_s),
+                    fmt2(r.tenant_bucket_ready_s),
+                    format!("{:.0}", r.secrets_processed_at_user_ready),
+                    fmt2(r.secrets_processed_s),
+                    format!("{:.1}", r.idle_rss_mib),
+                    rss_peak(&r.rss_peak),
+                    fmt2(r.window.operator_cpu_s),
+                    format!("{:.0} / {:.0}", r.secret_errors, r.window.reconcile_errors_total()),
+                ],
+            )
+        })
+        .collect();
+    table(out, &header, &rows);
 }
