@@ -179,9 +179,7 @@ impl Probe<'_> {
         };
         let admin = store.s3_client();
         let policy_before = admin.get_bucket_policy().bucket(bucket).send().await.ok().and_then(|p| p.policy);
-        let public = format!(
-            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":"*","Action":["s3:GetObject"],"Resource":["arn:aws:s3:::{bucket}/*"]}}]}}"#
-        );
+        let public = crate::stores::public_read_policy(bucket);
         if s3.put_bucket_policy().bucket(bucket).policy(public).send().await.is_ok() {
             return Err("a grant allowed PutBucketPolicy".into());
         }

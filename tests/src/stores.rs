@@ -903,6 +903,14 @@ pub fn random_hex(len: usize) -> String {
     out
 }
 
+/// A bucket policy granting everyone reads of `bucket`: what no grant may let a user set, and
+/// a policy the operator did not write.
+pub fn public_read_policy(bucket: &str) -> String {
+    format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":"*","Action":["s3:GetObject"],"Resource":["arn:aws:s3:::{bucket}/*"]}}]}}"#
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

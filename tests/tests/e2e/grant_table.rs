@@ -28,7 +28,7 @@ use aws_sdk_s3::{
 use s3op_backends::{Backend, BucketSpec, Credentials, Grant, Owner, Permission, UserSpec};
 use s3op_tests::{
     fixture::{self, shared_store},
-    stores::{Store, StoreKind, unique_name},
+    stores::{Store, StoreKind, public_read_policy, unique_name},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,13 +114,6 @@ struct Row {
 
 fn row(op: &'static str, request: impl Into<String>, outcome: Outcome) -> Row {
     Row { op, request: request.into(), outcome }
-}
-
-/// A bucket policy granting everyone reads: what a user must not be able to set.
-fn public_read(bucket: &str) -> String {
-    format!(
-        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":"*","Action":["s3:GetObject"],"Resource":["arn:aws:s3:::{bucket}/*"]}}]}}"#
-    )
 }
 
 /// A bucket policy that changes nothing (it denies reads under a prefix no object has), put by
@@ -396,7 +389,7 @@ impl Table<'_> {
         rows.push(row("GetBucketPolicy", format!("GET /{g}?policy"), outcome));
 
         let before = self.policy().await;
-        let outcome = match s3.put_bucket_policy().bucket(g).policy(public_read(g)).send().await {
+        let outcome = match s3.put_bucket_policy().bucket(g).policy(public_read_policy(g)).send().await {
             Ok(_) if self.policy().await != before => {
                 self.set_policy(before).await;
                 Outcome::allowed("")
@@ -404,7 +397,7 @@ impl Table<'_> {
             Ok(_) => Outcome::no_effect("the policy is unchanged"),
             Err(e) => refusal(&e),
         };
-        rows.push(row("PutBucketPolicy (public read)", format!("PUT /{g}?policy {}", public_read(g)), outcome));
+        rows.push(row("PutBucketPolicy (public read)", format!("PUT /{g}?policy {}", public_read_policy(g)), outcome));
 
         let before = self.policy().await;
         let outcome = match s3.delete_bucket_policy().bucket(g).send().await {

@@ -16,7 +16,7 @@ use s3op_api::{BucketAccess, DeletionPolicy, Permission, S3Bucket, S3BucketSpec,
 use s3op_tests::{
     fixture::{self, client, cp, start},
     operator::Operator,
-    stores::{Store, StoreKind, s3_config, unique_name},
+    stores::{Store, StoreKind, public_read_policy, s3_config, unique_name},
     wait::{HasConditions, Look, TIMEOUT, poll, wait_ready_condition, wait_until},
 };
 use serde::de::DeserializeOwned;
@@ -303,9 +303,7 @@ async fn versitygw_many_users_share_a_bucket_with_least_privilege() {
         assert!(s3.list_objects_v2().bucket(&shared).send().await.is_ok(), "{name} lists");
         let writes = put(s3, &shared, &format!("{name}.txt")).await;
         assert_eq!(writes, *name != "reader", "{name}: writes only with ReadWrite");
-        let public = format!(
-            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":"*","Action":["s3:GetObject"],"Resource":["arn:aws:s3:::{shared}/*"]}}]}}"#
-        );
+        let public = public_read_policy(&shared);
         assert!(s3.put_bucket_policy().bucket(&shared).policy(public).send().await.is_err(), "{name} set a policy");
         assert!(s3.delete_bucket_policy().bucket(&shared).send().await.is_err(), "{name} removed the policy");
         assert!(s3.delete_bucket().bucket(&shared).send().await.is_err(), "{name} deleted the bucket");
@@ -431,9 +429,7 @@ async fn versitygw_owner_based_grants_move_to_bucket_policies_without_a_gap() {
     assert!(ok >= 10, "too few requests to tell: {ok}");
     assert!(get(&s3, &data, "legacy.txt").await, "data from before the upgrade");
     assert!(s3.delete_bucket().bucket(&data).send().await.is_err(), "the owner still deletes the bucket");
-    let public = format!(
-        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":"*","Action":["s3:GetObject"],"Resource":["arn:aws:s3:::{data}/*"]}}]}}"#
-    );
+    let public = public_read_policy(&data);
     assert!(s3.put_bucket_policy().bucket(&data).policy(public).send().await.is_err(), "the owner set a policy");
     assert!(s3.delete_bucket_policy().bucket(&data).send().await.is_err(), "the owner dropped the policy");
     let record_body = admin.get_object().bucket(&markers).key(&record).send().await.unwrap();
@@ -472,9 +468,7 @@ async fn versitygw_a_bucket_policy_written_by_hand_is_reported_not_merged() {
     let data = wait_ready(&buckets, "data").await.status.unwrap().bucket_name.unwrap();
     wait_ready(&users, "app").await;
 
-    let by_hand = format!(
-        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":"*","Action":["s3:GetObject"],"Resource":["arn:aws:s3:::{data}/*"]}}]}}"#
-    );
+    let by_hand = public_read_policy(&data);
     store.s3_client().put_bucket_policy().bucket(&data).policy(&by_hand).send().await.unwrap();
     let u = wait_condition(&users, "app", "False", "Conflict").await;
     let conditions = &u.status.as_ref().unwrap().conditions;

@@ -179,6 +179,7 @@ impl VersityGw {
     /// owner has no rights of its own, and that policy is not ours to drop.
     pub(super) async fn hand_back(&self, bucket: &str) -> Result<()> {
         let _one_at_a_time = self.policy_locks.lock(Subject::Bucket, bucket).await;
+        // No user is asked about: only whether the policy is ours, and whom it grants.
         let principals = match self.bucket_policy(bucket, "").await? {
             BucketPolicy::NoBucket | BucketPolicy::Foreign { .. } => return Ok(()),
             BucketPolicy::Ours(principals) => principals,
