@@ -135,3 +135,148 @@ async fn aws_outage_is_retryable_and_fast() {
     let b = fixture::aws(&store).await;
     outage_is_retryable_and_fast(&mut store, &b).await;
 }
+
+/// A sealed MinIO admin call made with `access`/`secret` (an application's key here): the
+/// body encrypted with that key's secret, as MinIO expects of any caller.
+async fn minio_call_as(
+    store: &Store,
+    access: &str,
+    secret: &str,
+    method: &str,
+    path: &str,
+    plain: &[u8],
+) -> (u16, String) {
+    let password = secret.as_bytes().to_vec();
+    let plain = plain.to_vec();
+    let body =
+        tokio::task::spawn_blocking(move || s3op_backends::minio::madmin::encrypt_data(&password, &plain).unwrap())
+            .await
+            .unwrap();
+    let url = format!("{}{path}", store.endpoint());
+    let headers = s3op_backends::http::sigv4_headers(
+        method,
+        &url,
+        &body,
+        store.region(),
+        access,
+        &s3op_backends::SecretString::new(secret),
+    )
+    .unwrap();
+    let mut req = reqwest::Client::new().request(method.parse().unwrap(), &url);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let resp = req.body(body).send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap_or_default())
+}
+
+/// MinIO keys are known from the user's ledger record, checked with plain calls, so no resync
+/// opens an Argon2id reply: this holds only while nobody but the operator makes keys for the
+/// user. An application's key may not make, change or delete keys of its user (the victim's
+/// key keeps working), a key deleted by hand is seen gone, and a record written before keys
+/// were recorded is upgraded from MinIO's own list.
+#[tokio::test]
+async fn minio_keys_are_the_operators_alone() {
+    use s3op_backends::{
+        Credentials, Grant, Permission,
+        ledger::{Conditional, Ledger, Subject},
+    };
+    let store = start(StoreKind::Minio).await;
+    let markers = unique_name("s3op-markers");
+    let b = fixture::minio(&store, &markers);
+    let (bucket, user) = (unique_name("keys-b"), unique_name("keys-u"));
+    let bucket_owner = Owner::s3bucket("keys", &bucket, "uid-b");
+    let spec = BucketSpec {
+        name: bucket.clone(),
+        owner: bucket_owner,
+        versioning: None,
+        object_lock: false,
+        tags: Default::default(),
+        quota: None,
+    };
+    b.ensure_bucket(&spec, false).await.unwrap();
+    let owner = Owner::s3user("keys", &user, "uid-u");
+    b.ensure_user(&UserSpec { name: user.clone(), owner: owner.clone() }, false).await.unwrap();
+    b.set_grants(&user, &[Grant { bucket: bucket.clone(), permission: Permission::ReadWrite }]).await.unwrap();
+    let app = b.create_key(&user, None).await.unwrap();
+    let app_secret = app.secret_access_key.expose().to_string();
+    let keys_of = |b: &s3op_backends::minio::Minio| {
+        let (b, user) = (b.clone(), user.clone());
+        async move { b.describe_user(&user).await.unwrap().unwrap().access_key_ids }
+    };
+    assert_eq!(keys_of(&b).await, [app.access_key_id.clone()]);
+
+    let app_writes = |creds: Credentials| {
+        let (s3, bucket) =
+            (store.s3_client_with(&creds.access_key_id, creds.secret_access_key.expose()), bucket.clone());
+        async move { s3.put_object().bucket(bucket).key("k").body(b"v".to_vec().into()).send().await.is_ok() }
+    };
+    assert!(app_writes(app.clone()).await, "the application's key writes its bucket");
+
+    // The application tries to give itself a key no rotation would revoke, for its user and
+    // with no target (itself), and to change its own key's secret.
+    let minted = "MINTEDBYTHEAPP000001";
+    let as_app = |method: &'static str, path: String, body: String| {
+        let (store, access, secret) = (&store, app.access_key_id.clone(), app_secret.clone());
+        async move { minio_call_as(store, &access, &secret, method, &path, body.as_bytes()).await }
+    };
+    let mint = |target: String| {
+        let body = format!(r#"{{{target}"accessKey":"{minted}","secretKey":"minted-secret-0123456789"}}"#);
+        as_app("PUT", "/minio/admin/v3/add-service-account".into(), body)
+    };
+    for target in [format!(r#""targetUser":"{user}","#), String::new()] {
+        let (status, reply) = mint(target).await;
+        assert_eq!(status, 403, "an application made itself a key: {reply}");
+    }
+    let path = format!("/minio/admin/v3/update-service-account?accessKey={}", app.access_key_id);
+    let (status, reply) = as_app("POST", path, r#"{"newSecretKey":"changed-by-the-app-0"}"#.into()).await;
+    assert_eq!(status, 403, "an application changed its own key's secret: {reply}");
+    let minted_exists = || async {
+        let path = format!("/minio/admin/v3/user-info?accessKey={minted}");
+        store.signed_admin_call("GET", &path, Vec::new()).await.unwrap().0 != 404
+    };
+    assert!(!minted_exists().await, "the minted key exists");
+    assert!(app_writes(app.clone()).await, "the application's key still works");
+    assert_eq!(keys_of(&b).await, [app.access_key_id.clone()]);
+
+    // It is the denial that stops it: under the policy of an earlier version (grants only) the
+    // application could. The next set_grants writes the denial again.
+    let grants = [Grant { bucket: bucket.clone(), permission: Permission::ReadWrite }];
+    let older = s3op_backends::policy::policy_document("aws", &grants).unwrap();
+    let path = format!("/minio/admin/v3/add-canned-policy?name=s3op-{user}");
+    let (status, _) = store.signed_admin_call("PUT", &path, older.to_string().into_bytes()).await.unwrap();
+    assert_eq!(status, 200);
+    let (status, reply) = mint(format!(r#""targetUser":"{user}","#)).await;
+    assert_eq!(status, 200, "the policy without the denial: {reply}");
+    assert!(minted_exists().await);
+    assert_eq!(b.set_grants(&user, &grants).await.unwrap(), s3op_backends::Change::Updated);
+    let path = format!("/minio/admin/v3/delete-service-account?accessKey={minted}");
+    let (status, _) = store.signed_admin_call("DELETE", &path, Vec::new()).await.unwrap();
+    assert_eq!(status, 204);
+
+    // MinIO lets a key delete itself whatever the policy: it is seen gone, and the next key is
+    // recorded.
+    let path = format!("/minio/admin/v3/delete-service-account?accessKey={}", app.access_key_id);
+    let (status, reply) = as_app("DELETE", path, String::new()).await;
+    assert_eq!(status, 204, "{reply}");
+    assert!(keys_of(&b).await.is_empty(), "a deleted key is still listed");
+    let second = b.create_key(&user, None).await.unwrap();
+    assert_eq!(keys_of(&b).await, [second.access_key_id.clone()]);
+
+    // A record from an earlier version has no keys in its body: MinIO's list fills it in once.
+    let ledger = Ledger::new(store.s3_client(), "minio", markers.clone(), Conditional::Atomic);
+    ledger.record(Subject::User, &user, &owner, Vec::new(), || async { Ok(()) }).await.unwrap();
+    assert_eq!(keys_of(&b).await, [second.access_key_id.clone()], "an old record hides the user's key");
+    let body = ledger.read(Subject::User, &user).await.unwrap().unwrap().body;
+    assert_eq!(String::from_utf8(body).unwrap(), format!(r#"{{"keys":["{}"]}}"#, second.access_key_id));
+
+    // Rotation and deletion still go by MinIO's own list.
+    b.delete_key(&user, &second.access_key_id).await.unwrap();
+    assert!(keys_of(&b).await.is_empty());
+    let body = ledger.read(Subject::User, &user).await.unwrap().unwrap().body;
+    assert_eq!(String::from_utf8(body).unwrap(), r#"{"keys":[]}"#);
+    let third = b.create_key(&user, None).await.unwrap();
+    b.delete_user(&user).await.unwrap();
+    assert!(b.describe_user(&user).await.unwrap().is_none());
+    assert!(!app_writes(third).await, "a deleted user's key still works");
+}

@@ -285,6 +285,22 @@ impl Minio {
         parse_json(&body, "user-info").map(Some)
     }
 
+    /// True when `key` is a service account (or a temporary credential) on the server, with
+    /// the plain `user-info` call: MinIO refuses it for such a key with
+    /// `XMinioIAMActionNotAllowed` and answers `XMinioAdminNoSuchUser` for a name it does not
+    /// know. A regular user of that name is no key.
+    pub(super) async fn key_exists(&self, key: &str) -> Result<bool> {
+        let what = format!("access key {key}");
+        let answer =
+            self.send(Method::GET, &format!("/user-info?accessKey={}", encode(key)), Vec::new(), None, &what).await?;
+        match answer.code().as_str() {
+            "XMinioIAMActionNotAllowed" => Ok(true),
+            "XMinioAdminNoSuchUser" => Ok(false),
+            _ if answer.status == 404 => Ok(false),
+            _ => answer.into_result("user-info", &what).map(|_| false),
+        }
+    }
+
     pub(super) async fn require_user(&self, user: &str) -> Result<UserInfoReply> {
         self.user_info(user).await?.ok_or_else(|| BackendError::not_found(format!("user {user}")))
     }
@@ -392,18 +408,11 @@ impl Minio {
         });
     }
 
-    /// A new service account of the user (its parent), with the imported key and secret or
-    /// with new ones. The operator picks them itself, as MinIO would (20 characters of A–Z and
-    /// 0–9, a 40-character secret): MinIO seals its reply with Argon2id, which costs 64 MiB and
-    /// tens of milliseconds to open, for credentials we would then already know.
-    pub(super) async fn add_service_account(&self, user: &str, import: Option<&Credentials>) -> Result<Credentials> {
-        let creds = match import {
-            Some(c) => c.clone(),
-            None => Credentials {
-                access_key_id: http::generate_access_key(BACKEND)?,
-                secret_access_key: http::generate_secret(BACKEND)?,
-            },
-        };
+    /// A new service account `creds` of the user (its parent). The caller picks new keys
+    /// itself, as MinIO would (20 characters of A–Z and 0–9, a 40-character secret): MinIO
+    /// seals its reply with Argon2id, which costs 64 MiB and tens of milliseconds to open, for
+    /// credentials we would then already know.
+    pub(super) async fn add_service_account(&self, user: &str, creds: &Credentials) -> Result<()> {
         let plain = http::to_json(&AddServiceAccount {
             target_user: user,
             access_key: &creds.access_key_id,
@@ -412,7 +421,7 @@ impl Minio {
         let body = self.encrypt(plain, "add-service-account").await?;
         self.admin(Method::PUT, "/add-service-account", body, &format!("user {user}")).await?;
         self.key_changed(user, &creds.access_key_id, true);
-        Ok(creds)
+        Ok(())
     }
 
     /// Sets the secret of the user's existing service account `creds.access_key_id`.

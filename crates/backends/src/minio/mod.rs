@@ -11,6 +11,7 @@
 
 mod admin;
 mod compat;
+mod keys;
 pub mod madmin;
 
 use std::{
@@ -28,7 +29,7 @@ use crate::{
     claimed_users,
     compat::CompatStore,
     http,
-    ledger::{Conditional, Ledger, Subject},
+    ledger::{ClaimLocks, Conditional, Ledger, Subject},
     model::{
         BackendKind, BucketDeletion, BucketInfo, BucketSpec, Capabilities, Change, Credentials, Grant, Owner, Quota,
         UserInfo, UserSpec,
@@ -82,6 +83,8 @@ pub struct Minio {
     holders: Arc<Snapshot<BTreeMap<String, Vec<String>>>>,
     // Set when the server has no bulk list (before 2024): then keys are listed per user.
     no_bulk_keys: Arc<AtomicBool>,
+    // Serialise each read-change-write of a user's record of keys (see `keys`).
+    record_locks: ClaimLocks,
 }
 
 /// How long one bulk key list (or list of policy holders) serves other reconciles (see
@@ -91,6 +94,51 @@ const KEYS_SNAPSHOT_TTL: Duration = Duration::from_secs(5);
 /// Name of the canned policy holding `user`'s grants.
 fn policy_name(user: &str) -> String {
     format!("s3op-{user}")
+}
+
+/// The admin actions on service accounts a user's own keys are denied. MinIO lets a user (and
+/// each of its service accounts) make, change and delete service accounts of that user
+/// unless a policy denies it; a key made that way would outlive every rotation the operator
+/// makes, and the operator knows a user's keys from its own record (see `keys`).
+const KEY_ACTIONS: [&str; 3] =
+    ["admin:CreateServiceAccount", "admin:UpdateServiceAccount", "admin:RemoveServiceAccount"];
+
+/// The statement denying [`KEY_ACTIONS`]; admin statements name no resource.
+fn deny_key_actions() -> serde_json::Value {
+    serde_json::json!({"Effect": "Deny", "Action": KEY_ACTIONS})
+}
+
+/// The canned policy of a user granted `grants`: the grants, and no say over its own keys.
+/// `None` when there is nothing to grant.
+fn user_policy_document(grants: &[Grant]) -> Option<serde_json::Value> {
+    let mut doc = policy::policy_document("aws", grants)?;
+    doc.get_mut("Statement")?.as_array_mut()?.push(deny_key_actions());
+    Some(doc)
+}
+
+/// The grants of a user policy [`user_policy_document`] wrote; `None` for any other document,
+/// one without the denial (written by an older version) included.
+fn grants_from_user_policy(doc: &serde_json::Value) -> Option<Vec<Grant>> {
+    let statements = doc.get("Statement")?.as_array()?;
+    let is_denial = |st: &serde_json::Value| {
+        st.get("Effect").and_then(|e| e.as_str()) == Some("Deny")
+            && st.as_object().is_some_and(|o| o.keys().all(|k| matches!(k.as_str(), "Effect" | "Action")))
+            && st.get("Action").and_then(|a| a.as_array()).is_some_and(|a| {
+                let mut got: Vec<&str> = a.iter().filter_map(|x| x.as_str()).collect();
+                got.sort_unstable();
+                let mut want = KEY_ACTIONS.to_vec();
+                want.sort_unstable();
+                got == want && a.len() == KEY_ACTIONS.len()
+            })
+    };
+    let (denials, grants): (Vec<&serde_json::Value>, Vec<&serde_json::Value>) =
+        statements.iter().partition(|st| is_denial(st));
+    if denials.len() != 1 {
+        return None;
+    }
+    let mut rest = doc.clone();
+    *rest.get_mut("Statement")? = serde_json::Value::Array(grants.into_iter().cloned().collect());
+    policy::grants_from_document("aws", &rest)
 }
 
 impl Minio {
@@ -108,6 +156,7 @@ impl Minio {
             keys: Arc::new(Snapshot::new(KEYS_SNAPSHOT_TTL)),
             holders: Arc::new(Snapshot::new(KEYS_SNAPSHOT_TTL)),
             no_bulk_keys: Arc::new(AtomicBool::new(false)),
+            record_locks: ClaimLocks::default(),
         })
     }
 
@@ -139,12 +188,7 @@ impl Minio {
         if !info.policies().contains(&name) {
             return Ok(Vec::new());
         }
-        Ok(self
-            .canned_policy(&name)
-            .await?
-            .as_ref()
-            .and_then(|d| policy::grants_from_document("aws", d))
-            .unwrap_or_default())
+        Ok(self.canned_policy(&name).await?.as_ref().and_then(grants_from_user_policy).unwrap_or_default())
     }
 
     /// Converges the bucket's size quota to `wanted` (`None` leaves it alone). A limit on the
@@ -205,10 +249,15 @@ impl Backend for Minio {
 
     async fn describe_user(&self, name: &str) -> Result<Option<UserInfo>> {
         let Some(info) = self.user_info(name).await? else { return Ok(None) };
-        let owner = self.markers.holder(Subject::User, name).await?;
-        let access_key_ids = self.shared_service_accounts(name).await?;
+        let keys = self.user_keys(name).await?;
         let grants = self.grants(name, &info).await?;
-        Ok(Some(UserInfo { name: name.to_string(), owner, access_key_ids, grants, legacy_grants: Vec::new() }))
+        Ok(Some(UserInfo {
+            name: name.to_string(),
+            owner: keys.owner,
+            access_key_ids: keys.keys,
+            grants,
+            legacy_grants: Vec::new(),
+        }))
     }
 
     async fn ensure_user(&self, spec: &UserSpec, adopt: bool) -> Result<Change> {
@@ -224,7 +273,10 @@ impl Backend for Minio {
         }
         // A claim without a user (deleted behind our back) still names its holder; the claim
         // comes first, so a user without one would look foreign for ever.
-        claimed_users::claim(&self.markers, Subject::User, name, &spec.owner).await?;
+        if claimed_users::claim(&self.markers, Subject::User, name, &spec.owner).await? {
+            // A new record names the user's keys from the start: none yet.
+            self.write_key_record(name, &spec.owner, &[]).await?;
+        }
         // The user's own secret is kept nowhere: applications get service accounts.
         let secret = http::generate_secret(BACKEND)?;
         self.add_user(name, &secret).await?;
@@ -246,7 +298,16 @@ impl Backend for Minio {
                 return Ok(c.clone());
             }
         }
-        self.add_service_account(user, import).await
+        let creds = match import {
+            Some(c) => c.clone(),
+            None => Credentials {
+                access_key_id: http::generate_access_key(BACKEND)?,
+                secret_access_key: http::generate_secret(BACKEND)?,
+            },
+        };
+        self.record_new_key(user, &creds.access_key_id).await?;
+        self.add_service_account(user, &creds).await?;
+        Ok(creds)
     }
 
     async fn delete_key(&self, user: &str, access_key_id: &str) -> Result<()> {
@@ -255,7 +316,8 @@ impl Backend for Minio {
         if !self.service_accounts(user).await?.iter().any(|k| k == access_key_id) {
             return Ok(());
         }
-        self.delete_service_account(user, access_key_id).await
+        self.delete_service_account(user, access_key_id).await?;
+        self.record_key_gone(user, access_key_id).await
     }
 
     async fn set_grants(&self, user: &str, grants: &[Grant]) -> Result<Change> {
@@ -270,14 +332,14 @@ impl Backend for Minio {
             self.associate(user, &others, false).await?;
             change = Change::Updated;
         }
-        match policy::policy_document("aws", grants) {
+        match user_policy_document(grants) {
             Some(doc) => {
                 let wanted: Vec<Grant> = policy::normalise(grants)
                     .into_iter()
                     .map(|(bucket, permission)| Grant { bucket, permission })
                     .collect();
                 let current = self.canned_policy(&name).await?;
-                if current.as_ref().and_then(|d| policy::grants_from_document("aws", d)) != Some(wanted) {
+                if current.as_ref().and_then(grants_from_user_policy) != Some(wanted) {
                     self.put_canned_policy(&name, &doc).await?;
                     change = Change::Updated;
                 }
@@ -325,5 +387,47 @@ impl Backend for Minio {
         self.remove_canned_policy(&policy).await?;
         self.remove_user(name).await?;
         self.markers.release(Subject::User, name).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::model::Permission;
+
+    #[test]
+    fn a_user_policy_grants_and_denies_the_users_own_say_over_its_keys() {
+        let grants = vec![
+            Grant { bucket: "a".into(), permission: Permission::ReadOnly },
+            Grant { bucket: "b".into(), permission: Permission::ReadWrite },
+        ];
+        let doc = user_policy_document(&grants).unwrap();
+        let statements = doc["Statement"].as_array().unwrap();
+        assert_eq!(statements.last().unwrap(), &deny_key_actions());
+        assert_eq!(grants_from_user_policy(&doc), Some(grants.clone()));
+        assert!(user_policy_document(&[]).is_none());
+
+        // A document of an older version (no denial) is rewritten, as is one with the denial
+        // widened, narrowed or given twice.
+        let older = policy::policy_document("aws", &grants).unwrap();
+        assert_eq!(grants_from_user_policy(&older), None);
+        let edit = |f: &dyn Fn(&mut Vec<serde_json::Value>)| {
+            let mut d = doc.clone();
+            f(d["Statement"].as_array_mut().unwrap());
+            grants_from_user_policy(&d)
+        };
+        assert_eq!(edit(&|s| s.push(deny_key_actions())), None);
+        assert_eq!(
+            edit(&|s| s.last_mut().unwrap()["Action"] = serde_json::json!(["admin:CreateServiceAccount"])),
+            None
+        );
+        assert_eq!(edit(&|s| s.last_mut().unwrap()["Effect"] = serde_json::json!("Allow")), None);
+        assert_eq!(edit(&|s| s.last_mut().unwrap()["Resource"] = serde_json::json!(["arn:aws:s3:::*"])), None);
+        // Reordered, it is still ours.
+        let mut actions = KEY_ACTIONS.to_vec();
+        actions.reverse();
+        assert_eq!(edit(&|s| s.rotate_right(1)), Some(grants.clone()));
+        assert_eq!(edit(&|s| s.last_mut().unwrap()["Action"] = serde_json::json!(actions)), Some(grants.clone()));
     }
 }
