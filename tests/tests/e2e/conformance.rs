@@ -204,7 +204,7 @@ async fn minio_keys_are_the_operators_alone() {
         let (b, user) = (b.clone(), user.clone());
         async move { b.describe_user(&user).await.unwrap().unwrap().access_key_ids }
     };
-    assert_eq!(keys_of(&b).await, [app.access_key_id.clone()]);
+    assert_eq!(keys_of(&b).await, std::slice::from_ref(&app.access_key_id));
 
     let app_writes = |creds: Credentials| {
         let (s3, bucket) =
@@ -237,7 +237,7 @@ async fn minio_keys_are_the_operators_alone() {
     };
     assert!(!minted_exists().await, "the minted key exists");
     assert!(app_writes(app.clone()).await, "the application's key still works");
-    assert_eq!(keys_of(&b).await, [app.access_key_id.clone()]);
+    assert_eq!(keys_of(&b).await, std::slice::from_ref(&app.access_key_id));
 
     // It is the denial that stops it: under the policy of an earlier version (grants only) the
     // application could. The next set_grants writes the denial again.
@@ -261,12 +261,12 @@ async fn minio_keys_are_the_operators_alone() {
     assert_eq!(status, 204, "{reply}");
     assert!(keys_of(&b).await.is_empty(), "a deleted key is still listed");
     let second = b.create_key(&user, None).await.unwrap();
-    assert_eq!(keys_of(&b).await, [second.access_key_id.clone()]);
+    assert_eq!(keys_of(&b).await, std::slice::from_ref(&second.access_key_id));
 
     // A record from an earlier version has no keys in its body: MinIO's list fills it in once.
     let ledger = Ledger::new(store.s3_client(), "minio", markers.clone(), Conditional::Atomic);
     ledger.record(Subject::User, &user, &owner, Vec::new(), || async { Ok(()) }).await.unwrap();
-    assert_eq!(keys_of(&b).await, [second.access_key_id.clone()], "an old record hides the user's key");
+    assert_eq!(keys_of(&b).await, std::slice::from_ref(&second.access_key_id), "an old record hides the user's key");
     let body = ledger.read(Subject::User, &user).await.unwrap().unwrap().body;
     assert_eq!(String::from_utf8(body).unwrap(), format!(r#"{{"keys":["{}"]}}"#, second.access_key_id));
 
@@ -279,4 +279,76 @@ async fn minio_keys_are_the_operators_alone() {
     b.delete_user(&user).await.unwrap();
     assert!(b.describe_user(&user).await.unwrap().is_none());
     assert!(!app_writes(third).await, "a deleted user's key still works");
+}
+
+/// On MinIO a compatibility bucket's ledger record names the accounts holding its policy, so
+/// a Secret's resync asks MinIO's plain `user-info` instead of its sealed list. A key change
+/// moves the bucket and the old account loses it (the data stays); a record from an earlier
+/// version, or a holder attached by hand to one, is read from MinIO's list once; and MinIO
+/// refuses to remove an attached policy (what lets a missing policy mean "no holders").
+#[tokio::test]
+async fn minio_compat_owners_are_recorded() {
+    use s3op_backends::{
+        CompatAccount, SecretString,
+        compat::provision,
+        ledger::{Conditional, Ledger, Subject},
+    };
+    let store = start(StoreKind::Minio).await;
+    let markers = unique_name("s3op-markers");
+    let b = fixture::minio(&store, &markers);
+    let bucket = unique_name("compat-b");
+    let claimant = Owner::secret("legacy", "app", "uid-secret");
+    let account = |n: u8| CompatAccount {
+        access_key: format!("COMPATAK{n}{}", unique_name("x").replace('-', "").to_uppercase()),
+        secret_key: SecretString::new(format!("compat-secret-{n}-0123456789")),
+        role: "user".into(),
+        user_id: 0,
+        group_id: 0,
+    };
+    let (first, second) = (account(1), account(2));
+    let ledger = Ledger::new(store.s3_client(), "minio", markers.clone(), Conditional::Atomic);
+    let holders =
+        || async { String::from_utf8(ledger.read(Subject::Bucket, &bucket).await.unwrap().unwrap().body).unwrap() };
+    let writes = |a: &CompatAccount| {
+        let s3 = store.s3_client_with(&a.access_key, a.secret_key.expose());
+        let bucket = bucket.clone();
+        async move { s3.put_object().bucket(bucket).key("probe").body(b"v".to_vec().into()).send().await.is_ok() }
+    };
+
+    let made = provision(&b, &claimant, &first, &bucket, false).await.unwrap();
+    assert!(made.user_created && made.bucket_created, "{made:?}");
+    assert_eq!(holders().await, format!(r#"{{"holders":["{}"]}}"#, first.access_key));
+    assert!(writes(&first).await);
+    assert!(provision(&b, &claimant, &first, &bucket, false).await.unwrap().unchanged());
+
+    let path = format!("/minio/admin/v3/remove-canned-policy?name=s3op_compat_{bucket}");
+    let (status, reply) = store.signed_admin_call("DELETE", &path, Vec::new()).await.unwrap();
+    assert!(!(200..300).contains(&status), "MinIO removed an attached policy: {}", String::from_utf8_lossy(&reply));
+
+    // The Secret's key changes: the bucket moves, the first account loses it, the data stays.
+    let moved = provision(&b, &claimant, &second, &bucket, false).await.unwrap();
+    assert_eq!(moved.owner_changed, Some(Some(first.access_key.clone())));
+    assert_eq!(holders().await, format!(r#"{{"holders":["{}"]}}"#, second.access_key));
+    assert!(!writes(&first).await, "the old account still writes the bucket");
+    assert!(writes(&second).await);
+    let kept = store.s3_client().get_object().bucket(&bucket).key("probe").send().await;
+    assert!(kept.is_ok(), "the bucket's object is gone");
+
+    // A record from an earlier version, with the first account attached again by hand: MinIO's
+    // list is read (by a fresh backend: the list is shared for seconds), the hand-made holder
+    // loses the policy and the record names the owner again.
+    let path = format!(
+        "/minio/admin/v3/set-user-or-group-policy?policyName=s3op_compat_{bucket}&userOrGroup={}&isGroup=false",
+        first.access_key
+    );
+    assert_eq!(store.signed_admin_call("PUT", &path, Vec::new()).await.unwrap().0, 200);
+    assert!(writes(&first).await, "the hand-made attachment");
+    ledger.record(Subject::Bucket, &bucket, &claimant, Vec::new(), || async { Ok(()) }).await.unwrap();
+    let fresh = fixture::minio(&store, &markers);
+    let repaired = provision(&fresh, &claimant, &second, &bucket, false).await.unwrap();
+    assert!(repaired.owner_changed.is_some(), "{repaired:?}");
+    assert_eq!(holders().await, format!(r#"{{"holders":["{}"]}}"#, second.access_key));
+    assert!(!writes(&first).await, "the hand-made holder still writes the bucket");
+    assert!(writes(&second).await);
+    assert!(provision(&fresh, &claimant, &second, &bucket, false).await.unwrap().unchanged());
 }

@@ -1,10 +1,19 @@
 //! Compatibility mode on MinIO: an account is a MinIO user whose access key and secret are
 //! the Secret's; owning a bucket is having its policy `s3op_compat_<bucket>` (ReadWrite on that
 //! bucket) attached. Roles and POSIX ids do not exist on MinIO and are ignored.
+//!
+//! Who holds a policy MinIO tells only in an Argon2id-sealed list (`policy-entities`), and a
+//! resync of every Secret asks who owns its bucket. So the bucket's ledger record names, in
+//! its body, the accounts the operator attached the policy to (each written *before* it is
+//! attached), and a resync reads each named account's plain `user-info`. The list is opened
+//! only for a bucket whose record names nobody yet (claimed before holders were recorded, or
+//! not claimed: adoption is judged by the store's own word), and then the record is filled
+//! in. A holder an administrator attaches by hand to a recorded bucket is not seen; MinIO
+//! refuses to remove a policy that is attached, so a missing policy has no holders.
 
 use async_trait::async_trait;
 
-use super::Minio;
+use super::{Minio, record};
 use crate::{
     BackendError, Result,
     compat::{AccountState, CompatAccount, CompatStore},
@@ -21,6 +30,9 @@ use crate::{
 fn compat_policy_name(bucket: &str) -> String {
     format!("{COMPAT_POLICY_PREFIX}{bucket}")
 }
+
+/// Where a compatibility bucket's record body lists the accounts holding its policy.
+const HOLDERS: &str = "holders";
 
 /// What every compatibility policy's name starts with.
 pub(super) const COMPAT_POLICY_PREFIX: &str = "s3op_compat_";
@@ -48,6 +60,52 @@ impl Minio {
         let wanted = vec![Grant { bucket: bucket.to_string(), permission: Permission::ReadWrite }];
         let current = self.canned_policy(&compat_policy_name(bucket)).await?;
         Ok(current.as_ref().and_then(|d| policy::grants_from_document("aws", d)) == Some(wanted))
+    }
+
+    /// The claim on the bucket and the holders its record names (`None`: names nobody yet).
+    async fn recorded_holders(&self, bucket: &str) -> Result<(Option<Owner>, Option<Vec<String>>)> {
+        match self.markers.read(Subject::Bucket, bucket).await? {
+            Some(r) => Ok((r.owner, record::names(&r.body, HOLDERS))),
+            None => Ok((None, None)),
+        }
+    }
+
+    async fn record_holders(&self, bucket: &str, claimant: &Owner, holders: &[String]) -> Result<()> {
+        let body = record::body(HOLDERS, holders)?;
+        self.markers.record(Subject::Bucket, bucket, claimant, body, || self.markers.create_bucket()).await
+    }
+
+    /// Of `accounts`, those holding `policy`, by their plain `user-info`.
+    async fn holding(&self, accounts: &[String], policy: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for account in accounts {
+            match self.user_info(account).await {
+                Ok(Some(info)) if info.policies().iter().any(|p| p == policy) => out.push(account.clone()),
+                // Gone, or no longer a user (a service account now): holds nothing.
+                Ok(_) | Err(BackendError::NotOwned { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Everyone holding the bucket's compatibility policy: the recorded accounts that still do
+    /// or, for a record that names nobody yet, MinIO's sealed list, recorded then for the next
+    /// time. The caller holds the bucket's record lock.
+    async fn compat_holders_locked(&self, bucket: &str) -> Result<Vec<String>> {
+        let name = compat_policy_name(bucket);
+        let (claimant, recorded) = self.recorded_holders(bucket).await?;
+        if let Some(recorded) = recorded {
+            return self.holding(&recorded, &name).await;
+        }
+        if self.canned_policy(&name).await?.is_none() {
+            return Ok(Vec::new());
+        }
+        let holders = self.shared_policy_users(&name).await?;
+        if let Some(claimant) = claimant {
+            self.record_holders(bucket, &claimant, &holders).await?;
+        }
+        Ok(holders)
     }
 }
 
@@ -109,7 +167,10 @@ impl CompatStore for Minio {
     }
 
     async fn bucket_owner(&self, bucket: &str) -> Result<Option<String>> {
-        let users = self.shared_policy_users(&compat_policy_name(bucket)).await?;
+        let users = {
+            let _only_writer = self.record_locks.lock(Subject::Bucket, bucket).await;
+            self.compat_holders_locked(bucket).await?
+        };
         // Several holders (attached by hand) is drift: reporting none makes the caller set the
         // owner, which detaches the others. A policy edited by hand grants nobody ReadWrite.
         let [user] = users.as_slice() else { return Ok(None) };
@@ -119,9 +180,23 @@ impl CompatStore for Minio {
         Ok(Some(user.clone()))
     }
 
-    async fn change_bucket_owner(&self, bucket: &str, owner: &str, _previous: Option<&str>) -> Result<()> {
+    async fn change_bucket_owner(&self, bucket: &str, owner: &str, previous: Option<&str>) -> Result<()> {
         self.markers.refuse_own_bucket(bucket)?;
+        let _only_writer = self.record_locks.lock(Subject::Bucket, bucket).await;
         let name = compat_policy_name(bucket);
+        let mut holders = self.compat_holders_locked(bucket).await?;
+        if let Some(previous) = previous.filter(|p| !holders.iter().any(|h| h == p)) {
+            holders.extend(self.holding(&[previous.to_string()], &name).await?);
+        }
+        // The record names the new holder before it holds anything, so no cut leaves a holder
+        // the record does not name. The caller claimed the bucket first.
+        let claimant = self.recorded_holders(bucket).await?.0.ok_or_else(|| BackendError::NotOwned {
+            what: format!("bucket {bucket}"),
+            detail: "it has no claim in the operator's ledger".into(),
+        })?;
+        let mut named = holders.clone();
+        named.push(owner.to_string());
+        self.record_holders(bucket, &claimant, &named).await?;
         if !self.compat_policy_current(bucket).await? {
             let grants = [Grant { bucket: bucket.to_string(), permission: Permission::ReadWrite }];
             let doc = policy::policy_document("aws", &grants)
@@ -130,12 +205,12 @@ impl CompatStore for Minio {
         }
         // Attached beside the user's other policies: the user keeps whatever it had.
         self.associate(owner, &[&name], true).await?;
-        // Everyone else holding it loses it: `previous` if it still does, and any holder
-        // attached by hand (seen once the shared list of mappings is read again: seconds).
-        for user in self.shared_policy_users(&name).await?.into_iter().filter(|u| u != owner) {
-            self.associate(&user, &[&name], false).await?;
+        // Everyone else holding it loses it: `previous` if it still does, and whoever else
+        // the record (or, once, MinIO's list) names.
+        for user in holders.iter().filter(|u| *u != owner) {
+            self.associate(user, &[&name], false).await?;
         }
-        Ok(())
+        self.record_holders(bucket, &claimant, &[owner.to_string()]).await
     }
 
     async fn privileged(&self, access_key: &str) -> Result<Option<String>> {

@@ -21,32 +21,14 @@
 //! A record from before this (an empty body) is upgraded once, from the encrypted list, under
 //! the same per-user lock as every other change of the record, so no two writers lose a key.
 
-use serde::{Deserialize, Serialize};
-
-use super::Minio;
+use super::{Minio, record};
 use crate::{BackendError, Result, ledger::Subject, model::Owner};
 
-/// The body of a MinIO user's ledger record.
-#[derive(Serialize, Deserialize, Debug, Default, PartialEq, Eq)]
-struct UserRecord {
-    /// The user's access keys the operator made (or found when it upgraded the record).
-    keys: Vec<String>,
-}
+/// Where a user's record body lists its keys.
+const KEYS: &str = "keys";
 
-/// The keys a record's body names, sorted; `None` for a body that names none (a record written
-/// before keys were recorded, or one that is not ours to read).
 fn decode(body: &[u8]) -> Option<Vec<String>> {
-    let mut record: UserRecord = serde_json::from_slice(body).ok()?;
-    record.keys.sort();
-    record.keys.dedup();
-    Some(record.keys)
-}
-
-fn encode(keys: &[String]) -> Result<Vec<u8>> {
-    let mut keys = keys.to_vec();
-    keys.sort();
-    keys.dedup();
-    serde_json::to_vec(&UserRecord { keys }).map_err(|e| BackendError::InvalidInput(format!("user record: {e}")))
+    record::names(body, KEYS)
 }
 
 /// The user's record as read: who holds it, and the keys it names.
@@ -73,7 +55,9 @@ impl Minio {
     }
 
     pub(super) async fn write_key_record(&self, user: &str, owner: &Owner, keys: &[String]) -> Result<()> {
-        self.markers.record(Subject::User, user, owner, encode(keys)?, || self.markers.create_bucket()).await
+        self.markers
+            .record(Subject::User, user, owner, record::body(KEYS, keys)?, || self.markers.create_bucket())
+            .await
     }
 
     /// The claim on the user and its keys that exist: the recorded ones MinIO still has.
@@ -120,23 +104,5 @@ impl Minio {
         }
         let keys: Vec<String> = keys.into_iter().filter(|k| k != key).collect();
         self.write_key_record(user, &owner, &keys).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn keys_round_trip_and_an_old_record_names_none() {
-        let body = encode(&["K2".into(), "K1".into(), "K2".into()]).unwrap();
-        assert_eq!(String::from_utf8(body.clone()).unwrap(), r#"{"keys":["K1","K2"]}"#);
-        assert_eq!(decode(&body), Some(vec!["K1".to_string(), "K2".to_string()]));
-        assert_eq!(decode(br#"{"keys":[]}"#), Some(Vec::new()));
-        // Records written before keys were recorded have an empty body: upgraded, not empty.
-        assert_eq!(decode(b""), None);
-        assert_eq!(decode(b"[]"), None);
-        assert_eq!(decode(br#"{"grants":[]}"#), None);
     }
 }

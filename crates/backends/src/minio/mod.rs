@@ -13,6 +13,7 @@ mod admin;
 mod compat;
 mod keys;
 pub mod madmin;
+mod record;
 
 use std::{
     collections::BTreeMap,
