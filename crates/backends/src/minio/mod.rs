@@ -100,7 +100,8 @@ fn policy_name(user: &str) -> String {
 /// The admin actions on service accounts a user's own keys are denied. MinIO lets a user (and
 /// each of its service accounts) make, change and delete service accounts of that user
 /// unless a policy denies it; a key made that way would outlive every rotation the operator
-/// makes, and the operator knows a user's keys from its own record (see `keys`).
+/// makes, and the operator knows a user's keys from its own record (see `keys`). A key may
+/// still delete itself whatever the policy says (measured); the next resync sees it gone.
 const KEY_ACTIONS: [&str; 3] =
     ["admin:CreateServiceAccount", "admin:UpdateServiceAccount", "admin:RemoveServiceAccount"];
 
