@@ -1,8 +1,11 @@
-//! `cargo xtask crdgen [--check]`: the CRD YAML is generated from `crates/api`, never edited by hand.
+//! `cargo xtask crdgen [--check]`: the CRD YAML is generated from `crates/api`, never edited by
+//! hand: the chart's CRD templates and `deploy/crds.yaml`.
 
 use std::{fs, path::PathBuf};
 
 use anyhow::{Context, bail};
+
+use s3op_tests::chart;
 
 use crate::workspace_root;
 
@@ -16,13 +19,11 @@ fn expected() -> anyhow::Result<Vec<(PathBuf, String)>> {
     let root = workspace_root();
     let mut all = String::from(HEADER);
     let mut files = Vec::new();
+    let templates = root.join(chart::CHART_DIR).join(chart::CRD_TEMPLATES);
     for crd in s3op_api::crds() {
         let yaml = yaml_serde::to_string(&crd).context("serialising a CRD to YAML")?;
         let name = crd.spec.names.plural.clone();
-        files.push((
-            root.join("charts/s3-resource-operator/crds").join(format!("{name}.yaml")),
-            format!("{HEADER}{yaml}"),
-        ));
+        files.push((templates.join(format!("{name}.yaml")), chart::crd_template(&crd)?));
         all.push_str("---\n");
         all.push_str(&yaml);
     }

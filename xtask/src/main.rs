@@ -13,7 +13,7 @@ const HELP: &str = "\
 cargo xtask <command>
 
 commands:
-  crdgen [--check]   write the CRD YAML (charts/…/crds/*.yaml, deploy/crds.yaml); --check fails if stale
+  crdgen [--check]   write the CRD YAML (charts/…/templates/crds/*.yaml, deploy/crds.yaml); --check fails if stale
   render [--check]   write deploy/operator.yaml (the Helm chart rendered by the pinned helm); --check fails if stale
   ci                 the full test command: fmt, clippy, crdgen --check, render --check, tests
   peers [--list]     install the pinned test peers (kube-apiserver, etcd, stores, moto) into the cache

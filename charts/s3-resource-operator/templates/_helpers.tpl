@@ -152,6 +152,11 @@ value to set. Included by the Deployment, which every configuration renders.
 {{- if and .Values.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
 {{- fail "serviceMonitor.enabled needs metrics.service.enabled=true: the ServiceMonitor scrapes the metrics Service" }}
 {{- end }}
+{{- range $key, $_ := include "s3-resource-operator.selectorLabels" . | fromYaml }}
+{{- if hasKey $.Values.podLabels $key }}
+{{- fail (printf "podLabels.%s: the chart sets this label itself (the Deployment selects its pods by it)" $key) }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*

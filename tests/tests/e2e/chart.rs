@@ -559,7 +559,7 @@ fn new_values_reach_the_operator_environment() {
         ("MARKER_BUCKET", "s3-resource-operator-markers"),
         ("RESYNC_INTERVAL", "5m"),
         ("RECONCILE_CONCURRENCY", "8"),
-        ("LOG_FORMAT", "text"),
+        ("LOG_FORMAT", "json"),
         ("LEADER_ELECTION", "true"),
         ("LEADER_ELECTION_LEASE_NAME", "s3op-s3-resource-operator"),
         ("LEADER_ELECTION_LEASE_DURATION", "15s"),
@@ -1194,11 +1194,19 @@ async fn install_notes_say_what_to_do_next() {
         ("notes-existing", existing(), "kubectl -n NS create secret generic my-s3-admin"),
     ] {
         let ns = cp.namespace(name).await.unwrap();
-        let mut args: Vec<String> =
-            ["install", "s3op", chart::CHART_DIR, "--namespace", &ns, "--dry-run=server", "--skip-crds"]
-                .iter()
-                .map(|s| (*s).to_string())
-                .collect();
+        let mut args: Vec<String> = [
+            "install",
+            "s3op",
+            chart::CHART_DIR,
+            "--namespace",
+            &ns,
+            "--dry-run=server",
+            "--set",
+            "crds.install=false",
+        ]
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect();
         args.push(format!("--kubeconfig={}", cp.kubeconfig().display()));
         args.extend(values);
         let out = chart::helm(&args).unwrap();
@@ -1218,4 +1226,181 @@ async fn install_notes_say_what_to_do_next() {
     }
     // The events command the NOTES give is one the API server takes.
     kubectl_ok(cp, &["get", "events", "-n", "default", "--field-selector", "reportingComponent=s3-resource-operator"]);
+}
+
+/// Copies the chart to a temporary folder, where a test may change it as a new version would.
+fn chart_copy() -> TempDir {
+    fn copy(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).unwrap();
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    copy(&s3op_tests::workspace_root().join(chart::CHART_DIR), &dir.path().join("s3-resource-operator"));
+    dir
+}
+
+/// The CRDs are templates: installed with the release, upgraded by `helm upgrade` (a schema
+/// change of a new version reaches the server), kept with their objects by `helm uninstall`.
+/// On its own control plane, whose CRDs were applied beforehand as `kubectl apply -f
+/// deploy/crds.yaml` (or chart 0.1) leaves them: they are handed to the release the way the
+/// chart README says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crds_upgrade_with_the_release_and_stay_on_uninstall() {
+    let cp = ControlPlane::start().await.unwrap();
+    let ns = cp.namespace("crd-upgrade").await.unwrap();
+    let crds: Vec<String> = s3op_api::crds().iter().map(|c| c.metadata.name.clone().unwrap()).collect();
+    for crd in &crds {
+        kubectl_ok(&cp, &["label", "crd", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite"]);
+        let release = "meta.helm.sh/release-name=s3op".to_string();
+        let namespace = format!("meta.helm.sh/release-namespace={ns}");
+        kubectl_ok(&cp, &["annotate", "crd", crd, &release, &namespace, "--overwrite"]);
+    }
+    let helm = |verb: &str, chart_dir: &str| {
+        let mut args: Vec<String> =
+            [verb, "s3op", chart_dir, "--namespace", &ns, "--set-string", "operator.backend_name="]
+                .iter()
+                .map(|s| (*s).to_string())
+                .collect();
+        args.push(format!("--kubeconfig={}", cp.kubeconfig().display()));
+        let out = chart::helm(&args).unwrap();
+        assert!(out.ok, "helm {args:?}:\n{}", out.stderr);
+    };
+    helm("install", chart::CHART_DIR);
+    let crd_json =
+        |name: &str| -> Value { serde_json::from_str(&kubectl_ok(&cp, &["get", "crd", name, "-o", "json"])).unwrap() };
+    for crd in &crds {
+        let got = crd_json(crd);
+        assert_eq!(got["metadata"]["annotations"]["helm.sh/resource-policy"], "keep", "{crd}");
+        assert_eq!(got["metadata"]["labels"]["app.kubernetes.io/managed-by"], "Helm", "{crd}");
+    }
+    let bucket =
+        r#"{"apiVersion":"s3-resource-operator.io/v1alpha1","kind":"S3Bucket","metadata":{"name":"kept"},"spec":{}}"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bucket.json");
+    std::fs::write(&path, bucket).unwrap();
+    kubectl_ok(&cp, &["-n", &ns, "apply", "-f", &path.display().to_string()]);
+
+    // A new version: one more field in S3Bucket's spec, and a new chart version.
+    let next = chart_copy();
+    let chart_dir = next.path().join("s3-resource-operator");
+    let mut crd = s3op_api::crds().into_iter().find(|c| c.spec.names.kind == "S3Bucket").unwrap();
+    let schema = crd.spec.versions[0].schema.as_mut().unwrap().open_api_v3_schema.as_mut().unwrap();
+    let spec = schema.properties.as_mut().unwrap().get_mut("spec").unwrap();
+    let added: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps =
+        serde_json::from_value(json!({"type": "string", "description": "added by a new version"})).unwrap();
+    spec.properties.as_mut().unwrap().insert("addedInANewVersion".into(), added);
+    let template = chart_dir.join(chart::CRD_TEMPLATES).join("s3buckets.yaml");
+    std::fs::write(&template, chart::crd_template(&crd).unwrap()).unwrap();
+    let chart_yaml = chart_dir.join("Chart.yaml");
+    let text = std::fs::read_to_string(&chart_yaml).unwrap();
+    let version = text.lines().find(|l| l.starts_with("version: ")).unwrap().to_string();
+    std::fs::write(&chart_yaml, text.replacen(&version, "version: 99.0.0", 1)).unwrap();
+    helm("upgrade", &chart_dir.display().to_string());
+    let upgraded = crd_json("s3buckets.s3-resource-operator.io");
+    let spec_schema = &upgraded["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    assert_eq!(spec_schema["properties"]["addedInANewVersion"]["type"], "string", "the upgrade left the CRD stale");
+
+    let mut args: Vec<String> = ["uninstall", "s3op", "--namespace", &ns].iter().map(|s| (*s).to_string()).collect();
+    args.push(format!("--kubeconfig={}", cp.kubeconfig().display()));
+    let out = chart::helm(&args).unwrap();
+    assert!(out.ok, "helm uninstall: {}", out.stderr);
+    for crd in &crds {
+        assert!(cp.kubectl(&["get", "crd", crd]).unwrap().status.success(), "helm uninstall deleted CRD {crd}");
+    }
+    kubectl_ok(&cp, &["-n", &ns, "get", "s3bucket", "kept"]);
+}
+
+/// The chart's own switches and the options users expect of a chart: CRDs on or off and kept
+/// or not, pod labels (never the selector's), priority class, topology spread, extra volumes
+/// for a CA bundle, an image digest; and the version it deploys is the operator's.
+#[test]
+fn chart_options_render_where_they_belong() {
+    let (_, docs) = render("s3op", "ops", &existing());
+    let crds = all_of(&docs, "CustomResourceDefinition");
+    assert_eq!(crds.len(), s3op_api::crds().len());
+    assert!(crds.iter().all(|c| c["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"));
+    let mut off = existing();
+    off.extend(["--set".to_string(), "crds.install=false".to_string()]);
+    assert!(all_of(&render("s3op", "ops", &off).1, "CustomResourceDefinition").is_empty());
+    let mut not_kept = existing();
+    not_kept.extend(["--set".to_string(), "crds.keep=false".to_string()]);
+    let (_, docs) = render("s3op", "ops", &not_kept);
+    assert!(all_of(&docs, "CustomResourceDefinition").iter().all(|c| c["metadata"].get("annotations").is_none()));
+
+    let (_dir, file) = values_file(
+        r#"
+podLabels: {team: storage}
+priorityClassName: platform-critical
+topologySpreadConstraints:
+  - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway}
+extraVolumes: [{name: store-ca, configMap: {name: store-ca}}]
+extraVolumeMounts: [{name: store-ca, mountPath: /etc/s3-ca, readOnly: true}]
+image: {digest: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}
+"#,
+    );
+    let mut values = existing();
+    values.extend(file);
+    let (_, docs) = render("s3op", "ops", &values);
+    let pod = &one(&docs, "Deployment")["spec"]["template"];
+    assert_eq!(pod["metadata"]["labels"]["team"], "storage");
+    assert_eq!(pod["metadata"]["labels"]["app.kubernetes.io/name"], "s3-resource-operator");
+    assert_eq!(pod["spec"]["priorityClassName"], "platform-critical");
+    assert_eq!(pod["spec"]["topologySpreadConstraints"][0]["maxSkew"], 1);
+    assert_eq!(pod["spec"]["volumes"][0]["configMap"]["name"], "store-ca");
+    assert_eq!(container(&docs)["volumeMounts"][0]["mountPath"], "/etc/s3-ca");
+    let image = container(&docs)["image"].as_str().unwrap().to_string();
+    assert!(
+        image.ends_with(":2.0.0@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
+        "{image}"
+    );
+
+    let mut bad = existing();
+    bad.extend(set(&["podLabels.app\\.kubernetes\\.io/instance=x"]));
+    assert!(render_err(&bad).contains("podLabels.app.kubernetes.io/instance: the chart sets this label itself"));
+    let mut bad = existing();
+    bad.extend(set(&["image.digest=latest"]));
+    assert!(render_err(&bad).contains("/image/digest"), "{}", render_err(&bad));
+
+    // The chart deploys the operator's own version, and follows the older chart's 1.x.
+    let chart_yaml: Value = yaml_serde::from_str(
+        &std::fs::read_to_string(s3op_tests::workspace_root().join(chart::CHART_DIR).join("Chart.yaml")).unwrap(),
+    )
+    .unwrap();
+    let cargo = std::fs::read_to_string(s3op_tests::workspace_root().join("crates/controller/Cargo.toml")).unwrap();
+    let crate_version = cargo.lines().find_map(|l| l.strip_prefix("version = ")).unwrap().trim_matches('"');
+    assert_eq!(chart_yaml["appVersion"], crate_version);
+    assert!(chart_yaml["version"].as_str().unwrap().starts_with("2."));
+    for key in ["home", "sources", "maintainers"] {
+        assert!(!chart_yaml[key].is_null(), "Chart.yaml has no {key}");
+    }
+}
+
+/// The CRD examples Artifact Hub shows are objects the API server accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_s_crd_examples_are_valid() {
+    let cp = cp();
+    let ns = cp.namespace("chart-examples").await.unwrap();
+    let chart_yaml: Value = yaml_serde::from_str(
+        &std::fs::read_to_string(s3op_tests::workspace_root().join(chart::CHART_DIR).join("Chart.yaml")).unwrap(),
+    )
+    .unwrap();
+    let examples: Vec<Value> =
+        yaml_serde::from_str(chart_yaml["annotations"]["artifacthub.io/crdsExamples"].as_str().unwrap()).unwrap();
+    assert_eq!(examples.len(), 2);
+    let manifests: Vec<String> = examples
+        .into_iter()
+        .map(|mut e| {
+            e["metadata"]["namespace"] = json!(ns);
+            serde_json::to_string(&e).unwrap()
+        })
+        .collect();
+    server_dry_run(&manifests.join("\n---\n"));
 }
