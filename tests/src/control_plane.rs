@@ -62,17 +62,32 @@ fn client_cert(issuer: &Issuer<'_, KeyPair>, cn: &str, groups: &[&str]) -> Resul
         params.distinguished_name.push(DnType::OrganizationName, *g);
     }
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    leaf_extensions(&mut params);
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, issuer)?;
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-/// A fresh CA named `cn`: what signs with it, and its certificate (PEM).
+/// What a real cluster's issued certificates carry and strict TLS clients (Python 3.13's
+/// default `VERIFY_X509_STRICT`, OpenSSL's strict mode) require: Authority and Subject Key
+/// Identifiers, `CA:FALSE`, and a key usage.
+fn leaf_extensions(params: &mut CertificateParams) {
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.use_authority_key_identifier_extension = true;
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+}
+
+/// A fresh CA named `cn`: what signs with it, and its certificate (PEM). rcgen gives a CA its
+/// Subject Key Identifier.
 pub(crate) fn new_ca(cn: &str) -> Result<(Issuer<'static, KeyPair>, String)> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.distinguished_name.push(DnType::CommonName, cn);
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
     Ok((Issuer::new(ca_params, ca_key), ca_cert.pem()))
@@ -84,6 +99,7 @@ pub(crate) fn serving_cert(issuer: &Issuer<'static, KeyPair>, cn: &str) -> Resul
     serving.subject_alt_names.push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
     serving.distinguished_name.push(DnType::CommonName, cn);
     serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf_extensions(&mut serving);
     let key = KeyPair::generate()?;
     let cert = serving.signed_by(&key, issuer)?;
     Ok((cert.pem(), key.serialize_pem()))

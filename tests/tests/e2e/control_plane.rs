@@ -255,3 +255,32 @@ async fn repeated_events_become_one_series() {
     assert_ne!(list[1].metadata.name, series.metadata.name);
     assert_eq!((list[1].note.as_deref(), list[1].series.as_ref()), (Some("the same note"), None));
 }
+
+/// The control plane's certificates pass a strict TLS client: Python with
+/// `VERIFY_X509_STRICT` (its default from 3.13; the flag makes 3.11 just as strict) verifies
+/// the API server against the CA the kubeconfig names. Certificates without Authority Key
+/// Identifiers were refused this way ("Missing Authority Key Identifier").
+#[test]
+fn a_strict_tls_client_accepts_the_control_plane_certificates() {
+    let cp = cp();
+    let python = s3op_tests::peers::binary("moto_server").unwrap().with_file_name("python");
+    let port = cp.url().rsplit(':').next().unwrap().trim_end_matches('/').to_string();
+    let script = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+ctx.verify_flags |= ssl.VERIFY_X509_STRICT | getattr(ssl, "VERIFY_X509_PARTIAL_CHAIN", 0)
+with socket.create_connection(("127.0.0.1", int(sys.argv[2])), timeout=10) as raw:
+    with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        print("verified", tls.version())
+"#;
+    let out = std::process::Command::new(&python)
+        .args(["-c", script, &cp.dir().join("ca.crt").display().to_string(), &port])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "a strict TLS client refused the API server:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
