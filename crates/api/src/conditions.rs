@@ -199,4 +199,14 @@ mod tests {
         let types = [ConditionType::Ready, ConditionType::Reconciling, ConditionType::Stalled];
         assert_eq!(types.map(ConditionType::as_str), ["Ready", "Reconciling", "Stalled"]);
     }
+
+    #[test]
+    fn every_reason_has_its_troubleshooting_section() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/troubleshooting.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        for r in ConditionReason::ALL {
+            let heading = format!("\n### {}\n", r.as_str());
+            assert!(doc.contains(&heading), "docs/troubleshooting.md has no section `### {}`", r.as_str());
+        }
+    }
 }

@@ -65,10 +65,16 @@ fn every_example_parses_and_validates() {
             "Secret" => {
                 let s: k8s_openapi::api::core::v1::Secret = serde_json::from_value(value.clone()).unwrap();
                 let ann = s.metadata.annotations.unwrap_or_default();
-                assert!(ann.contains_key(s3op_api::DEFAULT_COMPAT_ANNOTATION), "{}", path.display());
                 let data = s.string_data.unwrap_or_default();
-                for key in ["bucket-name", "access-key", "secret-key"] {
-                    assert!(data.contains_key(key), "{}: {key}", path.display());
+                // A compatibility Secret, or a store's admin Secret (the keys a store's
+                // auth.secretRef reads by default).
+                let keys: &[&str] = if ann.contains_key(s3op_api::DEFAULT_COMPAT_ANNOTATION) {
+                    &["bucket-name", "access-key", "secret-key"]
+                } else {
+                    &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+                };
+                for key in keys {
+                    assert!(data.contains_key(*key), "{}: {key}", path.display());
                 }
             }
             other => panic!("{}: unexpected kind {other}", path.display()),
