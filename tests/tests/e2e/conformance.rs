@@ -12,6 +12,7 @@ use s3op_tests::{
     fixture::{self, start, start_enforcing},
     stores::{Store, StoreKind, unique_name},
 };
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn memory_conforms() {
@@ -351,4 +352,118 @@ async fn minio_compat_owners_are_recorded() {
     assert!(!writes(&first).await, "the hand-made holder still writes the bucket");
     assert!(writes(&second).await);
     assert!(provision(&fresh, &claimant, &second, &bucket, false).await.unwrap().unchanged());
+}
+
+/// What moto checks for a call where its action names differ from AWS's (its S3 `ACTION_MAP`):
+/// HeadBucket is `s3:HeadBucket` there (AWS: `s3:ListBucket`), and DeleteObjects is
+/// `s3:DeleteObject` on the bucket's ARN (AWS: on each object's).
+fn moto_aliases(action: &str) -> Vec<String> {
+    match action {
+        "s3:ListBucket" => vec!["s3:ListBucket".into(), "s3:HeadBucket".into()],
+        other => vec![other.to_string()],
+    }
+}
+
+/// Actions of the policy whose need moto cannot show, and why.
+const MOTO_CANNOT_TELL: [(&str, &str); 3] = [
+    ("s3:GetBucketObjectLockConfiguration", "moto checks s3:ListBucket for GET ?object-lock"),
+    ("s3:PutBucketObjectLockConfiguration", "moto checks only s3:CreateBucket for a bucket made with object lock"),
+    ("s3:DeleteObjectVersion", "moto checks s3:DeleteObject for every DeleteObjects"),
+];
+
+/// The policy as moto can evaluate it, without `without`: moto's names added beside AWS's,
+/// object ARNs widened to the bucket's (moto authorises DeleteObjects on the bucket), IAM user
+/// ARNs widened to "*" (moto authorises IAM calls against "*"), and conditions dropped (moto
+/// has no resource or request tags to test them against).
+fn moto_policy(policy: &Value, without: Option<&str>) -> Value {
+    let statements: Vec<Value> = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|st| {
+            let actions: Vec<String> = st["Action"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .filter(|a| Some(*a) != without)
+                .flat_map(moto_aliases)
+                .collect();
+            if actions.is_empty() {
+                return None;
+            }
+            let resource = match st["Resource"].as_str().unwrap() {
+                "arn:aws:s3:::*/*" => json!(["arn:aws:s3:::*/*", "arn:aws:s3:::*"]),
+                // moto authorises every IAM call against the resource "*", not the user's ARN.
+                iam if iam.starts_with("arn:aws:iam::") => json!("*"),
+                other => json!(other),
+            };
+            Some(json!({"Effect": "Allow", "Action": actions, "Resource": resource}))
+        })
+        .collect();
+    json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+/// `deploy/aws/operator-policy.json` is the operator's whole need on AWS: a backend whose key
+/// has only that policy passes the conformance suite on an enforcing moto (every call checked
+/// against the key's policies), and without any one of its actions the suite fails, except for
+/// the actions moto cannot tell apart (`MOTO_CANNOT_TELL`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aws_operator_policy_is_enough_and_each_action_is_needed() {
+    use futures::FutureExt;
+    let store = start_enforcing(StoreKind::Moto).await;
+    let text = std::fs::read_to_string(s3op_tests::workspace_root().join("deploy/aws/operator-policy.json")).unwrap();
+    let policy: Value = serde_json::from_str(&text).unwrap();
+    let iam = store.iam_client();
+    let backend_with = |name: String, doc: Value| {
+        let (iam, store) = (iam.clone(), &store);
+        async move {
+            iam.create_user().user_name(&name).send().await.unwrap();
+            let put = iam.put_user_policy().user_name(&name).policy_name("operator").policy_document(doc.to_string());
+            put.send().await.unwrap();
+            let key = iam.create_access_key().user_name(&name).send().await.unwrap().access_key.unwrap();
+            s3op_backends::aws::Aws::new(s3op_backends::aws::AwsConfig {
+                region: Some(store.region().to_string()),
+                endpoint: Some(store.endpoint().to_string()),
+                credentials: Some((key.access_key_id, s3op_backends::SecretString::new(key.secret_access_key))),
+                ca_bundle: None,
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let passes = |b: s3op_backends::aws::Aws, prefix: String| {
+        let store = &store;
+        async move {
+            std::panic::AssertUnwindSafe(async { suite(&b, &Probe::Store(store), &prefix).await })
+                .catch_unwind()
+                .await
+                .is_ok()
+        }
+    };
+
+    let full = backend_with(unique_name("operator-all"), moto_policy(&policy, None)).await;
+    assert!(passes(full, "iam-all".into()).await, "the operator's policy is not enough for the conformance suite");
+
+    let actions: Vec<String> = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|st| st["Action"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()))
+        .filter(|a| !MOTO_CANNOT_TELL.iter().any(|(c, _)| c == a))
+        .collect();
+    let mut unneeded = Vec::new();
+    let (policy, backend_with, passes) = (&policy, &backend_with, &passes);
+    for batch in actions.chunks(4) {
+        let runs = batch.iter().enumerate().map(|(i, action)| async move {
+            let b = backend_with(unique_name("operator-less"), moto_policy(policy, Some(action))).await;
+            (action.clone(), passes(b, format!("iam-{i}")).await)
+        });
+        for (action, passed) in futures::future::join_all(runs).await {
+            if passed {
+                unneeded.push(action);
+            }
+        }
+    }
+    assert!(unneeded.is_empty(), "the suite passes without {unneeded:?}: not needed, or not exercised");
 }
