@@ -141,3 +141,13 @@ pub fn documents(text: &str) -> Result<Vec<Value>> {
     }
     Ok(out)
 }
+
+/// The `promcheck` peer (Prometheus's own rule and PromQL parsers) on `args` (`rules FILE…` or
+/// `exprs EXPR…`): its JSON answer, `{"errors": [...], "metrics": {expr: [metric names]}}`.
+pub fn promcheck(args: &[String]) -> Result<Value> {
+    let bin = peers::binary("promcheck")?;
+    let out = Command::new(&bin).args(args).output().with_context(|| format!("running {}", bin.display()))?;
+    serde_json::from_slice(&out.stdout).with_context(|| {
+        format!("promcheck's answer: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    })
+}

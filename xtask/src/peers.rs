@@ -44,6 +44,9 @@ pub const MOTO_VERSION: &str = "5.2.5";
 /// only one the Go module proxy lists); `xtask/peers/kstatus/go.mod` must
 /// require the same.
 pub const KSTATUS_VERSION: &str = "v0.37.2";
+/// github.com/prometheus/prometheus release whose rule and PromQL parsers the
+/// `promcheck` peer links; `xtask/peers/promcheck/go.mod` must require the same.
+pub const PROMETHEUS_VERSION: &str = "v0.316.0";
 /// Debian's lua5.1 (bookworm). Argo CD runs health scripts in gopher-lua, a
 /// Lua 5.1, so the script is tested on the reference 5.1.
 pub const LUA_DEB_VERSION: &str = "5.1.5-9";
@@ -95,7 +98,7 @@ usage: cargo xtask peers [--list] [--only NAME[,NAME...]] [--jobs N]
 Builds the test peers into the cache folder and writes <cache>/manifest.json.
   --list        print each peer, its pinned version and whether it is installed
   --only NAMES  install only these peers (kubernetes, etcd, helm, versitygw,
-                minio, garage, moto, kstatus, lua; a binary name such as
+                minio, garage, moto, kstatus, promcheck, lua; a binary name such as
                 kubectl also works)
   --jobs N      run at most N builds at once (default 2)
 Cache folder: $S3OP_PEERS_DIR, else $XDG_CACHE_HOME/s3-resource-operator/peers,
@@ -389,6 +392,22 @@ fn all_peers() -> Result<Vec<Peer>> {
                 rel_path: "bin/kstatus",
                 check_args: &["--version"],
                 expect: format!("sigs.k8s.io/cli-utils {KSTATUS_VERSION}"),
+            }],
+        },
+        Peer {
+            name: "promcheck",
+            version: PROMETHEUS_VERSION,
+            aliases: &["promtool"],
+            recipe: Recipe::GoWrapper {
+                dir: "promcheck",
+                packages: &[(".", "promcheck")],
+                ldflags: "-s -w".to_owned(),
+            },
+            binaries: vec![Binary {
+                name: "promcheck",
+                rel_path: "bin/promcheck",
+                check_args: &["--version"],
+                expect: format!("github.com/prometheus/prometheus {PROMETHEUS_VERSION}"),
             }],
         },
         Peer {
@@ -1143,7 +1162,13 @@ mod tests {
         keys.sort_unstable();
         keys.dedup();
         assert_eq!(n, keys.len());
-        assert_eq!(n, 11);
+        assert_eq!(n, 12);
+    }
+
+    #[test]
+    fn promcheck_wrapper_requires_the_pinned_prometheus() {
+        let go_mod = fs::read_to_string(wrapper_dir("promcheck").join("go.mod")).unwrap();
+        assert!(go_mod.contains(&format!("github.com/prometheus/prometheus {PROMETHEUS_VERSION}\n")), "{go_mod}");
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! error messages never become labels.
 
 use std::{
+    collections::{BTreeMap, BTreeSet},
     fmt,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -99,6 +100,9 @@ pub struct Metrics {
     events: Family<KindReasonLabels, Counter>,
     backend_requests: HistogramFamily<BackendRequestLabels>,
     backend_writes: Family<BackendOperationLabels, Counter>,
+    objects_not_ready: Family<KindLabels, Gauge>,
+    // Which objects are not Ready, by kind ("namespace/name"): the gauge is their number.
+    not_ready: Mutex<BTreeMap<&'static str, BTreeSet<String>>>,
     // Families cannot be summed without knowing every label set, so the totals the tests
     // assert on are kept beside them.
     status_writes_sum: AtomicU64,
@@ -173,6 +177,13 @@ impl Metrics {
             backend_writes.clone(),
         );
 
+        let objects_not_ready = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "s3op_objects_not_ready",
+            "S3Buckets and S3Users whose last reconcile in this replica left them not Ready, by kind",
+            objects_not_ready.clone(),
+        );
+
         let leader = Gauge::default();
         registry.register(
             "s3op_leader",
@@ -201,6 +212,8 @@ impl Metrics {
             events,
             backend_requests,
             backend_writes,
+            objects_not_ready,
+            not_ready: Mutex::new(BTreeMap::new()),
             status_writes_sum: AtomicU64::new(0),
             api_writes_sum: AtomicU64::new(0),
             backend_writes_sum: AtomicU64::new(0),
@@ -215,6 +228,24 @@ impl Metrics {
     /// Forgets a deleted store.
     pub fn forget_store(&self, store: &str) {
         self.stores_ready.remove(&StoreLabels { store: store.into() });
+    }
+
+    /// Records whether the `kind` object `key` ("namespace/name") is Ready after its reconcile.
+    pub fn object_readiness(&self, kind: &'static str, key: &str, ready: bool) {
+        // The set guards no invariant a panicking holder could break.
+        let mut all = self.not_ready.lock().unwrap_or_else(PoisonError::into_inner);
+        let set = all.entry(kind).or_default();
+        if ready {
+            set.remove(key);
+        } else {
+            set.insert(key.to_string());
+        }
+        self.objects_not_ready.get_or_create(&KindLabels { kind }).set(set.len() as i64);
+    }
+
+    /// Forgets an object that is gone.
+    pub fn forget_object(&self, kind: &'static str, key: &str) {
+        self.object_readiness(kind, key, true);
     }
 
     /// Records whether this replica is the one reconciling.
@@ -321,6 +352,12 @@ mod tests {
         assert_eq!(m.status_writes(), 2);
         assert_eq!(m.api_writes(), 4, "status writes are API writes too");
         assert_eq!(m.backend_writes(), 1);
+        m.object_readiness("S3User", "a/one", false);
+        m.object_readiness("S3User", "a/two", false);
+        m.object_readiness("S3User", "a/one", false);
+        m.object_readiness("S3User", "a/two", true);
+        m.object_readiness("S3Bucket", "a/b", false);
+        m.forget_object("S3Bucket", "a/b");
 
         let text = m.encode();
         for line in [
@@ -328,6 +365,8 @@ mod tests {
             "s3op_reconcile_duration_seconds_count{kind=\"S3Bucket\"} 1",
             "s3op_reconcile_duration_seconds_bucket{le=\"0.005\",kind=\"S3Bucket\"} 1",
             "s3op_reconcile_errors_total{kind=\"S3Bucket\",reason=\"BackendUnavailable\"} 1",
+            "s3op_objects_not_ready{kind=\"S3User\"} 1",
+            "s3op_objects_not_ready{kind=\"S3Bucket\"} 0",
             "s3op_status_writes_total{kind=\"S3User\"} 1",
             "s3op_api_writes_total{kind=\"S3User\",write=\"status\"} 1",
             "s3op_api_writes_total{kind=\"S3User\",write=\"secret\"} 1",

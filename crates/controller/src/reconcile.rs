@@ -57,6 +57,10 @@ pub fn deletion_wait(err: &Error) -> Option<Readiness> {
 /// then: a deletion that succeeds at once writes no status).
 async fn clean_up<K: Reconciled>(obj: &K, ctx: &Context) -> Result<Action> {
     let result = obj.cleanup(ctx).await;
+    if result.is_ok() {
+        let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+        ctx.metrics.forget_object(K::KIND, &key);
+    }
     if let Err(err) = &result
         && let Some(readiness) = deletion_wait(err)
         && let Err(write) = obj.report(ctx, &readiness).await
@@ -194,6 +198,8 @@ pub async fn report<K: WithStatus>(
     if readiness.warns_after(previous) {
         ctx.event(obj, true, readiness.reason.as_str(), readiness.message.clone()).await;
     }
+    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+    ctx.metrics.object_readiness(K::KIND, &key, readiness.ready);
     let generation = obj.meta().generation;
     ctx.write_status(obj, |current| {
         let current = current.cloned().unwrap_or_default();

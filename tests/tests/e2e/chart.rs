@@ -1404,3 +1404,156 @@ async fn the_chart_s_crd_examples_are_valid() {
         .collect();
     server_dry_run(&manifests.join("\n---\n"));
 }
+
+/// Every series name the operator exports, from its own registry (compatibility mode's legacy
+/// metrics included): counters with `_total`, histograms with their `_bucket`, `_count` and
+/// `_sum`.
+fn exported_series() -> std::collections::BTreeSet<String> {
+    use s3op_controller::{compat::metrics::LegacyMetrics, metrics::Metrics};
+    let legacy = LegacyMetrics::new();
+    let m = Metrics::with_registry(|r| legacy.register(r));
+    // A family shows in the text once it has a series: one of each.
+    let store: std::sync::Arc<str> = "default".into();
+    m.reconcile_finished("S3Bucket", "ok", std::time::Duration::from_millis(1));
+    m.reconcile_error("S3Bucket", "BackendUnavailable");
+    m.status_write("S3Bucket");
+    m.event_published("S3Bucket", "Created");
+    m.backend_request(&store, "minio", "ensure_bucket", "ok", std::time::Duration::from_millis(1));
+    m.backend_write(&store, "minio", "ensure_bucket");
+    m.object_readiness("S3Bucket", "a/b", false);
+    m.set_store_ready("default", true);
+    let text = m.encode();
+    let mut names = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else { continue };
+        let (name, kind) = rest.split_once(' ').unwrap();
+        match kind {
+            "counter" => {
+                names.insert(format!("{name}_total"));
+            }
+            "histogram" => {
+                for suffix in ["_bucket", "_count", "_sum"] {
+                    names.insert(format!("{name}{suffix}"));
+                }
+            }
+            _ => {
+                names.insert(name.to_string());
+            }
+        }
+    }
+    names
+}
+
+/// The alerts and the dashboard the chart offers: the rules pass Prometheus's own rule parser
+/// and the dashboard's queries its PromQL parser, both name only series the operator exports,
+/// and the dashboard has what Grafana needs (unique panel ids, a grid of 24 columns, one
+/// Prometheus datasource variable).
+#[test]
+fn the_alerts_and_the_dashboard_are_valid_and_use_only_the_operators_metrics() {
+    let mut values = existing();
+    values.extend(["--set", "prometheusRule.enabled=true", "--set", "grafanaDashboard.enabled=true"].map(String::from));
+    let (_, docs) = render("s3op", "ops", &values);
+    let exported = exported_series();
+    let unknown = |answer: &Value| -> Vec<String> {
+        let mut out = Vec::new();
+        for (expr, names) in answer["metrics"].as_object().unwrap() {
+            for name in names.as_array().unwrap() {
+                let name = name.as_str().unwrap();
+                if !exported.contains(name) {
+                    out.push(format!("{name} (in {expr})"));
+                }
+            }
+        }
+        out
+    };
+
+    let rule = one(&docs, "PrometheusRule");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.yaml");
+    std::fs::write(&file, yaml_serde::to_string(&rule["spec"]).unwrap()).unwrap();
+    let answer = chart::promcheck(&["rules".to_string(), file.display().to_string()]).unwrap();
+    assert_eq!(answer["errors"], json!([]), "the rules: {answer}");
+    let alerts: Vec<&str> =
+        rule["spec"]["groups"][0]["rules"].as_array().unwrap().iter().map(|r| r["alert"].as_str().unwrap()).collect();
+    assert_eq!(
+        alerts,
+        [
+            "S3ResourceOperatorDown",
+            "S3ResourceOperatorReconcileErrors",
+            "S3ResourceOperatorObjectsNotReady",
+            "S3ResourceOperatorStoreUnavailable"
+        ]
+    );
+    assert_eq!(answer["metrics"].as_object().unwrap().len(), alerts.len());
+    assert_eq!(unknown(&answer), Vec::<String>::new(), "rules name series the operator does not export");
+
+    let config_map =
+        all_of(&docs, "ConfigMap").into_iter().find(|c| c["metadata"]["labels"]["grafana_dashboard"] == "1");
+    let dashboard: Value = serde_json::from_str(
+        config_map.expect("the dashboard ConfigMap")["data"]["s3-resource-operator.json"].as_str().unwrap(),
+    )
+    .unwrap();
+    for key in ["title", "uid", "schemaVersion", "panels", "templating"] {
+        assert!(!dashboard[key].is_null(), "the dashboard has no {key}");
+    }
+    let variables = dashboard["templating"]["list"].as_array().unwrap();
+    assert!(
+        variables.iter().any(|v| v["name"] == "datasource" && v["type"] == "datasource" && v["query"] == "prometheus")
+    );
+    let mut ids = std::collections::BTreeSet::new();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        assert!(ids.insert(panel["id"].as_u64().unwrap()), "panel id {} twice", panel["id"]);
+        let grid = &panel["gridPos"];
+        assert!(grid["x"].as_u64().unwrap() + grid["w"].as_u64().unwrap() <= 24, "{} leaves the grid", panel["title"]);
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{}", panel["title"]);
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{} has no query", panel["title"]);
+        exprs.extend(targets.iter().map(|t| t["expr"].as_str().unwrap().to_string()));
+    }
+    let mut args = vec!["exprs".to_string()];
+    args.extend(exprs.iter().cloned());
+    let answer = chart::promcheck(&args).unwrap();
+    assert_eq!(answer["errors"], json!([]), "the dashboard's queries: {answer}");
+    assert_eq!(unknown(&answer), Vec::<String>::new(), "the dashboard names series the operator does not export");
+    // The families an operator is watched by are on it.
+    let shown: std::collections::BTreeSet<&str> = answer["metrics"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|v| v.as_array().unwrap().iter().map(|n| n.as_str().unwrap()))
+        .collect();
+    let families = ["s3op_leader", "s3op_objects_not_ready", "s3op_store_ready", "s3op_reconciles_total"];
+    for family in families {
+        assert!(shown.contains(family), "{family} is not on the dashboard");
+    }
+}
+
+/// The kind workflow (`.github/workflows/kind.yml`, run only where a registry and Docker are
+/// reachable) stays in step with the chart and the examples: its `helm install` values render,
+/// and the files it applies exist.
+#[test]
+fn the_cluster_workflow_uses_values_and_files_that_exist() {
+    let root = s3op_tests::workspace_root();
+    let text = std::fs::read_to_string(root.join(".github/workflows/kind.yml")).unwrap();
+    let workflow: Value = yaml_serde::from_str(&text).unwrap();
+    let runs: Vec<String> = workflow["jobs"]["chart-on-kind"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["run"].as_str().map(|r| r.replace("\\\n", " ")))
+        .collect();
+    let install = runs.iter().find(|r| r.contains("helm install")).expect("a helm install step");
+    let words: Vec<&str> = install.split_whitespace().collect();
+    let sets: Vec<String> =
+        words.windows(2).filter(|w| w[0] == "--set").flat_map(|w| ["--set".to_string(), w[1].to_string()]).collect();
+    assert!(sets.len() >= 10, "{sets:?}");
+    let (_, docs) = render("s3op", "s3-resource-operator", &sets);
+    assert_eq!(container(&docs)["image"], "s3-resource-operator:ci");
+    assert_eq!(env_value(&docs, "BACKEND_NAME"), Some("minio"));
+    for run in &runs {
+        for file in run.split_whitespace().filter(|w| w.starts_with("deploy/")) {
+            assert!(root.join(file).exists(), "the workflow applies {file}, which does not exist");
+        }
+    }
+}
