@@ -162,6 +162,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }),
         Err(why) => Outcome::Skipped(why),
     });
+    step(&mut steps, "rust-version", || match crate::msrv::check() {
+        Ok(summary) => {
+            println!("{summary}");
+            Outcome::Passed
+        }
+        Err(e) => Outcome::Failed(format!("{e:#}")),
+    });
     step(&mut steps, "crdgen --check", || match crate::crdgen::run(&["--check".to_string()]) {
         Ok(()) => Outcome::Passed,
         Err(e) => Outcome::Failed(format!("{e:#}")),

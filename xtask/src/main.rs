@@ -4,6 +4,7 @@ mod bench;
 mod ci;
 mod crdgen;
 mod demo;
+mod msrv;
 mod peers;
 mod render;
 
