@@ -34,9 +34,9 @@ pub fn store_args(store: &Store) -> Vec<String> {
         "--s3-region".to_string(),
         store.region().to_string(),
         "--s3-access-key".to_string(),
-        store.admin_access_key().to_string(),
+        store.operator_access_key().to_string(),
         "--s3-secret-key".to_string(),
-        store.admin_secret_key().to_string(),
+        store.operator_secret_key().to_string(),
     ];
     if let (Some(endpoint), Some(token)) = (store.garage_admin_endpoint(), store.garage_admin_token()) {
         args.extend(["--garage-admin-endpoint".to_string(), endpoint.to_string()]);

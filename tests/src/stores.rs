@@ -119,6 +119,8 @@ pub struct Store {
     secret_key: String,
     garage_admin: Option<GarageAdmin>,
     moto_enforcing: bool,
+    // An enforcing moto's key for the operator, holding only deploy/aws/operator-policy.json.
+    operator_keys: Option<(String, String)>,
     // The CA (PEM) of a store serving https with a certificate of the harness's own CA.
     ca_pem: Option<String>,
     startup_time: Duration,
@@ -235,6 +237,7 @@ impl Store {
             secret_key,
             garage_admin,
             moto_enforcing,
+            operator_keys: None,
             ca_pem,
             startup_time: Duration::ZERO,
             dir,
@@ -266,6 +269,18 @@ impl Store {
 
     /// Access key of the store's administrator (VersityGW root, MinIO root user, Garage's
     /// default key that may create buckets, moto's bootstrapped admin or any key).
+    /// The key the operator runs with: on an enforcing moto one holding only the operator's
+    /// IAM policy (`deploy/aws/operator-policy.json`, see [`moto_operator_policy`]); elsewhere
+    /// the administrator's.
+    pub fn operator_access_key(&self) -> &str {
+        self.operator_keys.as_ref().map_or(self.admin_access_key(), |k| k.0.as_str())
+    }
+
+    /// The secret of [`Store::operator_access_key`].
+    pub fn operator_secret_key(&self) -> &str {
+        self.operator_keys.as_ref().map_or(self.admin_secret_key(), |k| k.1.as_str())
+    }
+
     pub fn admin_access_key(&self) -> &str {
         &self.access_key
     }
@@ -489,6 +504,7 @@ impl Store {
                     // /moto-api/ is not an AWS action, so it does not use up the unauthenticated calls.
                     self.wait_http_ok(format!("{}/moto-api/", self.endpoint), deadline).await?;
                     self.bootstrap_moto_admin().await.context("bootstrapping moto's IAM administrator")?;
+                    self.bootstrap_moto_operator().await.context("making the operator's IAM user on moto")?;
                 }
                 let iam = self.iam_client_tuned(&self.access_key, &self.secret_key, 1, Duration::from_secs(5));
                 self.wait_until("signed IAM ListUsers", deadline, move || {
@@ -572,6 +588,26 @@ impl Store {
     }
 
     /// Creates moto's administrator with the calls moto lets through unauthenticated.
+    /// An IAM user holding only the operator's policy, made by the administrator.
+    async fn bootstrap_moto_operator(&mut self) -> Result<()> {
+        let iam = self.iam_client_tuned(&self.access_key, &self.secret_key, 1, Duration::from_secs(10));
+        let name = format!("s3op-operator-{}", random_hex(6));
+        iam.create_user().user_name(&name).send().await.map_err(sdk_error)?;
+        let policy = moto_operator_policy(None)?;
+        let put = iam.put_user_policy().user_name(&name).policy_name("operator").policy_document(policy.to_string());
+        put.send().await.map_err(sdk_error)?;
+        let key = iam
+            .create_access_key()
+            .user_name(&name)
+            .send()
+            .await
+            .map_err(sdk_error)?
+            .access_key
+            .context("CreateAccessKey returned no key")?;
+        self.operator_keys = Some((key.access_key_id, key.secret_access_key));
+        Ok(())
+    }
+
     async fn bootstrap_moto_admin(&mut self) -> Result<()> {
         // One attempt only: a retried call that had reached moto would use up one more of the
         // unauthenticated calls and leave the last bootstrap step to be refused.
@@ -600,6 +636,60 @@ impl Store {
         self.secret_key = key.secret_access_key;
         Ok(())
     }
+}
+
+/// What moto checks for a call where its action names differ from AWS's (its S3 `ACTION_MAP`):
+/// HeadBucket is `s3:HeadBucket` there (AWS: `s3:ListBucket`), and DeleteObjects is
+/// `s3:DeleteObject` on the bucket's ARN (AWS: on each object's).
+fn moto_aliases(action: &str) -> Vec<String> {
+    match action {
+        "s3:ListBucket" => vec!["s3:ListBucket".into(), "s3:HeadBucket".into()],
+        other => vec![other.to_string()],
+    }
+}
+
+/// Actions of the operator's policy whose need moto cannot show, and why.
+pub const MOTO_CANNOT_TELL: [(&str, &str); 3] = [
+    ("s3:GetBucketObjectLockConfiguration", "moto checks s3:ListBucket for GET ?object-lock"),
+    ("s3:PutBucketObjectLockConfiguration", "moto checks only s3:CreateBucket for a bucket made with object lock"),
+    ("s3:DeleteObjectVersion", "moto checks s3:DeleteObject for every DeleteObjects"),
+];
+
+/// The operator's IAM policy (`deploy/aws/operator-policy.json`).
+pub fn operator_policy() -> Result<serde_json::Value> {
+    let path = crate::workspace_root().join("deploy/aws/operator-policy.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// The operator's IAM policy as moto can evaluate it, without the action `without`: moto's
+/// names added beside AWS's, object ARNs widened to the bucket's (moto authorises DeleteObjects
+/// on the bucket), IAM user ARNs widened to "*" (moto authorises IAM calls against "*"), and
+/// conditions dropped (moto has no resource or request tags to test them against).
+pub fn moto_operator_policy(without: Option<&str>) -> Result<serde_json::Value> {
+    use serde_json::json;
+    let policy = operator_policy()?;
+    let mut statements = Vec::new();
+    for st in policy["Statement"].as_array().context("the policy has no Statement list")? {
+        let actions: Vec<String> = st["Action"]
+            .as_array()
+            .context("a statement without an Action list")?
+            .iter()
+            .filter_map(|a| a.as_str())
+            .filter(|a| Some(*a) != without)
+            .flat_map(moto_aliases)
+            .collect();
+        if actions.is_empty() {
+            continue;
+        }
+        let resource = match st["Resource"].as_str().context("a statement without one Resource")? {
+            "arn:aws:s3:::*/*" => json!(["arn:aws:s3:::*/*", "arn:aws:s3:::*"]),
+            iam if iam.starts_with("arn:aws:iam::") => json!("*"),
+            other => json!(other),
+        };
+        statements.push(json!({"Effect": "Allow", "Action": actions, "Resource": resource}));
+    }
+    Ok(json!({"Version": "2012-10-17", "Statement": statements}))
 }
 
 impl Drop for Store {

@@ -10,9 +10,9 @@ use s3op_tests::{
         outage_is_retryable_and_fast, suite,
     },
     fixture::{self, start, start_enforcing},
-    stores::{Store, StoreKind, unique_name},
+    stores::{MOTO_CANNOT_TELL, Store, StoreKind, moto_operator_policy, unique_name},
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
 #[tokio::test]
 async fn memory_conforms() {
@@ -354,56 +354,6 @@ async fn minio_compat_owners_are_recorded() {
     assert!(provision(&fresh, &claimant, &second, &bucket, false).await.unwrap().unchanged());
 }
 
-/// What moto checks for a call where its action names differ from AWS's (its S3 `ACTION_MAP`):
-/// HeadBucket is `s3:HeadBucket` there (AWS: `s3:ListBucket`), and DeleteObjects is
-/// `s3:DeleteObject` on the bucket's ARN (AWS: on each object's).
-fn moto_aliases(action: &str) -> Vec<String> {
-    match action {
-        "s3:ListBucket" => vec!["s3:ListBucket".into(), "s3:HeadBucket".into()],
-        other => vec![other.to_string()],
-    }
-}
-
-/// Actions of the policy whose need moto cannot show, and why.
-const MOTO_CANNOT_TELL: [(&str, &str); 3] = [
-    ("s3:GetBucketObjectLockConfiguration", "moto checks s3:ListBucket for GET ?object-lock"),
-    ("s3:PutBucketObjectLockConfiguration", "moto checks only s3:CreateBucket for a bucket made with object lock"),
-    ("s3:DeleteObjectVersion", "moto checks s3:DeleteObject for every DeleteObjects"),
-];
-
-/// The policy as moto can evaluate it, without `without`: moto's names added beside AWS's,
-/// object ARNs widened to the bucket's (moto authorises DeleteObjects on the bucket), IAM user
-/// ARNs widened to "*" (moto authorises IAM calls against "*"), and conditions dropped (moto
-/// has no resource or request tags to test them against).
-fn moto_policy(policy: &Value, without: Option<&str>) -> Value {
-    let statements: Vec<Value> = policy["Statement"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|st| {
-            let actions: Vec<String> = st["Action"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap())
-                .filter(|a| Some(*a) != without)
-                .flat_map(moto_aliases)
-                .collect();
-            if actions.is_empty() {
-                return None;
-            }
-            let resource = match st["Resource"].as_str().unwrap() {
-                "arn:aws:s3:::*/*" => json!(["arn:aws:s3:::*/*", "arn:aws:s3:::*"]),
-                // moto authorises every IAM call against the resource "*", not the user's ARN.
-                iam if iam.starts_with("arn:aws:iam::") => json!("*"),
-                other => json!(other),
-            };
-            Some(json!({"Effect": "Allow", "Action": actions, "Resource": resource}))
-        })
-        .collect();
-    json!({"Version": "2012-10-17", "Statement": statements})
-}
-
 /// `deploy/aws/operator-policy.json` is the operator's whole need on AWS: a backend whose key
 /// has only that policy passes the conformance suite on an enforcing moto (every call checked
 /// against the key's policies), and without any one of its actions the suite fails, except for
@@ -412,8 +362,7 @@ fn moto_policy(policy: &Value, without: Option<&str>) -> Value {
 async fn aws_operator_policy_is_enough_and_each_action_is_needed() {
     use futures::FutureExt;
     let store = start_enforcing(StoreKind::Moto).await;
-    let text = std::fs::read_to_string(s3op_tests::workspace_root().join("deploy/aws/operator-policy.json")).unwrap();
-    let policy: Value = serde_json::from_str(&text).unwrap();
+    let policy = s3op_tests::stores::operator_policy().unwrap();
     let iam = store.iam_client();
     let backend_with = |name: String, doc: Value| {
         let (iam, store) = (iam.clone(), &store);
@@ -442,7 +391,7 @@ async fn aws_operator_policy_is_enough_and_each_action_is_needed() {
         }
     };
 
-    let full = backend_with(unique_name("operator-all"), moto_policy(&policy, None)).await;
+    let full = backend_with(unique_name("operator-all"), moto_operator_policy(None).unwrap()).await;
     assert!(passes(full, "iam-all".into()).await, "the operator's policy is not enough for the conformance suite");
 
     let actions: Vec<String> = policy["Statement"]
@@ -453,10 +402,10 @@ async fn aws_operator_policy_is_enough_and_each_action_is_needed() {
         .filter(|a| !MOTO_CANNOT_TELL.iter().any(|(c, _)| c == a))
         .collect();
     let mut unneeded = Vec::new();
-    let (policy, backend_with, passes) = (&policy, &backend_with, &passes);
+    let (backend_with, passes) = (&backend_with, &passes);
     for batch in actions.chunks(4) {
         let runs = batch.iter().enumerate().map(|(i, action)| async move {
-            let b = backend_with(unique_name("operator-less"), moto_policy(policy, Some(action))).await;
+            let b = backend_with(unique_name("operator-less"), moto_operator_policy(Some(action)).unwrap()).await;
             (action.clone(), passes(b, format!("iam-{i}")).await)
         });
         for (action, passed) in futures::future::join_all(runs).await {
