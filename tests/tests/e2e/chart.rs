@@ -1557,3 +1557,48 @@ fn the_cluster_workflow_uses_values_and_files_that_exist() {
         }
     }
 }
+
+/// The chart README's table names every value of `values.yaml` (a row may name siblings as
+/// `` `parent.a`, `.b` ``); maps whose keys are the user's own (labels, annotations, security
+/// contexts, …) count as one value.
+#[test]
+fn the_chart_readme_names_every_value() {
+    let root = s3op_tests::workspace_root().join(chart::CHART_DIR);
+    let values: Value = yaml_serde::from_str(&std::fs::read_to_string(root.join("values.yaml")).unwrap()).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `")).collect();
+    const OPAQUE: [&str; 11] = [
+        "podSecurityContext",
+        "securityContext",
+        "resources",
+        "nodeSelector",
+        "affinity",
+        "labels",
+        "additionalLabels",
+        "annotations",
+        "data",
+        "podAnnotations",
+        "podLabels",
+    ];
+    fn leaves(v: &Value, prefix: &str, out: &mut Vec<String>) {
+        for (k, x) in v.as_object().unwrap() {
+            let path = format!("{prefix}{k}");
+            match x.as_object() {
+                Some(m) if !m.is_empty() && !OPAQUE.contains(&k.as_str()) => leaves(x, &format!("{path}."), out),
+                _ => out.push(path),
+            }
+        }
+    }
+    let mut paths = Vec::new();
+    leaves(&values, "", &mut paths);
+    let named = |path: &str| {
+        let (parent, leaf) = path.rsplit_once('.').unwrap_or(("", path));
+        rows.iter().any(|row| {
+            row.contains(&format!("`{path}`"))
+                || (!parent.is_empty() && row.contains(&format!("`{parent}.")) && row.contains(&format!("`.{leaf}`")))
+        })
+    };
+    let missing: Vec<&String> = paths.iter().filter(|p| !named(p)).collect();
+    assert!(missing.is_empty(), "values the chart README's table does not name: {missing:?}");
+    assert!(paths.len() > 50, "{paths:?}");
+}
