@@ -426,9 +426,21 @@ impl Store {
     /// (MinIO encrypts some replies: see `s3op_backends::minio::madmin`); only a failure to
     /// reach the store is an error.
     pub async fn signed_admin_call(&self, method: &str, path_and_query: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>)> {
+        self.signed_call_as(&self.access_key, &self.secret_key, method, path_and_query, body).await
+    }
+
+    /// [`Store::signed_admin_call`] signed with another key (an application's, say).
+    pub async fn signed_call_as(
+        &self,
+        access_key: &str,
+        secret_key: &str,
+        method: &str,
+        path_and_query: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, Vec<u8>)> {
         let url = format!("{}{path_and_query}", self.endpoint);
-        let secret = s3op_backends::SecretString::new(&self.secret_key);
-        let headers = s3op_backends::http::sigv4_headers(method, &url, &body, self.region(), &self.access_key, &secret)
+        let secret = s3op_backends::SecretString::new(secret_key);
+        let headers = s3op_backends::http::sigv4_headers(method, &url, &body, self.region(), access_key, &secret)
             .map_err(|e| anyhow!("signing {method} {path_and_query}: {e}"))?;
         let method: reqwest::Method = method.parse().with_context(|| format!("HTTP method {method}"))?;
         let mut req = http_client(self.ca_pem())?.request(method.clone(), &url);

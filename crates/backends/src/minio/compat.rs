@@ -89,23 +89,24 @@ impl Minio {
         Ok(out)
     }
 
-    /// Everyone holding the bucket's compatibility policy: the recorded accounts that still do
-    /// or, for a record that names nobody yet, MinIO's sealed list, recorded then for the next
-    /// time. The caller holds the bucket's record lock.
-    async fn compat_holders_locked(&self, bucket: &str) -> Result<Vec<String>> {
+    /// The claim on the bucket, and everyone holding its compatibility policy: the recorded
+    /// accounts that still do or, for a record that names nobody yet, MinIO's sealed list,
+    /// recorded then for the next time. The caller holds the bucket's record lock.
+    async fn compat_holders_locked(&self, bucket: &str) -> Result<(Option<Owner>, Vec<String>)> {
         let name = compat_policy_name(bucket);
         let (claimant, recorded) = self.recorded_holders(bucket).await?;
         if let Some(recorded) = recorded {
-            return self.holding(&recorded, &name).await;
+            let holders = self.holding(&recorded, &name).await?;
+            return Ok((claimant, holders));
         }
         if self.canned_policy(&name).await?.is_none() {
-            return Ok(Vec::new());
+            return Ok((claimant, Vec::new()));
         }
         let holders = self.shared_policy_users(&name).await?;
-        if let Some(claimant) = claimant {
-            self.record_holders(bucket, &claimant, &holders).await?;
+        if let Some(claimant) = &claimant {
+            self.record_holders(bucket, claimant, &holders).await?;
         }
-        Ok(holders)
+        Ok((claimant, holders))
     }
 }
 
@@ -169,7 +170,7 @@ impl CompatStore for Minio {
     async fn bucket_owner(&self, bucket: &str) -> Result<Option<String>> {
         let users = {
             let _only_writer = self.record_locks.lock(Subject::Bucket, bucket).await;
-            self.compat_holders_locked(bucket).await?
+            self.compat_holders_locked(bucket).await?.1
         };
         // Several holders (attached by hand) is drift: reporting none makes the caller set the
         // owner, which detaches the others. A policy edited by hand grants nobody ReadWrite.
@@ -184,13 +185,13 @@ impl CompatStore for Minio {
         self.markers.refuse_own_bucket(bucket)?;
         let _only_writer = self.record_locks.lock(Subject::Bucket, bucket).await;
         let name = compat_policy_name(bucket);
-        let mut holders = self.compat_holders_locked(bucket).await?;
+        let (claimant, mut holders) = self.compat_holders_locked(bucket).await?;
         if let Some(previous) = previous.filter(|p| !holders.iter().any(|h| h == p)) {
             holders.extend(self.holding(&[previous.to_string()], &name).await?);
         }
         // The record names the new holder before it holds anything, so no cut leaves a holder
         // the record does not name. The caller claimed the bucket first.
-        let claimant = self.recorded_holders(bucket).await?.0.ok_or_else(|| BackendError::NotOwned {
+        let claimant = claimant.ok_or_else(|| BackendError::NotOwned {
             what: format!("bucket {bucket}"),
             detail: "it has no claim in the operator's ledger".into(),
         })?;
