@@ -742,8 +742,9 @@ pub async fn latencies(b: &dyn Backend, prefix: &str) {
     );
 }
 
-/// With the store stopped, calls fail promptly with a retryable `Unavailable`; once it is
-/// back, the same backend value works again.
+/// With the store stopped, calls fail promptly with a retryable `Unreachable` (no answer at all,
+/// which the controller's breaker acts on; an answered 5xx is `Unavailable`); once it is back,
+/// the same backend value works again.
 pub async fn outage_is_retryable_and_fast(store: &mut Store, b: &dyn Backend) {
     let kind = b.kind();
     b.health().await.unwrap();
@@ -752,13 +753,13 @@ pub async fn outage_is_retryable_and_fast(store: &mut Store, b: &dyn Backend) {
     let t = Instant::now();
     let err = b.ensure_bucket(&bucket_spec(&unique_name("down"), &caps, None), false).await.unwrap_err();
     let bucket_elapsed = t.elapsed();
-    assert!(matches!(err, BackendError::Unavailable { .. }) && err.is_retryable(), "{kind}: {err}");
+    assert!(matches!(err, BackendError::Unreachable { .. }) && err.is_retryable(), "{kind}: {err}");
     let t = Instant::now();
     let err = b.ensure_user(&user_spec(&unique_name("down")), false).await.unwrap_err();
     let user_elapsed = t.elapsed();
-    assert!(matches!(err, BackendError::Unavailable { .. }) && err.is_retryable(), "{kind}: {err}");
+    assert!(matches!(err, BackendError::Unreachable { .. }) && err.is_retryable(), "{kind}: {err}");
     let err = b.health().await.unwrap_err();
-    assert!(matches!(err, BackendError::Unavailable { .. }) && err.is_retryable(), "{kind}: {err}");
+    assert!(matches!(err, BackendError::Unreachable { .. }) && err.is_retryable(), "{kind}: {err}");
     eprintln!("{kind} down: ensure_bucket failed in {bucket_elapsed:?}, ensure_user in {user_elapsed:?}");
     assert!(bucket_elapsed < Duration::from_secs(30) && user_elapsed < Duration::from_secs(30), "{kind}: too slow");
     store.restart().await.unwrap();

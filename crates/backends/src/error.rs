@@ -43,12 +43,23 @@ pub enum BackendError {
         /// The setting or operation.
         feature: &'static str,
     },
-    /// The store did not answer, timed out or failed on its side; a retry may succeed.
+    /// The store answered that it failed on its side (HTTP 5xx, throttling, still starting); a
+    /// retry may succeed.
     #[error("{backend} unavailable: {cause}")]
     Unavailable {
         /// The store kind.
         backend: &'static str,
-        /// What happened (connection refused, timeout, HTTP 5xx …).
+        /// What the store answered.
+        cause: String,
+    },
+    /// The store gave no answer at all: no connection, a timeout, a reply cut off. Kept apart
+    /// from [`BackendError::Unavailable`] because every later call to that store will likely
+    /// wait out the same timeout, so the controller stops asking it for a while.
+    #[error("{backend} unavailable: {cause}")]
+    Unreachable {
+        /// The store kind.
+        backend: &'static str,
+        /// What happened (connection refused, timeout …).
         cause: String,
     },
     /// The store answered something we do not understand.
@@ -75,8 +86,8 @@ pub enum ErrorCategory {
     Forbidden,
     /// See [`BackendError::Unsupported`].
     Unsupported,
-    /// See [`BackendError::Unavailable`] and [`BackendError::Protocol`]: both are the store
-    /// failing on its side, and the log line keeps which.
+    /// See [`BackendError::Unavailable`], [`BackendError::Unreachable`] and
+    /// [`BackendError::Protocol`]: all are the store failing, and the log line keeps which.
     Unavailable,
 }
 
@@ -114,7 +125,9 @@ impl BackendError {
             BackendError::InvalidInput(_) => ErrorCategory::InvalidInput,
             BackendError::Forbidden(_) => ErrorCategory::Forbidden,
             BackendError::Unsupported { .. } => ErrorCategory::Unsupported,
-            BackendError::Unavailable { .. } | BackendError::Protocol { .. } => ErrorCategory::Unavailable,
+            BackendError::Unavailable { .. } | BackendError::Unreachable { .. } | BackendError::Protocol { .. } => {
+                ErrorCategory::Unavailable
+            }
         }
     }
 
@@ -128,6 +141,7 @@ impl BackendError {
         matches!(
             self,
             BackendError::Unavailable { .. }
+                | BackendError::Unreachable { .. }
                 | BackendError::Protocol { .. }
                 | BackendError::Conflict { .. }
                 | BackendError::NotFound { .. }
@@ -149,9 +163,12 @@ mod tests {
 
     #[test]
     fn classification() {
-        let unavailable = BackendError::Unavailable { backend: "minio", cause: "connection refused".into() };
+        let unavailable = BackendError::Unavailable { backend: "minio", cause: "HTTP 503".into() };
         assert!(unavailable.is_retryable());
         assert_eq!(unavailable.category().as_str(), "BackendUnavailable");
+        let silent = BackendError::Unreachable { backend: "minio", cause: "connection refused".into() };
+        assert!(silent.is_retryable());
+        assert_eq!(silent.category(), unavailable.category(), "one reason word for both");
         let unsupported = BackendError::Unsupported { backend: "garage", feature: "versioning" };
         assert!(!unsupported.is_retryable());
         assert_eq!(unsupported.to_string(), "versioning is not supported by garage");

@@ -122,7 +122,7 @@ pub fn transport_error(backend: &'static str, op: &str, what: &str, err: reqwest
         }
         source = e.source();
     }
-    BackendError::Unavailable { backend, cause: format!("{op} on {what}: {cause}") }
+    BackendError::Unreachable { backend, cause: format!("{op} on {what}: {cause}") }
 }
 
 /// Maps a non-2xx admin reply to an error; `detail` already names the call, the store's

@@ -260,7 +260,7 @@ impl Ledger {
         match self.s3.client().get_object().bucket(&self.bucket).key(Self::key(subject, name)?).send().await {
             Ok(out) => {
                 let owner = owner_from_meta(subject, out.metadata());
-                let body = out.body.collect().await.map_err(|e| BackendError::Unavailable {
+                let body = out.body.collect().await.map_err(|e| BackendError::Unreachable {
                     backend: self.s3.backend(),
                     cause: format!("GetObject on {what}: reading the body: {e}"),
                 })?;

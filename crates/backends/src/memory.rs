@@ -68,7 +68,8 @@ impl MemoryBackend {
         Self::default()
     }
 
-    /// Makes every call fail with `Unavailable` (true) or work again (false).
+    /// Makes every call fail with `Unreachable`, as a stopped store does (true), or work again
+    /// (false).
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
     }
@@ -183,7 +184,7 @@ impl MemoryBackend {
 
     fn available(&self) -> Result<()> {
         if self.down.load(Ordering::SeqCst) {
-            return Err(BackendError::Unavailable { backend: "memory", cause: "switched off by the test".into() });
+            return Err(BackendError::Unreachable { backend: "memory", cause: "switched off by the test".into() });
         }
         Ok(())
     }

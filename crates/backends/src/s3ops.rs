@@ -97,13 +97,13 @@ where
 }
 
 /// The classes of an SDK call that got no answer, the same for S3 and IAM: no connection or a
-/// timeout is `Unavailable`, a request that could not even be built is `Protocol`.
+/// timeout is `Unreachable`, a request that could not even be built is `Protocol`.
 pub fn unanswered<E>(backend: &'static str, op: &'static str, what: &str, err: &SdkError<E>) -> Option<BackendError>
 where
     E: std::error::Error + Send + Sync + 'static,
 {
     match err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => Some(BackendError::Unavailable {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => Some(BackendError::Unreachable {
             backend,
             cause: format!("{op} on {what}: {}", aws_sdk_s3::error::DisplayErrorContext(err)),
         }),

@@ -2,6 +2,7 @@
 //! wire the API types to an object-store backend, the compatibility mode for annotated
 //! Secrets, metrics, health endpoints and telemetry.
 
+pub mod breaker;
 pub mod bucket;
 pub mod compat;
 pub mod config;

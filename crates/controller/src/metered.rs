@@ -1,7 +1,11 @@
 //! A [`Backend`] wrapper that records every call's duration and outcome, and every write to
-//! the store, so the reconcilers stay free of metrics code and no backend can forget them.
+//! the store, so the reconcilers stay free of metrics code and no backend can forget them. It
+//! also holds the store's [`Breaker`]: every call passes here, so here is where a silent store
+//! stops being asked.
 
 use std::{future::Future, sync::Arc, time::Instant};
+
+use futures::channel::mpsc::UnboundedSender;
 
 use async_trait::async_trait;
 use s3op_backends::{
@@ -9,34 +13,78 @@ use s3op_backends::{
     Credentials, Grant, Owner, Result, UserInfo, UserSpec, compat::AccountState, ledger::Subject,
 };
 
-use crate::metrics::Metrics;
+use crate::{
+    breaker::{self, Admission, Breaker, Turn},
+    metrics::Metrics,
+    stores::StoreKey,
+};
 
 /// Wraps a backend and records `s3op_backend_request_duration_seconds` for every call and
-/// `s3op_backend_writes_total` for every call that changed the store.
+/// `s3op_backend_writes_total` for every call that changed the store; with a breaker, withholds
+/// calls from a store that gave no answer (`s3op_backend_calls_withheld_total`).
 #[derive(Debug, Clone)]
 pub struct MeteredBackend {
     inner: Arc<dyn Backend>,
     metrics: Arc<Metrics>,
     store: Arc<str>,
+    guard: Option<Guard>,
+}
+
+/// A store's breaker, and where its turns are told (the store's key with each turn).
+#[derive(Debug, Clone)]
+struct Guard {
+    breaker: Arc<Breaker>,
+    key: StoreKey,
+    turns: UnboundedSender<(StoreKey, Turn)>,
 }
 
 impl MeteredBackend {
     /// Meters `inner`, the backend of the store named `store`, into `metrics`.
     pub fn new(inner: Arc<dyn Backend>, metrics: Arc<Metrics>, store: &str) -> Self {
-        Self { inner, metrics, store: store.into() }
+        Self { inner, metrics, store: store.into(), guard: None }
+    }
+
+    /// The same, with a breaker for the store `key`: its turns (silent, answering again) are sent
+    /// to `turns`.
+    pub fn with_breaker(self, key: StoreKey, turns: UnboundedSender<(StoreKey, Turn)>) -> Self {
+        Self { guard: Some(Guard { breaker: Arc::new(Breaker::default()), key, turns }), ..self }
     }
 
     /// Runs one call, timing it and labelling it with `operation` and its outcome; `wrote`
-    /// decides from a successful result whether the store was changed.
+    /// decides from a successful result whether the store was changed. A store that gave no
+    /// answer lately is not called (see [`Breaker`]).
     async fn call<T>(
         &self,
         operation: &'static str,
         fut: impl Future<Output = Result<T>>,
         wrote: impl FnOnce(&T) -> bool,
     ) -> Result<T> {
+        let admitted = self.guard.as_ref().map_or(Admission::Call, |g| g.breaker.admit());
+        if admitted == Admission::Withhold {
+            self.metrics.backend_call_withheld(&self.store);
+            return Err(breaker::withheld(self.inner.kind().as_str()));
+        }
+        self.measured(operation, admitted, fut, wrote).await
+    }
+
+    /// Runs one admitted call: times it, counts it, and tells the breaker what it got back.
+    async fn measured<T>(
+        &self,
+        operation: &'static str,
+        admitted: Admission,
+        fut: impl Future<Output = Result<T>>,
+        wrote: impl FnOnce(&T) -> bool,
+    ) -> Result<T> {
         let backend = self.inner.kind().as_str();
         let start = Instant::now();
         let result = fut.await;
+        if let Some(g) = &self.guard {
+            let turn = g.breaker.record(admitted, &result);
+            if turn != Turn::None {
+                tracing::info!(store = %self.store, ?turn, "the store's breaker turned");
+                let _ = g.turns.unbounded_send((g.key.clone(), turn));
+            }
+        }
         let outcome = match &result {
             Ok(_) => "ok",
             Err(err) => err.category().as_str(),
@@ -62,7 +110,9 @@ impl Backend for MeteredBackend {
     }
 
     async fn health(&self) -> Result<()> {
-        self.call("health", self.inner.health(), |_| false).await
+        // The health check is the store reconciler's own probe: it always asks, so a store
+        // object shows the store's real answer, and an answer closes the breaker.
+        self.measured("health", Admission::Call, self.inner.health(), |_| false).await
     }
 
     async fn describe_bucket(&self, name: &str) -> Result<Option<BucketInfo>> {
@@ -165,7 +215,7 @@ impl CompatStore for MeteredBackend {
 mod tests {
     use std::collections::BTreeMap;
 
-    use s3op_backends::{Owner, memory::MemoryBackend};
+    use s3op_backends::{BackendError, Owner, memory::MemoryBackend};
 
     use super::*;
 
@@ -210,6 +260,35 @@ mod tests {
             "s3op_backend_writes_total{store=\"default\",backend=\"memory\",operation=\"create_key\"} 1",
             "s3op_backend_request_duration_seconds_count{store=\"default\",backend=\"memory\",operation=\"ensure_bucket\",outcome=\"ok\"} 2",
             "s3op_backend_request_duration_seconds_count{store=\"default\",backend=\"memory\",operation=\"describe_bucket\",outcome=\"BackendUnavailable\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silent_store_is_not_asked_until_it_answers_its_health_check() {
+        use futures::StreamExt;
+        let metrics = Metrics::new();
+        let memory = Arc::new(MemoryBackend::new());
+        let (turns, mut turned) = futures::channel::mpsc::unbounded();
+        let key = StoreKey::Cluster("minio".into());
+        let backend = MeteredBackend::new(memory.clone(), metrics.clone(), "ClusterS3Store/minio")
+            .with_breaker(key.clone(), turns);
+        memory.set_down(true);
+        let silent = backend.describe_bucket("b1").await.unwrap_err();
+        assert!(matches!(silent, BackendError::Unreachable { .. }), "{silent}");
+        assert_eq!(turned.next().await, Some((key.clone(), Turn::Opened)));
+        memory.set_down(false);
+        let withheld = backend.ensure_bucket(&spec(), false).await.unwrap_err();
+        assert_eq!(withheld, breaker::withheld("memory"), "not asked although it is back");
+        assert_eq!(memory.writes(), 0);
+        backend.health().await.expect("the health check always asks");
+        assert_eq!(turned.next().await, Some((key, Turn::Closed)));
+        assert_eq!(backend.ensure_bucket(&spec(), false).await, Ok(Change::Created));
+        let text = metrics.encode();
+        for line in [
+            "s3op_backend_calls_withheld_total{store=\"ClusterS3Store/minio\"} 1",
+            "s3op_backend_request_duration_seconds_count{store=\"ClusterS3Store/minio\",backend=\"memory\",operation=\"ensure_bucket\",outcome=\"ok\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
         }

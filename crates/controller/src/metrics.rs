@@ -100,6 +100,7 @@ pub struct Metrics {
     events: Family<KindReasonLabels, Counter>,
     backend_requests: HistogramFamily<BackendRequestLabels>,
     backend_writes: Family<BackendOperationLabels, Counter>,
+    backend_withheld: Family<StoreLabels, Counter>,
     objects_not_ready: Family<KindLabels, Gauge>,
     // Which objects are not Ready, by kind ("namespace/name"): the gauge is their number.
     not_ready: Mutex<BTreeMap<&'static str, BTreeSet<String>>>,
@@ -198,6 +199,13 @@ impl Metrics {
             stores_ready.clone(),
         );
 
+        let backend_withheld = Family::<StoreLabels, Counter>::default();
+        registry.register(
+            "s3op_backend_calls_withheld",
+            "Backend calls not made because their store gave no answer to recent calls (its breaker is open), by store",
+            backend_withheld.clone(),
+        );
+
         extra(&mut registry);
 
         Arc::new(Metrics {
@@ -212,6 +220,7 @@ impl Metrics {
             events,
             backend_requests,
             backend_writes,
+            backend_withheld,
             objects_not_ready,
             not_ready: Mutex::new(BTreeMap::new()),
             status_writes_sum: AtomicU64::new(0),
@@ -227,7 +236,15 @@ impl Metrics {
 
     /// Forgets a deleted store.
     pub fn forget_store(&self, store: &str) {
-        self.stores_ready.remove(&StoreLabels { store: store.into() });
+        let labels = StoreLabels { store: store.into() };
+        self.stores_ready.remove(&labels);
+        self.backend_withheld.remove(&labels);
+    }
+
+    /// Counts a backend call of the store shown as `store` that was not made: the store gave
+    /// no answer to recent calls.
+    pub fn backend_call_withheld(&self, store: &str) {
+        self.backend_withheld.get_or_create(&StoreLabels { store: store.into() }).inc();
     }
 
     /// Records whether the `kind` object `key` ("namespace/name") is Ready after its reconcile.

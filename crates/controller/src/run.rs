@@ -3,7 +3,10 @@
 
 use std::{sync::Arc, time::Instant};
 
-use futures::{FutureExt, StreamExt, TryStreamExt};
+use futures::{
+    FutureExt, StreamExt, TryStreamExt,
+    channel::mpsc::{UnboundedReceiver, UnboundedSender},
+};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, Client, ResourceExt,
@@ -20,6 +23,7 @@ use s3op_backends::Backend;
 use tokio::sync::watch;
 
 use crate::{
+    breaker::Turn,
     bucket,
     compat::{self, Compat, LegacyMetrics},
     config::Config,
@@ -48,13 +52,16 @@ pub async fn run(
     let started = Instant::now();
     let legacy = LegacyMetrics::new();
     let metrics = Metrics::with_registry(|r| legacy.register(r));
+    let (turns, turned) = futures::channel::mpsc::unbounded::<(StoreKey, Turn)>();
     let default = match &config.store {
         Some(store_config) => {
             let raw = store::connect(store_config)
                 .await
                 .map_err(|e| anyhow::anyhow!("configuring the default {} store: {e}", store_config.backend))?;
-            let backend: Arc<dyn Backend> =
-                Arc::new(MeteredBackend::new(raw, metrics.clone(), &config.default_store_name));
+            let backend: Arc<dyn Backend> = Arc::new(
+                MeteredBackend::new(raw, metrics.clone(), &config.default_store_name)
+                    .with_breaker(StoreKey::Default, turns.clone()),
+            );
             if let Err(e) = backend.health().await {
                 // Not fatal: the conditions of the objects on it report it, and reconciles retry.
                 tracing::warn!(error = %e, "the default object store does not answer yet");
@@ -156,15 +163,26 @@ pub async fn run(
         compat_parts = Some((compat, secrets, secret_store));
     }
     let mut secret_watches = SecretWatches::new(client.clone());
-    let namespaced_stores = store_controller(scoped::<S3Store>(&client, &config), secret_watches.subscribe(), &config);
-    let cluster_stores = serve_cluster_stores
-        .then(|| store_controller(Api::<ClusterS3Store>::all(client.clone()), secret_watches.subscribe(), &config));
+    let (check_namespaced, namespaced_checks) = futures::channel::mpsc::unbounded();
+    let (check_cluster, cluster_checks) = futures::channel::mpsc::unbounded();
+    tokio::spawn(on_breaker_turns(turned, stores.clone(), check_namespaced, check_cluster));
+    let namespaced_stores =
+        store_controller(scoped::<S3Store>(&client, &config), secret_watches.subscribe(), namespaced_checks, &config);
+    let cluster_stores = serve_cluster_stores.then(|| {
+        store_controller(
+            Api::<ClusterS3Store>::all(client.clone()),
+            secret_watches.subscribe(),
+            cluster_checks,
+            &config,
+        )
+    });
     let store_ctx = Arc::new(StoreContext::new(
         ctx.clone(),
         config.crd_mode.then(|| user_store.clone()),
         compat_parts.as_ref().map(|(_, _, s)| s.clone()),
         (namespaced_stores.store(), cluster_stores.as_ref().map(Controller::store)),
         secret_watches,
+        turns,
     ));
     let namespaces = if serve_cluster_stores {
         let (reader, writer) = reflector::store::<PartialObjectMeta<Namespace>>();
@@ -335,20 +353,48 @@ where
         .collect()
 }
 
+/// Acts on the stores' breakers: a store that went silent, or answers again, is checked at once
+/// (its status shows it, and its objects follow the check); a store that answers again also
+/// wakes its objects, which covers the default store, which has no store object to check.
+async fn on_breaker_turns(
+    mut turned: UnboundedReceiver<(StoreKey, Turn)>,
+    stores: Arc<Stores>,
+    check_namespaced: UnboundedSender<ObjectRef<S3Store>>,
+    check_cluster: UnboundedSender<ObjectRef<ClusterS3Store>>,
+) {
+    while let Some((key, turn)) = turned.next().await {
+        match &key {
+            StoreKey::Default => {}
+            StoreKey::Namespaced { namespace, name } => {
+                let _ = check_namespaced.unbounded_send(ObjectRef::new(name).within(namespace));
+            }
+            StoreKey::Cluster(name) => {
+                let _ = check_cluster.unbounded_send(ObjectRef::new(name));
+            }
+        }
+        if turn == Turn::Closed {
+            stores.notify(key);
+        }
+    }
+}
+
 /// The controller of one store kind over `api`, woken when a Secret it references changes (a
 /// rotated admin key or CA bundle is picked up without a restart; `secrets` names each Secret
-/// that changed). A CA bundle in a ConfigMap is read again at the store's next resync
-/// (ConfigMaps are not watched: the operator may only get the ones stores name).
+/// that changed) and when its breaker turns (`checks`). A CA bundle in a ConfigMap is read
+/// again at the store's next resync (ConfigMaps are not watched: the operator may only get the
+/// ones stores name).
 fn store_controller<K>(
     api: Api<K>,
-    secrets: futures::channel::mpsc::UnboundedReceiver<(String, String)>,
+    secrets: UnboundedReceiver<(String, String)>,
+    checks: UnboundedReceiver<ObjectRef<K>>,
     config: &Config,
 ) -> Controller<K>
 where
     K: s3store::StoreObject + kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let controller = Controller::new(api, watcher::Config::default().any_semantic())
-        .with_config(controller::Config::default().concurrency(config.concurrency));
+        .with_config(controller::Config::default().concurrency(config.concurrency))
+        .reconcile_on(checks);
     let stores = controller.store();
     controller.reconcile_on(secrets.flat_map(move |(namespace, name)| {
         let woken: Vec<ObjectRef<K>> = stores

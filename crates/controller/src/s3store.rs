@@ -6,6 +6,7 @@
 
 use std::{collections::BTreeSet, fmt::Debug, sync::Arc, time::Duration};
 
+use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::{
     api::core::v1::{ConfigMap, Secret},
     apimachinery::pkg::apis::meta::v1::Condition,
@@ -28,6 +29,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::{
+    breaker::Turn,
     compat::SecretMeta,
     config::{AdminCredentials, BackendKind, GarageAdmin, StoreConfig},
     context::{Context, Error, Result},
@@ -182,6 +184,8 @@ pub struct StoreContext {
     pub stores: (Store<S3Store>, Option<Store<ClusterS3Store>>),
     /// One watch per Secret a store reads.
     pub secret_watches: SecretWatches,
+    /// Where the stores' breakers tell that a store went silent or answers again.
+    pub turns: UnboundedSender<(StoreKey, Turn)>,
     built: std::sync::Mutex<std::collections::HashMap<StoreKey, Built>>,
 }
 
@@ -196,8 +200,9 @@ impl StoreContext {
         secrets: Option<Store<SecretMeta>>,
         stores: (Store<S3Store>, Option<Store<ClusterS3Store>>),
         secret_watches: SecretWatches,
+        turns: UnboundedSender<(StoreKey, Turn)>,
     ) -> Self {
-        Self { ctx, users, secrets, stores, secret_watches, built: Default::default() }
+        Self { ctx, users, secrets, stores, secret_watches, turns, built: Default::default() }
     }
 
     /// Keeps exactly the Secret watches the stores need now.
@@ -427,7 +432,9 @@ async fn connect<K: StoreObject>(obj: &K, sctx: &StoreContext) -> Result<(Slot, 
                 Err(e) => return Ok(not_ready(Readiness::of_error(&e))),
             };
             let label = ctx.stores.label(&key);
-            let backend: Arc<dyn Backend> = Arc::new(MeteredBackend::new(raw, ctx.metrics.clone(), &label));
+            let backend: Arc<dyn Backend> = Arc::new(
+                MeteredBackend::new(raw, ctx.metrics.clone(), &label).with_breaker(key.clone(), sctx.turns.clone()),
+            );
             let active = Arc::new(ActiveStore { name: shown, config, backend });
             sctx.built.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), (digest, active.clone()));
             active
@@ -791,8 +798,14 @@ mod tests {
     async fn a_tenants_store_never_gets_the_operators_identity() {
         let t = crate::testing::TestContext::new();
         let (namespaced, _) = kube::runtime::reflector::store();
-        let sctx =
-            StoreContext::new(t.ctx.clone(), None, None, (namespaced, None), SecretWatches::new(t.ctx.client.clone()));
+        let sctx = StoreContext::new(
+            t.ctx.clone(),
+            None,
+            None,
+            (namespaced, None),
+            SecretWatches::new(t.ctx.client.clone()),
+            futures::channel::mpsc::unbounded().0,
+        );
         let mut store = S3Store::new("borrowed", Default::default());
         store.metadata.namespace = Some("team-a".into());
         store.spec.provider =
@@ -808,8 +821,14 @@ mod tests {
     async fn a_missing_admin_secret_stalls_and_a_store_that_does_not_answer_reconciles() {
         let t = crate::testing::TestContext::new();
         let (namespaced, _) = kube::runtime::reflector::store();
-        let sctx =
-            StoreContext::new(t.ctx.clone(), None, None, (namespaced, None), SecretWatches::new(t.ctx.client.clone()));
+        let sctx = StoreContext::new(
+            t.ctx.clone(),
+            None,
+            None,
+            (namespaced, None),
+            SecretWatches::new(t.ctx.client.clone()),
+            futures::channel::mpsc::unbounded().0,
+        );
         let mut store = S3Store::new("minio", Default::default());
         store.metadata.namespace = Some("team-a".into());
         store.spec.provider = Provider {
