@@ -2,6 +2,9 @@
 //! by operation. The operator's metrics count `Backend` calls; one call can be several store
 //! requests (a list, a marker read, a policy read), and what a store pays for is requests.
 //!
+//! It can also go silent ([`CountingProxy::stall`]): it keeps accepting connections and counting
+//! requests but forwards and answers nothing, as a black-holed address or a hung store does.
+//!
 //! Nothing is rewritten: the client signs for the proxy's address (SigV4 covers `Host`), the
 //! store checks the signature against the same `Host` it receives, and replies flow back
 //! untouched. Only plain HTTP/1.1 is understood, which is what every client here speaks to a
@@ -9,7 +12,10 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use anyhow::{Context, Result};
@@ -27,6 +33,7 @@ pub type Counts = BTreeMap<String, u64>;
 pub struct CountingProxy {
     url: String,
     counts: Arc<Mutex<Counts>>,
+    stalled: Arc<AtomicBool>,
     accept: JoinHandle<()>,
 }
 
@@ -45,19 +52,28 @@ impl CountingProxy {
         let counts = Arc::new(Mutex::new(Counts::new()));
         let markers = Arc::new(markers);
         let shared = counts.clone();
+        let stalled = Arc::new(AtomicBool::new(false));
+        let silent = stalled.clone();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (target, counts, markers) = (target.clone(), shared.clone(), markers.clone());
+                let (target, counts, markers, silent) =
+                    (target.clone(), shared.clone(), markers.clone(), silent.clone());
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(&target).await {
                         let _ = client.set_nodelay(true);
                         let _ = server.set_nodelay(true);
-                        pipe(client, server, &counts, &markers).await;
+                        pipe(client, server, &counts, &markers, &silent).await;
                     }
                 });
             }
         });
-        Ok(CountingProxy { url, counts, accept })
+        Ok(CountingProxy { url, counts, stalled, accept })
+    }
+
+    /// Goes silent (`true`): requests are still counted, but none reaches the store and none
+    /// is answered, on new connections and open ones alike; `false` forwards again.
+    pub fn stall(&self, silent: bool) {
+        self.stalled.store(silent, Ordering::SeqCst);
     }
 
     /// The URL clients use instead of the store's.
@@ -88,8 +104,9 @@ pub fn delta(before: &Counts, after: &Counts) -> Counts {
         .collect()
 }
 
-/// Copies both ways until either side closes, parsing the client's bytes for requests.
-async fn pipe(client: TcpStream, server: TcpStream, counts: &Mutex<Counts>, markers: &[String]) {
+/// Copies both ways until either side closes, parsing the client's bytes for requests; while
+/// `stalled`, the client's bytes are counted and dropped.
+async fn pipe(client: TcpStream, server: TcpStream, counts: &Mutex<Counts>, markers: &[String], stalled: &AtomicBool) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let upstream = async {
@@ -103,6 +120,9 @@ async fn pipe(client: TcpStream, server: TcpStream, counts: &Mutex<Counts>, mark
             for request in parser.feed(&buf[..n]) {
                 let l = label(&request, markers);
                 *counts.lock().unwrap_or_else(PoisonError::into_inner).entry(l).or_default() += 1;
+            }
+            if stalled.load(Ordering::SeqCst) {
+                continue;
             }
             if server_write.write_all(&buf[..n]).await.is_err() {
                 break;

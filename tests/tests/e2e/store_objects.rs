@@ -75,12 +75,23 @@ fn user(name: &str, store: Option<StoreRef>, buckets: &[&str]) -> S3User {
 /// An S3Store of `store` in `namespace` reading the admin Secret `<name>-admin` there, which it
 /// writes with the store's admin key; its ledger in a marker bucket of its own.
 async fn s3store(client: &Client, namespace: &str, name: &str, store: &Store) -> S3Store {
+    s3store_at(client, namespace, name, store, provider_of(store)).await
+}
+
+/// [`s3store`] reaching the store through `provider` (another endpoint for the same store).
+async fn s3store_at(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    store: &Store,
+    provider: s3op_api::store::Provider,
+) -> S3Store {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let secret_name = format!("{name}-admin");
     let secret = admin_secret(store, &secret_name, store.admin_access_key(), store.admin_secret_key());
     secrets.create(&PostParams::default(), &secret).await.unwrap();
     let spec = S3StoreSpec {
-        provider: provider_of(store),
+        provider,
         auth: auth_by_secret(&secret_name, None),
         marker_bucket: Some(unique_name("markers")),
         ..Default::default()
@@ -457,6 +468,93 @@ async fn a_rotated_admin_key_is_picked_up_and_a_wrong_or_stopped_store_degrades_
     minio.restart().await.unwrap();
     wait_all(&users, &["minio-app"], "True").await;
     wait_all(&buckets, &["minio-data", "minio-more"], "True").await;
+    op.stop().await.unwrap();
+}
+
+/// A store that stops answering (it accepts connections and never replies, as a black-holed
+/// address or a hung server does) is not asked by each of its objects, each waiting out the
+/// client's timeouts in a reconcile slot every store shares: after the first silence its calls
+/// are withheld, its own check turns it Ready=False at once, and one probe at a time asks it
+/// again. The other store's new pair converges meanwhile, on two reconcile slots, and the
+/// silent store's objects and data are all there once it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_that_stops_answering_is_probed_instead_of_asked_by_every_object() {
+    const WAITING: usize = 20;
+    let client = client().await;
+    let ns = cp().namespace("stores-silent").await.unwrap();
+    let (versitygw, minio) = tokio::join!(start(StoreKind::Versitygw), start(StoreKind::Minio));
+    let proxy = s3op_tests::bench::proxy::CountingProxy::start(minio.endpoint(), vec![]).await.unwrap();
+    // A long resync and two slots per kind: only what the operator wakes is reconciled, and a
+    // store holding the slots would hold up everything else.
+    let args = ["--resync-interval", "600s", "--compat-mode", "false", "--watch-namespace", &ns, "--concurrency", "2"];
+    let op = Operator::start_with(client.clone(), args.iter().map(|a| a.to_string()).collect()).await.unwrap();
+    let stores: Api<S3Store> = Api::namespaced(client.clone(), &ns);
+    let buckets: Api<S3Bucket> = Api::namespaced(client.clone(), &ns);
+    let users: Api<S3User> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let mut provider = provider_of(&minio);
+    provider.minio.as_mut().unwrap().endpoint = proxy.url().to_string();
+    s3store_at(&client, &ns, "minio", &minio, provider).await;
+    s3store(&client, &ns, "gw", &versitygw).await;
+    for (store, b, u) in [("minio", "minio-data", "minio-app"), ("gw", "gw-data", "gw-app")] {
+        buckets
+            .create(&PostParams::default(), &bucket(b, on(RefKind::S3Store, store), DeletionPolicy::Retain))
+            .await
+            .unwrap();
+        users.create(&PostParams::default(), &user(u, on(RefKind::S3Store, store), &[b])).await.unwrap();
+    }
+    wait_all(&users, &["minio-app", "gw-app"], "True").await;
+    let minio_secret = secrets.get("minio-app-s3-credentials").await.unwrap();
+    let minio_data = buckets.get("minio-data").await.unwrap().spec.bucket_name.unwrap();
+    assert!(works_at(&minio_secret, proxy.url(), &minio_data).await);
+
+    // Silence, then many objects that need the store.
+    proxy.stall(true);
+    let before = proxy.snapshot();
+    let waiting: Vec<String> = (0..WAITING).map(|i| format!("minio-wait-{i}")).collect();
+    for name in &waiting {
+        buckets
+            .create(&PostParams::default(), &bucket(name, on(RefKind::S3Store, "minio"), DeletionPolicy::Retain))
+            .await
+            .unwrap();
+    }
+    // The store's own check was woken (its resync is 10 minutes away) and says why.
+    let silent = wait_condition(&stores, "minio", "False", "BackendUnavailable").await;
+    assert!(!silent.ready().unwrap().message.contains(minio.admin_secret_key()), "{:?}", silent.ready());
+    buckets
+        .create(&PostParams::default(), &bucket("gw-during", on(RefKind::S3Store, "gw"), DeletionPolicy::Retain))
+        .await
+        .unwrap();
+    users.create(&PostParams::default(), &user("gw-during", on(RefKind::S3Store, "gw"), &["gw-during"])).await.unwrap();
+    wait_ready(&users, "gw-during").await;
+    let names: Vec<&str> = waiting.iter().map(String::as_str).collect();
+    wait_all(&buckets, &names, "False").await;
+    wait_condition(&users, "minio-app", "False", "StoreNotReady").await;
+    let asked: u64 = s3op_tests::bench::proxy::delta(&before, &proxy.snapshot()).values().sum();
+    let metrics = op.metrics().await.unwrap();
+    let withheld = s3op_tests::binary::metric_sum(&metrics, "s3op_backend_calls_withheld_total");
+    eprintln!("silent store: {asked} requests reached it for {WAITING} new buckets; {withheld} calls withheld");
+    assert!(
+        (asked as usize) < WAITING,
+        "each waiting bucket asked the silent store: {asked} requests for {WAITING} buckets"
+    );
+    assert!(withheld >= 1.0, "no call was withheld:\n{metrics}");
+    // The other store's objects never noticed.
+    let gw_secret = secrets.get("gw-app-s3-credentials").await.unwrap();
+    let gw_data = buckets.get("gw-data").await.unwrap().spec.bucket_name.unwrap();
+    assert!(works_at(&gw_secret, versitygw.endpoint(), &gw_data).await);
+
+    // It answers again: everything on it converges, with no restart, and its data is there.
+    proxy.stall(false);
+    wait_ready(&stores, "minio").await;
+    wait_all(&buckets, &names, "True").await;
+    wait_all(&users, &["minio-app"], "True").await;
+    let minio_secret = secrets.get("minio-app-s3-credentials").await.unwrap();
+    assert!(works_at(&minio_secret, proxy.url(), &minio_data).await, "the victim's key and bucket still work");
+    for name in &waiting {
+        let b = buckets.get(name).await.unwrap();
+        assert!(bucket_exists(&minio, &b.spec.bucket_name.unwrap()).await, "{name}");
+    }
     op.stop().await.unwrap();
 }
 
