@@ -1422,6 +1422,7 @@ fn exported_series() -> std::collections::BTreeSet<String> {
     m.backend_write(&store, "minio", "ensure_bucket");
     m.object_readiness("S3Bucket", "a/b", false);
     m.set_store_ready("default", true);
+    m.backend_call_withheld("default");
     let text = m.encode();
     let mut names = std::collections::BTreeSet::new();
     for line in text.lines() {
