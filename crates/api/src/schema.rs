@@ -37,14 +37,14 @@ pub(crate) fn object_name(_: &mut SchemaGenerator) -> Schema {
     string_with_rules(OBJECT_NAME_MAX_LEN, &[OBJECT_NAME_RULE])
 }
 
-/// An HTTP(S) endpoint of a store.
+/// An HTTP(S) endpoint of a store: the rules of [`crate::store::validate_endpoint`].
 pub(crate) fn endpoint(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "string",
         "maxLength": 2048,
         "x-kubernetes-validations": [{
-            "rule": "self.startsWith('http://') || self.startsWith('https://')",
-            "message": "an endpoint is an http:// or https:// URL",
+            "rule": crate::store::ENDPOINT_RULE,
+            "message": crate::store::ENDPOINT_MESSAGE,
         }],
     })
 }

@@ -148,6 +148,30 @@ pub struct Provider {
     pub garage: Option<GarageProvider>,
 }
 
+/// The CEL rule of a store endpoint (see [`validate_endpoint`]).
+pub const ENDPOINT_RULE: &str = "self.matches('^https?://[^/?#@[:space:]][^?#@[:space:]]*$')";
+/// What the API server answers when an endpoint breaks [`ENDPOINT_RULE`].
+pub const ENDPOINT_MESSAGE: &str =
+    "an endpoint is an http:// or https:// URL naming a host, with no query, fragment, user info or spaces";
+
+/// Checks a store endpoint as the API server's [`ENDPOINT_RULE`] does: `http://` or `https://`,
+/// a host, and an optional path. The operator appends its own paths to an endpoint, so a query
+/// or fragment would let a tenant's S3Store cut them off and aim the operator's requests at any
+/// URL it likes (a cloud metadata service's credentials, say); user info would send credentials
+/// that are not in the store's Secret.
+pub fn validate_endpoint(endpoint: &str) -> Result<(), String> {
+    let rest = endpoint.strip_prefix("http://").or_else(|| endpoint.strip_prefix("https://"));
+    let refused = |why: &str| Err(format!("endpoint {endpoint:?}: {ENDPOINT_MESSAGE} ({why})"));
+    match rest {
+        None => refused("no http:// or https://"),
+        Some(r) if r.is_empty() || r.starts_with('/') => refused("no host"),
+        Some(r) => match r.chars().find(|c| matches!(c, '?' | '#' | '@') || c.is_whitespace()) {
+            Some(c) => refused(&format!("{c:?}")),
+            None => Ok(()),
+        },
+    }
+}
+
 /// Where AWS (or a compatible S3 + IAM service) answers.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]

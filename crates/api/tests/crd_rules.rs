@@ -480,3 +480,53 @@ fn a_ca_bundle_comes_from_one_object_of_the_stores_own_namespace() {
     assert!(messages(validate_cel(&cluster(from_map))).is_err(), "a cluster store names the namespace");
     assert!(messages(validate_cel(&cluster(elsewhere))).is_ok());
 }
+
+/// A store endpoint is a host with an optional path: a query, fragment or user info would let a
+/// tenant's S3Store cut off the paths the operator appends and aim its requests anywhere. The
+/// Rust check (the controller's) and the CEL rule (the API server's) agree on every row, and an
+/// endpoint is checked the same on every provider field.
+#[test]
+fn endpoint_table_rust_and_cel_agree() {
+    let table = [
+        ("http://minio:9000", true),
+        ("https://s3.eu-west-1.amazonaws.com", true),
+        ("http://minio.storage.svc:9000/", true),
+        ("https://gw.example.com/s3", true),
+        ("http://[fd00::1]:3900", true),
+        ("http://10.0.0.7:9000", true),
+        ("minio:9000", false),
+        ("ftp://minio", false),
+        ("http://", false),
+        ("http:///path", false),
+        ("http://169.254.169.254/latest/meta-data/iam/security-credentials/role?", false),
+        ("http://169.254.169.254/latest/meta-data/iam/security-credentials/role#", false),
+        ("http://user:pass@minio:9000", false),
+        ("http://minio:9000/a b", false),
+        ("http://minio:9000\n", false),
+    ];
+    for (endpoint, ok) in table {
+        let rust = s3op_api::store::validate_endpoint(endpoint);
+        assert_eq!(rust.is_ok(), ok, "Rust on {endpoint:?}: {rust:?}");
+        let garage = Provider {
+            garage: Some(s3op_api::store::GarageProvider {
+                endpoint: "http://garage:3900".into(),
+                admin_endpoint: endpoint.into(),
+                region: None,
+            }),
+            ..Default::default()
+        };
+        let aws = Provider {
+            aws: Some(AwsProvider { region: "eu-west-1".into(), endpoint: Some(endpoint.into()) }),
+            ..Default::default()
+        };
+        let s3 = Provider { minio: Some(S3Provider { endpoint: endpoint.into(), region: None }), ..Default::default() };
+        for provider in [s3, garage, aws] {
+            let spec = S3StoreSpec { provider, auth: secret_ref(None), ..Default::default() };
+            let cel = messages(validate_cel(&s3store(spec)));
+            assert_eq!(cel.is_ok(), ok, "CEL on {endpoint:?}: {cel:?}");
+            if let Err(m) = cel {
+                assert!(m.iter().any(|m| m == s3op_api::store::ENDPOINT_MESSAGE), "{m:?}");
+            }
+        }
+    }
+}

@@ -261,6 +261,11 @@ pub fn settings(
         ),
         _ => return Err("provider needs exactly one of aws, versitygw, minio or garage".into()),
     };
+    for e in endpoint.iter().chain(admin_endpoint.iter()) {
+        // The API server checks this too; an object stored before the rule (or under an
+        // older CRD) must still never aim the operator's requests elsewhere.
+        s3op_api::store::validate_endpoint(e)?;
+    }
     let text = |key: &str| -> Result<String, String> {
         let data = secret.ok_or_else(|| format!("Secret {secret_name} does not exist"))?;
         let value = data.get(key).ok_or_else(|| format!("Secret {secret_name} has no key {key}"))?;
@@ -709,6 +714,22 @@ mod tests {
             err.contains(DEFAULT_SECRET_ACCESS_KEY_KEY) && !err.contains("root"),
             "names the key, never a value: {err}"
         );
+    }
+
+    #[test]
+    fn an_endpoint_that_could_aim_the_operator_elsewhere_is_refused() {
+        let data = secret(&[(DEFAULT_ACCESS_KEY_ID_KEY, "k"), (DEFAULT_SECRET_ACCESS_KEY_KEY, "s")]);
+        let at = |endpoint: &str| {
+            spec(
+                Provider { minio: Some(S3Provider { endpoint: endpoint.into(), region: None }), ..Default::default() },
+                by_secret(),
+            )
+        };
+        let metadata = at("http://169.254.169.254/latest/meta-data/iam/security-credentials/node?");
+        let err = settings(view_of!(metadata), Some(&data), "ns/admin", None).unwrap_err();
+        assert!(err.contains("no query"), "{err}");
+        let fine = at("http://minio.storage:9000");
+        assert!(settings(view_of!(fine), Some(&data), "ns/admin", None).is_ok());
     }
 
     #[test]

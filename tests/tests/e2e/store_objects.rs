@@ -370,6 +370,25 @@ async fn a_cluster_store_serves_the_namespaces_it_allows_and_a_namespaced_store_
     let err =
         Api::<S3Store>::namespaced(client.clone(), &a).create(&PostParams::default(), &borrowing).await.unwrap_err();
     assert!(err.to_string().contains("operator's own identity"), "{err}");
+    // Nor aim the operator's requests at a URL of its choosing: a query would cut off the
+    // paths the operator appends (here, towards a cloud metadata service's credentials).
+    let mut aiming = S3Store::new(
+        "aiming",
+        S3StoreSpec {
+            provider: s3op_api::store::Provider {
+                minio: Some(s3op_api::store::S3Provider {
+                    endpoint: "http://169.254.169.254/latest/meta-data/iam/security-credentials/node?".into(),
+                    region: None,
+                }),
+                ..Default::default()
+            },
+            auth: auth_by_secret("minio-admin", None),
+            ..Default::default()
+        },
+    );
+    aiming.metadata.namespace = Some(a.clone());
+    let err = Api::<S3Store>::namespaced(client.clone(), &a).create(&PostParams::default(), &aiming).await.unwrap_err();
+    assert!(err.to_string().contains(s3op_api::store::ENDPOINT_MESSAGE), "{err}");
     op.stop().await.unwrap();
 }
 
