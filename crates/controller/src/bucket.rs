@@ -46,6 +46,9 @@ impl Reconciled for S3Bucket {
     async fn report(&self, ctx: &Context, readiness: &Readiness) -> Result<()> {
         report(self, ctx, None, None, readiness).await
     }
+    fn store(&self) -> StoreKey {
+        store_of(self)
+    }
 }
 
 /// The store an S3Bucket lives on.

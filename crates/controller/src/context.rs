@@ -103,6 +103,8 @@ pub struct Context {
     pub buckets: Store<S3Bucket>,
     /// Credentials Secrets just written by the operator, whose watch events wake nobody.
     pub own_secret_writes: Arc<crate::triggers::OwnWrites>,
+    /// Each store's share of the reconcile slots of each kind.
+    pub shares: Arc<crate::shares::Shares>,
     /// S3Buckets whose bucket was created again on the store (removed behind the operator's
     /// back): their users are reconciled at once, so their grants come back in the same pass.
     pub recreated_buckets: futures::channel::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<S3Bucket>>,
@@ -133,6 +135,7 @@ impl Context {
         own_secret_writes: Arc<crate::triggers::OwnWrites>,
     ) -> (Self, futures::channel::mpsc::UnboundedReceiver<kube::runtime::reflector::ObjectRef<S3Bucket>>) {
         let (recreated_buckets, recreated) = futures::channel::mpsc::unbounded();
+        let shares = Arc::new(crate::shares::Shares::new(usize::from(config.concurrency)));
         let ctx = Self {
             client,
             stores,
@@ -141,6 +144,7 @@ impl Context {
             metrics,
             buckets,
             own_secret_writes,
+            shares,
             recreated_buckets,
             failures: Mutex::new(HashMap::new()),
         };

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod reconcile;
 pub mod run;
 pub mod s3store;
+pub mod shares;
 pub mod status;
 pub mod store;
 pub mod stores;

@@ -101,6 +101,7 @@ pub struct Metrics {
     backend_requests: HistogramFamily<BackendRequestLabels>,
     backend_writes: Family<BackendOperationLabels, Counter>,
     backend_withheld: Family<StoreLabels, Counter>,
+    reconciles_deferred: Family<KindLabels, Counter>,
     objects_not_ready: Family<KindLabels, Gauge>,
     // Which objects are not Ready, by kind ("namespace/name"): the gauge is their number.
     not_ready: Mutex<BTreeMap<&'static str, BTreeSet<String>>>,
@@ -206,6 +207,13 @@ impl Metrics {
             backend_withheld.clone(),
         );
 
+        let reconciles_deferred = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "s3op_reconciles_deferred",
+            "Reconciles put off because their store had used its share of the kind's reconcile slots while other stores had work, by kind",
+            reconciles_deferred.clone(),
+        );
+
         extra(&mut registry);
 
         Arc::new(Metrics {
@@ -221,6 +229,7 @@ impl Metrics {
             backend_requests,
             backend_writes,
             backend_withheld,
+            reconciles_deferred,
             objects_not_ready,
             not_ready: Mutex::new(BTreeMap::new()),
             status_writes_sum: AtomicU64::new(0),
@@ -239,6 +248,11 @@ impl Metrics {
         let labels = StoreLabels { store: store.into() };
         self.stores_ready.remove(&labels);
         self.backend_withheld.remove(&labels);
+    }
+
+    /// Counts a reconcile of `kind` put off until its store has room in its share of the slots.
+    pub fn reconcile_deferred(&self, kind: &'static str) {
+        self.reconciles_deferred.get_or_create(&KindLabels { kind }).inc();
     }
 
     /// Counts a backend call of the store shown as `store` that was not made: the store gave

@@ -23,7 +23,7 @@ use tracing::Instrument;
 use crate::{
     context::{Context, Error, Result, finalizer_write},
     status::{Readiness, WithStatus, conditions_for},
-    stores::Unusable,
+    stores::{StoreKey, Unusable},
 };
 
 /// A kind reconciled with the operator's finalizer: what it converges to, and what its deletion
@@ -36,6 +36,8 @@ pub trait Reconciled: WithStatus + Serialize + Send + Sync + 'static {
     fn cleanup(&self, ctx: &Context) -> impl Future<Output = Result<Action>> + Send;
     /// Writes the object's status for `readiness`, keeping what status already names.
     fn report(&self, ctx: &Context, readiness: &Readiness) -> impl Future<Output = Result<()>> + Send;
+    /// The store the object lives on, whose share of the reconcile slots it runs in.
+    fn store(&self) -> StoreKey;
 }
 
 /// What a deleted object shows while its cleanup, failed with `err`, waits for a retry; `None`
@@ -135,6 +137,9 @@ impl Halt {
     }
 }
 
+/// The longest an object waits in its store's line for a share before it tries again by itself.
+const SHARE_WAIT_LIMIT: Duration = Duration::from_secs(10);
+
 /// How soon an object whose store is still being connected looks again.
 const STORE_PENDING_RETRY: Duration = Duration::from_secs(1);
 
@@ -143,6 +148,12 @@ const STORE_PENDING_RETRY: Duration = Duration::from_secs(1);
 pub async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
+    let Some(_share) = ctx.shares.enter(K::KIND, &obj.store(), (namespace.clone(), name.clone())) else {
+        // Its store has used its share of the slots: the object waits in its store's line and
+        // is woken when there is room; the requeue only guards against a wake never sent.
+        ctx.metrics.reconcile_deferred(K::KIND);
+        return Ok(Action::requeue(SHARE_WAIT_LIMIT));
+    };
     let api: Api<K> = obj.api_of(ctx.client.clone());
     let finalizer_patch = finalizer_write(obj.as_ref());
     let work = async {

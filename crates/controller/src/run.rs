@@ -239,6 +239,8 @@ pub async fn run(
             triggers::spec_changes(scoped::<S3User>(&client, &config), wc, user_writer),
             user_store.clone(),
         )
+        // An object that waited for its store's share of the slots: there is room now.
+        .reconcile_on(ctx.shares.woken(user::KIND).map(|(namespace, name)| ObjectRef::new(&name).within(&namespace)))
         .with_config(controller_config)
         .owns_stream(triggers::secret_changes(scoped::<Secret>(&client, &config), secrets_wc, own_secret_writes))
         // A user waits for its buckets: wake it when one of them turns usable or goes.
@@ -274,6 +276,9 @@ pub async fn run(
         tokio::spawn(mark_synced(user_store.clone(), readiness.clone(), user::KIND));
         work.push(
             buckets
+                .reconcile_on(
+                    ctx.shares.woken(bucket::KIND).map(|(namespace, name)| ObjectRef::new(&name).within(&namespace)),
+                )
                 .run(reconcile::<S3Bucket>, error_policy::<S3Bucket>, ctx.clone())
                 .for_each(|r| async move { log_result(bucket::KIND, r) })
                 .boxed(),

@@ -66,6 +66,9 @@ impl Reconciled for S3User {
     async fn report(&self, ctx: &Context, readiness: &Readiness) -> Result<()> {
         report(self, ctx, None, None, None, readiness).await
     }
+    fn store(&self) -> StoreKey {
+        store_of(self)
+    }
 }
 
 /// The store an S3User lives on.
