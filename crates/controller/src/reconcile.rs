@@ -137,8 +137,9 @@ impl Halt {
     }
 }
 
-/// The longest an object waits in its store's line for a share before it tries again by itself.
-const SHARE_WAIT_LIMIT: Duration = Duration::from_secs(10);
+/// The longest an object waits in its store's line for a share before it tries again by itself
+/// (it is woken sooner when there is room; this only covers a wake that never came).
+const SHARE_WAIT_LIMIT: Duration = Duration::from_secs(30);
 
 /// How soon an object whose store is still being connected looks again.
 const STORE_PENDING_RETRY: Duration = Duration::from_secs(1);

@@ -121,7 +121,11 @@ pub async fn run(
     let events = crate::events::Publisher::new(client.clone(), "s3-resource-operator", std::env::var("POD_NAME").ok());
     let config = Arc::new(config);
     let wc = watcher::Config::default().any_semantic();
-    let controller_config = controller::Config::default().concurrency(config.concurrency);
+    // One slot more than the stores' shares add up to (see shares.rs): while one store uses
+    // all of them, the spare slot lets the next object in the queue through the gate, so an
+    // object of another store is seen (and gets its share) instead of waiting behind the busy
+    // store's queue; an object over its store's share gives the slot back at once.
+    let controller_config = controller::Config::default().concurrency(config.concurrency.saturating_add(1));
 
     // The users' trigger is a subscription to the buckets' store (see triggers.rs). Its buffer
     // only holds object references; a full buffer makes the bucket watch wait, never drops.

@@ -11,6 +11,11 @@
 //! controller) when one of its store's reconciles ends, or when a store going idle raises the
 //! shares. A store alone keeps every slot. Reconciles whose store is not usable take a share
 //! too: they end at once without calling anything.
+//!
+//! The controllers run one slot more than `concurrency`: a store using every share still
+//! leaves that slot to the queue, so another store's object reaches the gate (and makes its
+//! store active) instead of waiting until the busy store's queue is through. The busy store's
+//! own objects that reach it just join their line.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},

@@ -3,7 +3,8 @@
 //! requests (a list, a marker read, a policy read), and what a store pays for is requests.
 //!
 //! It can also go silent ([`CountingProxy::stall`]): it keeps accepting connections and counting
-//! requests but forwards and answers nothing, as a black-holed address or a hung store does.
+//! requests but forwards and answers nothing, as a black-holed address or a hung store does; or
+//! slow ([`CountingProxy::slow_down`]): each request waits before it is forwarded.
 //!
 //! Nothing is rewritten: the client signs for the proxy's address (SigV4 covers `Host`), the
 //! store checks the signature against the same `Host` it receives, and replies flow back
@@ -14,7 +15,7 @@ use std::{
     collections::BTreeMap,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
@@ -34,6 +35,7 @@ pub struct CountingProxy {
     url: String,
     counts: Arc<Mutex<Counts>>,
     stalled: Arc<AtomicBool>,
+    delay_ms: Arc<AtomicU64>,
     accept: JoinHandle<()>,
 }
 
@@ -53,27 +55,34 @@ impl CountingProxy {
         let markers = Arc::new(markers);
         let shared = counts.clone();
         let stalled = Arc::new(AtomicBool::new(false));
-        let silent = stalled.clone();
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let faults = Faults { stalled: stalled.clone(), delay_ms: delay_ms.clone() };
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (target, counts, markers, silent) =
-                    (target.clone(), shared.clone(), markers.clone(), silent.clone());
+                let (target, counts, markers, faults) =
+                    (target.clone(), shared.clone(), markers.clone(), faults.clone());
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(&target).await {
                         let _ = client.set_nodelay(true);
                         let _ = server.set_nodelay(true);
-                        pipe(client, server, &counts, &markers, &silent).await;
+                        pipe(client, server, &counts, &markers, &faults).await;
                     }
                 });
             }
         });
-        Ok(CountingProxy { url, counts, stalled, accept })
+        Ok(CountingProxy { url, counts, stalled, delay_ms, accept })
     }
 
     /// Goes silent (`true`): requests are still counted, but none reaches the store and none
     /// is answered, on new connections and open ones alike; `false` forwards again.
     pub fn stall(&self, silent: bool) {
         self.stalled.store(silent, Ordering::SeqCst);
+    }
+
+    /// Holds each request for `delay` before forwarding it (zero: none), as a loaded store or a
+    /// far one does.
+    pub fn slow_down(&self, delay: std::time::Duration) {
+        self.delay_ms.store(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), Ordering::SeqCst);
     }
 
     /// The URL clients use instead of the store's.
@@ -104,9 +113,16 @@ pub fn delta(before: &Counts, after: &Counts) -> Counts {
         .collect()
 }
 
+/// What a proxy does wrong on purpose, shared by its connections.
+#[derive(Clone, Debug)]
+struct Faults {
+    stalled: Arc<AtomicBool>,
+    delay_ms: Arc<AtomicU64>,
+}
+
 /// Copies both ways until either side closes, parsing the client's bytes for requests; while
-/// `stalled`, the client's bytes are counted and dropped.
-async fn pipe(client: TcpStream, server: TcpStream, counts: &Mutex<Counts>, markers: &[String], stalled: &AtomicBool) {
+/// stalled, the client's bytes are counted and dropped; while slowed, each read of them waits.
+async fn pipe(client: TcpStream, server: TcpStream, counts: &Mutex<Counts>, markers: &[String], faults: &Faults) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let upstream = async {
@@ -121,8 +137,12 @@ async fn pipe(client: TcpStream, server: TcpStream, counts: &Mutex<Counts>, mark
                 let l = label(&request, markers);
                 *counts.lock().unwrap_or_else(PoisonError::into_inner).entry(l).or_default() += 1;
             }
-            if stalled.load(Ordering::SeqCst) {
+            if faults.stalled.load(Ordering::SeqCst) {
                 continue;
+            }
+            let delay = faults.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
             }
             if server_write.write_all(&buf[..n]).await.is_err() {
                 break;

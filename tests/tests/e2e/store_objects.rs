@@ -577,6 +577,60 @@ async fn a_store_that_stops_answering_is_probed_instead_of_asked_by_every_object
     op.stop().await.unwrap();
 }
 
+/// A store whose every request is slow does not hold up another store's objects: with two
+/// reconcile slots and twelve buckets queued on the slow store first, a pair on the other store
+/// converges while most of them still wait (each store gets its share of the slots), and the
+/// slow store's buckets all converge too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_store_does_not_hold_up_the_others() {
+    const QUEUED: usize = 12;
+    let client = client().await;
+    let ns = cp().namespace("stores-slow").await.unwrap();
+    let (versitygw, minio) = tokio::join!(start(StoreKind::Versitygw), start(StoreKind::Minio));
+    let proxy = s3op_tests::bench::proxy::CountingProxy::start(minio.endpoint(), vec![]).await.unwrap();
+    let args = ["--resync-interval", "600s", "--compat-mode", "false", "--watch-namespace", &ns, "--concurrency", "2"];
+    let op = Operator::start_with(client.clone(), args.iter().map(|a| a.to_string()).collect()).await.unwrap();
+    let stores: Api<S3Store> = Api::namespaced(client.clone(), &ns);
+    let buckets: Api<S3Bucket> = Api::namespaced(client.clone(), &ns);
+    let users: Api<S3User> = Api::namespaced(client.clone(), &ns);
+    let mut provider = provider_of(&minio);
+    provider.minio.as_mut().unwrap().endpoint = proxy.url().to_string();
+    s3store_at(&client, &ns, "minio", &minio, provider).await;
+    s3store(&client, &ns, "gw", &versitygw).await;
+    wait_ready(&stores, "minio").await;
+    wait_ready(&stores, "gw").await;
+
+    proxy.slow_down(Duration::from_millis(700));
+    let queued: Vec<String> = (0..QUEUED).map(|i| format!("minio-slow-{i}")).collect();
+    for name in &queued {
+        buckets
+            .create(&PostParams::default(), &bucket(name, on(RefKind::S3Store, "minio"), DeletionPolicy::Retain))
+            .await
+            .unwrap();
+    }
+    buckets
+        .create(&PostParams::default(), &bucket("gw-data", on(RefKind::S3Store, "gw"), DeletionPolicy::Retain))
+        .await
+        .unwrap();
+    users.create(&PostParams::default(), &user("gw-app", on(RefKind::S3Store, "gw"), &["gw-data"])).await.unwrap();
+    wait_ready(&users, "gw-app").await;
+    let mut ready = 0;
+    for name in &queued {
+        if buckets.get(name).await.unwrap().ready().is_some_and(|c| c.status == "True") {
+            ready += 1;
+        }
+    }
+    let deferred = s3op_tests::binary::metric_sum(&op.metrics().await.unwrap(), "s3op_reconciles_deferred_total");
+    eprintln!("slow store: {ready} of {QUEUED} buckets Ready when the other store's pair was; {deferred} deferrals");
+    assert!(ready < QUEUED / 4, "the other store's pair waited for {ready} of the slow store's {QUEUED} buckets");
+    assert!(deferred >= 1.0, "no reconcile was deferred");
+
+    proxy.slow_down(Duration::ZERO);
+    let names: Vec<&str> = queued.iter().map(String::as_str).collect();
+    wait_all(&buckets, &names, "True").await;
+    op.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_default_store_keeps_todays_objects_ready_with_zero_writes() {
     let client = client().await;
