@@ -238,8 +238,14 @@ pub struct ReconcileArgs {
     #[arg(long, env = "CLUSTER_STORES", action = clap::ArgAction::Set, value_parser = parse_bool)]
     pub cluster_stores: Option<bool>,
 
-    /// How many objects of one kind are reconciled at the same time.
-    #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = 8)]
+    /// How many objects of one kind are reconciled at the same time. While several stores have
+    /// objects to reconcile, each store gets an equal share, so a slow store cannot hold them all.
+    #[arg(
+        long = "reconcile-concurrency",
+        visible_alias = "concurrency",
+        env = "RECONCILE_CONCURRENCY",
+        default_value_t = 8
+    )]
     pub concurrency: u16,
 }
 

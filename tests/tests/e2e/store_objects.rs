@@ -505,7 +505,16 @@ async fn a_store_that_stops_answering_is_probed_instead_of_asked_by_every_object
     let proxy = s3op_tests::bench::proxy::CountingProxy::start(minio.endpoint(), vec![]).await.unwrap();
     // A long resync and two slots per kind: only what the operator wakes is reconciled, and a
     // store holding the slots would hold up everything else.
-    let args = ["--resync-interval", "600s", "--compat-mode", "false", "--watch-namespace", &ns, "--concurrency", "2"];
+    let args = [
+        "--resync-interval",
+        "600s",
+        "--compat-mode",
+        "false",
+        "--watch-namespace",
+        &ns,
+        "--reconcile-concurrency",
+        "2",
+    ];
     let op = Operator::start_with(client.clone(), args.iter().map(|a| a.to_string()).collect()).await.unwrap();
     let stores: Api<S3Store> = Api::namespaced(client.clone(), &ns);
     let buckets: Api<S3Bucket> = Api::namespaced(client.clone(), &ns);
@@ -588,7 +597,16 @@ async fn a_slow_store_does_not_hold_up_the_others() {
     let ns = cp().namespace("stores-slow").await.unwrap();
     let (versitygw, minio) = tokio::join!(start(StoreKind::Versitygw), start(StoreKind::Minio));
     let proxy = s3op_tests::bench::proxy::CountingProxy::start(minio.endpoint(), vec![]).await.unwrap();
-    let args = ["--resync-interval", "600s", "--compat-mode", "false", "--watch-namespace", &ns, "--concurrency", "2"];
+    let args = [
+        "--resync-interval",
+        "600s",
+        "--compat-mode",
+        "false",
+        "--watch-namespace",
+        &ns,
+        "--reconcile-concurrency",
+        "2",
+    ];
     let op = Operator::start_with(client.clone(), args.iter().map(|a| a.to_string()).collect()).await.unwrap();
     let stores: Api<S3Store> = Api::namespaced(client.clone(), &ns);
     let buckets: Api<S3Bucket> = Api::namespaced(client.clone(), &ns);
