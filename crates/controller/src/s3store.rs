@@ -815,18 +815,24 @@ mod tests {
         assert!(cluster.reads_secret("storage", "admin") && !cluster.reads_secret("team-a", "admin"));
     }
 
-    #[tokio::test]
-    async fn a_tenants_store_never_gets_the_operators_identity() {
-        let t = crate::testing::TestContext::new();
+    /// A store reconciler's context over `t`, with no store in its caches.
+    fn store_context(t: &crate::testing::TestContext) -> StoreContext {
         let (namespaced, _) = kube::runtime::reflector::store();
-        let sctx = StoreContext::new(
+        let secret_watches = SecretWatches::new(t.ctx.client.clone());
+        StoreContext::new(
             t.ctx.clone(),
             None,
             None,
             (namespaced, None),
-            SecretWatches::new(t.ctx.client.clone()),
+            secret_watches,
             futures::channel::mpsc::unbounded().0,
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn a_tenants_store_never_gets_the_operators_identity() {
+        let t = crate::testing::TestContext::new();
+        let sctx = store_context(&t);
         let mut store = S3Store::new("borrowed", Default::default());
         store.metadata.namespace = Some("team-a".into());
         store.spec.provider =
@@ -841,15 +847,7 @@ mod tests {
     #[tokio::test]
     async fn a_missing_admin_secret_stalls_and_a_store_that_does_not_answer_reconciles() {
         let t = crate::testing::TestContext::new();
-        let (namespaced, _) = kube::runtime::reflector::store();
-        let sctx = StoreContext::new(
-            t.ctx.clone(),
-            None,
-            None,
-            (namespaced, None),
-            SecretWatches::new(t.ctx.client.clone()),
-            futures::channel::mpsc::unbounded().0,
-        );
+        let sctx = store_context(&t);
         let mut store = S3Store::new("minio", Default::default());
         store.metadata.namespace = Some("team-a".into());
         store.spec.provider = Provider {

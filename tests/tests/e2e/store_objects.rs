@@ -490,6 +490,36 @@ async fn a_rotated_admin_key_is_picked_up_and_a_wrong_or_stopped_store_degrades_
     op.stop().await.unwrap();
 }
 
+/// Two stores in a namespace of their own: S3Store `minio`, reached through a proxy the test can
+/// stall or slow down, and S3Store `gw` (VersityGW, direct); an operator with a 10-minute resync
+/// and two reconcile slots per kind, so only what it wakes is reconciled, and a store holding
+/// the slots would hold up everything else.
+struct ProxiedPair {
+    ns: String,
+    versitygw: Store,
+    minio: Store,
+    proxy: s3op_tests::bench::proxy::CountingProxy,
+    op: Operator,
+}
+
+impl ProxiedPair {
+    async fn start(prefix: &str) -> ProxiedPair {
+        let client = client().await;
+        let ns = cp().namespace(prefix).await.unwrap();
+        let (versitygw, minio) = tokio::join!(start(StoreKind::Versitygw), start(StoreKind::Minio));
+        let proxy = s3op_tests::bench::proxy::CountingProxy::start(minio.endpoint(), vec![]).await.unwrap();
+        let args = ["--resync-interval", "600s", "--compat-mode", "false", "--watch-namespace", &ns];
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.extend(["--reconcile-concurrency".to_string(), "2".to_string()]);
+        let op = Operator::start_with(client.clone(), args).await.unwrap();
+        let mut provider = provider_of(&minio);
+        provider.minio.as_mut().unwrap().endpoint = proxy.url().to_string();
+        s3store_at(&client, &ns, "minio", &minio, provider).await;
+        s3store(&client, &ns, "gw", &versitygw).await;
+        ProxiedPair { ns, versitygw, minio, proxy, op }
+    }
+}
+
 /// A store that stops answering (it accepts connections and never replies, as a black-holed
 /// address or a hung server does) is not asked by each of its objects, each waiting out the
 /// client's timeouts in a reconcile slot every store shares: after the first silence its calls
@@ -499,31 +529,12 @@ async fn a_rotated_admin_key_is_picked_up_and_a_wrong_or_stopped_store_degrades_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_that_stops_answering_is_probed_instead_of_asked_by_every_object() {
     const WAITING: usize = 20;
+    let ProxiedPair { ns, versitygw, minio, proxy, op } = ProxiedPair::start("stores-silent").await;
     let client = client().await;
-    let ns = cp().namespace("stores-silent").await.unwrap();
-    let (versitygw, minio) = tokio::join!(start(StoreKind::Versitygw), start(StoreKind::Minio));
-    let proxy = s3op_tests::bench::proxy::CountingProxy::start(minio.endpoint(), vec![]).await.unwrap();
-    // A long resync and two slots per kind: only what the operator wakes is reconciled, and a
-    // store holding the slots would hold up everything else.
-    let args = [
-        "--resync-interval",
-        "600s",
-        "--compat-mode",
-        "false",
-        "--watch-namespace",
-        &ns,
-        "--reconcile-concurrency",
-        "2",
-    ];
-    let op = Operator::start_with(client.clone(), args.iter().map(|a| a.to_string()).collect()).await.unwrap();
     let stores: Api<S3Store> = Api::namespaced(client.clone(), &ns);
     let buckets: Api<S3Bucket> = Api::namespaced(client.clone(), &ns);
     let users: Api<S3User> = Api::namespaced(client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let mut provider = provider_of(&minio);
-    provider.minio.as_mut().unwrap().endpoint = proxy.url().to_string();
-    s3store_at(&client, &ns, "minio", &minio, provider).await;
-    s3store(&client, &ns, "gw", &versitygw).await;
     for (store, b, u) in [("minio", "minio-data", "minio-app"), ("gw", "gw-data", "gw-app")] {
         buckets
             .create(&PostParams::default(), &bucket(b, on(RefKind::S3Store, store), DeletionPolicy::Retain))
@@ -593,28 +604,12 @@ async fn a_store_that_stops_answering_is_probed_instead_of_asked_by_every_object
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_store_does_not_hold_up_the_others() {
     const QUEUED: usize = 12;
+    // The stores must outlive the test: a Store stops its server when dropped.
+    let ProxiedPair { ns, proxy, op, versitygw: _versitygw, minio: _minio } = ProxiedPair::start("stores-slow").await;
     let client = client().await;
-    let ns = cp().namespace("stores-slow").await.unwrap();
-    let (versitygw, minio) = tokio::join!(start(StoreKind::Versitygw), start(StoreKind::Minio));
-    let proxy = s3op_tests::bench::proxy::CountingProxy::start(minio.endpoint(), vec![]).await.unwrap();
-    let args = [
-        "--resync-interval",
-        "600s",
-        "--compat-mode",
-        "false",
-        "--watch-namespace",
-        &ns,
-        "--reconcile-concurrency",
-        "2",
-    ];
-    let op = Operator::start_with(client.clone(), args.iter().map(|a| a.to_string()).collect()).await.unwrap();
     let stores: Api<S3Store> = Api::namespaced(client.clone(), &ns);
     let buckets: Api<S3Bucket> = Api::namespaced(client.clone(), &ns);
     let users: Api<S3User> = Api::namespaced(client.clone(), &ns);
-    let mut provider = provider_of(&minio);
-    provider.minio.as_mut().unwrap().endpoint = proxy.url().to_string();
-    s3store_at(&client, &ns, "minio", &minio, provider).await;
-    s3store(&client, &ns, "gw", &versitygw).await;
     wait_ready(&stores, "minio").await;
     wait_ready(&stores, "gw").await;
 
