@@ -22,7 +22,7 @@ use crate::{
     config::Config,
     metrics::{API_WRITE_FINALIZER_ADD, API_WRITE_FINALIZER_REMOVE, Metrics},
     status::WithStatus,
-    stores::{Stores, Unusable},
+    stores::{StoreKey, Stores, Unusable},
 };
 
 /// Why a reconcile must be tried again. Permanent problems are not errors: they are written to
@@ -121,6 +121,8 @@ impl Debug for Context {
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Longest retry delay.
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// The longest an object waits in its store's line for a share before it tries again by itself.
+const SHARE_WAIT_LIMIT: Duration = Duration::from_secs(30);
 
 impl Context {
     /// A context; `buckets` is the bucket controller's store. Also returns the receiving end
@@ -165,6 +167,23 @@ impl Context {
         *n = n.saturating_add(1);
         let exp = BACKOFF_BASE.saturating_mul(1u32 << (*n - 1).min(12));
         jitter(exp.min(BACKOFF_CAP), 0.2)
+    }
+
+    /// A share of `store`'s reconcile slots for the `kind` object `namespace/name`, or, when its
+    /// store has used its share while other stores have work, the action that leaves the
+    /// object waiting in its store's line (see `shares.rs`).
+    pub fn take_share(
+        &self,
+        kind: &'static str,
+        store: &StoreKey,
+        namespace: &str,
+        name: &str,
+    ) -> std::result::Result<crate::shares::Share, Action> {
+        self.shares.enter(kind, store, (namespace.to_string(), name.to_string())).ok_or_else(|| {
+            self.metrics.reconcile_deferred(kind);
+            // It is woken when there is room; the requeue only covers a wake that never came.
+            Action::requeue(SHARE_WAIT_LIMIT)
+        })
     }
 
     /// Forgets the failures of `key` after a success.

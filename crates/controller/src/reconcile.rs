@@ -137,10 +137,6 @@ impl Halt {
     }
 }
 
-/// The longest an object waits in its store's line for a share before it tries again by itself
-/// (it is woken sooner when there is room; this only covers a wake that never came).
-const SHARE_WAIT_LIMIT: Duration = Duration::from_secs(30);
-
 /// How soon an object whose store is still being connected looks again.
 const STORE_PENDING_RETRY: Duration = Duration::from_secs(1);
 
@@ -149,11 +145,9 @@ const STORE_PENDING_RETRY: Duration = Duration::from_secs(1);
 pub async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
-    let Some(_share) = ctx.shares.enter(K::KIND, &obj.store(), (namespace.clone(), name.clone())) else {
-        // Its store has used its share of the slots: the object waits in its store's line and
-        // is woken when there is room; the requeue only guards against a wake never sent.
-        ctx.metrics.reconcile_deferred(K::KIND);
-        return Ok(Action::requeue(SHARE_WAIT_LIMIT));
+    let _share = match ctx.take_share(K::KIND, &obj.store(), &namespace, &name) {
+        Ok(share) => share,
+        Err(wait) => return Ok(wait),
     };
     let api: Api<K> = obj.api_of(ctx.client.clone());
     let finalizer_patch = finalizer_write(obj.as_ref());

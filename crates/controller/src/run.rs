@@ -296,11 +296,15 @@ pub async fn run(
     }
     if let Some((compat, secrets, secret_store)) = compat_parts {
         let secrets_on_store = secret_store.clone();
-        let secrets = secrets.reconcile_on(stores.subscribe().flat_map(move |change| {
-            futures::stream::iter(on_store(&secrets_on_store, &change, |m| {
-                compat::store_of(m.metadata.annotations.as_ref())
+        let secrets = secrets
+            .reconcile_on(stores.subscribe().flat_map(move |change| {
+                futures::stream::iter(on_store(&secrets_on_store, &change, |m| {
+                    compat::store_of(m.metadata.annotations.as_ref())
+                }))
             }))
-        }));
+            .reconcile_on(
+                ctx.shares.woken(compat::KIND).map(|(namespace, name)| ObjectRef::new(&name).within(&namespace)),
+            );
         tokio::spawn(mark_synced(secret_store.clone(), readiness.clone(), compat::KIND));
         tokio::spawn(compat::observe_first_pass(secret_store, compat.clone(), started));
         work.push(

@@ -74,7 +74,8 @@ pub fn controller(api: Api<SecretMeta>, compat: &Compat) -> (Controller<SecretMe
         futures::future::ready(kept)
     });
     let trigger = reflector(writer, events).applied_objects();
-    let config = controller::Config::default().concurrency(compat.ctx.config.concurrency);
+    // One slot more than the stores' shares add up to, as for the custom resources (run.rs).
+    let config = controller::Config::default().concurrency(compat.ctx.config.concurrency.saturating_add(1));
     (Controller::for_stream(trigger, reader.clone()).with_config(config), reader)
 }
 
@@ -124,6 +125,10 @@ pub async fn reconcile(meta: Arc<SecretMeta>, compat: Arc<Compat>) -> Result<Act
     let namespace = meta.namespace().unwrap_or_default();
     let name = meta.name_any();
     let key = key_of(&meta);
+    let _share = match ctx.take_share(KIND, &store_of(meta.metadata.annotations.as_ref()), &namespace, &name) {
+        Ok(share) => share,
+        Err(wait) => return Ok(wait),
+    };
     let work = async {
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
         match api.get_opt(&name).await? {
