@@ -392,6 +392,21 @@ async fn a_cluster_store_serves_the_namespaces_it_allows_and_a_namespaced_store_
     op.stop().await.unwrap();
 }
 
+/// On each S3Store named in `stores`, a Retain S3Bucket `<store>-data` and an S3User
+/// `<store>-app` granted it, both Ready.
+async fn ready_pairs(buckets: &Api<S3Bucket>, users: &Api<S3User>, stores: &[&str]) {
+    for store in stores {
+        let (b, u) = (format!("{store}-data"), format!("{store}-app"));
+        buckets
+            .create(&PostParams::default(), &bucket(&b, on(RefKind::S3Store, store), DeletionPolicy::Retain))
+            .await
+            .unwrap();
+        users.create(&PostParams::default(), &user(&u, on(RefKind::S3Store, store), &[&b])).await.unwrap();
+    }
+    let apps: Vec<String> = stores.iter().map(|s| format!("{s}-app")).collect();
+    wait_all(users, &apps.iter().map(String::as_str).collect::<Vec<_>>(), "True").await;
+}
+
 /// Waits until the Ready condition of every named object has `status`.
 async fn wait_all<K>(api: &Api<K>, names: &[&str], status: &str)
 where
@@ -424,14 +439,7 @@ async fn a_rotated_admin_key_is_picked_up_and_a_wrong_or_stopped_store_degrades_
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     s3store(&client, &ns, "gw", &versitygw).await;
     s3store(&client, &ns, "minio", &minio).await;
-    for (store, b, u) in [("gw", "gw-data", "gw-app"), ("minio", "minio-data", "minio-app")] {
-        buckets
-            .create(&PostParams::default(), &bucket(b, on(RefKind::S3Store, store), DeletionPolicy::Retain))
-            .await
-            .unwrap();
-        users.create(&PostParams::default(), &user(u, on(RefKind::S3Store, store), &[b])).await.unwrap();
-    }
-    wait_all(&users, &["gw-app", "minio-app"], "True").await;
+    ready_pairs(&buckets, &users, &["gw", "minio"]).await;
 
     // A second admin account, made on the store first, then written to the store's Secret.
     let (new_access, new_secret) = (unique_name("admin2").replace('-', ""), random_secret());
@@ -535,14 +543,7 @@ async fn a_store_that_stops_answering_is_probed_instead_of_asked_by_every_object
     let buckets: Api<S3Bucket> = Api::namespaced(client.clone(), &ns);
     let users: Api<S3User> = Api::namespaced(client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    for (store, b, u) in [("minio", "minio-data", "minio-app"), ("gw", "gw-data", "gw-app")] {
-        buckets
-            .create(&PostParams::default(), &bucket(b, on(RefKind::S3Store, store), DeletionPolicy::Retain))
-            .await
-            .unwrap();
-        users.create(&PostParams::default(), &user(u, on(RefKind::S3Store, store), &[b])).await.unwrap();
-    }
-    wait_all(&users, &["minio-app", "gw-app"], "True").await;
+    ready_pairs(&buckets, &users, &["minio", "gw"]).await;
     let minio_secret = secrets.get("minio-app-s3-credentials").await.unwrap();
     let minio_data = buckets.get("minio-data").await.unwrap().spec.bucket_name.unwrap();
     assert!(works_at(&minio_secret, proxy.url(), &minio_data).await);
