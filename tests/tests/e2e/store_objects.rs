@@ -392,6 +392,19 @@ async fn a_cluster_store_serves_the_namespaces_it_allows_and_a_namespaced_store_
     op.stop().await.unwrap();
 }
 
+/// `n` Retain S3Buckets `<prefix>-<i>` on the S3Store `store`, created one after the other; their
+/// names.
+async fn buckets_on(buckets: &Api<S3Bucket>, store: &str, prefix: &str, n: usize) -> Vec<String> {
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    for name in &names {
+        buckets
+            .create(&PostParams::default(), &bucket(name, on(RefKind::S3Store, store), DeletionPolicy::Retain))
+            .await
+            .unwrap();
+    }
+    names
+}
+
 /// On each S3Store named in `stores`, a Retain S3Bucket `<store>-data` and an S3User
 /// `<store>-app` granted it, both Ready.
 async fn ready_pairs(buckets: &Api<S3Bucket>, users: &Api<S3User>, stores: &[&str]) {
@@ -551,13 +564,7 @@ async fn a_store_that_stops_answering_is_probed_instead_of_asked_by_every_object
     // Silence, then many objects that need the store.
     proxy.stall(true);
     let before = proxy.snapshot();
-    let waiting: Vec<String> = (0..WAITING).map(|i| format!("minio-wait-{i}")).collect();
-    for name in &waiting {
-        buckets
-            .create(&PostParams::default(), &bucket(name, on(RefKind::S3Store, "minio"), DeletionPolicy::Retain))
-            .await
-            .unwrap();
-    }
+    let waiting = buckets_on(&buckets, "minio", "minio-wait", WAITING).await;
     // The store's own check was woken (its resync is 10 minutes away) and says why.
     let silent = wait_condition(&stores, "minio", "False", "BackendUnavailable").await;
     assert!(!silent.ready().unwrap().message.contains(minio.admin_secret_key()), "{:?}", silent.ready());
@@ -615,13 +622,7 @@ async fn a_slow_store_does_not_hold_up_the_others() {
     wait_ready(&stores, "gw").await;
 
     proxy.slow_down(Duration::from_millis(700));
-    let queued: Vec<String> = (0..QUEUED).map(|i| format!("minio-slow-{i}")).collect();
-    for name in &queued {
-        buckets
-            .create(&PostParams::default(), &bucket(name, on(RefKind::S3Store, "minio"), DeletionPolicy::Retain))
-            .await
-            .unwrap();
-    }
+    let queued = buckets_on(&buckets, "minio", "minio-slow", QUEUED).await;
     buckets
         .create(&PostParams::default(), &bucket("gw-data", on(RefKind::S3Store, "gw"), DeletionPolicy::Retain))
         .await
